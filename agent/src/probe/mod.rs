@@ -1,0 +1,744 @@
+//! The probe engine: one HTTP(S) exchange, measured phase by phase.
+//!
+//! reqwest and hyper's pooled client hide the boundary between TCP connect and TLS handshake,
+//! so the engine drives each step itself: resolve (tokio's getaddrinfo), connect
+//! ([`tokio::net::TcpStream`]), handshake ([`tokio_rustls`]), then a hyper HTTP/1.1 or HTTP/2
+//! connection over a [`timed_io::TimedIo`] that timestamps the last request byte and the first
+//! response byte. Every step runs under the earlier of its own limit and the overall deadline,
+//! and every failure is classified into one [`Outcome`] code.
+
+pub mod assertion;
+pub mod spec;
+pub mod timed_io;
+pub mod tls;
+
+use assertion::AssertionFailure;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use spec::{host_of, port_of, HttpVersionPref, IpPreference, ProbeSpec, SpecError};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use timed_io::{SharedMarks, TimedIo};
+use tls::TlsConfigCache;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+use vantage_protocol::{Outcome, Phase};
+
+pub use spec::Timeouts;
+
+/// Per-phase durations of one probe; `None` where the phase did not happen (no DNS for an IP
+/// literal, no TLS for plain HTTP, nothing after the step that failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseTimings([Option<Duration>; Phase::COUNT]);
+
+impl PhaseTimings {
+    pub fn get(&self, phase: Phase) -> Option<Duration> {
+        self.0[phase.index()]
+    }
+
+    pub fn set(&mut self, phase: Phase, d: Duration) {
+        self.0[phase.index()] = Some(d);
+    }
+
+    /// Adds to a phase, for redirect chains where a phase happens once per hop.
+    fn add(&mut self, phase: Phase, d: Duration) {
+        let slot = &mut self.0[phase.index()];
+        *slot = Some(slot.unwrap_or_default() + d);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Phase, Duration)> + '_ {
+        Phase::ALL
+            .into_iter()
+            .filter_map(|p| self.get(p).map(|d| (p, d)))
+    }
+}
+
+/// Why a probe failed, for people and logs. The outcome code is in [`ProbeResult::outcome`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The phase that was running, when the failure belongs to one.
+    pub phase: Option<Phase>,
+    pub message: String,
+}
+
+/// Everything one probe observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResult {
+    pub outcome: Outcome,
+    pub failure: Option<Failure>,
+    pub timings: PhaseTimings,
+    /// Status of the final response, if one arrived.
+    pub status: Option<u16>,
+    pub http_version: Option<Version>,
+    /// `TLSv1_2` or `TLSv1_3`.
+    pub tls_version: Option<&'static str>,
+    /// notAfter of the server's leaf certificate, when it was seen.
+    pub cert_not_after: Option<SystemTime>,
+    /// Value of the Region header of the final response.
+    pub answered_by: Option<String>,
+    pub remote_addr: Option<SocketAddr>,
+    /// Body bytes read (at most the body cap).
+    pub body_bytes: usize,
+    pub redirects: u8,
+    /// The request went over a kept-open connection (no DNS, connect or TLS phases).
+    pub reused_connection: bool,
+}
+
+impl ProbeResult {
+    fn new() -> Self {
+        ProbeResult {
+            outcome: Outcome::Ok,
+            failure: None,
+            timings: PhaseTimings::default(),
+            status: None,
+            http_version: None,
+            tls_version: None,
+            cert_not_after: None,
+            answered_by: None,
+            remote_addr: None,
+            body_bytes: 0,
+            redirects: 0,
+            reused_connection: false,
+        }
+    }
+
+    /// A result built from parts, for schedulers and recorders under test.
+    pub fn synthetic(outcome: Outcome, timings: PhaseTimings) -> Self {
+        let mut r = Self::new();
+        r.outcome = outcome;
+        r.timings = timings;
+        r
+    }
+
+    /// A response arrived (whatever its assertions said), so its latency is meaningful.
+    pub fn got_response(&self) -> bool {
+        self.status.is_some()
+    }
+}
+
+/// A failed step: its outcome code, phase and reason.
+struct StepError {
+    outcome: Outcome,
+    phase: Option<Phase>,
+    message: String,
+}
+
+impl StepError {
+    fn new(outcome: Outcome, phase: Phase, message: impl Into<String>) -> Self {
+        StepError {
+            outcome,
+            phase: Some(phase),
+            message: message.into(),
+        }
+    }
+
+    fn timeout(phase: Phase, limit: Instant, phase_start: Instant) -> Self {
+        let waited = limit.saturating_duration_since(phase_start);
+        StepError::new(
+            Outcome::Timeout,
+            phase,
+            format!("{phase} did not finish within {waited:.3?}"),
+        )
+    }
+}
+
+impl From<AssertionFailure> for StepError {
+    fn from(a: AssertionFailure) -> Self {
+        StepError {
+            outcome: a.outcome,
+            phase: None,
+            message: a.message,
+        }
+    }
+}
+
+/// Aborts the hyper connection task when the connection is dropped, closing the socket.
+struct ConnectionTask(JoinHandle<()>);
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// An open HTTP connection, with what was learned while opening it.
+struct Connection {
+    sender: Sender,
+    marks: SharedMarks,
+    _task: ConnectionTask,
+    remote_addr: SocketAddr,
+    tls_version: Option<&'static str>,
+    cert_not_after: Option<SystemTime>,
+    /// Scheme and authority the connection was opened for.
+    origin: (bool, String, u16),
+}
+
+/// Probes one target. Cheap to call concurrently; with connection reuse on, concurrent probes
+/// that find the kept connection busy open their own.
+pub struct Prober {
+    spec: Arc<ProbeSpec>,
+    tls_configs: Arc<TlsConfigCache>,
+    idle: Mutex<Option<Connection>>,
+    /// The last leaf certificate seen and its parsed notAfter: parsing X.509 on every probe
+    /// would cost more than comparing a few hundred bytes.
+    last_leaf: Mutex<Option<(Vec<u8>, Option<SystemTime>)>>,
+}
+
+const USER_AGENT: &str = concat!("vantage/", env!("CARGO_PKG_VERSION"));
+
+impl Prober {
+    /// Validates the spec and prepares its TLS configuration (shared through `tls_configs`).
+    pub fn new(spec: ProbeSpec, tls_configs: Arc<TlsConfigCache>) -> Result<Self, SpecError> {
+        spec.validate()?;
+        if spec.is_https() {
+            tls_configs.get(&spec.tls, spec.http_version)?;
+        }
+        Ok(Prober {
+            spec: Arc::new(spec),
+            tls_configs,
+            idle: Mutex::new(None),
+            last_leaf: Mutex::new(None),
+        })
+    }
+
+    pub fn spec(&self) -> &ProbeSpec {
+        &self.spec
+    }
+
+    /// Runs one probe to completion or to the overall deadline.
+    pub async fn probe(&self) -> ProbeResult {
+        let started = Instant::now();
+        let deadline = started + self.spec.timeouts.overall;
+        let mut result = ProbeResult::new();
+        if let Err(e) = self.run(deadline, &mut result).await {
+            result.outcome = e.outcome;
+            result.failure = Some(Failure {
+                phase: e.phase,
+                message: e.message,
+            });
+        }
+        result.timings.set(Phase::Total, started.elapsed());
+        result
+    }
+
+    async fn run(&self, deadline: Instant, result: &mut ProbeResult) -> Result<(), StepError> {
+        let spec = &*self.spec;
+        let mut url = spec.url.clone();
+        let mut method = spec.method.clone();
+        let mut body = spec.body.clone();
+        loop {
+            let response = self
+                .exchange(&url, &method, &body, deadline, result)
+                .await?;
+            let status = response.status;
+            let redirect = status.is_redirection() && status != StatusCode::NOT_MODIFIED;
+            if redirect && spec.max_redirects > 0 {
+                if let Some(next) = response
+                    .headers
+                    .get(header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| resolve_location(&url, l))
+                {
+                    if result.redirects >= spec.max_redirects {
+                        return Err(StepError {
+                            outcome: Outcome::RedirectLimit,
+                            phase: None,
+                            message: format!(
+                                "more than {} redirects (next: {next})",
+                                spec.max_redirects
+                            ),
+                        });
+                    }
+                    result.redirects += 1;
+                    if status == StatusCode::SEE_OTHER
+                        || (method == Method::POST
+                            && matches!(status.as_u16(), 301 | 302))
+                    {
+                        method = Method::GET;
+                        body = Bytes::new();
+                    }
+                    url = next;
+                    continue;
+                }
+            }
+            spec.assertions.check_head(status.as_u16(), &response.headers)?;
+            spec.assertions.check_body(&response.body)?;
+            return Ok(());
+        }
+    }
+
+    /// One request and response on a new or kept connection.
+    async fn exchange(
+        &self,
+        url: &Uri,
+        method: &Method,
+        body: &Bytes,
+        deadline: Instant,
+        result: &mut ProbeResult,
+    ) -> Result<Response, StepError> {
+        let spec = &*self.spec;
+        let https = url.scheme_str() == Some("https");
+        let origin = (https, host_of(url).to_ascii_lowercase(), port_of(url));
+        let mut connection = match self.take_idle(&origin, deadline).await {
+            Some(c) => {
+                result.reused_connection = true;
+                c
+            }
+            None => {
+                result.reused_connection = false;
+                self.connect(url, origin, deadline, result).await?
+            }
+        };
+        result.remote_addr = Some(connection.remote_addr);
+        result.tls_version = connection.tls_version;
+        result.cert_not_after = connection.cert_not_after;
+
+        let request = build_request(spec, url, method, body, &connection.sender)?;
+        let sent_at = Instant::now();
+        let first_byte_limit = deadline.min(sent_at + spec.timeouts.first_byte);
+        let sending = async {
+            match &mut connection.sender {
+                Sender::H1(s) => s.send_request(request).await,
+                Sender::H2(s) => s.send_request(request).await,
+            }
+        };
+        let response = match timeout_at(first_byte_limit, sending).await {
+            Err(_) => return Err(StepError::timeout(Phase::Ttfb, first_byte_limit, sent_at)),
+            Ok(Err(e)) => return Err(classify_hyper(&e, Phase::Ttfb)),
+            Ok(Ok(r)) => r,
+        };
+        let head_at = Instant::now();
+        // HTTP/1.1: bytes on the wire; HTTP/2 interleaves control frames with the response, so
+        // the head's arrival is the honest first byte there.
+        let (ttfb, first_byte_at) = match connection.sender {
+            Sender::H1(_) => {
+                let marks = *connection.marks.lock().unwrap_or_else(|p| p.into_inner());
+                match (marks.time_to_first_byte(), marks.first_read_after_write) {
+                    (Some(t), Some(at)) => (t, at),
+                    _ => (head_at - sent_at, head_at),
+                }
+            }
+            Sender::H2(_) => (head_at - sent_at, head_at),
+        };
+        result.timings.add(Phase::Ttfb, ttfb);
+        result.http_version = Some(response.version());
+        result.status = Some(response.status().as_u16());
+        result.answered_by = response
+            .headers()
+            .get(&spec.region_header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+
+        let (parts, mut incoming) = response.into_parts();
+        let keep_body = spec.assertions.needs_body();
+        let cap = spec.max_body_bytes;
+        let mut kept = Vec::new();
+        let mut read = 0usize;
+        let mut complete = false;
+        while read < cap {
+            match timeout_at(deadline, incoming.frame()).await {
+                Err(_) => return Err(StepError::timeout(Phase::Transfer, deadline, head_at)),
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                Ok(Some(Err(e))) => return Err(classify_hyper(&e, Phase::Transfer)),
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let take = data.len().min(cap - read);
+                        if keep_body {
+                            kept.extend_from_slice(&data[..take]);
+                        }
+                        read += take;
+                    }
+                }
+            }
+        }
+        if !complete && incoming.is_end_stream() {
+            complete = true;
+        }
+        result.body_bytes = read;
+        result.timings.add(Phase::Transfer, first_byte_at.elapsed());
+        drop(incoming);
+        let close = parts
+            .headers
+            .get(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if spec.reuse_connection && complete && !close {
+            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
+        }
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body: kept,
+        })
+    }
+
+    /// The kept connection, if reuse is on, it belongs to `origin` and it is still usable.
+    async fn take_idle(
+        &self,
+        origin: &(bool, String, u16),
+        deadline: Instant,
+    ) -> Option<Connection> {
+        if !self.spec.reuse_connection {
+            return None;
+        }
+        let mut c = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        if &c.origin != origin {
+            return None;
+        }
+        let ready = match &mut c.sender {
+            Sender::H1(s) => timeout_at(deadline, s.ready()).await,
+            Sender::H2(s) => timeout_at(deadline, s.ready()).await,
+        };
+        matches!(ready, Ok(Ok(()))).then_some(c)
+    }
+
+    /// DNS, TCP and TLS, each timed, then the HTTP handshake.
+    async fn connect(
+        &self,
+        url: &Uri,
+        origin: (bool, String, u16),
+        deadline: Instant,
+        result: &mut ProbeResult,
+    ) -> Result<Connection, StepError> {
+        let spec = &*self.spec;
+        let (https, host, port) = (origin.0, host_of(url), origin.2);
+        let addrs = self.resolve(host, port, deadline, result).await?;
+        let (tcp, remote_addr) = self.connect_tcp(&addrs, deadline, result).await?;
+        if !https {
+            let h2 = spec.http_version == HttpVersionPref::Http2;
+            let (sender, marks, task) = http_handshake(tcp, h2, deadline).await?;
+            return Ok(Connection {
+                sender,
+                marks,
+                _task: task,
+                remote_addr,
+                tls_version: None,
+                cert_not_after: None,
+                origin,
+            });
+        }
+
+        let config = self
+            .tls_configs
+            .get(&spec.tls, spec.http_version)
+            .map_err(|e| StepError::new(Outcome::Tls, Phase::Tls, e.to_string()))?;
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            StepError::new(Outcome::Tls, Phase::Tls, format!("bad TLS server name: {e}"))
+        })?;
+        let tls_start = Instant::now();
+        let tls_limit = deadline.min(tls_start + spec.timeouts.tls);
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let stream = match timeout_at(tls_limit, connector.connect(server_name, tcp)).await {
+            Err(_) => return Err(StepError::timeout(Phase::Tls, tls_limit, tls_start)),
+            Ok(Err(e)) => {
+                let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                let message = match rustls_error {
+                    Some(re) => {
+                        let (message, not_after) = tls::describe_tls_error(re);
+                        result.cert_not_after = not_after;
+                        message
+                    }
+                    None => format!("connection failed during TLS handshake: {e}"),
+                };
+                return Err(StepError::new(Outcome::Tls, Phase::Tls, message));
+            }
+            Ok(Ok(s)) => s,
+        };
+        result.timings.add(Phase::Tls, tls_start.elapsed());
+        let session = stream.get_ref().1;
+        let tls_version = session.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1_3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1_2",
+            _ => "other",
+        });
+        let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+        if spec.http_version == HttpVersionPref::Http2 && !h2 {
+            return Err(StepError::new(
+                Outcome::Protocol,
+                Phase::Tls,
+                "server did not agree to HTTP/2 (ALPN h2)",
+            ));
+        }
+        let cert_not_after = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| self.leaf_not_after(leaf.as_ref()));
+        let (sender, marks, task) = http_handshake(stream, h2, deadline).await?;
+        Ok(Connection {
+            sender,
+            marks,
+            _task: task,
+            remote_addr,
+            tls_version,
+            cert_not_after,
+            origin,
+        })
+    }
+
+    fn leaf_not_after(&self, der: &[u8]) -> Option<SystemTime> {
+        let mut last = self.last_leaf.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((bytes, not_after)) = &*last {
+            if bytes.as_slice() == der {
+                return *not_after;
+            }
+        }
+        let not_after = tls::certificate_not_after(der);
+        *last = Some((der.to_vec(), not_after));
+        not_after
+    }
+
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        deadline: Instant,
+        result: &mut ProbeResult,
+    ) -> Result<Vec<SocketAddr>, StepError> {
+        let spec = &*self.spec;
+        if let Some(addr) = spec.resolved_override(host, port) {
+            return Ok(vec![addr]);
+        }
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let start = Instant::now();
+        let limit = deadline.min(start + spec.timeouts.dns);
+        let addrs: Vec<SocketAddr> =
+            match timeout_at(limit, tokio::net::lookup_host((host, port))).await {
+                Err(_) => return Err(StepError::timeout(Phase::Dns, limit, start)),
+                Ok(Err(e)) => {
+                    return Err(StepError::new(
+                        Outcome::Dns,
+                        Phase::Dns,
+                        format!("cannot resolve {host}: {e}"),
+                    ))
+                }
+                Ok(Ok(addrs)) => addrs.collect(),
+            };
+        result.timings.add(Phase::Dns, start.elapsed());
+        let ordered = order_addresses(addrs, spec.ip_preference);
+        if ordered.is_empty() {
+            return Err(StepError::new(
+                Outcome::Dns,
+                Phase::Dns,
+                format!("{host} has no address of the requested IP family"),
+            ));
+        }
+        Ok(ordered)
+    }
+
+    /// Tries each address in order until one connects; the connect limit covers them all.
+    async fn connect_tcp(
+        &self,
+        addrs: &[SocketAddr],
+        deadline: Instant,
+        result: &mut ProbeResult,
+    ) -> Result<(TcpStream, SocketAddr), StepError> {
+        let start = Instant::now();
+        let limit = deadline.min(start + self.spec.timeouts.connect);
+        let mut last_error = None;
+        for &addr in addrs {
+            match timeout_at(limit, TcpStream::connect(addr)).await {
+                Err(_) => return Err(StepError::timeout(Phase::Connect, limit, start)),
+                Ok(Err(e)) => last_error = Some((addr, e)),
+                Ok(Ok(stream)) => {
+                    result.timings.add(Phase::Connect, start.elapsed());
+                    // Requests are small and written whole; Nagle would only delay them.
+                    let _ = stream.set_nodelay(true);
+                    return Ok((stream, addr));
+                }
+            }
+        }
+        let message = match last_error {
+            Some((addr, e)) => format!("connect to {addr}: {e}"),
+            None => "no address to connect to".to_owned(),
+        };
+        Err(StepError::new(Outcome::Connect, Phase::Connect, message))
+    }
+}
+
+/// A response as the assertions see it.
+struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Body prefix, kept only when an assertion needs it.
+    body: Vec<u8>,
+}
+
+fn order_addresses(addrs: Vec<SocketAddr>, preference: IpPreference) -> Vec<SocketAddr> {
+    // `Any` keeps resolver order: it already reflects the system's address selection rules.
+    if preference == IpPreference::Any {
+        return addrs;
+    }
+    let (v4, v6): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv4);
+    match preference {
+        IpPreference::Any | IpPreference::PreferV4 => v4.into_iter().chain(v6).collect(),
+        IpPreference::V4Only => v4,
+        IpPreference::V6Only => v6,
+        IpPreference::PreferV6 => v6.into_iter().chain(v4).collect(),
+    }
+}
+
+async fn http_handshake<S>(
+    io: S,
+    h2: bool,
+    deadline: Instant,
+) -> Result<(Sender, SharedMarks, ConnectionTask), StepError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (timed, marks) = TimedIo::new(io);
+    let io = TokioIo::new(timed);
+    let handshake_failed = |e: hyper::Error| classify_hyper(&e, Phase::Ttfb);
+    let (sender, task) = if h2 {
+        let fut = http2::handshake(TokioExecutor::new(), io);
+        let (sender, conn) = match timeout_at(deadline, fut).await {
+            Err(_) => return Err(StepError::timeout(Phase::Ttfb, deadline, Instant::now())),
+            Ok(r) => r.map_err(handshake_failed)?,
+        };
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (Sender::H2(sender), task)
+    } else {
+        let (sender, conn) = http1::handshake(io).await.map_err(handshake_failed)?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (Sender::H1(sender), task)
+    };
+    Ok((sender, marks, ConnectionTask(task)))
+}
+
+fn build_request(
+    spec: &ProbeSpec,
+    url: &Uri,
+    method: &Method,
+    body: &Bytes,
+    sender: &Sender,
+) -> Result<Request<Full<Bytes>>, StepError> {
+    let invalid = |e: http::Error| {
+        StepError::new(Outcome::Protocol, Phase::Ttfb, format!("cannot build request: {e}"))
+    };
+    let mut builder = Request::builder().method(method.clone());
+    builder = match sender {
+        // HTTP/1.1 wants origin-form plus Host; HTTP/2 takes :authority from an absolute URI.
+        Sender::H1(_) => {
+            let path = url.path_and_query().map_or("/", |p| p.as_str());
+            builder.uri(path)
+        }
+        Sender::H2(_) => builder.uri(url.clone()).version(Version::HTTP_2),
+    };
+    let mut request = builder.body(Full::new(body.clone())).map_err(invalid)?;
+    let headers = request.headers_mut();
+    for (name, value) in &spec.headers {
+        headers.append(name, value.clone());
+    }
+    if matches!(sender, Sender::H1(_)) && !headers.contains_key(header::HOST) {
+        if let Some(authority) = url.authority() {
+            let value = HeaderValue::from_str(authority.as_str()).map_err(|e| {
+                StepError::new(Outcome::Protocol, Phase::Ttfb, format!("bad Host: {e}"))
+            })?;
+            headers.insert(header::HOST, value);
+        }
+    }
+    headers
+        .entry(header::USER_AGENT)
+        .or_insert(HeaderValue::from_static(USER_AGENT));
+    headers
+        .entry(header::ACCEPT)
+        .or_insert(HeaderValue::from_static("*/*"));
+    Ok(request)
+}
+
+/// Maps a hyper error onto an outcome code by what actually happened on the connection.
+fn classify_hyper(e: &hyper::Error, phase: Phase) -> StepError {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            let outcome = match io.kind() {
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    Outcome::Reset
+                }
+                K::TimedOut => Outcome::Timeout,
+                _ => Outcome::Protocol,
+            };
+            return StepError::new(outcome, phase, format!("{e}: {io}"));
+        }
+        source = s.source();
+    }
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        return StepError::new(
+            Outcome::Reset,
+            phase,
+            format!("connection closed before the response was complete ({e})"),
+        );
+    }
+    StepError::new(Outcome::Protocol, phase, e.to_string())
+}
+
+/// Resolves a Location header against the URL that answered.
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    let has_scheme = location.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if has_scheme {
+        return spec::parse_url(location).ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    let text = if let Some(rest) = location.strip_prefix("//") {
+        format!("{scheme}://{rest}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else {
+        let path = base.path();
+        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+        let dir = if dir.is_empty() { "/" } else { dir };
+        format!("{scheme}://{authority}{dir}{location}")
+    };
+    spec::parse_url(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_base() {
+        let base: Uri = "https://a.example/x/y?q=1".parse().unwrap();
+        let r = |l| resolve_location(&base, l).map(|u| u.to_string());
+        assert_eq!(r("/z").as_deref(), Some("https://a.example/z"));
+        assert_eq!(r("z").as_deref(), Some("https://a.example/x/z"));
+        assert_eq!(r("//b.example/p").as_deref(), Some("https://b.example/p"));
+        assert_eq!(r("http://c.example/").as_deref(), Some("http://c.example/"));
+        assert_eq!(r("ftp://c.example/"), None);
+    }
+
+    #[test]
+    fn address_preference_orders_and_filters() {
+        let v4: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        let both = vec![v6, v4];
+        assert_eq!(order_addresses(both.clone(), IpPreference::V4Only), vec![v4]);
+        assert_eq!(order_addresses(both.clone(), IpPreference::V6Only), vec![v6]);
+        assert_eq!(order_addresses(both.clone(), IpPreference::PreferV4), vec![v4, v6]);
+        assert_eq!(order_addresses(both, IpPreference::PreferV6), vec![v6, v4]);
+    }
+}
