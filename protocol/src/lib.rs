@@ -5,6 +5,7 @@
 //! Agents, the aggregator and the status endpoint depend on this crate so that a code or a
 //! phase name means the same thing in metrics, reports and decisions.
 
+pub mod duration;
 pub mod histogram;
 mod outcome;
 mod phase;

@@ -203,7 +203,8 @@ impl Prober {
     /// Validates the spec and prepares its TLS configuration (shared through `tls_configs`).
     pub fn new(spec: ProbeSpec, tls_configs: Arc<TlsConfigCache>) -> Result<Self, SpecError> {
         spec.validate()?;
-        if spec.is_https() {
+        // A CA bundle is checked even for http:// targets: a redirect may lead to https.
+        if spec.is_https() || spec.tls.ca_file.is_some() {
             tls_configs.get(&spec.tls, spec.http_version)?;
         }
         Ok(Prober {

@@ -101,7 +101,9 @@ impl TestCa {
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before.into();
         params.not_after = not_after.into();
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
         Leaf {
             cert: cert.der().clone(),
             key: key.serialize_der(),
@@ -523,6 +525,23 @@ pub async fn black_hole() -> Stub {
 /// completes.
 pub async fn tls_black_hole() -> Stub {
     stub(swallow).await
+}
+
+/// Answers each connection's first request with a fixed HTTP/1.1 200 (no `Connection: close`)
+/// and then closes it, as a server whose keep-alive timeout has passed does.
+pub async fn answer_once_server() -> Stub {
+    stub(|mut tcp, received| async move {
+        use tokio::io::AsyncWriteExt;
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = tcp.read(&mut buf).await {
+            *received.lock().unwrap() = buf[..n].to_vec();
+        }
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        let _ = tcp.shutdown().await;
+    })
+    .await
 }
 
 /// A port on 127.0.0.1 with nothing listening: bound, read back, released.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test gate, on a fresh Debian 12 machine or an old one: install every test
+# dependency, then check formatting, lint, and run every test. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the tests and benchmarks drive for real (probed by the binary they ship).
+declare -A debian_packages=(
+  [/usr/sbin/nginx]=nginx-light
+  [/usr/bin/prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+)
+missing=()
+for binary in "${!debian_packages[@]}"; do
+  [ -x "$binary" ] || missing+=("${debian_packages[$binary]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "cargo ${component/rustfmt/fmt} is missing: install it with 'rustup component add $component'" >&2
+    exit 1
+  fi
+done
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "doc tests"
+cargo test --workspace --doc --locked
+
+# Last, so its summary line closes the run.
+log "cargo nextest run"
+cargo nextest run --workspace --all-targets --locked --no-fail-fast

@@ -1,0 +1,348 @@
+//! Command-line surface: argument definitions and the glue from parsed flags to library calls.
+//! Exit codes: 0 success, 1 the command ran and found failures, 2 bad input.
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use http::{HeaderName, HeaderValue, Method};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vantage_agent::oneshot::{self, OneshotOptions};
+use vantage_agent::probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
+use vantage_agent::probe::spec::{
+    HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_REGION_HEADER,
+};
+use vantage_agent::probe::tls::TlsConfigCache;
+use vantage_agent::probe::Prober;
+use vantage_protocol::duration::parse_duration;
+
+/// Exit code for bad input: flags, URLs, files.
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vantage",
+    version,
+    about = "Synthetic monitoring with automated failover for multi-Region APIs",
+    long_about = "vantage probes a multi-Region API from several vantage points, times every \
+                  phase of every request, and moves Route 53 traffic away from a failing Region."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Probe one URL and print per-phase latency and outcome counts.
+    #[command(after_help = PROBE_EXAMPLES)]
+    Probe(ProbeArgs),
+}
+
+const PROBE_EXAMPLES: &str = "\
+Examples:
+  vantage probe https://api.example.com/status
+  vantage probe https://api.example.com/status --count 20 --interval 500ms
+  vantage probe https://api.example.com/status --resolve api.example.com:443:192.0.2.10
+  vantage probe https://127.0.0.1:8443/status --cacert ca.pem --expect-json /status=pass --json
+
+Phases: dns, connect (TCP), tls, ttfb (request sent to first response byte), transfer (body),
+total. Every probe opens a fresh connection unless --reuse-connection is given.
+Outcome codes: ok, dns, connect, tls, timeout, reset, protocol, http_status, body_mismatch,
+header_mismatch, redirect_limit.
+Exit status: 0 every probe ok, 1 at least one probe failed, 2 bad input.";
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// http:// or https:// URL to probe.
+    url: String,
+
+    /// Number of probes.
+    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+
+    /// Time between probe starts (e.g. 1s, 250ms); 0 runs them back to back.
+    #[arg(short, long, default_value = "1s", value_parser = duration_arg)]
+    interval: Duration,
+
+    /// Probes allowed in flight at once.
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+
+    /// Overall deadline of one probe (at most 60s).
+    #[arg(short, long, default_value = "10s", value_parser = duration_arg)]
+    timeout: Duration,
+
+    /// Limit for the TCP connect (Route 53 allows 4s).
+    #[arg(long, default_value = "4s", value_parser = duration_arg)]
+    connect_timeout: Duration,
+
+    /// Limit from request sent to first response byte (Route 53 allows 2s).
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    first_byte_timeout: Duration,
+
+    /// Limit for name resolution.
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    dns_timeout: Duration,
+
+    /// Limit for the TLS handshake.
+    #[arg(long, default_value = "4s", value_parser = duration_arg)]
+    tls_timeout: Duration,
+
+    /// Do not verify the server certificate (the handshake is still completed and timed).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+
+    /// Extra trusted CA certificates (PEM), in addition to the built-in web PKI roots.
+    #[arg(long, visible_alias = "ca-file", value_name = "FILE")]
+    cacert: Option<PathBuf>,
+
+    /// Connect to ADDR for HOST:PORT without DNS; SNI and Host keep the name. Repeatable.
+    #[arg(long, value_name = "HOST:PORT:ADDR", value_parser = resolve_arg)]
+    resolve: Vec<ResolveOverride>,
+
+    /// Request header, 'Name: value'. Repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", value_parser = header_arg)]
+    headers: Vec<(HeaderName, HeaderValue)>,
+
+    /// HTTP method.
+    #[arg(short = 'X', long, default_value = "GET", value_parser = method_arg)]
+    method: Method,
+
+    /// Request body; @FILE reads it from a file.
+    #[arg(short = 'd', long, value_name = "BODY")]
+    data: Option<String>,
+
+    /// Accepted status codes: codes, ranges and classes, e.g. 200,204 or 200-299 or 2xx,3xx.
+    #[arg(long, value_name = "LIST", default_value = "200-399", value_parser = status_arg)]
+    expect_status: StatusSet,
+
+    /// The body must contain this text.
+    #[arg(long, value_name = "TEXT")]
+    expect_body: Option<String>,
+
+    /// The body must match this regular expression.
+    #[arg(long, value_name = "REGEX", value_parser = regex_arg)]
+    expect_body_regex: Option<regex::Regex>,
+
+    /// A JSON pointer in the body must equal a value, e.g. /status=pass. Repeatable.
+    #[arg(long, value_name = "/POINTER=VALUE", value_parser = json_arg)]
+    expect_json: Vec<JsonPointerAssertion>,
+
+    /// A response header must be present ('Name') or equal a value ('Name: value'). Repeatable.
+    #[arg(long, value_name = "NAME[: VALUE]", value_parser = expect_header_arg)]
+    expect_header: Vec<HeaderAssertion>,
+
+    /// Body bytes read at most; assertions see this prefix.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body: usize,
+
+    /// Follow up to N redirects (default: do not follow).
+    #[arg(short = 'L', long, value_name = "N", default_value_t = 0)]
+    max_redirects: u8,
+
+    /// HTTP version: auto negotiates h2 or http/1.1 by ALPN over TLS and uses HTTP/1.1 over
+    /// plain HTTP; 2 over plain HTTP uses prior knowledge (h2c).
+    #[arg(long, value_enum, default_value_t = HttpVersionArg::Auto)]
+    http_version: HttpVersionArg,
+
+    /// Address family: any, 4, 6, prefer-4 or prefer-6.
+    #[arg(long, value_enum, default_value_t = IpArg::Any)]
+    ip: IpArg,
+
+    /// Keep the connection open between probes (no DNS, connect or TLS phases after the first).
+    #[arg(long)]
+    reuse_connection: bool,
+
+    /// Response header that names the Region that answered.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_REGION_HEADER, value_parser = header_name_arg)]
+    region_header: HeaderName,
+
+    /// Histogram precision in significant decimal digits (1-5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    precision: u8,
+
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HttpVersionArg {
+    Auto,
+    #[value(name = "1.1")]
+    Http1,
+    #[value(name = "2")]
+    Http2,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IpArg {
+    Any,
+    #[value(name = "4")]
+    V4,
+    #[value(name = "6")]
+    V6,
+    #[value(name = "prefer-4")]
+    PreferV4,
+    #[value(name = "prefer-6")]
+    PreferV6,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn resolve_arg(s: &str) -> Result<ResolveOverride, String> {
+    s.parse().map_err(|e: vantage_agent::probe::spec::SpecError| e.to_string())
+}
+
+fn header_arg(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad header {s:?}: expected 'Name: value'"))?;
+    let name = header_name_arg(name.trim())?;
+    let value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("bad header value in {s:?}"))?;
+    Ok((name, value))
+}
+
+fn header_name_arg(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("bad header name {s:?}"))
+}
+
+fn expect_header_arg(s: &str) -> Result<HeaderAssertion, String> {
+    match s.split_once(':') {
+        Some(_) => header_arg(s).map(|(name, value)| HeaderAssertion {
+            name,
+            value: Some(value),
+        }),
+        None => header_name_arg(s.trim()).map(|name| HeaderAssertion { name, value: None }),
+    }
+}
+
+fn method_arg(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.to_ascii_uppercase().as_bytes()).map_err(|_| format!("bad method {s:?}"))
+}
+
+fn status_arg(s: &str) -> Result<StatusSet, String> {
+    s.parse().map_err(|e: vantage_agent::probe::assertion::BadStatusSet| e.to_string())
+}
+
+fn regex_arg(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| format!("bad regex: {e}"))
+}
+
+fn json_arg(s: &str) -> Result<JsonPointerAssertion, String> {
+    s.parse()
+}
+
+/// Help and version go to stdout with status 0; anything else is one line on stderr, status 2.
+pub fn exit_for_parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    match e.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == K::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("vantage: {}", first.trim_start_matches("error: "));
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Probe(args) => probe(args).await,
+    }
+}
+
+fn build_spec(args: &ProbeArgs) -> anyhow::Result<ProbeSpec> {
+    let mut spec = ProbeSpec::get(&args.url)?;
+    spec.method = args.method.clone();
+    for (name, value) in &args.headers {
+        spec.headers.append(name, value.clone());
+    }
+    if let Some(data) = &args.data {
+        spec.body = match data.strip_prefix('@') {
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("reading --data file {path}"))?
+                .into(),
+            None => data.clone().into_bytes().into(),
+        };
+    }
+    spec.http_version = match args.http_version {
+        HttpVersionArg::Auto => HttpVersionPref::Auto,
+        HttpVersionArg::Http1 => HttpVersionPref::Http1,
+        HttpVersionArg::Http2 => HttpVersionPref::Http2,
+    };
+    spec.ip_preference = match args.ip {
+        IpArg::Any => IpPreference::Any,
+        IpArg::V4 => IpPreference::V4Only,
+        IpArg::V6 => IpPreference::V6Only,
+        IpArg::PreferV4 => IpPreference::PreferV4,
+        IpArg::PreferV6 => IpPreference::PreferV6,
+    };
+    spec.timeouts.overall = args.timeout;
+    spec.timeouts.connect = args.connect_timeout;
+    spec.timeouts.first_byte = args.first_byte_timeout;
+    spec.timeouts.dns = args.dns_timeout;
+    spec.timeouts.tls = args.tls_timeout;
+    spec.tls.insecure = args.insecure;
+    spec.tls.ca_file = args.cacert.clone();
+    spec.resolve = args.resolve.clone();
+    spec.assertions.status = args.expect_status.clone();
+    spec.assertions.body_contains = args.expect_body.clone();
+    spec.assertions.body_regex = args.expect_body_regex.clone();
+    spec.assertions.json_pointer = args.expect_json.clone();
+    spec.assertions.headers = args.expect_header.clone();
+    spec.max_body_bytes = args.max_body;
+    spec.max_redirects = args.max_redirects;
+    spec.reuse_connection = args.reuse_connection;
+    spec.region_header = args.region_header.clone();
+    Ok(spec)
+}
+
+async fn probe(args: ProbeArgs) -> ExitCode {
+    let prober = match build_spec(&args)
+        .and_then(|spec| Ok(Prober::new(spec, Arc::new(TlsConfigCache::new()))?))
+    {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let options = OneshotOptions {
+        count: args.count,
+        interval: args.interval,
+        concurrency: args.concurrency as usize,
+        significant_digits: args.precision,
+    };
+    let report = oneshot::run(prober, options, stop_rx).await;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render_table());
+    }
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
