@@ -196,7 +196,8 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 fn resolve_arg(s: &str) -> Result<ResolveOverride, String> {
-    s.parse().map_err(|e: vantage_agent::probe::spec::SpecError| e.to_string())
+    s.parse()
+        .map_err(|e: vantage_agent::probe::spec::SpecError| e.to_string())
 }
 
 fn header_arg(s: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -204,8 +205,8 @@ fn header_arg(s: &str) -> Result<(HeaderName, HeaderValue), String> {
         .split_once(':')
         .ok_or_else(|| format!("bad header {s:?}: expected 'Name: value'"))?;
     let name = header_name_arg(name.trim())?;
-    let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| format!("bad header value in {s:?}"))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|_| format!("bad header value in {s:?}"))?;
     Ok((name, value))
 }
 
@@ -228,7 +229,8 @@ fn method_arg(s: &str) -> Result<Method, String> {
 }
 
 fn status_arg(s: &str) -> Result<StatusSet, String> {
-    s.parse().map_err(|e: vantage_agent::probe::assertion::BadStatusSet| e.to_string())
+    s.parse()
+        .map_err(|e: vantage_agent::probe::assertion::BadStatusSet| e.to_string())
 }
 
 fn regex_arg(s: &str) -> Result<regex::Regex, String> {

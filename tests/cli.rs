@@ -111,8 +111,17 @@ fn json_output_has_quantiles_and_decodable_histograms() {
         "content-type: application/health+json",
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    assert_eq!(served.load(Ordering::SeqCst), 5, "a fresh connection per probe");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        5,
+        "a fresh connection per probe"
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["attempts"], 5);
     assert_eq!(v["outcomes"]["ok"], 5);
@@ -126,12 +135,20 @@ fn json_output_has_quantiles_and_decodable_histograms() {
             p["p99"].as_f64().unwrap(),
             p["max"].as_f64().unwrap(),
         );
-        assert!(0.0 < p50 && p50 <= p99 && p99 <= max && max < 10.0, "{phase}: {p}");
+        assert!(
+            0.0 < p50 && p50 <= p99 && p99 <= max && max < 10.0,
+            "{phase}: {p}"
+        );
         let h = decode_base64(v["histograms"][phase].as_str().unwrap()).unwrap();
         assert_eq!(h.len(), 5, "{phase}");
         assert_eq!(h.max() as f64 / 1e6, max, "{phase}");
     }
-    assert_eq!(v["histograms"]["tls"].as_str().map(|h| decode_base64(h).unwrap().len()), Some(0));
+    assert_eq!(
+        v["histograms"]["tls"]
+            .as_str()
+            .map(|h| decode_base64(h).unwrap().len()),
+        Some(0)
+    );
 }
 
 #[test]
@@ -140,7 +157,15 @@ fn table_output_and_failing_assertion() {
     let out = vantage(&["probe", &url, "-n", "2", "-i", "0"]);
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8(out.stdout).unwrap();
-    for needle in ["phase", "p50", "p99", "ttfb", "total", "outcomes: ok 2", "answered by: eu-west-1 2"] {
+    for needle in [
+        "phase",
+        "p50",
+        "p99",
+        "ttfb",
+        "total",
+        "outcomes: ok 2",
+        "answered by: eu-west-1 2",
+    ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
     let out = vantage(&["probe", &url, "--expect-body", "degraded"]);
@@ -154,7 +179,13 @@ fn help_teaches() {
     let out = vantage(&["probe", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in ["--resolve", "--expect-status", "Outcome codes", "Exit status", "Examples"] {
+    for needle in [
+        "--resolve",
+        "--expect-status",
+        "Outcome codes",
+        "Exit status",
+        "Examples",
+    ] {
         assert!(help.contains(needle), "missing {needle:?}");
     }
 }

@@ -86,8 +86,11 @@ impl OneshotReport {
             .iter()
             .map(|(o, m)| (o.as_str().to_owned(), json!(m)))
             .collect();
-        let answered: Map<String, Value> =
-            s.answered_by.iter().map(|(r, n)| (r.clone(), json!(n))).collect();
+        let answered: Map<String, Value> = s
+            .answered_by
+            .iter()
+            .map(|(r, n)| (r.clone(), json!(n)))
+            .collect();
         json!({
             "url": self.url,
             "attempts": s.attempts,
@@ -133,7 +136,11 @@ impl OneshotReport {
         for p in Phase::ALL {
             let set = s.phase(p);
             if set.is_empty() {
-                let _ = writeln!(out, "{:<9} {:>11} {:>11} {:>11} {:>11} {:>8}", p, "-", "-", "-", "-", 0);
+                let _ = writeln!(
+                    out,
+                    "{:<9} {:>11} {:>11} {:>11} {:>11} {:>8}",
+                    p, "-", "-", "-", "-", 0
+                );
                 continue;
             }
             let h = set.to_histogram();
@@ -154,16 +161,31 @@ impl OneshotReport {
             .filter(|o| s.outcome_count(*o) > 0)
             .map(|o| format!("{o} {}", s.outcome_count(o)))
             .collect();
-        let _ = writeln!(out, "outcomes: {}", if counts.is_empty() { "none".into() } else { counts.join(", ") });
+        let _ = writeln!(
+            out,
+            "outcomes: {}",
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(", ")
+            }
+        );
         for (o, message) in &self.first_failure {
             let _ = writeln!(out, "  {o}: {message}");
         }
         if s.missed_slots > 0 {
-            let _ = writeln!(out, "missed slots: {} (probes could not start on time)", s.missed_slots);
+            let _ = writeln!(
+                out,
+                "missed slots: {} (probes could not start on time)",
+                s.missed_slots
+            );
         }
         if !s.answered_by.is_empty() {
-            let regions: Vec<String> =
-                s.answered_by.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let regions: Vec<String> = s
+                .answered_by
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
             let _ = writeln!(out, "answered by: {}", regions.join(", "));
         }
         let mut protocol = Vec::new();
@@ -237,7 +259,10 @@ pub async fn run(
         tls_versions: BTreeMap::new(),
         run: 0,
     }));
-    let workers = options.concurrency.max(1).min(options.count.max(1) as usize);
+    let workers = options
+        .concurrency
+        .max(1)
+        .min(options.count.max(1) as usize);
     let mut tasks = Vec::with_capacity(workers);
     for _ in 0..workers {
         let (prober, next, shared, mut stop) =
@@ -251,7 +276,10 @@ pub async fn run(
                 if i >= options.count {
                     break;
                 }
-                let intended = start + options.interval.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+                let intended = start
+                    + options
+                        .interval
+                        .saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
                 tokio::select! {
                     _ = sleep_until(intended) => {}
                     _ = stop.changed() => break,
@@ -263,7 +291,10 @@ pub async fn run(
                     started.saturating_duration_since(intended)
                 };
                 let result = prober.probe().await;
-                shared.lock().unwrap_or_else(|p| p.into_inner()).record(&result, lag);
+                shared
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(&result, lag);
             }
         }));
     }

@@ -318,13 +318,19 @@ mod tests {
         sparse.record_micros(0);
         sparse.record_micros(u64::MAX);
         let h = sparse.to_histogram();
-        assert_eq!((h.len(), h.min(), h.max()), (2, 1, h.highest_equivalent(60_000_000)));
+        assert_eq!(
+            (h.len(), h.min(), h.max()),
+            (2, 1, h.highest_equivalent(60_000_000))
+        );
     }
 
     #[test]
     fn total_includes_start_lag_and_only_for_responses() {
         let mut s = IntervalStats::new(3);
-        s.record(&result(Outcome::Ok, 1_000, Some("eu-west-1")), Duration::from_micros(500));
+        s.record(
+            &result(Outcome::Ok, 1_000, Some("eu-west-1")),
+            Duration::from_micros(500),
+        );
         s.record(&result(Outcome::Connect, 9_000, None), Duration::ZERO);
         assert_eq!(s.attempts, 2);
         assert_eq!(s.phase(Phase::Total).len(), 1);
@@ -346,9 +352,17 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Record { interval: u64, micros: u64, ok: bool },
-        Missed { interval: u64 },
-        Take { through: u64 },
+        Record {
+            interval: u64,
+            micros: u64,
+            ok: bool,
+        },
+        Missed {
+            interval: u64,
+        },
+        Take {
+            through: u64,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {

@@ -132,7 +132,12 @@ pub async fn run_target<P: ProbeTarget>(
             _ = shutdown.changed() => break,
         }
         let _permit = match &concurrency {
-            Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore never closed")),
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            ),
             None => None,
         };
         let started = Instant::now();
@@ -178,7 +183,12 @@ mod tests {
         async fn probe(&self) -> ProbeResult {
             let start = Instant::now();
             self.starts.lock().unwrap().push(start);
-            let d = self.durations.lock().unwrap().pop_front().unwrap_or(self.default);
+            let d = self
+                .durations
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(self.default);
             tokio::time::sleep(d).await;
             let mut t = PhaseTimings::default();
             t.set(Phase::Total, start.elapsed());
@@ -231,7 +241,11 @@ mod tests {
         let interval = Duration::from_secs(1);
         let offset = Duration::from_millis(250);
         // Each probe takes 300 ms: the next start must still be on the grid, not 300 ms later.
-        let t = target(ScriptedProbe::new(Duration::from_millis(300), &[]), offset, interval);
+        let t = target(
+            ScriptedProbe::new(Duration::from_millis(300), &[]),
+            offset,
+            interval,
+        );
         let origin = t.grid.origin;
         let clock = IntervalClock::new(origin, Duration::from_secs(10));
         let (stop, rx) = watch::channel(false);
@@ -246,7 +260,9 @@ mod tests {
         }
         let intervals = t.recorder.lock().unwrap().take_through(u64::MAX);
         assert_eq!(intervals.len(), 100);
-        assert!(intervals.iter().all(|(_, s)| s.attempts == 10 && s.missed_slots == 0));
+        assert!(intervals
+            .iter()
+            .all(|(_, s)| s.attempts == 10 && s.missed_slots == 0));
         assert!(intervals
             .iter()
             .all(|(_, s)| s.phase(Phase::Total).to_histogram().max() <= 300_100));
@@ -297,7 +313,11 @@ mod tests {
         let mut targets = Vec::new();
         let mut tasks = Vec::new();
         for offset in offsets {
-            let t = target(ScriptedProbe::new(Duration::from_millis(5), &[]), offset, interval);
+            let t = target(
+                ScriptedProbe::new(Duration::from_millis(5), &[]),
+                offset,
+                interval,
+            );
             tasks.push(tokio::spawn(run_target(t.clone(), clock, None, rx.clone())));
             targets.push(t);
         }

@@ -166,6 +166,25 @@ async fn https_with_trusted_ca_negotiates_h2_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_versions_are_both_spoken_and_reported() {
+    let ca = TestCa::new();
+    let v13 = server().tls(ca.valid_leaf()).start().await;
+    let r = probe(trusting(&v13.url("/"), &ca)).await;
+    assert_outcome(&r, Outcome::Ok);
+    assert_eq!(r.tls_version, Some("TLSv1_3"));
+
+    let v12 = server().tls(ca.valid_leaf()).tls12_only().start().await;
+    for version in [HttpVersionPref::Auto, HttpVersionPref::Http1] {
+        let mut s = trusting(&v12.url("/"), &ca);
+        s.http_version = version;
+        let r = probe(s).await;
+        assert_outcome(&r, Outcome::Ok);
+        assert_eq!(r.tls_version, Some("TLSv1_2"), "{version:?}");
+        assert!(phase(&r, Phase::Tls).is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_without_alpn_falls_back_to_http1_or_fails_when_h2_is_required() {
     let ca = TestCa::new();
     let srv = server().tls(ca.valid_leaf()).alpn(&[]).start().await;
@@ -614,7 +633,9 @@ async fn h2c_prior_knowledge_over_plain_http() {
 
 // 18
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ttfb_tracks_the_server_delay_closely() {
+async fn ttfb_is_bounded_by_the_server_delay_and_the_total() {
+    // How close ttfb gets to the delay is a figure for bench/probe, not a test threshold: here
+    // only what must hold on any machine, however loaded.
     let delay = ms(50);
     let srv = server().delay(delay).start().await;
     let p = prober(spec(&srv.url("/")));
@@ -622,11 +643,13 @@ async fn ttfb_tracks_the_server_delay_closely() {
         let r = p.probe().await;
         assert_outcome(&r, Outcome::Ok);
         let ttfb = phase(&r, Phase::Ttfb).unwrap();
+        let connect = phase(&r, Phase::Connect).unwrap();
+        let transfer = phase(&r, Phase::Transfer).unwrap();
         assert!(
-            ttfb >= delay && ttfb <= delay + ms(50),
-            "ttfb {ttfb:?} outside [{delay:?}, {:?}]",
-            delay + ms(50)
+            ttfb >= delay,
+            "ttfb {ttfb:?} shorter than the server's delay {delay:?}"
         );
+        assert!(connect + ttfb + transfer <= total(&r), "{r:#?}");
     }
     assert_eq!(srv.accepts(), 5, "a fresh connection per probe");
 }

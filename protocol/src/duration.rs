@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// The text is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad duration {0:?}: use a number with a unit, like 250ms, 1.5s, 2m (bare numbers are seconds)")]
+#[error(
+    "bad duration {0:?}: use a number with a unit, like 250ms, 1.5s, 2m (bare numbers are seconds)"
+)]
 pub struct BadDuration(pub String);
 
 pub fn parse_duration(text: &str) -> Result<Duration, BadDuration> {

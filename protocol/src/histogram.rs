@@ -68,8 +68,14 @@ mod tests {
     fn rejects_bad_precision_and_garbage() {
         assert!(new_latency_histogram(0).is_err());
         assert!(new_latency_histogram(6).is_err());
-        assert!(matches!(decode_base64("not base64!"), Err(HistogramError::Base64(_))));
-        assert!(matches!(decode_base64("AAAA"), Err(HistogramError::Decode(_))));
+        assert!(matches!(
+            decode_base64("not base64!"),
+            Err(HistogramError::Base64(_))
+        ));
+        assert!(matches!(
+            decode_base64("AAAA"),
+            Err(HistogramError::Decode(_))
+        ));
     }
 
     proptest! {

@@ -104,7 +104,9 @@ impl FromStr for JsonPointerAssertion {
             .split_once('=')
             .ok_or_else(|| format!("bad JSON assertion {s:?}: expected /pointer=value"))?;
         if !(pointer.is_empty() || pointer.starts_with('/')) {
-            return Err(format!("bad JSON pointer {pointer:?}: it must start with '/'"));
+            return Err(format!(
+                "bad JSON pointer {pointer:?}: it must start with '/'"
+            ));
         }
         let value = serde_json::from_str(value)
             .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
@@ -240,18 +242,32 @@ mod tests {
         };
         assert!(a.check_body(br#"{"status": "pass", "n": 3}"#).is_ok());
         assert_eq!(
-            a.check_body(br#"{"status": "fail", "n": 3}"#).unwrap_err().outcome,
+            a.check_body(br#"{"status": "fail", "n": 3}"#)
+                .unwrap_err()
+                .outcome,
             Outcome::BodyMismatch
         );
         assert!(a.check_body(br#"{"status": "pass"}"#).is_err());
         assert!(a.check_body(b"pass but not json \"status\":").is_err());
         let mut h = HeaderMap::new();
-        assert_eq!(a.check_head(200, &h).unwrap_err().outcome, Outcome::HeaderMismatch);
+        assert_eq!(
+            a.check_head(200, &h).unwrap_err().outcome,
+            Outcome::HeaderMismatch
+        );
         h.insert("content-type", HeaderValue::from_static("text/plain"));
-        assert_eq!(a.check_head(200, &h).unwrap_err().outcome, Outcome::HeaderMismatch);
-        h.insert("content-type", HeaderValue::from_static("application/health+json"));
+        assert_eq!(
+            a.check_head(200, &h).unwrap_err().outcome,
+            Outcome::HeaderMismatch
+        );
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/health+json"),
+        );
         assert!(a.check_head(200, &h).is_ok());
-        assert_eq!(a.check_head(503, &h).unwrap_err().outcome, Outcome::HttpStatus);
+        assert_eq!(
+            a.check_head(503, &h).unwrap_err().outcome,
+            Outcome::HttpStatus
+        );
         assert!("status=pass".parse::<JsonPointerAssertion>().is_err());
         assert!("/x".parse::<JsonPointerAssertion>().is_err());
     }

@@ -191,7 +191,8 @@ struct Connection {
 pub struct Prober {
     spec: Arc<ProbeSpec>,
     tls_configs: Arc<TlsConfigCache>,
-    idle: Mutex<Option<Connection>>,
+    /// Kept-open connections, at most one per origin (a redirect chain may span origins).
+    idle: Mutex<Vec<Connection>>,
     /// The last leaf certificate seen and its parsed notAfter: parsing X.509 on every probe
     /// would cost more than comparing a few hundred bytes.
     last_leaf: Mutex<Option<(Vec<u8>, Option<SystemTime>)>>,
@@ -210,7 +211,7 @@ impl Prober {
         Ok(Prober {
             spec: Arc::new(spec),
             tls_configs,
-            idle: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
             last_leaf: Mutex::new(None),
         })
     }
@@ -265,8 +266,7 @@ impl Prober {
                     }
                     result.redirects += 1;
                     if status == StatusCode::SEE_OTHER
-                        || (method == Method::POST
-                            && matches!(status.as_u16(), 301 | 302))
+                        || (method == Method::POST && matches!(status.as_u16(), 301 | 302))
                     {
                         method = Method::GET;
                         body = Bytes::new();
@@ -275,7 +275,8 @@ impl Prober {
                     continue;
                 }
             }
-            spec.assertions.check_head(status.as_u16(), &response.headers)?;
+            spec.assertions
+                .check_head(status.as_u16(), &response.headers)?;
             spec.assertions.check_body(&response.body)?;
             return Ok(());
         }
@@ -379,7 +380,7 @@ impl Prober {
             .get(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         if spec.reuse_connection && complete && !close {
-            *self.idle.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
+            self.keep_idle(connection);
         }
         Ok(Response {
             status: parts.status,
@@ -388,7 +389,7 @@ impl Prober {
         })
     }
 
-    /// The kept connection, if reuse is on, it belongs to `origin` and it is still usable.
+    /// The kept connection for `origin`, if reuse is on and it is still usable.
     async fn take_idle(
         &self,
         origin: &(bool, String, u16),
@@ -397,15 +398,27 @@ impl Prober {
         if !self.spec.reuse_connection {
             return None;
         }
-        let mut c = self.idle.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-        if &c.origin != origin {
-            return None;
-        }
+        let mut c = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let pos = idle.iter().position(|c| &c.origin == origin)?;
+            idle.swap_remove(pos)
+        };
         let ready = match &mut c.sender {
             Sender::H1(s) => timeout_at(deadline, s.ready()).await,
             Sender::H2(s) => timeout_at(deadline, s.ready()).await,
         };
         matches!(ready, Ok(Ok(()))).then_some(c)
+    }
+
+    fn keep_idle(&self, connection: Connection) {
+        /// A target's redirect chain rarely spans more origins than this.
+        const MAX_IDLE: usize = 4;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| c.origin != connection.origin);
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(connection);
     }
 
     /// DNS, TCP and TLS, each timed, then the HTTP handshake.
@@ -422,7 +435,8 @@ impl Prober {
         let (tcp, remote_addr) = self.connect_tcp(&addrs, deadline, result).await?;
         if !https {
             let h2 = spec.http_version == HttpVersionPref::Http2;
-            let (sender, marks, task) = http_handshake(tcp, h2, deadline).await?;
+            let (sender, marks, task) =
+                http_handshake(tcp, h2, spec.timeouts.first_byte, deadline).await?;
             return Ok(Connection {
                 sender,
                 marks,
@@ -439,7 +453,11 @@ impl Prober {
             .get(&spec.tls, spec.http_version)
             .map_err(|e| StepError::new(Outcome::Tls, Phase::Tls, e.to_string()))?;
         let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            StepError::new(Outcome::Tls, Phase::Tls, format!("bad TLS server name: {e}"))
+            StepError::new(
+                Outcome::Tls,
+                Phase::Tls,
+                format!("bad TLS server name: {e}"),
+            )
         })?;
         let tls_start = Instant::now();
         let tls_limit = deadline.min(tls_start + spec.timeouts.tls);
@@ -479,7 +497,8 @@ impl Prober {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| self.leaf_not_after(leaf.as_ref()));
-        let (sender, marks, task) = http_handshake(stream, h2, deadline).await?;
+        let (sender, marks, task) =
+            http_handshake(stream, h2, spec.timeouts.first_byte, deadline).await?;
         Ok(Connection {
             sender,
             marks,
@@ -595,9 +614,12 @@ fn order_addresses(addrs: Vec<SocketAddr>, preference: IpPreference) -> Vec<Sock
     }
 }
 
+/// The HTTP handshake; for HTTP/2 it waits for nothing from the server, but it is bounded by
+/// the first-byte limit all the same.
 async fn http_handshake<S>(
     io: S,
     h2: bool,
+    first_byte_limit: Duration,
     deadline: Instant,
 ) -> Result<(Sender, SharedMarks, ConnectionTask), StepError>
 where
@@ -607,9 +629,11 @@ where
     let io = TokioIo::new(timed);
     let handshake_failed = |e: hyper::Error| classify_hyper(&e, Phase::Ttfb);
     let (sender, task) = if h2 {
+        let start = Instant::now();
+        let limit = deadline.min(start + first_byte_limit);
         let fut = http2::handshake(TokioExecutor::new(), io);
-        let (sender, conn) = match timeout_at(deadline, fut).await {
-            Err(_) => return Err(StepError::timeout(Phase::Ttfb, deadline, Instant::now())),
+        let (sender, conn) = match timeout_at(limit, fut).await {
+            Err(_) => return Err(StepError::timeout(Phase::Ttfb, limit, start)),
             Ok(r) => r.map_err(handshake_failed)?,
         };
         let task = tokio::spawn(async move {
@@ -634,7 +658,11 @@ fn build_request(
     sender: &Sender,
 ) -> Result<Request<Full<Bytes>>, StepError> {
     let invalid = |e: http::Error| {
-        StepError::new(Outcome::Protocol, Phase::Ttfb, format!("cannot build request: {e}"))
+        StepError::new(
+            Outcome::Protocol,
+            Phase::Ttfb,
+            format!("cannot build request: {e}"),
+        )
     };
     let mut builder = Request::builder().method(method.clone());
     builder = match sender {
@@ -697,7 +725,10 @@ fn classify_hyper(e: &hyper::Error, phase: Phase) -> StepError {
 /// Resolves a Location header against the URL that answered.
 fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
     let has_scheme = location.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
     if has_scheme {
         return spec::parse_url(location).ok();
@@ -737,9 +768,18 @@ mod tests {
         let v4: SocketAddr = "192.0.2.1:443".parse().unwrap();
         let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
         let both = vec![v6, v4];
-        assert_eq!(order_addresses(both.clone(), IpPreference::V4Only), vec![v4]);
-        assert_eq!(order_addresses(both.clone(), IpPreference::V6Only), vec![v6]);
-        assert_eq!(order_addresses(both.clone(), IpPreference::PreferV4), vec![v4, v6]);
+        assert_eq!(
+            order_addresses(both.clone(), IpPreference::V4Only),
+            vec![v4]
+        );
+        assert_eq!(
+            order_addresses(both.clone(), IpPreference::V6Only),
+            vec![v6]
+        );
+        assert_eq!(
+            order_addresses(both.clone(), IpPreference::PreferV4),
+            vec![v4, v6]
+        );
         assert_eq!(order_addresses(both, IpPreference::PreferV6), vec![v6, v4]);
     }
 }

@@ -182,7 +182,9 @@ impl ProbeSpec {
             ("first-byte timeout", t.first_byte),
         ] {
             if d.is_zero() {
-                return Err(SpecError::Invalid(format!("{name} must be greater than zero")));
+                return Err(SpecError::Invalid(format!(
+                    "{name} must be greater than zero"
+                )));
             }
         }
         if t.overall > Duration::from_secs(60) {
@@ -222,7 +224,11 @@ pub(crate) fn host_of(url: &Uri) -> &str {
 
 pub(crate) fn port_of(url: &Uri) -> u16 {
     url.port_u16()
-        .unwrap_or(if url.scheme_str() == Some("https") { 443 } else { 80 })
+        .unwrap_or(if url.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        })
 }
 
 /// Parses and checks an absolute http(s) URL.
@@ -231,7 +237,9 @@ pub fn parse_url(text: &str) -> Result<Uri, SpecError> {
         url: text.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: Uri = text.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: Uri = text
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
         Some(other) => return Err(SpecError::Scheme(other.to_owned())),
@@ -242,7 +250,9 @@ pub fn parse_url(text: &str) -> Result<Uri, SpecError> {
         _ => return Err(bad("missing host")),
     }
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(bad("credentials in the URL are not supported; use --header Authorization"));
+        return Err(bad(
+            "credentials in the URL are not supported; use --header Authorization",
+        ));
     }
     if uri.port().is_some() && uri.port_u16().is_none_or(|p| p == 0) {
         return Err(bad("port must be 1..=65535"));
@@ -260,11 +270,23 @@ mod tests {
         assert!(parse_url("http://127.0.0.1:8080").is_ok());
         assert!(parse_url("https://[::1]:8443/x").is_ok());
         assert!(matches!(parse_url("ftp://x/"), Err(SpecError::Scheme(_))));
-        assert!(matches!(parse_url("example.com/x"), Err(SpecError::Url { .. })));
+        assert!(matches!(
+            parse_url("example.com/x"),
+            Err(SpecError::Url { .. })
+        ));
         assert!(matches!(parse_url("https://"), Err(SpecError::Url { .. })));
-        assert!(matches!(parse_url("https://a b/"), Err(SpecError::Url { .. })));
-        assert!(matches!(parse_url("https://u:p@x/"), Err(SpecError::Url { .. })));
-        assert!(matches!(parse_url("https://x:0/"), Err(SpecError::Url { .. })));
+        assert!(matches!(
+            parse_url("https://a b/"),
+            Err(SpecError::Url { .. })
+        ));
+        assert!(matches!(
+            parse_url("https://u:p@x/"),
+            Err(SpecError::Url { .. })
+        ));
+        assert!(matches!(
+            parse_url("https://x:0/"),
+            Err(SpecError::Url { .. })
+        ));
     }
 
     #[test]

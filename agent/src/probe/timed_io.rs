@@ -21,7 +21,10 @@ pub struct ByteMarks {
 impl ByteMarks {
     /// Request written to first response byte, when both are known.
     pub fn time_to_first_byte(&self) -> Option<std::time::Duration> {
-        Some(self.first_read_after_write?.saturating_duration_since(self.last_write?))
+        Some(
+            self.first_read_after_write?
+                .saturating_duration_since(self.last_write?),
+        )
     }
 }
 

@@ -122,7 +122,12 @@ impl ServerCertVerifier for SkipCertificateChecks {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -131,7 +136,12 @@ impl ServerCertVerifier for SkipCertificateChecks {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -180,9 +190,10 @@ pub fn describe_tls_error(err: &rustls::Error) -> (String, Option<SystemTime>) {
             other => (format!("invalid certificate: {other:?}"), None),
         },
         rustls::Error::AlertReceived(alert) => (format!("server sent TLS alert {alert:?}"), None),
-        rustls::Error::NoApplicationProtocol => {
-            ("server accepted none of the offered ALPN protocols".into(), None)
-        }
+        rustls::Error::NoApplicationProtocol => (
+            "server accepted none of the offered ALPN protocols".into(),
+            None,
+        ),
         other => (other.to_string(), None),
     }
 }
@@ -194,10 +205,16 @@ mod tests {
     #[test]
     fn cache_shares_one_config_per_setting() {
         let cache = TlsConfigCache::new();
-        let a = cache.get(&TlsOptions::default(), HttpVersionPref::Auto).unwrap();
-        let b = cache.get(&TlsOptions::default(), HttpVersionPref::Auto).unwrap();
+        let a = cache
+            .get(&TlsOptions::default(), HttpVersionPref::Auto)
+            .unwrap();
+        let b = cache
+            .get(&TlsOptions::default(), HttpVersionPref::Auto)
+            .unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        let c = cache.get(&TlsOptions::default(), HttpVersionPref::Http1).unwrap();
+        let c = cache
+            .get(&TlsOptions::default(), HttpVersionPref::Http1)
+            .unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }

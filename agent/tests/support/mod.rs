@@ -146,10 +146,16 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    pub fn server_config(&self, alpn: &[Vec<u8>]) -> ServerConfig {
+    /// `tls12_only` pins the server to TLS 1.2; otherwise it speaks 1.2 and 1.3.
+    pub fn server_config(&self, alpn: &[Vec<u8>], tls12_only: bool) -> ServerConfig {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
+        let builder = ServerConfig::builder_with_provider(provider());
+        let builder = if tls12_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS12])
+        } else {
+            builder.with_safe_default_protocol_versions()
+        };
+        let mut config = builder
             .expect("protocol versions")
             .with_no_client_auth()
             .with_single_cert(vec![self.cert.clone()], key)
@@ -215,6 +221,7 @@ pub struct ServerBuilder {
     default: Reply,
     routes: HashMap<String, Reply>,
     tls: Option<Leaf>,
+    tls12_only: bool,
     alpn: Vec<Vec<u8>>,
 }
 
@@ -224,6 +231,7 @@ pub fn server() -> ServerBuilder {
         default: Reply::default(),
         routes: HashMap::new(),
         tls: None,
+        tls12_only: false,
         alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     }
 }
@@ -260,6 +268,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Speak TLS 1.2 only.
+    pub fn tls12_only(mut self) -> Self {
+        self.tls12_only = true;
+        self
+    }
+
     /// ALPN protocols offered over TLS (default h2 then http/1.1); empty for no ALPN.
     pub fn alpn(mut self, protocols: &[&[u8]]) -> Self {
         self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
@@ -269,10 +283,9 @@ impl ServerBuilder {
     pub async fn start(self) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let acceptor = self
-            .tls
-            .as_ref()
-            .map(|leaf| TlsAcceptor::from(Arc::new(leaf.server_config(&self.alpn))));
+        let acceptor = self.tls.as_ref().map(|leaf| {
+            TlsAcceptor::from(Arc::new(leaf.server_config(&self.alpn, self.tls12_only)))
+        });
         let state = Arc::new(State {
             default: self.default,
             routes: self.routes,
