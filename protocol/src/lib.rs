@@ -1,14 +1,19 @@
-//! The vocabulary every vantage component shares, with no I/O: the fixed set of probe
-//! [`Outcome`] codes, the timed [`Phase`]s of a probe, and the [`histogram`] codec that carries
-//! HDR latency histograms between agents and the aggregator in the standard V2-deflate format.
+//! The vocabulary every vantage component shares, with no I/O:
 //!
-//! Agents, the aggregator and the status endpoint depend on this crate so that a code or a
-//! phase name means the same thing in metrics, reports and decisions.
+//! - [`Outcome`] codes and probe [`Phase`]s: fixed sets, so metrics and reports stay bounded.
+//! - [`histogram`]: HDR latency histograms in the standard V2-deflate encoding, base64.
+//! - [`config`]: the fleet file shared by agents and aggregator, strictly parsed and validated.
+//! - [`report`]: the agent → aggregator `IntervalReport` wire format.
+//! - [`auth`]: HMAC-SHA256 request signing and verification, one implementation for both ends.
+//! - [`duration`]: durations as people write them (`250ms`, `10s`).
 
+pub mod auth;
+pub mod config;
 pub mod duration;
 pub mod histogram;
 mod outcome;
 mod phase;
+pub mod report;
 
 pub use outcome::Outcome;
 pub use phase::Phase;
