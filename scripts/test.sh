@@ -10,6 +10,10 @@ log() { printf '\n==> %s\n' "$*"; }
 declare -A debian_packages=(
   [/usr/sbin/nginx]=nginx-light
   [/usr/bin/prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [/usr/bin/promtool]=prometheus
+  [/usr/lib/postgresql/15/bin/initdb]=postgresql
+  [/usr/sbin/mariadbd]=mariadb-server
+  [/usr/bin/wrk]=wrk
 )
 missing=()
 for binary in "${!debian_packages[@]}"; do
@@ -22,6 +26,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python tools in a virtual environment of the project's own: moto's server speaks the AWS
+# APIs on loopback; hdrhistogram is an independent decoder for interop tests.
+export VANTAGE_VENV="${VANTAGE_VENV:-$PWD/.venv}"
+python_packages=("moto[server]==5.*" "hdrhistogram==0.10.*")
+if [ ! -x "$VANTAGE_VENV/bin/moto_server" ] || ! "$VANTAGE_VENV/bin/python" -c 'import hdrh' 2>/dev/null; then
+  log "creating $VANTAGE_VENV with ${python_packages[*]}"
+  python3 -m venv "$VANTAGE_VENV"
+  "$VANTAGE_VENV/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
 for component in rustfmt clippy; do
