@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use vantage_agent::fleet::{build_targets, render_plan};
 use vantage_agent::oneshot::{self, OneshotOptions};
 use vantage_agent::probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
 use vantage_agent::probe::spec::{
@@ -16,7 +17,10 @@ use vantage_agent::probe::spec::{
 };
 use vantage_agent::probe::tls::TlsConfigCache;
 use vantage_agent::probe::Prober;
+use vantage_protocol::config::FleetConfig;
 use vantage_protocol::duration::parse_duration;
+
+mod agent;
 
 /// Exit code for bad input: flags, URLs, files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -39,6 +43,75 @@ enum Command {
     /// Probe one URL and print per-phase latency and outcome counts.
     #[command(after_help = PROBE_EXAMPLES)]
     Probe(ProbeArgs),
+    /// Validate a fleet file and print the probe plan.
+    #[command(after_help = CHECK_CONFIG_HELP)]
+    CheckConfig(CheckConfigArgs),
+    /// Run the agent of one vantage Region: probe the fleet, report to the aggregator.
+    #[command(after_help = AGENT_HELP)]
+    Agent(AgentArgs),
+    /// Serve a Region's /status (liveness) and /status/deep (Aurora and Lambda readiness).
+    StatusEndpoint(vantage_status_endpoint::cli::StatusEndpointArgs),
+}
+
+const CHECK_CONFIG_HELP: &str = "\
+Prints which vantage probes what, how often, and the probes per second in total.
+Exit status: 0 valid, 2 invalid (the message names the key, the line and the fix).";
+
+const AGENT_HELP: &str = "\
+Every flag can also come from the environment (ECS task definitions, Lambda configuration);
+the fleet file itself can be given inline in VANTAGE_CONFIG_TOML.
+The HMAC key comes from the variable named by agents.auth.key_env in the fleet file
+(default VANTAGE_AGENT_KEY) or from agents.auth.key_file; it must be at least 16 bytes.
+Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set) each invocation probes for --run-for (default
+agents.lambda_run_for, 50s), reports, flushes and returns; schedule it with EventBridge.
+SIGTERM or Ctrl-C: finish the current interval, report, flush, exit 0 (twice: stop now).";
+
+#[derive(Args, Debug)]
+struct CheckConfigArgs {
+    /// Fleet file (TOML).
+    #[arg(value_name = "FILE", env = "VANTAGE_CONFIG")]
+    file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// Fleet file (TOML); or set VANTAGE_CONFIG_TOML to the file's contents.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// The Region this agent probes from (one of the fleet's [[vantages]]); defaults to
+    /// AWS_REGION, which Lambda and ECS set.
+    #[arg(long, value_name = "REGION", env = "VANTAGE_VANTAGE")]
+    vantage: Option<String>,
+
+    /// Agent id in reports (default: the fleet file's, or vantage-<region>).
+    #[arg(long, env = "VANTAGE_AGENT_ID")]
+    agent_id: Option<String>,
+
+    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
+    aggregator_url: Option<String>,
+
+    /// Extra CA certificates (PEM) for the aggregator's TLS.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_AGGREGATOR_CA_FILE")]
+    aggregator_ca_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9108).
+    #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Spool directory for undelivered reports (default: agents.spool.dir, or
+    /// <tmp>/vantage-spool-<agent id>).
+    #[arg(long, value_name = "DIR", env = "VANTAGE_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+
+    /// Keep undelivered reports in memory only.
+    #[arg(long, env = "VANTAGE_NO_SPOOL")]
+    no_spool: bool,
+
+    /// Stop after this long (the default under Lambda: agents.lambda_run_for or 50s).
+    #[arg(long, value_name = "DUR", env = "VANTAGE_RUN_FOR", value_parser = duration_arg)]
+    run_for: Option<Duration>,
 }
 
 const PROBE_EXAMPLES: &str = "\
@@ -265,6 +338,24 @@ pub fn exit_for_parse_error(e: clap::Error) -> ExitCode {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Probe(args) => probe(args).await,
+        Command::CheckConfig(args) => check_config(args),
+        Command::Agent(args) => agent::run(args).await,
+        Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
+    }
+}
+
+fn check_config(args: CheckConfigArgs) -> ExitCode {
+    let checked = FleetConfig::load(&args.file)
+        .and_then(|fleet| build_targets(&fleet).map(|targets| (fleet, targets)));
+    match checked {
+        Ok((fleet, targets)) => {
+            print!("{}", render_plan(&fleet, &targets));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vantage: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
     }
 }
 

@@ -9,8 +9,16 @@
 //! - [`recorder`]: per-target interval statistics and HDR histograms whose memory follows the
 //!   samples actually recorded, rotated by interval without losing or double-counting a sample.
 //! - [`oneshot`]: `vantage probe`, the command-line prober built from the three above.
+//! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart.
+//! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff.
 
+pub mod daemon;
+pub mod fleet;
+pub mod metrics;
 pub mod oneshot;
 pub mod probe;
+pub mod push;
 pub mod recorder;
+pub mod report;
 pub mod scheduler;
+pub mod spool;

@@ -94,6 +94,12 @@ pub fn spread_offsets(intervals: &[Duration], rng: &mut impl Rng) -> Vec<Duratio
 /// paused-clock tests.
 pub trait ProbeTarget: Send + Sync + 'static {
     fn probe(&self) -> impl Future<Output = ProbeResult> + Send;
+
+    /// Called after each probe with its result and how late it started (metrics hook).
+    fn observe(&self, _result: &ProbeResult, _start_lag: Duration) {}
+
+    /// Called when slots were skipped.
+    fn observe_missed(&self, _slots: u64) {}
 }
 
 impl ProbeTarget for Prober {
@@ -121,6 +127,7 @@ pub async fn run_target<P: ProbeTarget>(
     while !*shutdown.borrow() {
         let plan = target.grid.next(last, Instant::now());
         if plan.missed > 0 {
+            target.probe.observe_missed(plan.missed);
             let mut rec = lock(&target.recorder);
             for slot in plan.slot - plan.missed..plan.slot {
                 rec.record_missed(clock.index_of(target.grid.slot_start(slot)), 1);
@@ -142,11 +149,9 @@ pub async fn run_target<P: ProbeTarget>(
         };
         let started = Instant::now();
         let result = target.probe.probe().await;
-        lock(&target.recorder).record(
-            clock.index_of(intended),
-            &result,
-            started.saturating_duration_since(intended),
-        );
+        let start_lag = started.saturating_duration_since(intended);
+        target.probe.observe(&result, start_lag);
+        lock(&target.recorder).record(clock.index_of(intended), &result, start_lag);
         last = Some(plan.slot);
     }
 }

@@ -1,0 +1,346 @@
+//! From the fleet file to probes: overlays each target's settings, compiles them into
+//! [`ProbeSpec`]s (assertions, timeouts, TLS), and reports problems with the key and line they
+//! come from. Also renders the probe plan that `vantage check-config` prints.
+
+use crate::probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
+use crate::probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride};
+use http::{HeaderName, HeaderValue, Method};
+use std::fmt::Write as _;
+use std::time::Duration;
+use vantage_protocol::config::{
+    ConfigError, FleetConfig, Located, TargetPlan, DEFAULT_PROBE_INTERVAL,
+};
+
+/// A target ready to schedule.
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    pub plan: TargetPlan,
+    pub spec: ProbeSpec,
+    pub interval: Duration,
+}
+
+impl AgentTarget {
+    /// The `region` label: the target's Region, or `global`.
+    pub fn region_label(&self) -> &str {
+        self.plan.region.as_deref().unwrap_or("global")
+    }
+}
+
+/// Compiles every target of the fleet, failing on the first bad setting.
+pub fn build_targets(config: &FleetConfig) -> Result<Vec<AgentTarget>, ConfigError> {
+    config
+        .targets()
+        .into_iter()
+        .map(|plan| {
+            let spec = compile(config, &plan)?;
+            let interval = plan
+                .settings
+                .interval
+                .map_or(DEFAULT_PROBE_INTERVAL, |d| d.0);
+            Ok(AgentTarget {
+                plan,
+                spec,
+                interval,
+            })
+        })
+        .collect()
+}
+
+fn compile(config: &FleetConfig, plan: &TargetPlan) -> Result<ProbeSpec, ConfigError> {
+    let s = &plan.settings;
+    let bad = |at: &Located<String>, key: &str, message: String| config.invalid(at, key, message);
+    let mut spec = ProbeSpec::get(plan.url.get_ref())
+        .map_err(|e| bad(&plan.url, &plan.url_key, e.to_string()))?;
+    if let Some(m) = &s.method {
+        spec.method =
+            Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()).map_err(|_| {
+                bad(
+                    m,
+                    "probe.method",
+                    format!("{:?} is not an HTTP method", m.get_ref()),
+                )
+            })?;
+    }
+    for (name, value) in s.headers.iter().flatten() {
+        let key = format!("probe.headers.{name}");
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(value, &key, format!("{name:?} is not a header name")))?;
+        let v = HeaderValue::from_str(value.get_ref()).map_err(|_| {
+            bad(
+                value,
+                &key,
+                "the value has characters a header cannot carry".into(),
+            )
+        })?;
+        spec.headers.append(n, v);
+    }
+    if let Some(body) = &s.body {
+        spec.body = body.clone().into_bytes().into();
+    }
+    let t = &mut spec.timeouts;
+    for (field, value) in [
+        (&mut t.overall, s.timeout),
+        (&mut t.dns, s.dns_timeout),
+        (&mut t.connect, s.connect_timeout),
+        (&mut t.tls, s.tls_timeout),
+        (&mut t.first_byte, s.first_byte_timeout),
+    ] {
+        if let Some(d) = value {
+            *field = d.0;
+        }
+    }
+    if let Some(st) = &s.expect_status {
+        spec.assertions.status = st
+            .get_ref()
+            .parse::<StatusSet>()
+            .map_err(|e| bad(st, "probe.expect_status", e.to_string()))?;
+    }
+    spec.assertions.body_contains = s.expect_body.clone();
+    if let Some(re) = &s.expect_body_regex {
+        spec.assertions.body_regex = Some(
+            regex::Regex::new(re.get_ref())
+                .map_err(|e| bad(re, "probe.expect_body_regex", format!("bad regex: {e}")))?,
+        );
+    }
+    for j in s.expect_json.iter().flatten() {
+        spec.assertions.json_pointer.push(
+            j.get_ref()
+                .parse::<JsonPointerAssertion>()
+                .map_err(|e| bad(j, "probe.expect_json", e))?,
+        );
+    }
+    for (name, value) in s.expect_headers.iter().flatten() {
+        let key = format!("probe.expect_headers.{name}");
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| bad(value, &key, format!("{name:?} is not a header name")))?;
+        let v = if value.get_ref().is_empty() {
+            None
+        } else {
+            Some(HeaderValue::from_str(value.get_ref()).map_err(|_| {
+                bad(
+                    value,
+                    &key,
+                    "the value has characters a header cannot carry".into(),
+                )
+            })?)
+        };
+        spec.assertions
+            .headers
+            .push(HeaderAssertion { name: n, value: v });
+    }
+    if let Some(b) = s.max_body_bytes {
+        spec.max_body_bytes = usize::try_from(b.0).unwrap_or(usize::MAX);
+    }
+    if let Some(v) = &s.http_version {
+        spec.http_version = match v.get_ref().as_str() {
+            "auto" => HttpVersionPref::Auto,
+            "1.1" => HttpVersionPref::Http1,
+            "2" => HttpVersionPref::Http2,
+            other => {
+                return Err(bad(
+                    v,
+                    "probe.http_version",
+                    format!("{other:?}: use \"auto\", \"1.1\" or \"2\""),
+                ))
+            }
+        };
+    }
+    if let Some(ip) = &s.ip {
+        spec.ip_preference = match ip.get_ref().as_str() {
+            "any" => IpPreference::Any,
+            "4" => IpPreference::V4Only,
+            "6" => IpPreference::V6Only,
+            "prefer-4" => IpPreference::PreferV4,
+            "prefer-6" => IpPreference::PreferV6,
+            other => {
+                return Err(bad(
+                    ip,
+                    "probe.ip",
+                    format!("{other:?}: use any, 4, 6, prefer-4 or prefer-6"),
+                ))
+            }
+        };
+    }
+    if let Some(i) = s.insecure {
+        spec.tls.insecure = i;
+    }
+    spec.tls.ca_file = s.ca_file.clone();
+    if let Some(r) = s.max_redirects {
+        spec.max_redirects = r;
+    }
+    if let Some(r) = s.reuse_connection {
+        spec.reuse_connection = r;
+    }
+    if let Some(h) = &s.region_header {
+        spec.region_header = HeaderName::from_bytes(h.get_ref().as_bytes()).map_err(|_| {
+            bad(
+                h,
+                "probe.region_header",
+                format!("{:?} is not a header name", h.get_ref()),
+            )
+        })?;
+    }
+    for r in s.resolve.iter().flatten() {
+        spec.resolve.push(
+            r.get_ref()
+                .parse::<ResolveOverride>()
+                .map_err(|e| bad(r, "probe.resolve", e.to_string()))?,
+        );
+    }
+    let interval = s.interval.map_or(DEFAULT_PROBE_INTERVAL, |d| d.0);
+    spec.validate()
+        .map_err(|e| bad(&plan.url, &plan.url_key, format!("{}: {e}", plan.id)))?;
+    if spec.timeouts.overall > interval.max(Duration::from_secs(1)) * 6 {
+        // Not an error: one probe in flight per target, so a long deadline only means missed
+        // slots while the target hangs. Worth knowing, not worth refusing.
+        tracing::info!(target_id = %plan.id, "probe timeout is much longer than its interval");
+    }
+    Ok(spec)
+}
+
+/// The plan `vantage check-config` prints: what each vantage probes and how often.
+pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
+    let mut out = String::new();
+    let per_vantage: f64 = targets.iter().map(|t| 1.0 / t.interval.as_secs_f64()).sum();
+    let _ = writeln!(
+        out,
+        "fleet {}: {} Regions, {} vantages, {} targets per vantage, reports every {:?}",
+        config.fleet.name.get_ref(),
+        config.regions.len(),
+        config.vantages.len(),
+        targets.len(),
+        config.report_interval(),
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<24} {:<8} {:>9} {:>9} {:<14} url",
+        "target", "kind", "interval", "timeout", "expect"
+    );
+    for t in targets {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<8} {:>9} {:>9} {:<14} {}",
+            t.plan.id,
+            t.plan.kind,
+            format!("{:?}", t.interval),
+            format!("{:?}", t.spec.timeouts.overall),
+            t.spec.assertions.status.to_string(),
+            t.spec.url
+        );
+    }
+    let _ = writeln!(out);
+    for v in &config.vantages {
+        let _ = writeln!(
+            out,
+            "vantage {:<16} agent {:<24} probes all {} targets: {:.2} probes/s",
+            v.region.get_ref(),
+            v.agent_id(),
+            targets.len(),
+            per_vantage
+        );
+    }
+    let total = per_vantage * config.vantages.len() as f64;
+    let _ = writeln!(
+        out,
+        "total: {:.2} probes/s across {} vantages ({:.0} probes/day), reporting to {}",
+        total,
+        config.vantages.len(),
+        total * 86_400.0,
+        config.aggregator.url.get_ref()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLEET: &str = r#"
+[fleet]
+name = "orders-api"
+
+[probe]
+interval = "2s"
+expect_status = "200"
+expect_json = ["/status=pass"]
+headers = { "x-api-key" = "k" }
+
+[global]
+url = "https://api.example.com/status"
+probe = { expect_headers = { "x-vantage-region" = "" } }
+
+[[regions]]
+name = "us-east-1"
+status_url = "https://use1.example.com/status"
+probe = { interval = "1s", timeout = "3s", http_version = "2" }
+
+[[vantages]]
+region = "us-east-1"
+
+[aggregator]
+url = "https://aggregator.example.com"
+
+[agents.auth]
+key_id = "k1"
+"#;
+
+    #[test]
+    fn settings_compile_into_specs() {
+        let c = FleetConfig::parse(FLEET, "fleet.toml").unwrap();
+        let t = build_targets(&c).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].interval, Duration::from_secs(2));
+        assert_eq!(t[0].spec.assertions.headers.len(), 1);
+        assert_eq!(t[0].spec.headers["x-api-key"], "k");
+        assert_eq!(t[1].interval, Duration::from_secs(1));
+        assert_eq!(t[1].spec.timeouts.overall, Duration::from_secs(3));
+        assert_eq!(t[1].spec.http_version, HttpVersionPref::Http2);
+        assert!(
+            t[1].spec.assertions.status.contains(200) && !t[1].spec.assertions.status.contains(204)
+        );
+        assert_eq!(t[1].region_label(), "us-east-1");
+        assert_eq!(t[0].region_label(), "global");
+        let plan = render_plan(&c, &t);
+        assert!(plan.contains("1.50 probes/s"), "{plan}");
+    }
+
+    #[test]
+    fn bad_settings_name_key_and_line() {
+        let cases = [
+            (
+                "expect_status = \"200\"",
+                "expect_status = \"2000\"",
+                "probe.expect_status",
+                7,
+            ),
+            (
+                "expect_json = [\"/status=pass\"]",
+                "expect_json = [\"status\"]",
+                "probe.expect_json",
+                8,
+            ),
+            (
+                "http_version = \"2\"",
+                "http_version = \"3\"",
+                "probe.http_version",
+                18,
+            ),
+            (
+                "timeout = \"3s\"",
+                "timeout = \"90s\"",
+                "regions[0].status_url",
+                17,
+            ),
+        ];
+        for (from, to, key, line) in cases {
+            let text = FLEET.replace(from, to);
+            let c = FleetConfig::parse(&text, "fleet.toml").unwrap();
+            let e = build_targets(&c).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("fleet.toml:{line}: {key}")),
+                "{to}: {e}"
+            );
+        }
+    }
+}

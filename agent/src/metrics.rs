@@ -1,0 +1,545 @@
+//! The agent's Prometheus metrics: names, labels and buckets in one place, the recorder that
+//! holds them and the `/metrics` endpoint that serves them.
+//!
+//! Recording goes through the `metrics` facade, so library code never holds an exporter; the
+//! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics` (see
+//! [`serve`]). Names follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total`
+//! only on counters, labels from small fixed sets (target ids come from the fleet file, outcome
+//! and phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every series also carries
+//! the global label `vantage`, the Region the agent probes from, so one Prometheus can scrape
+//! the whole fleet.
+//!
+//! Histograms are classic Prometheus histograms with fixed buckets rather than summaries:
+//! buckets aggregate across vantages and targets (`sum by (le)`), summaries' quantiles do not.
+//! [`PHASE_BUCKETS`] is dense where API latency lives and reaches the limits that matter;
+//! [`DELIVERY_BUCKETS`] spans a quick POST to the aggregator up to API Gateway's 29 s
+//! integration limit. The exact distributions travel in the interval reports as HDR histograms;
+//! these buckets only have to answer "is it fast, slow or failing" on a dashboard.
+//!
+//! Upkeep: the exporter buffers every histogram observation as a raw `f64` sample until it
+//! drains the buffer into the buckets, on each scrape or on `PrometheusHandle::run_upkeep`
+//! (draining is all upkeep does; summaries, which we do not use, roll their windows as they
+//! record). Buckets need nothing more, but an agent nobody scrapes would buffer samples
+//! forever, so [`serve`] runs upkeep every [`UPKEEP_PERIOD`]; an agent that installs the
+//! recorder without serving it must run [`upkeep`] itself.
+
+use crate::probe::ProbeResult;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use metrics::Unit;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use vantage_protocol::{Outcome, Phase};
+
+/// Probes by outcome. Labels: `target`, `region`, `outcome`.
+pub const PROBE_TOTAL: &str = "vantage_probe_total";
+/// Per-phase probe latency histogram, seconds. Labels: `target`, `region`, `phase`.
+pub const PROBE_PHASE_SECONDS: &str = "vantage_probe_phase_duration_seconds";
+/// Leaf certificate notAfter, Unix seconds. Labels: `target`, `region`.
+pub const CERT_EXPIRY: &str = "vantage_probe_cert_expiry_timestamp_seconds";
+/// Slots skipped because a probe or the scheduler ran late. Labels: `target`, `region`.
+pub const MISSED_SLOTS_TOTAL: &str = "vantage_probe_missed_slots_total";
+/// Interval reports built.
+pub const REPORTS_BUILT_TOTAL: &str = "vantage_reports_built_total";
+/// Report delivery attempts by result. Label `result`: `delivered`, `duplicate`, `retry`
+/// (network error, timeout, 5xx, 429...), `rejected` (4xx bad request: logged, dropped).
+pub const REPORT_DELIVERIES_TOTAL: &str = "vantage_report_deliveries_total";
+/// Reports dropped without delivery. Label `reason`: `spool_full`, `expired`, `rejected`.
+pub const REPORTS_DROPPED_TOTAL: &str = "vantage_reports_dropped_total";
+/// Time of one delivery attempt, seconds.
+pub const REPORT_DELIVERY_SECONDS: &str = "vantage_report_delivery_duration_seconds";
+/// Reports waiting in the spool.
+pub const SPOOL_REPORTS: &str = "vantage_spool_reports";
+/// Bytes in the spool.
+pub const SPOOL_BYTES: &str = "vantage_spool_bytes";
+/// Spool writes that failed (disk full, permissions); the agent keeps probing.
+pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "vantage_spool_write_errors_total";
+
+/// Histogram buckets for probe phases, seconds: dense where API latency lives (1 ms .. 1 s),
+/// reaching Route 53's 2 s first-byte limit and the 10 s probe deadline.
+pub const PHASE_BUCKETS: [f64; 20] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+    1.5, 2.0, 3.0, 5.0, 10.0,
+];
+
+/// Histogram buckets for report deliveries, seconds: an in-Region POST to the aggregator takes
+/// tens of milliseconds, a cross-Region one a few hundred, a Lambda cold start one to a few
+/// seconds; API Gateway cuts any request off at 29 s.
+pub const DELIVERY_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
+/// Global label naming the Region the agent probes from.
+pub const VANTAGE_LABEL: &str = "vantage";
+/// The `region` label value of the global (Route 53 failover) endpoint, which belongs to no
+/// Region.
+pub const GLOBAL_REGION: &str = "global";
+/// Path of the scrape endpoint.
+pub const METRICS_PATH: &str = "/metrics";
+/// Prometheus text exposition format 0.0.4, as Prometheus' own client libraries label it (the
+/// format is UTF-8 by definition; the charset parameter says so to any other reader).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How often [`serve`] drains buffered histogram samples into their buckets.
+pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// A client gets this long to send its request head, so a stalled connection cannot pin a task.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, scrapes in flight get this long to finish before their connections are cut.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Consecutive failed accepts (not counting per-connection aborts) after which the listener is
+/// considered broken: with the backoff below, about 25 s of nothing but failures.
+const MAX_ACCEPT_FAILURES: u32 = 30;
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Labels of one target, built once per target (cheap clones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLabels {
+    /// The target id from the fleet file: `global`, `status:<region>` or `deep:<region>`.
+    pub target: String,
+    /// The target's Region, or [`GLOBAL_REGION`] for the global endpoint.
+    pub region: String,
+}
+
+impl TargetLabels {
+    /// Labels for `target`, which belongs to `region` (`None`: the global endpoint).
+    pub fn new(target: impl Into<String>, region: Option<&str>) -> Self {
+        TargetLabels {
+            target: target.into(),
+            region: region.unwrap_or(GLOBAL_REGION).to_owned(),
+        }
+    }
+}
+
+/// Errors of the metrics layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Building the recorder failed, or another recorder is already installed.
+    #[error("installing the Prometheus recorder: {0}")]
+    Install(#[source] BuildError),
+    /// The listener kept failing to accept connections.
+    #[error(
+        "serving {METRICS_PATH}: accepting connections failed {attempts} times in a row: {source}"
+    )]
+    Serve {
+        attempts: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The exporter configuration [`install`] uses, for tests that want a local recorder.
+pub fn builder(vantage: &str) -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
+        // Any latency histogram added later defaults to the phase buckets rather than silently
+        // becoming a summary.
+        .set_buckets(&PHASE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(PROBE_PHASE_SECONDS.into()), &PHASE_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(REPORT_DELIVERY_SECONDS.into()),
+            &DELIVERY_BUCKETS,
+        )
+        .map(|b| b.add_global_label(VANTAGE_LABEL, vantage))
+}
+
+/// Installs the global Prometheus recorder: [`PHASE_BUCKETS`] for [`PROBE_PHASE_SECONDS`],
+/// [`DELIVERY_BUCKETS`] for [`REPORT_DELIVERY_SECONDS`], a global label `vantage` = the agent's
+/// vantage Region, and describes every metric (help text and unit) once.
+///
+/// Fails if a recorder is already installed: call it once per process. The caller must keep
+/// histogram buffers drained, which [`serve`] does (see the module docs).
+pub fn install(vantage: &str) -> Result<PrometheusHandle, MetricsError> {
+    let handle = builder(vantage)
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(MetricsError::Install)?;
+    describe();
+    Ok(handle)
+}
+
+/// Registers help text and unit of every metric with the current recorder. The text exposition
+/// prints `# HELP` and `# TYPE` for a metric once it has a series.
+pub fn describe() {
+    describe_counter!(
+        PROBE_TOTAL,
+        Unit::Count,
+        "Probes run, by outcome code (ok, dns, connect, tls, timeout, http_status, ...)."
+    );
+    describe_histogram!(
+        PROBE_PHASE_SECONDS,
+        Unit::Seconds,
+        "Probe latency by phase. phase=\"total\" counts only probes that got a response and is \
+         measured from the intended start, so late starts show as latency."
+    );
+    describe_gauge!(
+        CERT_EXPIRY,
+        Unit::Seconds,
+        "notAfter of the target's TLS leaf certificate, Unix time."
+    );
+    describe_counter!(
+        MISSED_SLOTS_TOTAL,
+        Unit::Count,
+        "Probe slots skipped because the previous probe or the scheduler ran late."
+    );
+    describe_counter!(
+        REPORTS_BUILT_TOTAL,
+        Unit::Count,
+        "Interval reports built for the aggregator."
+    );
+    describe_counter!(
+        REPORT_DELIVERIES_TOTAL,
+        Unit::Count,
+        "Report delivery attempts, by result (delivered, duplicate, retry, rejected)."
+    );
+    describe_counter!(
+        REPORTS_DROPPED_TOTAL,
+        Unit::Count,
+        "Reports dropped without delivery, by reason (spool_full, expired, rejected)."
+    );
+    describe_histogram!(
+        REPORT_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Duration of one report delivery attempt."
+    );
+    describe_gauge!(
+        SPOOL_REPORTS,
+        Unit::Count,
+        "Reports waiting in the spool for delivery."
+    );
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes held by the report spool.");
+    describe_counter!(
+        SPOOL_WRITE_ERRORS_TOTAL,
+        Unit::Count,
+        "Spool writes that failed (disk full, permissions); probing goes on."
+    );
+}
+
+/// Creates a target's counters at zero, every outcome included, so a dashboard sees `0` rather
+/// than no series for outcomes that have not happened and `rate()` sees the first increment.
+pub fn register_target(labels: &TargetLabels) {
+    for outcome in Outcome::ALL {
+        counter!(
+            PROBE_TOTAL,
+            "target" => labels.target.clone(),
+            "region" => labels.region.clone(),
+            "outcome" => outcome.as_str(),
+        )
+        .increment(0);
+    }
+    counter!(
+        MISSED_SLOTS_TOTAL,
+        "target" => labels.target.clone(),
+        "region" => labels.region.clone(),
+    )
+    .increment(0);
+}
+
+/// Records one probe that was meant to start `start_lag` before it did.
+///
+/// Counts it under its outcome, observes every timed phase, and sets the certificate expiry
+/// when the leaf was seen. Like the interval recorder, `total` is measured from the intended
+/// start and observed only when a response arrived: a transport failure has no meaningful
+/// latency, it shows in [`PROBE_TOTAL`] under its outcome instead.
+pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Duration) {
+    counter!(
+        PROBE_TOTAL,
+        "target" => labels.target.clone(),
+        "region" => labels.region.clone(),
+        "outcome" => result.outcome.as_str(),
+    )
+    .increment(1);
+    for (phase, d) in result.timings.iter() {
+        let d = match phase {
+            Phase::Total if !result.got_response() => continue,
+            Phase::Total => d + start_lag,
+            _ => d,
+        };
+        histogram!(
+            PROBE_PHASE_SECONDS,
+            "target" => labels.target.clone(),
+            "region" => labels.region.clone(),
+            "phase" => phase.as_str(),
+        )
+        .record(d.as_secs_f64());
+    }
+    if let Some(not_after) = result.cert_not_after {
+        gauge!(
+            CERT_EXPIRY,
+            "target" => labels.target.clone(),
+            "region" => labels.region.clone(),
+        )
+        .set(unix_seconds(not_after));
+    }
+}
+
+/// Counts `slots` skipped slots of a target.
+pub fn record_missed(labels: &TargetLabels, slots: u64) {
+    counter!(
+        MISSED_SLOTS_TOTAL,
+        "target" => labels.target.clone(),
+        "region" => labels.region.clone(),
+    )
+    .increment(slots);
+}
+
+/// Seconds since the Unix epoch, negative before it (a certificate can claim anything).
+fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Drains buffered histogram samples every `period`, forever; for an agent that installs the
+/// recorder without running [`serve`].
+pub async fn upkeep(handle: PrometheusHandle, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// Serves `GET /metrics` (text exposition, [`CONTENT_TYPE`]) and 404 elsewhere on `listener`
+/// until `shutdown` resolves, running the exporter's upkeep every [`UPKEEP_PERIOD`] meanwhile.
+///
+/// HTTP/1.1 and HTTP/2 (prior knowledge) are both accepted. At shutdown it stops accepting,
+/// lets scrapes in flight finish for up to 5 s, then closes what is left. An accept error that
+/// belongs to one connection is skipped; others are retried with backoff, and only a listener
+/// that fails 30 times in a row (about 25 s) ends `serve` with an error.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), MetricsError> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    http.http2().timer(TokioTimer::new());
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut upkeep = tokio::time::interval(UPKEEP_PERIOD);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = upkeep.tick() => handle.run_upkeep(),
+            // Reaps finished connection tasks so the set does not grow with every scrape.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    failures = 0;
+                    connections.spawn(serve_connection(
+                        stream,
+                        http.clone(),
+                        handle.clone(),
+                        drain_rx.clone(),
+                    ));
+                }
+                Err(e) if is_connection_error(&e) => {
+                    tracing::debug!(error = %e, "metrics: connection failed before accept");
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MAX_ACCEPT_FAILURES {
+                        return Err(MetricsError::Serve { attempts: failures, source: e });
+                    }
+                    let backoff = ACCEPT_BACKOFF_FIRST
+                        .saturating_mul(1 << failures.min(16))
+                        .min(ACCEPT_BACKOFF_MAX);
+                    tracing::warn!(error = %e, ?backoff, "metrics: accepting a connection failed");
+                    tokio::time::sleep(backoff).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            open = connections.len(),
+            "metrics: closing connections still open after the drain limit"
+        );
+    }
+    // Dropping the set aborts whatever is left.
+    Ok(())
+}
+
+/// Accept errors that concern one connection (it went away while queued), not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    http: auto::Builder<TokioExecutor>,
+    handle: PrometheusHandle,
+    mut drain: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = respond(&request, &handle);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        // Also taken when `serve` is gone without a word: either way, finish and close.
+        () = async { drop(drain.wait_for(|draining| *draining).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "metrics: connection ended with an error");
+    }
+}
+
+fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: Bytes| {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        response
+    };
+    if request.uri().path() != METRICS_PATH {
+        return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"));
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"method not allowed\n"),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let mut response = reply(StatusCode::OK, Bytes::from(handle.render()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::PhaseTimings;
+
+    fn render_with(f: impl FnOnce()) -> String {
+        let recorder = builder("eu-west-1").unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            f();
+        });
+        handle.render()
+    }
+
+    /// The series line of `name` whose labels include every one of `labels`.
+    fn series<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && labels.iter().all(|want| l.contains(want))
+        })
+    }
+
+    fn value(line: Option<&str>) -> f64 {
+        line.and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn total_counts_start_lag_and_only_responses() {
+        let labels = TargetLabels::new("status:us-east-1", Some("us-east-1"));
+        let text = render_with(|| {
+            register_target(&labels);
+            let mut timings = PhaseTimings::default();
+            timings.set(Phase::Connect, Duration::from_millis(2));
+            timings.set(Phase::Total, Duration::from_millis(30));
+            let mut ok = ProbeResult::synthetic(Outcome::Ok, timings);
+            ok.status = Some(200);
+            ok.cert_not_after = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000));
+            record_probe(&labels, &ok, Duration::from_millis(40));
+            let refused = ProbeResult::synthetic(Outcome::Connect, timings);
+            record_probe(&labels, &refused, Duration::ZERO);
+            record_missed(&labels, 3);
+        });
+        let target = r#"target="status:us-east-1""#;
+        let ok = [target, r#"outcome="ok""#, r#"vantage="eu-west-1""#];
+        assert_eq!(value(series(&text, PROBE_TOTAL, &ok)), 1.0, "{text}");
+        let connect = [target, r#"outcome="connect""#];
+        assert_eq!(value(series(&text, PROBE_TOTAL, &connect)), 1.0);
+        let tls = [target, r#"outcome="tls""#];
+        assert_eq!(value(series(&text, PROBE_TOTAL, &tls)), 0.0);
+        let total = format!("{PROBE_PHASE_SECONDS}_count");
+        assert_eq!(
+            value(series(&text, &total, &[r#"phase="total""#])),
+            1.0,
+            "{text}"
+        );
+        // 30 ms measured + 40 ms late start = 70 ms: above the 50 ms bucket, within 75 ms.
+        let sum = format!("{PROBE_PHASE_SECONDS}_sum");
+        assert!((value(series(&text, &sum, &[r#"phase="total""#])) - 0.07).abs() < 1e-9);
+        let bucket = format!("{PROBE_PHASE_SECONDS}_bucket");
+        assert_eq!(
+            value(series(
+                &text,
+                &bucket,
+                &[r#"phase="total""#, r#"le="0.05""#]
+            )),
+            0.0
+        );
+        assert_eq!(
+            value(series(
+                &text,
+                &bucket,
+                &[r#"phase="total""#, r#"le="0.075""#]
+            )),
+            1.0
+        );
+        assert_eq!(value(series(&text, &total, &[r#"phase="connect""#])), 2.0);
+        assert_eq!(value(series(&text, CERT_EXPIRY, &[target])), 2e9);
+        assert_eq!(value(series(&text, MISSED_SLOTS_TOTAL, &[target])), 3.0);
+        assert!(text.contains(&format!("# TYPE {PROBE_PHASE_SECONDS} histogram")));
+    }
+
+    #[test]
+    fn delivery_histogram_uses_its_own_buckets() {
+        let text = render_with(|| histogram!(REPORT_DELIVERY_SECONDS).record(12.0));
+        let bucket = format!("{REPORT_DELIVERY_SECONDS}_bucket");
+        assert_eq!(
+            value(series(&text, &bucket, &[r#"le="10""#])),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(value(series(&text, &bucket, &[r#"le="20""#])), 1.0);
+    }
+
+    #[test]
+    fn certificate_time_before_the_epoch_is_negative() {
+        let t = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(unix_seconds(t), -5.0);
+    }
+}

@@ -1,0 +1,257 @@
+//! `vantage agent`: turns flags, environment and the fleet file into [`AgentSettings`], then
+//! runs the daemon, or, under AWS Lambda, one bounded run per invocation.
+
+use super::{AgentArgs, EXIT_BAD_INPUT};
+use anyhow::{anyhow, bail, Context as _};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::watch;
+use vantage_agent::daemon::{self, AgentError, AgentSettings};
+use vantage_agent::push::PushConfig;
+use vantage_agent::spool::SpoolConfig;
+use vantage_protocol::auth::check_key;
+use vantage_protocol::config::FleetConfig;
+
+/// Lambda: probe this long per invocation unless configured (a one-minute schedule).
+const DEFAULT_LAMBDA_RUN_FOR: Duration = Duration::from_secs(50);
+/// Lambda: time kept back from the invocation deadline for reporting and flushing.
+const LAMBDA_FLUSH_RESERVE: Duration = Duration::from_secs(10);
+
+/// Settings that do not change between Lambda invocations.
+#[derive(Clone)]
+struct Prepared {
+    fleet: FleetConfig,
+    vantage: String,
+    agent_id: String,
+    push: PushConfig,
+    spool: Option<SpoolConfig>,
+    run_for: Option<Duration>,
+}
+
+impl Prepared {
+    fn settings(
+        &self,
+        metrics_listener: Option<tokio::net::TcpListener>,
+        run_for: Option<Duration>,
+    ) -> AgentSettings {
+        AgentSettings {
+            fleet: self.fleet.clone(),
+            vantage: self.vantage.clone(),
+            agent_id: self.agent_id.clone(),
+            push: self.push.clone(),
+            spool: self.spool.clone(),
+            metrics_listener,
+            run_for,
+        }
+    }
+}
+
+fn load_fleet(args: &AgentArgs) -> anyhow::Result<FleetConfig> {
+    if let Some(path) = &args.config {
+        return Ok(FleetConfig::load(path)?);
+    }
+    if let Ok(text) = std::env::var("VANTAGE_CONFIG_TOML") {
+        return Ok(FleetConfig::parse(&text, "VANTAGE_CONFIG_TOML")?);
+    }
+    bail!("no fleet file: pass --config FILE (or set VANTAGE_CONFIG, or VANTAGE_CONFIG_TOML to its contents)")
+}
+
+fn load_key(fleet: &FleetConfig) -> anyhow::Result<Vec<u8>> {
+    let auth = &fleet.agents.auth;
+    let var = auth.key_env.as_deref().unwrap_or("VANTAGE_AGENT_KEY");
+    let key = match (std::env::var(var), &auth.key_file) {
+        (Ok(k), _) => k.into_bytes(),
+        (Err(_), Some(path)) => {
+            let mut k = std::fs::read(path)
+                .with_context(|| format!("reading agents.auth.key_file {}", path.display()))?;
+            while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                k.pop();
+            }
+            k
+        }
+        (Err(_), None) => bail!(
+            "no agent key: set {var} (or agents.auth.key_file in the fleet file) to the HMAC key for key id {:?}",
+            auth.key_id.get_ref()
+        ),
+    };
+    check_key(&key).map_err(|e| anyhow!("agent key: {e}"))?;
+    Ok(key)
+}
+
+fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
+    let fleet = load_fleet(args)?;
+    let vantage = args
+        .vantage
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .ok_or_else(|| {
+            anyhow!("no vantage: pass --vantage REGION (or set VANTAGE_VANTAGE or AWS_REGION)")
+        })?;
+    let entry = fleet.vantage(&vantage).ok_or_else(|| {
+        let known: Vec<&str> = fleet
+            .vantages
+            .iter()
+            .map(|v| v.region.get_ref().as_str())
+            .collect();
+        anyhow!(
+            "vantage {vantage:?} is not in the fleet file; known: {}",
+            known.join(", ")
+        )
+    })?;
+    let agent_id = args.agent_id.clone().unwrap_or_else(|| entry.agent_id());
+    let aggregator_text = args
+        .aggregator_url
+        .clone()
+        .unwrap_or_else(|| fleet.aggregator.url.get_ref().clone());
+    let aggregator = vantage_agent::probe::spec::parse_url(&aggregator_text)
+        .map_err(|e| anyhow!("aggregator URL: {e}"))?;
+    let key = load_key(&fleet)?;
+    let spool = if args.no_spool {
+        None
+    } else {
+        let section = &fleet.agents.spool;
+        let mut spool = SpoolConfig::from_section(section);
+        // One agent per spool directory: the default is named after the agent.
+        spool.dir = args
+            .spool_dir
+            .clone()
+            .or_else(|| section.dir.clone())
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("vantage-spool-{agent_id}")));
+        Some(spool)
+    };
+    let push = PushConfig {
+        aggregator,
+        key_id: fleet.agents.auth.key_id.get_ref().clone(),
+        key,
+        ca_file: args.aggregator_ca_file.clone(),
+        ..PushConfig::default()
+    };
+    push.check().map_err(|e| anyhow!("report delivery: {e}"))?;
+    // Compile every target now, so a bad fleet file fails before anything starts.
+    vantage_agent::fleet::build_targets(&fleet)?;
+    Ok(Prepared {
+        run_for: args.run_for,
+        fleet,
+        vantage,
+        agent_id,
+        push,
+        spool,
+    })
+}
+
+/// Counts SIGTERM and SIGINT: the first asks the agent to finish its interval, the second to
+/// stop at once.
+fn watch_signals() -> watch::Receiver<u32> {
+    let (tx, rx) = watch::channel(0u32);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            #[cfg(unix)]
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminated = std::future::pending::<()>();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+            tx.send_modify(|n| *n += 1);
+        }
+    });
+    rx
+}
+
+pub async fn run(args: AgentArgs) -> ExitCode {
+    let prepared = match prepare(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        return run_lambda(prepared).await;
+    }
+    let listener = match args.metrics_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("vantage: cannot listen for metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let settings = prepared.settings(listener, prepared.run_for);
+    match daemon::run(settings, watch_signals()).await {
+        Ok(summary) => {
+            eprintln!(
+                "vantage agent: {} probes, {} reports, {} delivered, {} left in the spool",
+                summary.probes, summary.reports, summary.push.delivered, summary.push.left_in_spool
+            );
+            ExitCode::SUCCESS
+        }
+        Err(
+            e @ (AgentError::Config(_) | AgentError::UnknownVantage(_) | AgentError::Probe { .. }),
+        ) => {
+            eprintln!("vantage: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+        Err(e) => {
+            eprintln!("vantage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One bounded agent run per invocation, ending before the invocation's deadline.
+async fn run_lambda(prepared: Prepared) -> ExitCode {
+    let run_for = prepared
+        .run_for
+        .or(prepared.fleet.agents.lambda_run_for.map(|d| d.0))
+        .unwrap_or(DEFAULT_LAMBDA_RUN_FOR);
+    let handler = lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let prepared = prepared.clone();
+            async move {
+                let left = event
+                    .context
+                    .deadline()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                let budget = run_for.min(left.saturating_sub(LAMBDA_FLUSH_RESERVE));
+                if budget.is_zero() {
+                    return Err(lambda_runtime::Error::from(format!(
+                    "invocation leaves {left:?}: raise the function timeout above run_for + {LAMBDA_FLUSH_RESERVE:?}"
+                )));
+                }
+                let (_signals, rx) = watch::channel(0u32);
+                let summary = daemon::run(prepared.settings(None, Some(budget)), rx)
+                    .await
+                    .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
+                Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                    "probes": summary.probes,
+                    "missed_slots": summary.missed_slots,
+                    "reports": summary.reports,
+                    "delivered": summary.push.delivered,
+                    "left_in_spool": summary.push.left_in_spool,
+                }))
+            }
+        },
+    );
+    match lambda_runtime::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vantage: Lambda runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
