@@ -1,0 +1,46 @@
+//! An extra HTTP(S) dependency, checked with the agent's probe engine: the same phase limits,
+//! TLS verification and outcome codes as `vantage probe`. Passes on 2xx and 3xx.
+
+use super::{CheckError, Probe};
+use std::sync::Arc;
+use std::time::Duration;
+use vantage_agent::probe::spec::{ProbeSpec, SpecError};
+use vantage_agent::probe::tls::TlsConfigCache;
+use vantage_agent::probe::Prober;
+use vantage_protocol::Outcome;
+
+pub struct HttpCheck {
+    url: String,
+    prober: Prober,
+}
+
+impl HttpCheck {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, SpecError> {
+        let mut spec = ProbeSpec::get(url)?;
+        spec.timeouts.overall = timeout;
+        spec.timeouts.connect = spec.timeouts.connect.min(timeout);
+        spec.timeouts.first_byte = spec.timeouts.first_byte.min(timeout);
+        spec.timeouts.dns = spec.timeouts.dns.min(timeout);
+        spec.timeouts.tls = spec.timeouts.tls.min(timeout);
+        Ok(HttpCheck {
+            url: url.to_owned(),
+            prober: Prober::new(spec, Arc::new(TlsConfigCache::new()))?,
+        })
+    }
+
+    pub fn target(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn run(&self) -> Result<Probe, CheckError> {
+        let result = self.prober.probe().await;
+        if result.outcome == Outcome::Ok {
+            return Ok(Probe::pass());
+        }
+        let message = result.failure.map(|f| f.message).unwrap_or_default();
+        Err(CheckError::Http(format!(
+            "{}: {message}",
+            result.outcome.as_str()
+        )))
+    }
+}

@@ -1,0 +1,257 @@
+//! The HTTP surface, shared by the ECS server and the Lambda adapter:
+//! - `GET /status`: liveness; a pre-rendered answer, no dependency touched.
+//! - `GET /status/deep`: readiness from the cached, single-flighted round of checks, never
+//!   later than the deadline (plus a small margin) whatever the dependencies do.
+//! - `GET /metrics`: Prometheus text.
+//!
+//! Every answer carries `x-vantage-region` and echoes `X-Amzn-Trace-Id` when the caller sent
+//! one; deep requests log it.
+
+use crate::cache::SingleFlight;
+use crate::checks::{self, Check, CheckSpec, LagLimits, Role, Round, Status};
+use crate::config::{self, Engine, Settings};
+use crate::health::{self, ServiceMeta, View};
+use crate::metrics::{self, Metrics};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use axum::routing::get;
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const REGION_HEADER: &str = "x-vantage-region";
+pub const TRACE_HEADER: &str = "x-amzn-trace-id";
+
+/// Extra time a deep request may wait beyond the deadline for a round to be published.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
+
+/// A check that could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{key}: {message}")]
+    Check { key: String, message: String },
+}
+
+struct AppState {
+    meta: ServiceMeta,
+    deadline: Duration,
+    token: Option<String>,
+    cache: Arc<SingleFlight<Arc<Round>>>,
+    metrics: Arc<Metrics>,
+    /// `/status` answer, rendered once.
+    liveness: Bytes,
+    region: HeaderValue,
+}
+
+/// Builds the checks named in `settings`. `aws` is the SDK configuration for the Lambda check;
+/// when `None` and a Lambda check is configured, it is loaded from the environment.
+pub async fn build_checks(
+    settings: &Settings,
+    aws: Option<aws_config::SdkConfig>,
+) -> Result<Vec<Arc<CheckSpec>>, BuildError> {
+    let mut specs = Vec::new();
+    let fail = |key: &str, e: &dyn std::fmt::Display| BuildError::Check {
+        key: key.to_owned(),
+        message: e.to_string(),
+    };
+    for (name, role, db) in [
+        (config::WRITER, Role::Writer, &settings.writer),
+        (config::READER, Role::Reader, &settings.reader),
+    ] {
+        let Some(db) = db else { continue };
+        let key = format!(
+            "aurora.{}.url",
+            if role == Role::Writer {
+                "writer"
+            } else {
+                "reader"
+            }
+        );
+        let lag = (role == Role::Reader).then_some(LagLimits {
+            warn: db.lag_warn,
+            fail: db.lag_fail,
+        });
+        let check = match db.engine {
+            Engine::Postgres => Check::Postgres(
+                checks::postgres::PostgresCheck::new(role, &db.url, &settings.region, lag)
+                    .map_err(|e| fail(&key, &e))?,
+            ),
+            Engine::Mysql => Check::Mysql(
+                checks::mysql::MysqlCheck::new(role, &db.url, lag).map_err(|e| fail(&key, &e))?,
+            ),
+        };
+        specs.push(CheckSpec {
+            name: name.to_owned(),
+            critical: db.critical,
+            timeout: db.timeout,
+            check,
+        });
+    }
+    if let Some(l) = &settings.lambda {
+        let sdk = match aws {
+            Some(sdk) => sdk,
+            None => {
+                checks::lambda::sdk_config(
+                    &settings.region,
+                    settings.aws_endpoint_url.as_deref(),
+                    l.timeout,
+                )
+                .await
+            }
+        };
+        specs.push(CheckSpec {
+            name: config::LAMBDA.to_owned(),
+            critical: l.critical,
+            timeout: l.timeout,
+            check: Check::Lambda(checks::lambda::LambdaCheck::new(&sdk, &l.function)),
+        });
+    }
+    for (i, h) in settings.http.iter().enumerate() {
+        let timeout = h.timeout.unwrap_or(config::DEFAULT_CHECK_TIMEOUT);
+        specs.push(CheckSpec {
+            name: h.name.clone(),
+            critical: h.critical,
+            timeout,
+            check: Check::Http(
+                checks::http::HttpCheck::new(&h.url, timeout)
+                    .map_err(|e| fail(&format!("http[{i}].url"), &e))?,
+            ),
+        });
+    }
+    for t in &settings.tcp {
+        specs.push(CheckSpec {
+            name: t.name.clone(),
+            critical: t.critical,
+            timeout: t.timeout.unwrap_or(config::DEFAULT_CHECK_TIMEOUT),
+            check: Check::Tcp(checks::tcp::TcpCheck::new(&t.address)),
+        });
+    }
+    Ok(specs.into_iter().map(Arc::new).collect())
+}
+
+/// The router over a set of checks.
+pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router {
+    let meta = ServiceMeta {
+        service_id: settings.service_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        region: settings.region.clone(),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let deadline = settings.deadline;
+    let checks: Arc<[Arc<CheckSpec>]> = checks.into();
+    let round_metrics = Arc::clone(&metrics);
+    let cache = SingleFlight::new(settings.cache_ttl, move || {
+        let checks = Arc::clone(&checks);
+        let metrics = Arc::clone(&round_metrics);
+        async move {
+            let round = checks::run_round(&checks, deadline).await;
+            metrics.round(&round);
+            for r in round.results.iter().filter(|r| r.status() != Status::Pass) {
+                let output = r.observations.iter().filter_map(|o| o.output.as_deref());
+                tracing::warn!(
+                    check = %r.name,
+                    status = r.status().as_str(),
+                    output = %output.collect::<Vec<_>>().join("; "),
+                    "dependency check not passing"
+                );
+            }
+            Arc::new(round)
+        }
+    });
+    let state = Arc::new(AppState {
+        liveness: Bytes::from(health::liveness(&meta).to_string()),
+        region: HeaderValue::from_str(&meta.region).unwrap_or(HeaderValue::from_static("unknown")),
+        meta,
+        deadline,
+        token: settings.token.clone(),
+        cache,
+        metrics,
+    });
+    axum::Router::new()
+        .route("/status", get(liveness))
+        .route("/status/deep", get(deep))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn run(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn liveness(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {
+    app.metrics.answer(metrics::Path::Status, Status::Pass);
+    answer(&app, StatusCode::OK, app.liveness.clone(), &headers)
+}
+
+async fn deep(
+    State(app): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let trace = headers
+        .get(TRACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let authorized = health::token_matches(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        app.token.as_deref(),
+    );
+    let view = View::from_query(query.as_deref(), authorized);
+    let (status, body) =
+        match tokio::time::timeout(app.deadline + DEADLINE_MARGIN, app.cache.get()).await {
+            Ok(Ok(round)) => health::render(&app.meta, &round, &view),
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("dependency checks did not finish within {:?}", app.deadline),
+                };
+                let mut body = health::liveness(&app.meta);
+                body["status"] = serde_json::json!(Status::Fail);
+                body["output"] = serde_json::json!(why);
+                (Status::Fail, body)
+            }
+        };
+    tracing::debug!(trace_id = trace, status = status.as_str(), "deep status");
+    app.metrics.answer(metrics::Path::Deep, status);
+    let code = match status {
+        Status::Pass | Status::Warn => StatusCode::OK,
+        Status::Fail => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    answer(&app, code, Bytes::from(body.to_string()), &headers)
+}
+
+async fn metrics_text(State(app): State<Arc<AppState>>) -> Response<Body> {
+    let mut response = Response::new(Body::from(app.metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn answer(app: &AppState, code: StatusCode, body: Bytes, request: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = code;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(health::CONTENT_TYPE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(HeaderName::from_static(REGION_HEADER), app.region.clone());
+    if let Some(trace) = request.get(TRACE_HEADER) {
+        h.insert(HeaderName::from_static(TRACE_HEADER), trace.clone());
+    }
+    response
+}
