@@ -189,3 +189,285 @@ fn help_teaches() {
         assert!(help.contains(needle), "missing {needle:?}");
     }
 }
+
+fn workspace_file(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_config_prints_the_plan() {
+    let out = vantage(&["check-config", &workspace_file("examples/fleet.toml")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "fleet orders-api: 3 Regions, 3 vantages, 6 targets per vantage",
+        "status:ap-southeast-1",
+        "vantage-apse1",
+        "total: 2.10 probes/s across 3 vantages",
+    ] {
+        assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
+    }
+}
+
+/// Broken fleet files: each must fail with exit 2 and one line naming the file, the line and
+/// the key.
+#[test]
+fn check_config_names_key_line_and_fix() {
+    let example = std::fs::read_to_string(workspace_file("examples/fleet.toml")).unwrap();
+    let line_of = |needle: &str| example.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases: Vec<(String, String)> = vec![
+        (
+            example.replace("first_byte_timeout", "first_byte_timeuot"),
+            format!(
+                "line {}: unknown field `first_byte_timeuot`",
+                line_of("first_byte_timeout")
+            ),
+        ),
+        (
+            example.replace("timeout = \"10s\"", "timeout = \"ten seconds\""),
+            format!("line {}: bad duration", line_of("timeout = \"10s\"")),
+        ),
+        (
+            example.replace("name = \"eu-west-1\"", "name = \"us-east-1\""),
+            format!(
+                ":{}: regions[1].name: Region \"us-east-1\" is listed twice",
+                line_of("name = \"eu-west-1\"")
+            ),
+        ),
+        (
+            example.replace("https://def456", "ftp://def456"),
+            format!(
+                ":{}: regions[1].status_url",
+                line_of("status_url = \"https://def456")
+            ),
+        ),
+        (
+            example.replace(
+                "expect_status = \"200-299\"",
+                "expect_status = \"200-2999\"",
+            ),
+            format!(
+                ":{}: probe.expect_status: bad status list",
+                line_of("expect_status = \"200-299\"")
+            ),
+        ),
+        (
+            example.replace("histogram_precision = 3", "histogram_precision = 9"),
+            format!(
+                ":{}: fleet.histogram_precision: must be 1..=5",
+                line_of("histogram_precision")
+            ),
+        ),
+        (
+            example.replace("max_bytes = \"64MiB\"", "max_bytes = \"64 lots\""),
+            format!("line {}: bad size", line_of("max_bytes")),
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("vantage-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("broken-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = vantage(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "case {i}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "case {i}: {stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "case {i}: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected.as_str()),
+            "case {i}: expected {expected:?} in {stderr}"
+        );
+    }
+    let missing = vantage(&["check-config", "/nonexistent/fleet.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// An aggregator stand-in: keep-alive HTTP/1.1, verifies the HMAC, counts reports.
+fn report_sink(key: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let reports = Arc::new(AtomicUsize::new(0));
+    let counter = reports.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counter = counter.clone();
+            thread::spawn(move || loop {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        l.strip_prefix(&format!("{name}:"))
+                            .map(|v| v.trim().to_owned())
+                    })
+                };
+                let len: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if stream.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let (id, ts, sig) = (
+                    header("x-vantage-key-id"),
+                    header("x-vantage-timestamp"),
+                    header("x-vantage-signature"),
+                );
+                let lookup = |n: &str| match n {
+                    "x-vantage-key-id" => id.as_deref(),
+                    "x-vantage-timestamp" => ts.as_deref(),
+                    "x-vantage-signature" => sig.as_deref(),
+                    _ => None,
+                };
+                let ok = vantage_protocol::auth::verify(lookup, |_| Some(key), &body, now, 60)
+                    .is_ok()
+                    && serde_json::from_slice::<vantage_protocol::report::IntervalReport>(&body)
+                        .is_ok();
+                if ok {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                let status = if ok { "200 OK" } else { "401 Unauthorized" };
+                if write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    (url, reports)
+}
+
+fn agent_fleet(status_url: &str, aggregator: &str) -> String {
+    format!(
+        r#"
+[fleet]
+name = "cli-test"
+report_interval = "1s"
+[probe]
+interval = "200ms"
+[global]
+url = "{status_url}"
+[[regions]]
+name = "eu-west-1"
+status_url = "{status_url}"
+[[vantages]]
+region = "eu-west-1"
+[aggregator]
+url = "{aggregator}"
+[agents.auth]
+key_id = "k1"
+"#
+    )
+}
+
+const AGENT_KEY: &[u8] = b"cli-test-key-0123456789";
+
+#[test]
+fn agent_bad_input_exits_2_with_the_reason() {
+    let (status, _) = serve(HEALTHY);
+    let (aggregator, _) = report_sink(AGENT_KEY);
+    let fleet = agent_fleet(&status, &aggregator);
+    let run = |vantage: &str, key: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vantage"));
+        cmd.args([
+            "agent",
+            "--vantage",
+            vantage,
+            "--no-spool",
+            "--run-for",
+            "1s",
+        ])
+        .env("VANTAGE_CONFIG_TOML", &fleet)
+        .env_remove("VANTAGE_CONFIG")
+        .env_remove("VANTAGE_AGENT_KEY");
+        if let Some(k) = key {
+            cmd.env("VANTAGE_AGENT_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run("eu-west-1", None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent key: set VANTAGE_AGENT_KEY"));
+    let out = run("eu-west-1", Some("short"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+    let out = run(
+        "mars-north-1",
+        Some(std::str::from_utf8(AGENT_KEY).unwrap()),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: eu-west-1"));
+}
+
+#[test]
+fn agent_from_environment_runs_reports_and_stops_on_sigterm() {
+    let (status, _) = serve(HEALTHY);
+    let (aggregator, reports) = report_sink(AGENT_KEY);
+    let spool = std::env::temp_dir().join(format!("vantage-cli-spool-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .arg("agent")
+        .env("VANTAGE_CONFIG_TOML", agent_fleet(&status, &aggregator))
+        .env("AWS_REGION", "eu-west-1")
+        .env("VANTAGE_AGENT_KEY", std::str::from_utf8(AGENT_KEY).unwrap())
+        .env("VANTAGE_SPOOL_DIR", &spool)
+        .env_remove("VANTAGE_CONFIG")
+        .env_remove("VANTAGE_VANTAGE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first report, then ask the agent to stop.
+    for _ in 0..100 {
+        if reports.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(reports.load(Ordering::SeqCst) > 0, "no report within 5 s");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("vantage agent:"))
+        .expect(&stderr);
+    let field = |name: &str| -> usize {
+        let words: Vec<&str> = summary
+            .split([' ', ','])
+            .filter(|w| !w.is_empty())
+            .collect();
+        let at = words.iter().position(|w| *w == name).unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    assert_eq!(
+        field("reports"),
+        reports.load(Ordering::SeqCst),
+        "{summary}"
+    );
+    assert_eq!(field("delivered"), field("reports"), "{summary}");
+    assert!(summary.ends_with("0 left in the spool"), "{summary}");
+    std::fs::remove_dir_all(spool).ok();
+}
