@@ -423,7 +423,7 @@ fn agent_from_environment_runs_reports_and_stops_on_sigterm() {
     let (status, _) = serve(HEALTHY);
     let (aggregator, reports) = report_sink(AGENT_KEY);
     let spool = std::env::temp_dir().join(format!("vantage-cli-spool-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .arg("agent")
         .env("VANTAGE_CONFIG_TOML", agent_fleet(&status, &aggregator))
         .env("AWS_REGION", "eu-west-1")

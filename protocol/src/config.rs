@@ -252,6 +252,103 @@ impl Vantage {
 pub struct AggregatorSection {
     /// Base URL; agents POST to `<url>/v1/reports`.
     pub url: Located<String>,
+    /// Sliding window the decisions look at (default 30 s).
+    pub window: Option<DurationText>,
+    /// How often decisions are made and Route 53 reconciled (default 5 s).
+    pub evaluate_every: Option<DurationText>,
+    /// `dry-run` (the default: plan only, state in memory) or `route53`.
+    pub backend: Option<Located<String>>,
+    /// Where the decision state is persisted so a restart does not forget an outage.
+    pub state_file: Option<PathBuf>,
+    /// Agent keys the aggregator accepts, by key id.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeySource>,
+    /// Largest report body accepted (default 4 MiB).
+    pub max_report_bytes: Option<ByteSize>,
+}
+
+/// Where a secret comes from: an environment variable or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// The health policy: how vantage observations become Region decisions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Attempts a vantage needs in the window to have an opinion (default 3).
+    pub min_attempts: Option<u64>,
+    /// A vantage sees a Region down when failures / attempts exceeds this (default 0.5).
+    pub max_failure_ratio: Option<f64>,
+    /// Quantile for the optional latency limit (default 0.99).
+    pub latency_quantile: Option<f64>,
+    /// A vantage sees a Region down when that quantile of total latency exceeds this.
+    pub max_latency: Option<DurationText>,
+    /// Vantages that must agree for a Region to be down: "majority" (default) or a number;
+    /// never fewer than 2.
+    pub quorum: Option<Located<String>>,
+    /// Consecutive down evaluations before a Region is taken out (default 2).
+    pub fail_after: Option<u32>,
+    /// Consecutive up evaluations before it is put back (default 6).
+    pub recover_after: Option<u32>,
+    /// Flap damping: penalty added per transition (default 1000).
+    pub flap_penalty: Option<f64>,
+    /// Half-life of the penalty (default 5m).
+    pub flap_half_life: Option<DurationText>,
+    /// A Region whose penalty is above this is held out (default 1500).
+    pub flap_suppress: Option<f64>,
+    /// Regions in service never fall below this (ARC's ATLEAST rule; default 1).
+    pub min_healthy: Option<usize>,
+    /// At most this many automated transitions per `change_window` (default 4).
+    pub max_changes: Option<u32>,
+    pub change_window: Option<DurationText>,
+}
+
+/// How measured latency becomes Route 53 weights.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsSection {
+    /// Latency quantile weights follow (default 0.5).
+    pub quantile: Option<f64>,
+    /// EWMA smoothing factor of that latency, 0 < alpha <= 1 (default 0.3).
+    pub ewma_alpha: Option<f64>,
+    /// Smallest weight of a Region in service (default 10).
+    pub floor: Option<u8>,
+    /// Weight changes smaller than this are not applied (default 8).
+    pub dead_band: Option<u8>,
+}
+
+/// Route 53 (and CloudWatch) objects the `route53` backend drives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Section {
+    pub hosted_zone_id: Located<String>,
+    /// The weighted record set, e.g. `api-origin.example.com.`.
+    pub record_name: Located<String>,
+    /// `A`, `AAAA` or `CNAME` (default `CNAME`).
+    pub record_type: Option<Located<String>>,
+    /// `data-plane` (default: publish a CloudWatch metric per Region for a CLOUDWATCH_METRIC
+    /// health check) or `control-plane` (force a CALCULATED health check per Region).
+    pub health: Option<Located<String>>,
+    /// CloudWatch namespace of the published health metric (default `Vantage`).
+    pub metric_namespace: Option<String>,
+    /// Endpoint override for the AWS APIs (moto, LocalStack, VPC endpoints).
+    pub endpoint_url: Option<Located<String>>,
+    /// Region of the control-plane clients (default us-east-1, where Route 53's lives).
+    pub aws_region: Option<String>,
+    /// Per Region: its record's set identifier and, for control-plane health, its health check.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Route53Region>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Region {
+    pub set_identifier: Located<String>,
+    pub health_check_id: Option<Located<String>>,
 }
 
 /// Where an agent's HMAC key comes from. The key itself never sits in the fleet file.
@@ -301,6 +398,11 @@ pub struct FleetConfig {
     pub vantages: Vec<Vantage>,
     pub aggregator: AggregatorSection,
     pub agents: AgentsSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub weights: WeightsSection,
+    pub route53: Option<Route53Section>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,

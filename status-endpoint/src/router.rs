@@ -34,11 +34,54 @@ pub enum BuildError {
     Check { key: String, message: String },
 }
 
+/// A round and its answers for the views without `?exclude`, rendered once per round so that
+/// cached answers cost a lookup, not a JSON rendering.
+struct Answers {
+    round: Round,
+    /// Indexed by [`Answers::slot`].
+    rendered: [(Status, Bytes); 4],
+}
+
+impl Answers {
+    fn new(meta: &ServiceMeta, round: Round) -> Self {
+        let render = |verbose, authorized| {
+            let view = View {
+                verbose,
+                authorized,
+                ..View::default()
+            };
+            let (status, body) = health::render(meta, &round, &view);
+            (status, Bytes::from(body.to_string()))
+        };
+        Answers {
+            rendered: [
+                render(false, false),
+                render(true, false),
+                render(false, true),
+                render(true, true),
+            ],
+            round,
+        }
+    }
+
+    fn slot(view: &View) -> usize {
+        usize::from(view.verbose) | usize::from(view.authorized) << 1
+    }
+
+    fn answer(&self, meta: &ServiceMeta, view: &View) -> (Status, Bytes) {
+        if view.exclude.is_empty() {
+            return self.rendered[Self::slot(view)].clone();
+        }
+        let (status, body) = health::render(meta, &self.round, view);
+        (status, Bytes::from(body.to_string()))
+    }
+}
+
 struct AppState {
     meta: ServiceMeta,
     deadline: Duration,
     token: Option<String>,
-    cache: Arc<SingleFlight<Arc<Round>>>,
+    cache: Arc<SingleFlight<Arc<Answers>>>,
     metrics: Arc<Metrics>,
     /// `/status` answer, rendered once.
     liveness: Bytes,
@@ -74,10 +117,10 @@ pub async fn build_checks(
             fail: db.lag_fail,
         });
         let check = match db.engine {
-            Engine::Postgres => Check::Postgres(
+            Engine::Postgres => Check::Postgres(Box::new(
                 checks::postgres::PostgresCheck::new(role, &db.url, &settings.region, lag)
                     .map_err(|e| fail(&key, &e))?,
-            ),
+            )),
             Engine::Mysql => Check::Mysql(
                 checks::mysql::MysqlCheck::new(role, &db.url, lag).map_err(|e| fail(&key, &e))?,
             ),
@@ -142,9 +185,11 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router 
     let deadline = settings.deadline;
     let checks: Arc<[Arc<CheckSpec>]> = checks.into();
     let round_metrics = Arc::clone(&metrics);
+    let round_meta = meta.clone();
     let cache = SingleFlight::new(settings.cache_ttl, move || {
         let checks = Arc::clone(&checks);
         let metrics = Arc::clone(&round_metrics);
+        let meta = round_meta.clone();
         async move {
             let round = checks::run_round(&checks, deadline).await;
             metrics.round(&round);
@@ -157,7 +202,7 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router 
                     "dependency check not passing"
                 );
             }
-            Arc::new(round)
+            Arc::new(Answers::new(&meta, round))
         }
     });
     let state = Arc::new(AppState {
@@ -210,7 +255,7 @@ async fn deep(
     let view = View::from_query(query.as_deref(), authorized);
     let (status, body) =
         match tokio::time::timeout(app.deadline + DEADLINE_MARGIN, app.cache.get()).await {
-            Ok(Ok(round)) => health::render(&app.meta, &round, &view),
+            Ok(Ok(answers)) => answers.answer(&app.meta, &view),
             outcome => {
                 let why = match outcome {
                     Ok(Err(e)) => e.to_string(),
@@ -219,7 +264,7 @@ async fn deep(
                 let mut body = health::liveness(&app.meta);
                 body["status"] = serde_json::json!(Status::Fail);
                 body["output"] = serde_json::json!(why);
-                (Status::Fail, body)
+                (Status::Fail, Bytes::from(body.to_string()))
             }
         };
     tracing::debug!(trace_id = trace, status = status.as_str(), "deep status");
@@ -228,7 +273,7 @@ async fn deep(
         Status::Pass | Status::Warn => StatusCode::OK,
         Status::Fail => StatusCode::SERVICE_UNAVAILABLE,
     };
-    answer(&app, code, Bytes::from(body.to_string()), &headers)
+    answer(&app, code, body, &headers)
 }
 
 async fn metrics_text(State(app): State<Arc<AppState>>) -> Response<Body> {

@@ -180,7 +180,8 @@ pub enum Role {
 
 /// One dependency to check.
 pub enum Check {
-    Postgres(postgres::PostgresCheck),
+    // Boxed: tokio_postgres::Config is large, and checks are built once.
+    Postgres(Box<postgres::PostgresCheck>),
     Mysql(mysql::MysqlCheck),
     Lambda(lambda::LambdaCheck),
     Http(http::HttpCheck),

@@ -1,0 +1,1 @@
+// placeholder: the decision core lands here

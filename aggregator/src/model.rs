@@ -1,0 +1,208 @@
+//! The decision core's vocabulary: policy, per-evaluation observations, the state carried from
+//! one evaluation to the next, overrides and the decision. Plain data; the logic that turns
+//! observations into a decision is [`crate::decide`], a pure function of these types and the
+//! current time.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// How many vantages must agree that a Region is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quorum {
+    /// More than half of the vantages that have data, and at least 2.
+    Majority,
+    /// At least this many (never fewer than 2).
+    AtLeast(usize),
+}
+
+/// Health policy (see DESIGN.md, "The decision core").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Attempts a vantage needs in the window to have an opinion; fewer is `Unknown`.
+    pub min_attempts: u64,
+    /// Vantage says down when failures / attempts is above this.
+    pub max_failure_ratio: f64,
+    /// Vantage says down when its latency quantile is above this (if set).
+    pub max_latency: Option<Duration>,
+    pub quorum: Quorum,
+    /// Consecutive down evaluations before a Region is taken out.
+    pub fail_after: u32,
+    /// Consecutive up evaluations before it is put back (longer than `fail_after`).
+    pub recover_after: u32,
+    /// Penalty added per transition of a Region.
+    pub flap_penalty: f64,
+    /// The penalty halves every `flap_half_life`.
+    pub flap_half_life: Duration,
+    /// While the penalty is above this, the Region is held out of service.
+    pub flap_suppress: f64,
+    /// Never fewer Regions in service than this (unless fewer exist).
+    pub min_healthy: usize,
+    /// At most this many automated transitions in any `change_window`.
+    pub max_changes: u32,
+    pub change_window: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            min_attempts: 3,
+            max_failure_ratio: 0.5,
+            max_latency: None,
+            quorum: Quorum::Majority,
+            fail_after: 2,
+            recover_after: 6,
+            flap_penalty: 1000.0,
+            flap_half_life: Duration::from_secs(300),
+            flap_suppress: 1500.0,
+            min_healthy: 1,
+            max_changes: 4,
+            change_window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// How latency becomes weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightPolicy {
+    /// EWMA factor for the Region's latency, 0 < alpha <= 1.
+    pub ewma_alpha: f64,
+    /// Smallest weight of a Region in service.
+    pub floor: u8,
+    /// Weight changes smaller than this keep the previous weight.
+    pub dead_band: u8,
+}
+
+impl Default for WeightPolicy {
+    fn default() -> Self {
+        WeightPolicy {
+            ewma_alpha: 0.3,
+            floor: 10,
+            dead_band: 8,
+        }
+    }
+}
+
+/// What one vantage saw of one Region over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VantageSample {
+    pub vantage: String,
+    pub attempts: u64,
+    /// Attempts whose outcome was not `ok`.
+    pub failures: u64,
+    /// The policy's latency quantile of total latency (for `max_latency`), if any sample.
+    pub limit_latency: Option<Duration>,
+    /// The weights' latency quantile of total latency, if any sample.
+    pub weight_latency: Option<Duration>,
+}
+
+/// Everything observed of one Region in the window, one entry per vantage that reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionObservation {
+    pub region: String,
+    pub vantages: Vec<VantageSample>,
+}
+
+/// One vantage's (or a Region's quorum) opinion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Up,
+    Down,
+    /// Too little data to say.
+    Unknown,
+}
+
+/// A manual override of one Region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pin {
+    Up,
+    Down,
+}
+
+/// Manual overrides: they beat automation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overrides {
+    pub pinned: BTreeMap<String, Pin>,
+    /// Freeze all automation: nothing changes except by pins.
+    pub frozen: bool,
+}
+
+/// What the core remembers of a Region between evaluations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionState {
+    pub in_service: bool,
+    /// Consecutive evaluations whose quorum verdict was down / up.
+    pub down_streak: u32,
+    pub up_streak: u32,
+    /// Flap penalty as of `penalty_at` (time since the epoch of `now`).
+    pub penalty: f64,
+    pub penalty_at: Duration,
+    /// EWMA of the Region's latency in seconds, if ever measured.
+    pub smoothed_latency: Option<f64>,
+    /// Weight last decided.
+    pub weight: u8,
+    /// When `in_service` last changed.
+    pub since: Duration,
+}
+
+/// State carried from one evaluation to the next; serialisable so a restart can resume it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelState {
+    pub regions: BTreeMap<String, RegionState>,
+    /// Times of recent automated transitions, for `max_changes`.
+    pub recent_transitions: VecDeque<Duration>,
+}
+
+/// The decision about one Region, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionDecision {
+    pub region: String,
+    /// The quorum verdict of this evaluation.
+    pub verdict: Verdict,
+    /// Each vantage's verdict, for the reason and the status page.
+    pub vantages: BTreeMap<String, Verdict>,
+    pub in_service: bool,
+    pub weight: u8,
+    /// Why: which vantages, what figures, which rule held or changed it.
+    pub reason: String,
+}
+
+/// A Region going out of or back into service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub region: String,
+    pub in_service: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Taking Regions out would leave fewer than `min_healthy`: kept in (fail-open).
+    FailOpen,
+    /// A transition was held back by `max_changes`.
+    ChangeLimit,
+    /// A transition was held back because automation is frozen.
+    Frozen,
+    /// A pin overrides what the measurements say.
+    PinnedAgainstMeasurements,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub region: Option<String>,
+    pub message: String,
+}
+
+/// The output of one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: Duration,
+    /// Every configured Region, in name order.
+    pub regions: Vec<RegionDecision>,
+    pub transitions: Vec<Transition>,
+    pub alerts: Vec<Alert>,
+}
