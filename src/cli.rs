@@ -21,6 +21,7 @@ use vantage_protocol::config::FleetConfig;
 use vantage_protocol::duration::parse_duration;
 
 mod agent;
+mod aggregator;
 
 /// Exit code for bad input: flags, URLs, files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -49,6 +50,11 @@ enum Command {
     /// Run the agent of one vantage Region: probe the fleet, report to the aggregator.
     #[command(after_help = AGENT_HELP)]
     Agent(AgentArgs),
+    /// Run the aggregator: ingest reports, decide Region health and weights, drive Route 53.
+    #[command(after_help = AGGREGATOR_HELP)]
+    Aggregator(AggregatorArgs),
+    /// Print what the aggregator's reconciler would change right now.
+    Plan(PlanArgs),
     /// Serve a Region's /status (liveness) and /status/deep (Aurora and Lambda readiness).
     StatusEndpoint(vantage_status_endpoint::cli::StatusEndpointArgs),
 }
@@ -65,6 +71,58 @@ The HMAC key comes from the variable named by agents.auth.key_env in the fleet f
 Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set) each invocation probes for --run-for (default
 agents.lambda_run_for, 50s), reports, flushes and returns; schedule it with EventBridge.
 SIGTERM or Ctrl-C: finish the current interval, report, flush, exit 0 (twice: stop now).";
+
+const AGGREGATOR_HELP: &str = "\
+API: POST /v1/reports (agents), GET /v1/state, POST /v1/overrides
+  ({\"pin\": {\"<region>\": \"up\"|\"down\"|null}, \"freeze\": true|false}; loopback callers, or
+  requests signed with a key listed in aggregator.override_key_ids).
+The decision log (one JSON line per transition, applied change and alert) goes to stdout
+unless --decision-log names a file. Backend dry-run (the default) plans and logs only.";
+
+#[derive(Args, Debug)]
+struct AggregatorArgs {
+    /// Fleet file (TOML).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// Address for the API (reports, state, overrides).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "VANTAGE_LISTEN",
+        default_value = "127.0.0.1:8700"
+    )]
+    listen: std::net::SocketAddr,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    #[arg(long, env = "VANTAGE_BACKEND")]
+    backend: Option<String>,
+    /// Persist decision state here (default: aggregator.state_file).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+    /// JSON-lines decision log: a file, or - for stdout.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_DECISION_LOG",
+        default_value = "-"
+    )]
+    decision_log: String,
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// Fleet file (TOML).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    #[arg(long, env = "VANTAGE_BACKEND")]
+    backend: Option<String>,
+    /// Decision state to plan from (default: aggregator.state_file).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+}
 
 #[derive(Args, Debug)]
 struct CheckConfigArgs {
@@ -340,6 +398,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Probe(args) => probe(args).await,
         Command::CheckConfig(args) => check_config(args),
         Command::Agent(args) => agent::run(args).await,
+        Command::Aggregator(args) => aggregator::run(args).await,
+        Command::Plan(args) => aggregator::plan(args).await,
         Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
     }
 }

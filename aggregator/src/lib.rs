@@ -7,5 +7,8 @@
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
 
 pub mod backend;
+pub mod config;
 pub mod decide;
 pub mod model;
+pub mod service;
+pub mod window;

@@ -265,6 +265,9 @@ pub struct AggregatorSection {
     pub keys: BTreeMap<String, KeySource>,
     /// Largest report body accepted (default 4 MiB).
     pub max_report_bytes: Option<ByteSize>,
+    /// Key ids (of `keys`) allowed to post overrides; without any, only loopback callers may.
+    #[serde(default)]
+    pub override_key_ids: Vec<String>,
 }
 
 /// Where a secret comes from: an environment variable or a file.

@@ -6,6 +6,8 @@
 //! - `route53` ([`route53`]): weighted records and health (CloudWatch metric for a
 //!   CLOUDWATCH_METRIC health check, or a forced CALCULATED health check) through the AWS SDK.
 
+pub mod route53;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;

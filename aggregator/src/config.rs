@@ -1,0 +1,246 @@
+//! The aggregator's view of the fleet file: policy and weight settings checked and turned into
+//! [`Policy`] / [`WeightPolicy`], agent keys loaded, defaults applied. Problems are reported
+//! with the key (and the line where the file records one).
+
+use crate::model::{Policy, Quorum, WeightPolicy};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use vantage_protocol::auth::check_key;
+use vantage_protocol::config::{ConfigError, FleetConfig, KeySource};
+
+/// Default sliding window of the decisions.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+/// Default evaluation period.
+pub const DEFAULT_EVALUATE_EVERY: Duration = Duration::from_secs(5);
+/// Default cap on a report body.
+pub const DEFAULT_MAX_REPORT_BYTES: u64 = 4 << 20;
+
+/// Which reconciler backend to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    DryRun,
+    Route53,
+}
+
+/// Everything the aggregator needs, validated.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    pub fleet: FleetConfig,
+    /// Configured Regions, in file order.
+    pub regions: Vec<String>,
+    pub window: Duration,
+    pub evaluate_every: Duration,
+    pub backend: BackendKind,
+    pub state_file: Option<PathBuf>,
+    /// Agent keys by key id.
+    pub keys: HashMap<String, Vec<u8>>,
+    pub max_report_bytes: u64,
+    /// Key ids allowed to post overrides (loopback callers always may).
+    pub override_key_ids: Vec<String>,
+    pub policy: Policy,
+    /// Quantile of total latency compared with `policy.max_latency`.
+    pub latency_quantile: f64,
+    pub weights: WeightPolicy,
+    /// Quantile of total latency the weights follow.
+    pub weight_quantile: f64,
+}
+
+fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
+    // Numbers carry no span; point at the first line that names the key.
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let line = fleet
+        .source
+        .lines()
+        .position(|l| l.trim_start().starts_with(leaf))
+        .map_or(1, |i| i + 1);
+    ConfigError::Invalid {
+        origin: fleet.origin.clone(),
+        line,
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn fraction(
+    fleet: &FleetConfig,
+    key: &str,
+    v: Option<f64>,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        Some(x) => Err(invalid(fleet, key, format!("{x} is not in (0, 1]"))),
+    }
+}
+
+/// Loads one agent key; `None` when its variable is unset and it has no file.
+fn load_key(id: &str, source: &KeySource) -> Result<Vec<u8>, String> {
+    if let Some(var) = &source.env {
+        if let Ok(v) = std::env::var(var) {
+            return Ok(v.into_bytes());
+        }
+    }
+    if let Some(path) = &source.file {
+        let mut k = std::fs::read(path)
+            .map_err(|e| format!("key {id}: reading {}: {e}", path.display()))?;
+        while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            k.pop();
+        }
+        return Ok(k);
+    }
+    Err(match &source.env {
+        Some(var) => format!("key {id}: environment variable {var} is not set"),
+        None => format!("key {id}: give env = \"VARIABLE\" or file = \"path\""),
+    })
+}
+
+impl AggregatorConfig {
+    /// Checks the aggregator's sections. With no `[aggregator.keys]`, the agents' own key id and
+    /// key source (`[agents.auth]`) are accepted, so one shared key works out of the box.
+    pub fn from_fleet(fleet: FleetConfig) -> Result<Self, ConfigError> {
+        let a = &fleet.aggregator;
+        let backend = match a.backend.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("dry-run") => BackendKind::DryRun,
+            Some("route53") => BackendKind::Route53,
+            Some(other) => {
+                return Err(fleet.invalid(
+                    a.backend.as_ref().expect("matched Some"),
+                    "aggregator.backend",
+                    format!("{other:?}: use \"dry-run\" or \"route53\""),
+                ))
+            }
+        };
+        if backend == BackendKind::Route53 && fleet.route53.is_none() {
+            return Err(invalid(
+                &fleet,
+                "aggregator.backend",
+                "backend \"route53\" needs a [route53] section",
+            ));
+        }
+        let window = a.window.map_or(DEFAULT_WINDOW, |d| d.0);
+        let evaluate_every = a.evaluate_every.map_or(DEFAULT_EVALUATE_EVERY, |d| d.0);
+        if window < fleet.report_interval() {
+            return Err(invalid(
+                &fleet,
+                "aggregator.window",
+                "must be at least one report_interval",
+            ));
+        }
+        if evaluate_every.is_zero() || evaluate_every > window {
+            return Err(invalid(
+                &fleet,
+                "aggregator.evaluate_every",
+                "must be positive and at most the window",
+            ));
+        }
+        let mut keys = HashMap::new();
+        if a.keys.is_empty() {
+            let auth = &fleet.agents.auth;
+            let source = KeySource {
+                env: Some(
+                    auth.key_env
+                        .clone()
+                        .unwrap_or_else(|| "VANTAGE_AGENT_KEY".into()),
+                ),
+                file: auth.key_file.clone(),
+            };
+            let id = auth.key_id.get_ref().clone();
+            let key = load_key(&id, &source).map_err(|m| invalid(&fleet, "agents.auth", m))?;
+            keys.insert(id, key);
+        } else {
+            for (id, source) in &a.keys {
+                let key = load_key(id, source)
+                    .map_err(|m| invalid(&fleet, &format!("aggregator.keys.{id}"), m))?;
+                keys.insert(id.clone(), key);
+            }
+        }
+        for id in &a.override_key_ids {
+            if !keys.contains_key(id) {
+                return Err(invalid(
+                    &fleet,
+                    "aggregator.override_key_ids",
+                    format!("{id:?} is not a key in [aggregator.keys]"),
+                ));
+            }
+        }
+        for (id, key) in &keys {
+            check_key(key)
+                .map_err(|e| invalid(&fleet, &format!("aggregator.keys.{id}"), e.to_string()))?;
+        }
+
+        let p = &fleet.policy;
+        let d = Policy::default();
+        let quorum = match p.quorum.as_ref() {
+            None => Quorum::Majority,
+            Some(q) if q.get_ref() == "majority" => Quorum::Majority,
+            Some(q) => match q.get_ref().parse::<usize>() {
+                Ok(n) if n >= 2 => Quorum::AtLeast(n),
+                _ => {
+                    return Err(fleet.invalid(
+                        q,
+                        "policy.quorum",
+                        "use \"majority\" or a number of vantages, at least 2 (one vantage must never fail a Region alone)",
+                    ))
+                }
+            },
+        };
+        let policy = Policy {
+            min_attempts: p.min_attempts.unwrap_or(d.min_attempts).max(1),
+            max_failure_ratio: fraction(
+                &fleet,
+                "policy.max_failure_ratio",
+                p.max_failure_ratio,
+                d.max_failure_ratio,
+            )?,
+            max_latency: p.max_latency.map(|l| l.0),
+            quorum,
+            fail_after: p.fail_after.unwrap_or(d.fail_after).max(1),
+            recover_after: p.recover_after.unwrap_or(d.recover_after).max(1),
+            flap_penalty: p.flap_penalty.unwrap_or(d.flap_penalty).max(0.0),
+            flap_half_life: p.flap_half_life.map_or(d.flap_half_life, |h| h.0),
+            flap_suppress: p.flap_suppress.unwrap_or(d.flap_suppress).max(0.0),
+            min_healthy: p.min_healthy.unwrap_or(d.min_healthy),
+            max_changes: p.max_changes.unwrap_or(d.max_changes).max(1),
+            change_window: p.change_window.map_or(d.change_window, |w| w.0),
+        };
+        if policy.recover_after < policy.fail_after {
+            tracing::warn!("policy.recover_after is shorter than fail_after: Regions will come back faster than they leave");
+        }
+        if policy.flap_half_life.is_zero() {
+            return Err(invalid(&fleet, "policy.flap_half_life", "must be positive"));
+        }
+        let w = &fleet.weights;
+        let dw = WeightPolicy::default();
+        let weights = WeightPolicy {
+            ewma_alpha: fraction(&fleet, "weights.ewma_alpha", w.ewma_alpha, dw.ewma_alpha)?,
+            floor: w.floor.unwrap_or(dw.floor).max(1),
+            dead_band: w.dead_band.unwrap_or(dw.dead_band),
+        };
+        Ok(AggregatorConfig {
+            regions: fleet
+                .regions
+                .iter()
+                .map(|r| r.name.get_ref().clone())
+                .collect(),
+            window,
+            evaluate_every,
+            backend,
+            state_file: a.state_file.clone(),
+            keys,
+            max_report_bytes: a.max_report_bytes.map_or(DEFAULT_MAX_REPORT_BYTES, |b| b.0),
+            override_key_ids: a.override_key_ids.clone(),
+            latency_quantile: fraction(
+                &fleet,
+                "policy.latency_quantile",
+                p.latency_quantile,
+                0.99,
+            )?,
+            weight_quantile: fraction(&fleet, "weights.quantile", w.quantile, 0.5)?,
+            policy,
+            weights,
+            fleet,
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! `vantage aggregator` and `vantage plan`: the fleet file and flags into an [`Aggregator`]
+//! with the configured backend, then serve and evaluate, or print one plan.
+
+use super::{AggregatorArgs, PlanArgs, EXIT_BAD_INPUT};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::watch;
+use vantage_aggregator::backend::route53::{Route53Backend, Route53Config};
+use vantage_aggregator::backend::{Backend, DryRun};
+use vantage_aggregator::config::{AggregatorConfig, BackendKind};
+use vantage_aggregator::service::{self, Aggregator};
+use vantage_protocol::config::FleetConfig;
+
+fn load(
+    config: &std::path::Path,
+    backend: Option<&str>,
+    state_file: Option<&std::path::Path>,
+) -> anyhow::Result<AggregatorConfig> {
+    let fleet = FleetConfig::load(config)?;
+    let mut c = AggregatorConfig::from_fleet(fleet)?;
+    match backend {
+        None => {}
+        Some("dry-run") => c.backend = BackendKind::DryRun,
+        Some("route53") if c.fleet.route53.is_some() => c.backend = BackendKind::Route53,
+        Some("route53") => {
+            anyhow::bail!("--backend route53 needs a [route53] section in the fleet file")
+        }
+        Some(other) => anyhow::bail!("--backend {other:?}: use dry-run or route53"),
+    }
+    if let Some(p) = state_file {
+        c.state_file = Some(p.to_owned());
+    }
+    Ok(c)
+}
+
+async fn route53(config: &AggregatorConfig) -> anyhow::Result<Route53Backend> {
+    let section = config.fleet.route53.as_ref().expect("checked when loading");
+    let r53 = Route53Config::from_section(section)?;
+    let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
+    Ok(Route53Backend::connect(r53, endpoint, section.aws_region.clone()).await?)
+}
+
+fn decision_log(path: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
+    if path == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("decision log {path}: {e}"))?;
+    Ok(Box::new(file))
+}
+
+pub async fn run(args: AggregatorArgs) -> ExitCode {
+    let config = match load(
+        &args.config,
+        args.backend.as_deref(),
+        args.state_file.as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let result = match config.backend {
+        BackendKind::DryRun => serve(config, DryRun::new(), &args).await,
+        BackendKind::Route53 => match route53(&config).await {
+            Ok(backend) => serve(config, backend, &args).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve<B: Backend>(
+    config: AggregatorConfig,
+    backend: B,
+    args: &AggregatorArgs,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    if let Some(addr) = args.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) =
+                vantage_agent::metrics::serve(metrics_listener, handle, std::future::pending())
+                    .await
+            {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    let log = decision_log(&args.decision_log)?;
+    let backend_name = backend.name();
+    let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
+    eprintln!(
+        "vantage aggregator: listening on {}, backend {backend_name}, evaluating every {:?} over {:?}",
+        listener.local_addr()?,
+        aggregator.config().evaluate_every,
+        aggregator.config().window
+    );
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    service::run(aggregator, listener, rx).await;
+    Ok(())
+}
+
+pub async fn plan(args: PlanArgs) -> ExitCode {
+    let config = match load(
+        &args.config,
+        args.backend.as_deref(),
+        args.state_file.as_deref(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let result = match config.backend {
+        BackendKind::DryRun => print_plan(config, DryRun::new()).await,
+        BackendKind::Route53 => match route53(&config).await {
+            Ok(b) => print_plan(config, b).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vantage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow::Result<()> {
+    let state = config.state_file.clone();
+    let aggregator = Aggregator::new(config, backend, None)?;
+    let (desired, changes) = aggregator.plan_now(SystemTime::now()).await?;
+    println!(
+        "desired state ({}, from {}):",
+        aggregator.backend().name(),
+        state.map_or(
+            "a fresh start: every Region in service".to_owned(),
+            |p| format!("the state file {}", p.display())
+        )
+    );
+    for (region, d) in &desired {
+        println!(
+            "  {region:<20} {:<15} weight {:>3}",
+            if d.in_service {
+                "in service"
+            } else {
+                "OUT of service"
+            },
+            d.weight
+        );
+    }
+    if changes.is_empty() {
+        println!(
+            "no changes: {} already matches",
+            aggregator.backend().name()
+        );
+    } else {
+        println!("{} change(s):", changes.len());
+        for c in &changes {
+            println!("  {c}");
+        }
+    }
+    Ok(())
+}
