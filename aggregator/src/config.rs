@@ -9,9 +9,8 @@ use std::time::Duration;
 use vantage_protocol::auth::check_key;
 use vantage_protocol::config::{ConfigError, FleetConfig, KeySource};
 
-/// Default sliding window of the decisions.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
-/// Default evaluation period.
+/// Default evaluation period (or the report interval, if shorter). The default window is three
+/// report intervals.
 pub const DEFAULT_EVALUATE_EVERY: Duration = Duration::from_secs(5);
 /// Default cap on a report body.
 pub const DEFAULT_MAX_REPORT_BYTES: u64 = 4 << 20;
@@ -119,8 +118,26 @@ impl AggregatorConfig {
                 "backend \"route53\" needs a [route53] section",
             ));
         }
-        let window = a.window.map_or(DEFAULT_WINDOW, |d| d.0);
-        let evaluate_every = a.evaluate_every.map_or(DEFAULT_EVALUATE_EVERY, |d| d.0);
+        if let Some(r53) = &fleet.route53 {
+            for r in &fleet.regions {
+                if !r53.regions.contains_key(r.name.get_ref()) {
+                    return Err(fleet.invalid(
+                        &r.name,
+                        "route53.regions",
+                        format!(
+                            "Region {0:?} has no [route53.regions.{0}] entry: give its record's set_identifier",
+                            r.name.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        // Defaults follow the report interval: three intervals of evidence, evaluated at least
+        // once per interval, so a fleet reporting every second decides within seconds.
+        let window = a.window.map_or(fleet.report_interval() * 3, |d| d.0);
+        let evaluate_every = a
+            .evaluate_every
+            .map_or(DEFAULT_EVALUATE_EVERY.min(fleet.report_interval()), |d| d.0);
         if window < fleet.report_interval() {
             return Err(invalid(
                 &fleet,
