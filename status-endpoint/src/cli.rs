@@ -31,6 +31,8 @@ pub struct StatusEndpointArgs {
     pub region: Option<String>,
 
     /// Aurora writer (cluster) endpoint: postgres://, postgresql://, mysql:// or mariadb:// URL.
+    /// TLS in the URL: ?sslmode=verify-full&sslrootcert=PEM (PostgreSQL) or
+    /// ?ssl-mode=VERIFY_IDENTITY&ssl-ca=PEM (MySQL); the default only prefers TLS.
     #[arg(
         long,
         env = "VANTAGE_AURORA_WRITER",

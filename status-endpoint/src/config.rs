@@ -11,10 +11,10 @@
 //! token = "..."           # callers with `Authorization: Bearer <token>` see component detail
 //!
 //! [aurora.writer]
-//! url = "postgres://health@orders.cluster-xyz.eu-west-1.rds.amazonaws.com/orders"
+//! url = "postgres://health@orders.cluster-xyz.eu-west-1.rds.amazonaws.com/orders?sslmode=verify-full&sslrootcert=/etc/vantage/rds-global-bundle.pem"
 //!
 //! [aurora.reader]
-//! url = "mysql://health@orders.cluster-ro-xyz.eu-west-1.rds.amazonaws.com/orders"
+//! url = "mysql://health@orders.cluster-ro-xyz.eu-west-1.rds.amazonaws.com/orders?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/vantage/rds-global-bundle.pem"
 //! lag_warn = "1s"
 //! lag_fail = "10s"
 //!
@@ -112,7 +112,9 @@ pub struct Aurora {
 }
 
 /// An Aurora endpoint; the URL scheme picks the engine: `postgres://` / `postgresql://` or
-/// `mysql://` / `mariadb://`.
+/// `mysql://` / `mariadb://`. TLS is set in the URL: `sslmode` / `sslrootcert` (PostgreSQL,
+/// libpq's names) or `ssl-mode` / `ssl-ca` (MySQL, the `mysql` client's names); see
+/// [`crate::checks::postgres`] and [`crate::checks::mysql`].
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Database {

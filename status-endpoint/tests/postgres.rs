@@ -366,3 +366,209 @@ async fn concurrent_requests_cause_one_round_per_ttl() {
         "{metrics}"
     );
 }
+
+/// Runs one check directly, under a timeout: a TLS failure must come back as an error, never a
+/// hang.
+async fn run_check(url: &str) -> Result<vantage_status_endpoint::checks::Probe, String> {
+    use vantage_status_endpoint::checks::{postgres::PostgresCheck, Role};
+    let check = PostgresCheck::new(Role::Writer, url, REGION, None).map_err(|e| e.to_string())?;
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), check.run())
+        .await
+        .map_err(|_| format!("{url}: no answer within 5 s"))?;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{url}: took {:?}",
+        started.elapsed()
+    );
+    outcome.map_err(|e| e.to_string())
+}
+
+/// libpq's sslmode against a server that takes TLS only (`hostssl` in pg_hba.conf) with a
+/// certificate from a CA of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_modes_against_a_hostssl_only_server() {
+    let ca = harness::TestCa::new().unwrap();
+    let other_ca = harness::TestCa::new().unwrap();
+    let hba = "hostssl all postgres 127.0.0.1/32 trust\n\
+               hostssl all health 127.0.0.1/32 scram-sha-256\n";
+    let pg = Postgres::primary_with(Some(harness::PgTls {
+        ca: &ca,
+        hba: Some(hba),
+        conf: "",
+    }))
+    .unwrap();
+    let root = ca.ca_file().display().to_string();
+    let base = pg.url();
+    let url = |query: &str| format!("{base}?{query}");
+
+    // verify-full with the CA: chain and name (127.0.0.1 is in the certificate) check out.
+    let probe = run_check(&url(&format!("sslmode=verify-full&sslrootcert={root}")))
+        .await
+        .unwrap();
+    let output = probe.output.unwrap();
+    assert!(
+        output.starts_with("TLS 1.") && output.ends_with("sslmode=verify-full"),
+        "{output}"
+    );
+
+    // verify-full without the CA: the built-in roots do not know it.
+    let e = run_check(&url("sslmode=verify-full")).await.unwrap_err();
+    assert!(
+        e.starts_with("TLS handshake with 127.0.0.1 failed: certificate not trusted")
+            && e.contains("sslrootcert=<path>")
+            && e.ends_with("(sslmode=verify-full)"),
+        "{e}"
+    );
+
+    // The wrong name: verify-full refuses, verify-ca does not look.
+    let wrong = format!(
+        "postgres://postgres@db.wrong.test:{}/postgres?hostaddr=127.0.0.1&sslrootcert={root}",
+        pg.port
+    );
+    let e = run_check(&format!("{wrong}&sslmode=verify-full"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("TLS handshake with db.wrong.test failed: certificate not valid for name \"db.wrong.test\""),
+        "{e}"
+    );
+    run_check(&format!("{wrong}&sslmode=verify-ca"))
+        .await
+        .unwrap();
+
+    // require: encryption without verification...
+    let probe = run_check(&url("sslmode=require")).await.unwrap();
+    assert!(probe.output.unwrap().starts_with("TLS 1."));
+    // ...unless a CA bundle is named, which makes it verify-ca (as libpq).
+    let e = run_check(&url(&format!(
+        "sslmode=require&sslrootcert={}",
+        other_ca.ca_file().display()
+    )))
+    .await
+    .unwrap_err();
+    assert!(e.contains("certificate not trusted"), "{e}");
+
+    // prefer (the default) takes the TLS the server offers.
+    let probe = run_check(&base).await.unwrap();
+    assert!(
+        probe.output.as_deref().unwrap().ends_with("sslmode=prefer"),
+        "{probe:?}"
+    );
+    assert!(probe.output.unwrap().starts_with("TLS 1."));
+
+    // disable: the server refuses plaintext.
+    let e = run_check(&url("sslmode=disable")).await.unwrap_err();
+    assert!(
+        e.starts_with("connecting: ")
+            && e.contains("no pg_hba.conf entry")
+            && e.contains("no encryption")
+            && e.ends_with("(sslmode=disable)"),
+        "{e}"
+    );
+
+    // SCRAM over TLS with channel binding (tls-server-end-point) required.
+    pg.psql("CREATE ROLE health LOGIN PASSWORD 'health-secret'")
+        .unwrap();
+    let scram = format!(
+        "postgres://health:health-secret@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={root}&channel_binding=require",
+        pg.port
+    );
+    run_check(&scram).await.unwrap();
+
+    // Through the endpoint: authorised callers see how each database is reached.
+    let config = format!(
+        r#"
+region = "{REGION}"
+token = "{TOKEN}"
+[aurora.writer]
+url = "{}"
+[aurora.reader]
+url = "{}"
+"#,
+        url(&format!("sslmode=verify-full&sslrootcert={root}")),
+        url("sslmode=disable"),
+    );
+    let server = Server::start(&config, None).await.unwrap();
+    let a = server.deep("?verbose", Some(TOKEN)).await.unwrap();
+    assert_eq!(a.status, 503, "{:#}", a.body);
+    assert_schema(&a.body);
+    assert_eq!(a.check("aurora-writer:responseTime"), "pass");
+    assert_eq!(a.check("aurora-reader:responseTime"), "fail");
+    let writer = a.body["checks"]["aurora-writer:responseTime"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(
+        writer.starts_with("TLS 1.") && writer.contains("verify-full"),
+        "{writer}"
+    );
+    let reader = a.body["checks"]["aurora-reader:responseTime"][0]["output"]
+        .as_str()
+        .unwrap();
+    assert!(reader.contains("no encryption"), "{reader}");
+    let anonymous = server.deep("?verbose", None).await.unwrap();
+    let text = anonymous.body.to_string();
+    assert!(!text.contains("TLS") && !text.contains("sslmode"), "{text}");
+}
+
+/// A server without TLS: prefer (the default) falls back to plaintext and says so; require
+/// fails clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_prefer_falls_back_and_require_fails_without_server_tls() {
+    let pg = Postgres::primary().unwrap();
+    let probe = run_check(&pg.url()).await.unwrap();
+    assert_eq!(
+        probe.output.as_deref(),
+        Some("no TLS, sslmode=prefer: the server does not offer TLS")
+    );
+    let e = run_check(&format!("{}?sslmode=require", pg.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("server does not support TLS") && e.contains("sslmode=require"),
+        "{e}"
+    );
+    // Configuration mistakes are caught when the check is built.
+    let e = run_check(&format!("{}?sslmode=verify", pg.url()))
+        .await
+        .unwrap_err();
+    assert!(e.contains("sslmode=\"verify\""), "{e}");
+    let e = run_check(&format!(
+        "{}?sslmode=verify-full&sslrootcert=/nonexistent/rds.pem",
+        pg.url()
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("sslrootcert") && e.contains("/nonexistent/rds.pem"),
+        "{e}"
+    );
+}
+
+/// A handshake that fails (the server speaks at most TLS 1.1; rustls at least 1.2): prefer
+/// falls back to plaintext as libpq does and says why; require fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshake_failure_prefer_falls_back_require_fails() {
+    let ca = harness::TestCa::new().unwrap();
+    let pg = Postgres::primary_with(Some(harness::PgTls {
+        ca: &ca,
+        hba: None,
+        conf: "ssl_min_protocol_version = 'TLSv1'\nssl_max_protocol_version = 'TLSv1.1'",
+    }))
+    .unwrap();
+    let probe = run_check(&pg.url()).await.unwrap();
+    let output = probe.output.unwrap();
+    assert!(
+        output.starts_with(
+            "no TLS, sslmode=prefer: TLS handshake with 127.0.0.1 failed: no TLS version in common"
+        ),
+        "{output}"
+    );
+    let e = run_check(&format!("{}?sslmode=require", pg.url()))
+        .await
+        .unwrap_err();
+    assert!(
+        e.starts_with("TLS handshake with 127.0.0.1 failed: ") && e.ends_with("(sslmode=require)"),
+        "{e}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod lambda;
 pub mod mysql;
 pub mod postgres;
 pub mod tcp;
+pub mod tls;
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -122,6 +123,16 @@ impl Probe {
             None => why,
         });
     }
+
+    /// Adds context for authorised callers (how the connection is carried) after whatever
+    /// [`Probe::raise`] recorded, without touching the status.
+    pub fn note(&mut self, context: impl Into<String>) {
+        let context = context.into();
+        self.output = Some(match self.output.take() {
+            Some(before) => format!("{before}; {context}"),
+            None => context,
+        });
+    }
 }
 
 /// Why a check could not complete: the dependency is unreachable or broken.
@@ -129,6 +140,9 @@ impl Probe {
 pub enum CheckError {
     #[error("connecting: {0}")]
     Connect(String),
+    /// TLS could not be set up: "TLS handshake with db.example failed: certificate …".
+    #[error("{0}")]
+    Tls(String),
     #[error("query failed: {0}")]
     Query(String),
     #[error("{0}")]
@@ -136,6 +150,12 @@ pub enum CheckError {
     #[error("{0}")]
     Http(String),
 }
+
+/// A database URL that cannot work (bad TLS parameters, unreadable CA bundle, a driver's parse
+/// error); reported at startup under the URL's configuration key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(pub String);
 
 /// Replication lag limits of a reader check.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,6 +2,7 @@
 //! time and stopped when dropped (even when a test fails): PostgreSQL primary and streaming
 //! replica (run as `nobody`, since PostgreSQL refuses root), MariaDB, moto for Lambda, a
 //! black-hole TCP listener, and our own server. A missing tool fails with an install hint.
+//! [`TestCa`] issues server certificates so PostgreSQL and MariaDB can speak (and demand) TLS.
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
@@ -187,6 +188,95 @@ fn chown_nobody(path: &Path) -> Result<()> {
     Ok(())
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A throwaway certificate authority (rcgen, P-256) and one server certificate it issued, all
+/// written as PEM to a directory of their own (removed on drop).
+pub struct TestCa {
+    dir: TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A server certificate and key, as PEM files.
+pub struct ServerCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        // A name of its own: two test CAs must not be mistaken for one another.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("vantage status-endpoint test CA {}-{n}", std::process::id()),
+        );
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - DAY).into();
+        params.not_after = (now + 30 * DAY).into();
+        let cert = params.self_signed(&key)?;
+        let dir = TempDir::new("ca")?;
+        std::fs::write(dir.path().join("ca.pem"), cert.pem())?;
+        Ok(TestCa {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate (PEM): what `sslrootcert=` / `ssl-ca=` name.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A server certificate for `names` (DNS names or IP literals), written as
+    /// `<tag>.crt` / `<tag>.key` beside the CA.
+    pub fn server_cert(&self, tag: &str, names: &[&str]) -> Result<ServerCert> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - DAY).into();
+        params.not_after = (now + 30 * DAY).into();
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let out = ServerCert {
+            cert: self.dir.path().join(format!("{tag}.crt")),
+            key: self.dir.path().join(format!("{tag}.key")),
+        };
+        std::fs::write(&out.cert, cert.pem())?;
+        std::fs::write(&out.key, key.serialize_pem())?;
+        Ok(out)
+    }
+}
+
+/// TLS for a test PostgreSQL server: `ssl = on` with a certificate from `ca` for `localhost`
+/// and `127.0.0.1`, and optionally `pg_hba.conf` rules of the test's own (e.g. `hostssl` only).
+pub struct PgTls<'a> {
+    pub ca: &'a TestCa,
+    pub hba: Option<&'a str>,
+    /// More `postgresql.conf` lines (e.g. a TLS version limit).
+    pub conf: &'a str,
+}
+
 /// One PostgreSQL server (primary or streaming replica).
 pub struct Postgres {
     pub port: u16,
@@ -200,6 +290,11 @@ impl Postgres {
     /// A fresh primary (`initdb`, trust authentication, superuser `postgres`), logging every
     /// statement so tests can count what the checks sent.
     pub fn primary() -> Result<Self> {
+        Self::primary_with(None)
+    }
+
+    /// A fresh primary, with TLS as `tls` says.
+    pub fn primary_with(tls: Option<PgTls<'_>>) -> Result<Self> {
         let initdb = require(&Path::new(PG_BIN).join("initdb"), "PostgreSQL initdb")?;
         let dir = TempDir::new("pg")?;
         let data = dir.path().join("data");
@@ -221,6 +316,31 @@ impl Postgres {
                 .env("HOME", dir.path()),
             "initdb",
         )?;
+        if let Some(tls) = tls {
+            let cert = tls
+                .ca
+                .server_cert("postgres", &["localhost", "127.0.0.1"])?;
+            std::fs::copy(&cert.cert, data.join("server.crt"))?;
+            std::fs::copy(&cert.key, data.join("server.key"))?;
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))?;
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n{}",
+                tls.conf
+            )?;
+            if let Some(hba) = tls.hba {
+                std::fs::write(data.join("pg_hba.conf"), hba)?;
+            }
+            chown_nobody(dir.path())?;
+            // PostgreSQL refuses a key others can read.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )?;
+        }
         Self::start(dir, data)
     }
 
@@ -338,8 +458,8 @@ pub fn psql_port(port: u16, sql: &str) -> Result<String> {
     .map(|s| s.trim().to_owned())
 }
 
-/// A MariaDB server (as root, which MariaDB allows with `--user=root`), no grant tables so any
-/// user name connects.
+/// A MariaDB server (as root, which MariaDB allows with `--user=root`); without TLS it has no
+/// grant tables, so any user name connects.
 pub struct Mariadb {
     pub port: u16,
     server: ChildGuard,
@@ -348,6 +468,14 @@ pub struct Mariadb {
 
 impl Mariadb {
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// With `ca`: TLS with a certificate from `ca` for `localhost` and `127.0.0.1`, and
+    /// `require_secure_transport = ON` (plaintext connections are refused). That server keeps
+    /// its grant tables (`root` without a password), since `--skip-grant-tables` also skips
+    /// the secure-transport check, which MariaDB makes while authenticating.
+    pub fn start_with(ca: Option<&TestCa>) -> Result<Self> {
         let mariadbd = require(Path::new(MARIADBD), "MariaDB server")?;
         let install = require(Path::new(MARIADB_INSTALL_DB), "mariadb-install-db")?;
         let dir = TempDir::new("mariadb")?;
@@ -363,6 +491,16 @@ impl Mariadb {
                 .arg("--skip-name-resolve"),
             "mariadb-install-db",
         )?;
+        let mut tls_args = Vec::new();
+        if let Some(ca) = ca {
+            let cert = ca.server_cert("mariadb", &["localhost", "127.0.0.1"])?;
+            tls_args.push(format!("--ssl-cert={}", cert.cert.display()));
+            tls_args.push(format!("--ssl-key={}", cert.key.display()));
+            tls_args.push(format!("--ssl-ca={}", ca.ca_file().display()));
+            tls_args.push("--require-secure-transport=ON".to_owned());
+        } else {
+            tls_args.push("--skip-grant-tables".to_owned());
+        }
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
@@ -373,17 +511,14 @@ impl Mariadb {
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--pid-file={}", dir.path().join("pid").display()))
                 .arg(format!("--log-error={}", log.display()))
-                .args([
-                    "--user=root",
-                    "--bind-address=127.0.0.1",
-                    "--skip-grant-tables",
-                ])
+                .args(["--user=root", "--bind-address=127.0.0.1"])
                 .arg(format!("--port={port}"))
                 .args([
                     "--innodb-buffer-pool-size=16M",
                     "--skip-log-bin",
                     "--innodb-flush-log-at-trx-commit=0",
                 ])
+                .args(&tls_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
