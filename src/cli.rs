@@ -22,6 +22,7 @@ use vantage_protocol::duration::parse_duration;
 
 mod agent;
 mod aggregator;
+mod demo;
 
 /// Exit code for bad input: flags, URLs, files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -55,6 +56,10 @@ enum Command {
     Aggregator(AggregatorArgs),
     /// Print what the aggregator's reconciler would change right now.
     Plan(PlanArgs),
+    /// The whole fleet on this machine: simulated Regions, agents, the aggregator (dry-run) and
+    /// faults you schedule; watch a failover from detection to traffic moving.
+    #[command(after_help = DEMO_HELP)]
+    Demo(DemoArgs),
     /// Serve a Region's /status (liveness) and /status/deep (Aurora and Lambda readiness).
     StatusEndpoint(vantage_status_endpoint::cli::StatusEndpointArgs),
 }
@@ -109,6 +114,53 @@ struct AggregatorArgs {
         default_value = "-"
     )]
     decision_log: String,
+}
+
+const DEMO_HELP: &str = "\
+Without fault flags it runs the embedded default: us-east-1 fails at 10 s and recovers at
+25 s, for 50 s. Examples:
+  vantage demo --fail eu-west-1@5 --recover eu-west-1@20 --duration 40
+  vantage demo --flaky ap-southeast-1@3:0.5 --duration 30     (one vantage's own network drops half)
+  vantage demo --slow eu-west-1@5:+300 --duration 30          (slower, stays in, weight drops)
+Round-trip times between vantages and Regions follow public inter-Region medians
+(demo/src/rtt.rs). Events: fault, region_out, region_in, weights, plan_applied, alert,
+traffic_moved, summary; --events writes them as JSON lines with t (seconds since start).";
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Simulated Regions, comma-separated.
+    #[arg(long, value_name = "LIST")]
+    regions: Option<String>,
+    /// Vantage Regions the agents run in (default: the same as --regions).
+    #[arg(long, value_name = "LIST")]
+    vantages: Option<String>,
+    /// Stop after this many seconds (default: 50 with the embedded scenario, else Ctrl-C).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Make a Region fail (5xx and reset connections) at SECS. Repeatable.
+    #[arg(long, value_name = "REGION@SECS")]
+    fail: Vec<String>,
+    /// Undo --fail / --slow at SECS. Repeatable.
+    #[arg(long, value_name = "REGION@SECS")]
+    recover: Vec<String>,
+    /// Add latency to a Region's answers from SECS. Repeatable.
+    #[arg(long, value_name = "REGION@SECS:+MS")]
+    slow: Vec<String>,
+    /// Make one vantage's own network drop a share of its connections. Repeatable.
+    #[arg(long, value_name = "VANTAGE@SECS:RATIO")]
+    flaky: Vec<String>,
+    /// Run without the embedded fault scenario when no fault flag is given.
+    #[arg(long)]
+    no_faults: bool,
+    /// Write events as JSON lines to FILE.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Serve the status page here.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Print events as lines instead of redrawing the live table.
+    #[arg(long)]
+    no_live: bool,
 }
 
 #[derive(Args, Debug)]
@@ -400,6 +452,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args).await,
         Command::Aggregator(args) => aggregator::run(args).await,
         Command::Plan(args) => aggregator::plan(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
     }
 }

@@ -1085,7 +1085,7 @@ mod tests {
     fn vantage_verdict_follows_attempts_ratio_and_latency() {
         let mut policy = Policy::default();
         assert_eq!(
-            vantage_verdict(&policy, &sample("v", 2, 2, 10)),
+            vantage_verdict(&policy, &sample("v", policy.min_attempts - 1, 1, 10)),
             Verdict::Unknown
         );
         assert_eq!(

@@ -46,7 +46,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            min_attempts: 3,
+            min_attempts: 2,
             max_failure_ratio: 0.5,
             max_latency: None,
             quorum: Quorum::Majority,

@@ -317,8 +317,7 @@ impl<B: Backend> Aggregator<B> {
         usize,
         Overrides,
     ) {
-        let window_ms = self.config.window.as_millis() as u64;
-        let from_ms = now_ms.saturating_sub(window_ms);
+        let from_ms = self.window_start(now_ms);
         let (observations, traffic, series) = {
             let mut w = lock(&self.window);
             let keep_from =
@@ -349,6 +348,28 @@ impl<B: Backend> Aggregator<B> {
             Duration::from_millis(now_ms),
         );
         (state, decision, traffic, series, overrides)
+    }
+
+    /// Start of the window at `now_ms`. The interval in progress has not been reported yet,
+    /// so the window reaches one interval further back: it always holds `window` worth of
+    /// reported intervals.
+    fn window_start(&self, now_ms: u64) -> u64 {
+        let interval_ms = self.config.fleet.report_interval().as_millis() as u64;
+        // +1: an interval starting exactly `window + interval` ago ended a whole window ago.
+        (now_ms + 1).saturating_sub(self.config.window.as_millis() as u64 + interval_ms)
+    }
+
+    /// Each vantage's view of each Region over the window ending at `now`, with latency at the
+    /// given quantiles (the demo's live view; the decisions use the configured ones).
+    pub fn window_view(
+        &self,
+        now: SystemTime,
+        limit_q: f64,
+        weight_q: f64,
+    ) -> Vec<crate::model::RegionObservation> {
+        let now_ms = unix_ms(now);
+        let from_ms = self.window_start(now_ms);
+        lock(&self.window).observations(&self.config.regions, from_ms, now_ms, limit_q, weight_q)
     }
 
     /// What the reconciler would change right now: the desired state and the writes, without

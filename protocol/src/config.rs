@@ -282,7 +282,7 @@ pub struct KeySource {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {
-    /// Attempts a vantage needs in the window to have an opinion (default 3).
+    /// Attempts a vantage needs in the window to have an opinion (default 2).
     pub min_attempts: Option<u64>,
     /// A vantage sees a Region down when failures / attempts exceeds this (default 0.5).
     pub max_failure_ratio: Option<f64>,

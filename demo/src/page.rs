@@ -1,0 +1,168 @@
+//! The demo's status page: one HTML file (no build step), the JSON it polls, and every
+//! component's `/metrics`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the page shows, replaced after every evaluation.
+#[derive(Default)]
+pub struct PageState {
+    pub state: serde_json::Value,
+    /// Region → its status endpoint, for `/metrics/status/<region>`.
+    pub status_endpoints: BTreeMap<String, SocketAddr>,
+    /// The process's Prometheus rendering (agents and aggregator), if a recorder is installed.
+    pub render: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    page: Arc<Mutex<PageState>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let page = page.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let page = page.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&page, req).await) }
+            });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(Full::new(body.into()))
+        .expect("static parts")
+}
+
+async fn handle(page: &Mutex<PageState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
+        "/api/state" => {
+            let state = lock(page).state.to_string();
+            respond(StatusCode::OK, "application/json", state)
+        }
+        "/metrics" => match lock(page).render.clone() {
+            Some(render) => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(),
+            ),
+            None => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "no metrics recorder in this process\n",
+            ),
+        },
+        p if p.starts_with("/metrics/status/") => {
+            let region = &p["/metrics/status/".len()..];
+            let addr = lock(page).status_endpoints.get(region).copied();
+            match addr {
+                Some(addr) => match fetch_metrics(addr).await {
+                    Some(text) => respond(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        text,
+                    ),
+                    None => respond(
+                        StatusCode::BAD_GATEWAY,
+                        "text/plain",
+                        "status endpoint did not answer\n",
+                    ),
+                },
+                None => respond(StatusCode::NOT_FOUND, "text/plain", "no such Region\n"),
+            }
+        }
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// A plain HTTP/1.0 GET of a status endpoint's `/metrics`.
+async fn fetch_metrics(addr: SocketAddr) -> Option<String> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nhost: status\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const INDEX_HTML: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>vantage demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+ h1 { font-size: 1.3em; } table { border-collapse: collapse; margin: 1em 0; }
+ th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: left; vertical-align: top; }
+ .in { color: #070; font-weight: bold; } .out { color: #b00; font-weight: bold; }
+ .reason { color: #555; font-size: .9em; max-width: 40em; }
+ #events li { margin: .2em 0; } .t { color: #888; font-family: monospace; }
+</style></head>
+<body>
+<h1>vantage demo <span id="clock" class="t"></span></h1>
+<p>Simulated Regions probed by agents in several vantage Regions; the aggregator decides (dry-run).
+Metrics: <a href="/metrics">agents and aggregator</a> <span id="statuslinks"></span></p>
+<table id="regions"><thead><tr><th>Region</th><th>verdict</th><th>service</th><th>weight</th>
+<th>traffic</th><th>latency p50 / p99 by vantage</th><th>reason</th></tr></thead><tbody></tbody></table>
+<h2>Timeline</h2><ul id="events"></ul>
+<script>
+function esc(s) { return String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
+async function refresh() {
+  try {
+    const s = await (await fetch('/api/state', {cache: 'no-store'})).json();
+    document.getElementById('clock').textContent = 't = ' + (s.t || 0).toFixed(1) + ' s';
+    const rows = (s.regions || []).map(r => {
+      const lat = Object.entries(r.vantages || {}).map(([v, x]) =>
+        esc(v) + ': ' + (x.p50_ms == null ? '–' : x.p50_ms.toFixed(1)) + ' / ' + (x.p99_ms == null ? '–' : x.p99_ms.toFixed(1)) + ' ms (' + esc(x.verdict) + ')').join('<br>');
+      return '<tr data-region="' + esc(r.region) + '"><td>' + esc(r.region) + '</td><td>' + esc(r.verdict) +
+        '</td><td class="' + (r.in_service ? 'in">in service' : 'out">OUT') + '</td><td class="weight">' + r.weight +
+        '</td><td>' + (r.traffic_share * 100).toFixed(0) + '%</td><td>' + lat + '</td><td class="reason">' + esc(r.reason) + '</td></tr>';
+    });
+    document.querySelector('#regions tbody').innerHTML = rows.join('');
+    document.getElementById('statuslinks').innerHTML = (s.regions || []).map(r =>
+      ' · <a href="/metrics/status/' + esc(r.region) + '">status ' + esc(r.region) + '</a>').join('');
+    document.getElementById('events').innerHTML = (s.events || []).slice().reverse().map(e =>
+      '<li><span class="t">' + e.t.toFixed(1) + ' s</span> <b>' + esc(e.event) + '</b> ' + esc(e.region || e.vantage || '') +
+      ' <span class="reason">' + esc(e.reason || '') + '</span></li>').join('');
+  } catch (e) { /* the demo may have ended */ }
+}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+"#;

@@ -1,0 +1,153 @@
+//! End-to-end failover scenarios: real status endpoints, agents, links and the aggregator on
+//! loopback, driven by the demo's fault timeline, judged by the events. Time is real (probes go
+//! over real sockets); bounds are budgets in evaluations of the policy, not speed targets.
+
+use std::time::Duration;
+use tokio::sync::watch;
+use vantage_demo::scenario::{parse_flaky, parse_region_at, parse_slow};
+use vantage_demo::{DemoOptions, DemoSummary, Event, Outputs, Scheduled};
+
+fn options(faults: Vec<Scheduled>, secs: u64) -> DemoOptions {
+    let mut o = DemoOptions::embedded_default();
+    o.faults = faults;
+    o.duration = Some(Duration::from_secs(secs));
+    o
+}
+
+async fn run(options: DemoOptions) -> DemoSummary {
+    let (_stop, rx) = watch::channel(false);
+    let outputs = Outputs {
+        page: None,
+        events_file: None,
+        live: false,
+        print_events: false,
+        metrics: None,
+    };
+    let summary = vantage_demo::run(options, outputs, rx)
+        .await
+        .expect("demo runs");
+    print!("{}", summary.render());
+    summary
+}
+
+fn events<'a>(s: &'a DemoSummary, name: &str, region: &str) -> Vec<&'a Event> {
+    s.events
+        .iter()
+        .filter(|e| e.event == name && e.region.as_deref() == Some(region))
+        .collect()
+}
+
+fn fail(spec: &str) -> Scheduled {
+    parse_region_at("--fail", spec, false).unwrap()
+}
+
+fn recover(spec: &str) -> Scheduled {
+    parse_region_at("--recover", spec, true).unwrap()
+}
+
+/// Detection budget of the default policy with 1 s intervals: the window (3 intervals) plus
+/// the interval in progress to see a majority of failures, fail_after (2) evaluations, and
+/// two seconds for report delivery and scheduling.
+const DETECTION_BUDGET_SECS: f64 = 3.0 + 1.0 + 2.0 + 2.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_region_goes_out_traffic_moves_and_it_returns_only_after_recover_after() {
+    let s = run(options(
+        vec![fail("us-east-1@3"), recover("us-east-1@13")],
+        32,
+    ))
+    .await;
+    let out = events(&s, "region_out", "us-east-1");
+    assert_eq!(out.len(), 1, "{}", s.render());
+    let detected = s.faults[0].detected_after.expect("detected");
+    assert!(
+        detected <= DETECTION_BUDGET_SECS,
+        "detected after {detected:.1} s"
+    );
+    let moved = events(&s, "traffic_moved", "us-east-1");
+    assert_eq!(moved.len(), 1, "traffic left the failed Region");
+    assert!(moved[0].t >= out[0].t);
+    let back = events(&s, "region_in", "us-east-1");
+    assert_eq!(back.len(), 1, "{}", s.render());
+    // recover_after = 6 up evaluations, and the failures must first leave the window.
+    let back_after = s.faults[1].back_after.expect("came back");
+    assert!(
+        back_after >= 6.0,
+        "came back {back_after:.1} s after recovery: too soon"
+    );
+    assert_eq!((s.false_transitions, s.flaps), (0, 0));
+    for other in ["eu-west-1", "ap-southeast-1"] {
+        assert!(events(&s, "region_out", other).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_flaky_vantage_never_takes_a_region_out() {
+    let s = run(options(vec![parse_flaky("eu-west-1@2:0.5").unwrap()], 22)).await;
+    assert_eq!(s.transitions, 0, "{}", s.render());
+    assert_eq!(s.false_transitions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_region_stays_in_and_loses_weight() {
+    let s = run(options(vec![parse_slow("eu-west-1@4:+300").unwrap()], 22)).await;
+    assert_eq!(s.transitions, 0, "{}", s.render());
+    let weights: Vec<(f64, u64)> = s
+        .events
+        .iter()
+        .filter(|e| e.event == "weights")
+        .filter_map(|e| e.detail["eu-west-1"].as_u64().map(|w| (e.t, w)))
+        .collect();
+    let before = weights
+        .iter()
+        .rev()
+        .find(|(t, _)| *t < 4.0)
+        .map(|(_, w)| *w)
+        .expect("weights before");
+    let after = weights.last().map(|(_, w)| *w).unwrap();
+    assert!(
+        after < before,
+        "eu-west-1 weight {before} -> {after}: expected a drop"
+    );
+    assert!(after >= 10, "stays above the floor while in service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_region_fails_min_healthy_stay_in_and_an_alert_is_raised() {
+    let faults = vec![
+        fail("us-east-1@3"),
+        fail("eu-west-1@3"),
+        fail("ap-southeast-1@3"),
+    ];
+    let s = run(options(faults, 16)).await;
+    let outs: usize = ["us-east-1", "eu-west-1", "ap-southeast-1"]
+        .iter()
+        .map(|r| events(&s, "region_out", r).len())
+        .sum();
+    assert!(outs <= 2, "min_healthy = 1 keeps one in: {}", s.render());
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.event == "alert" && e.detail["kind"] == "fail_open"),
+        "fail-open alert: {}",
+        s.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_region_is_held_out_without_ping_pong() {
+    let mut faults = Vec::new();
+    for k in 0..4 {
+        faults.push(fail(&format!("us-east-1@{}", 3 + k * 6)));
+        faults.push(recover(&format!("us-east-1@{}", 6 + k * 6)));
+    }
+    let s = run(options(faults, 34)).await;
+    let outs = events(&s, "region_out", "us-east-1").len();
+    let ins = events(&s, "region_in", "us-east-1").len();
+    assert!(outs >= 1, "{}", s.render());
+    assert!(
+        outs + ins <= 2,
+        "ping-pong: {outs} out, {ins} in\n{}",
+        s.render()
+    );
+}
