@@ -14,6 +14,7 @@ declare -A debian_packages=(
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
   [/usr/sbin/mariadbd]=mariadb-server
   [/usr/bin/wrk]=wrk
+  [/usr/bin/chromium]=chromium
 )
 missing=()
 for binary in "${!debian_packages[@]}"; do

@@ -398,7 +398,159 @@ mod tests {
         SparseLatency::from_histogram(&h)
     }
 
+    /// The straightforward reading of [`Window::observations`] and [`Window::global_traffic`]
+    /// (sum each series' buckets, then group): the fast versions must agree with it.
+    fn reference_sum(w: &Window, key: &SeriesKey, from_ms: u64, to_ms: u64) -> Option<Bucket> {
+        let mut sum = Bucket::default();
+        let mut any = false;
+        for (_, b) in w.series.get(key)?.range(from_ms..to_ms) {
+            sum.add(b.clone());
+            any = true;
+        }
+        any.then_some(sum)
+    }
+
+    fn reference_observations(
+        w: &Window,
+        regions: &[String],
+        from_ms: u64,
+        to_ms: u64,
+        lq: f64,
+        wq: f64,
+    ) -> Vec<RegionObservation> {
+        type Seen = (Bucket, Option<SparseLatency>);
+        let mut by_region: BTreeMap<&str, BTreeMap<&str, Seen>> = BTreeMap::new();
+        for key in w.series.keys() {
+            let Some((kind, Some(region))) = w.kinds.get(&key.0) else {
+                continue;
+            };
+            if !regions.contains(region) || *kind == TargetKind::Global {
+                continue;
+            }
+            let Some(b) = reference_sum(w, key, from_ms, to_ms) else {
+                continue;
+            };
+            let entry = by_region
+                .entry(region.as_str())
+                .or_default()
+                .entry(key.1.as_str())
+                .or_default();
+            if *kind == TargetKind::Status {
+                entry.1 = Some(b.total.clone());
+            }
+            entry.0.add(b);
+        }
+        let us = |l: &SparseLatency, q| l.quantile(q).map(Duration::from_micros);
+        regions
+            .iter()
+            .map(|region| RegionObservation {
+                region: region.clone(),
+                vantages: by_region
+                    .get(region.as_str())
+                    .map(|vs| {
+                        vs.iter()
+                            .map(|(vantage, (b, status))| VantageSample {
+                                vantage: (*vantage).to_owned(),
+                                attempts: b.attempts,
+                                failures: b.failures,
+                                limit_latency: us(&b.total, lq),
+                                weight_latency: us(status.as_ref().unwrap_or(&b.total), wq),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn reference_global_traffic(w: &Window, from_ms: u64, to_ms: u64) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for key in w.series.keys() {
+            if !matches!(w.kinds.get(&key.0), Some((TargetKind::Global, _))) {
+                continue;
+            }
+            if let Some(b) = reference_sum(w, key, from_ms, to_ms) {
+                for (r, n) in b.answered_by {
+                    *out.entry(r).or_default() += n;
+                }
+            }
+        }
+        out
+    }
+
+    /// A bucket: (interval index, attempts, failures, latency samples, answered by r0/r1).
+    type Part = (u64, u64, u64, Vec<u64>, u64, u64);
+
+    fn window_strategy() -> impl Strategy<Value = Window> {
+        // Targets: global, status and deep of Regions r0..r3 (r3 is not configured).
+        let target = (0usize..4, 0u8..3);
+        let part = (
+            0u64..5,
+            0u64..20,
+            0u64..20,
+            proptest::collection::vec(1u64..5_000_000, 0..12),
+            0u64..3,
+            0u64..3,
+        );
+        proptest::collection::vec((target, 0usize..3, part), 0..60).prop_map(|entries| {
+            let mut w = Window::new();
+            for ((region, kind), vantage, (interval, attempts, failures, values, a0, a1)) in entries
+            {
+                let p: Part = (interval, attempts, failures, values, a0, a1);
+                let (id, kind, region) = match kind {
+                    0 => ("global".to_owned(), TargetKind::Global, None),
+                    1 => (
+                        format!("status:r{region}"),
+                        TargetKind::Status,
+                        Some(format!("r{region}")),
+                    ),
+                    _ => (
+                        format!("deep:r{region}"),
+                        TargetKind::Deep,
+                        Some(format!("r{region}")),
+                    ),
+                };
+                w.kinds.entry(id.clone()).or_insert((kind, region));
+                let answered_by = [("r0", p.4), ("r1", p.5)]
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| (r.to_owned(), n))
+                    .collect();
+                w.series
+                    .entry((id, format!("v{vantage}")))
+                    .or_default()
+                    .entry(p.0 * 10_000)
+                    .or_default()
+                    .add(Bucket {
+                        attempts: p.1,
+                        failures: p.2,
+                        missed_slots: 0,
+                        total: sparse(&p.3),
+                        answered_by,
+                    });
+            }
+            w
+        })
+    }
+
     proptest! {
+        #[test]
+        fn observations_and_traffic_match_the_reference(
+            w in window_strategy(),
+            from in 0u64..5,
+            len in 0u64..5,
+            lq in 0.01f64..=1.0,
+            wq in 0.01f64..=1.0,
+        ) {
+            let regions: Vec<String> = ["r0", "r1", "r2"].map(String::from).to_vec();
+            let (from_ms, to_ms) = (from * 10_000, (from + len) * 10_000);
+            prop_assert_eq!(
+                w.observations(&regions, from_ms, to_ms, lq, wq),
+                reference_observations(&w, &regions, from_ms, to_ms, lq, wq)
+            );
+            prop_assert_eq!(w.global_traffic(from_ms, to_ms), reference_global_traffic(&w, from_ms, to_ms));
+        }
+
         #[test]
         fn sparse_merge_matches_hdr(a in proptest::collection::vec(1u64..10_000_000, 0..200), b in proptest::collection::vec(1u64..10_000_000, 0..200)) {
             let mut m = sparse(&a);

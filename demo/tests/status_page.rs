@@ -1,0 +1,355 @@
+//! The status page in a real browser: the demo serves it on loopback, headless Chromium
+//! (Debian's `chromium`) loads it, runs its script (which polls `/api/state`) and dumps the
+//! DOM. Every Region must have a row with its verdict and weight, and after a Region fails the
+//! page must show it out of service with weight 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use vantage_demo::scenario::parse_region_at;
+use vantage_demo::{DemoOptions, Outputs};
+
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+/// When us-east-1 fails, from the start of the run.
+const FAULT_AT: Duration = Duration::from_secs(3);
+/// From the fault to the page showing us-east-1 out: the scenarios' detection budget (8 s)
+/// plus a page refresh and Chromium's own start-up, with room for a loaded machine.
+const OUT_DEADLINE: Duration = Duration::from_secs(3 + 14);
+/// One dump: Chromium's start, the page's first polls (virtual time), its exit.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn chromium() -> PathBuf {
+    let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("chromium not found: install with apt-get install -y chromium (./scripts/test.sh does)")
+        })
+}
+
+/// A directory of our own under the system temp dir, removed on drop (also on panic).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "vantage-status-page-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // A browser helper that has just exited may still be flushing into its profile.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The members of process group `pgid` still alive (not zombies), from /proc.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != Some("Z")
+        })
+        .collect()
+}
+
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Ends a Chromium started in its own process group: on a timeout the whole group is killed
+/// while the leader is still unreaped (so the group id cannot have been reused); after a
+/// normal exit, helpers left behind get a moment to go and are then killed.
+async fn finish(mut child: Child, deadline: Instant) -> Result<(), String> {
+    let pgid = child.id();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let until = Instant::now() + Duration::from_secs(3);
+                while !group_members(pgid).is_empty() {
+                    if Instant::now() >= until {
+                        kill_group(pgid);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("chromium exited with {status}"))
+                };
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(pgid);
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "chromium still running after {DUMP_TIMEOUT:?}: killed"
+                ));
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                return Err(format!("waiting for chromium: {e}"));
+            }
+        }
+    }
+}
+
+/// Loads `url` in a fresh headless Chromium (a new profile every time), lets the page's script
+/// run for three seconds of virtual time, and returns the DOM it dumps.
+async fn dump_dom(chromium: &Path, scratch: &Path, n: usize, url: &str) -> Result<String, String> {
+    let profile = scratch.join(format!("profile-{n}"));
+    let out_path = scratch.join(format!("dom-{n}.html"));
+    let err_path = scratch.join(format!("chromium-{n}.log"));
+    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+    let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
+    let child = {
+        use std::os::unix::process::CommandExt as _;
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--virtual-time-budget=3000", "--dump-dom", url])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", chromium.display()))?
+    };
+    let result = finish(child, Instant::now() + DUMP_TIMEOUT).await;
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match result {
+        Ok(()) if dom.contains("<table") => Ok(dom),
+        other => {
+            let log = std::fs::read_to_string(&err_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(format!(
+                "{}; stdout {} bytes; stderr tail:\n{}",
+                other.err().unwrap_or_else(|| "no page in the dump".into()),
+                dom.len(),
+                tail.join("\n")
+            ))
+        }
+    }
+}
+
+/// One Region's row as the browser rendered it.
+#[derive(Debug)]
+struct Row {
+    verdict: String,
+    service: String,
+    weight: String,
+}
+
+impl Row {
+    fn weight(&self) -> Option<u8> {
+        self.weight.trim().parse().ok()
+    }
+}
+
+/// The text of the `<td>` cells of one `<tr data-region="region">` in the dumped DOM (the
+/// page builds the rows itself, so their markup is known: no nested cells).
+fn row(dom: &str, region: &str) -> Option<Row> {
+    let open = format!("<tr data-region=\"{region}\"");
+    let start = dom.find(&open)?;
+    let body = &dom[start..];
+    let body = &body[..body.find("</tr>")?];
+    let mut cells = Vec::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("<td") {
+        let after = &rest[i..];
+        let content_start = after.find('>')? + 1;
+        let end = after.find("</td>")?;
+        cells.push((&after[..content_start], &after[content_start..end]));
+        rest = &after[end..];
+    }
+    let weight = cells
+        .iter()
+        .find(|(tag, _)| tag.contains("class=\"weight\""))?;
+    Some(Row {
+        // Region, verdict, service, weight, ...
+        verdict: cells.get(1)?.1.trim().to_owned(),
+        service: cells.get(2)?.1.trim().to_owned(),
+        weight: weight.1.trim().to_owned(),
+    })
+}
+
+/// The page's clock, `t = 2.4 s`: the time of the state it shows, from the start of the run.
+fn clock(dom: &str) -> Option<f64> {
+    let after = &dom[dom.find("id=\"clock\"")?..];
+    let text = &after[after.find('>')? + 1..after.find("</span>")?];
+    text.trim()
+        .strip_prefix("t = ")?
+        .strip_suffix(" s")?
+        .parse()
+        .ok()
+}
+
+/// Every Region's row, if all are there.
+fn rows(dom: &str) -> Option<Vec<(&'static str, Row)>> {
+    REGIONS.iter().map(|r| Some((*r, row(dom, r)?))).collect()
+}
+
+fn check_row(region: &str, row: &Row, dom: &str) {
+    assert!(
+        ["up", "down", "unknown"].contains(&row.verdict.as_str()),
+        "{region}: verdict {:?}\n{dom}",
+        row.verdict
+    );
+    assert!(
+        ["in service", "OUT"].contains(&row.service.as_str()),
+        "{region}: service {:?}\n{dom}",
+        row.service
+    );
+    assert!(
+        row.weight().is_some(),
+        "{region}: weight {:?} is not an integer in 0..=255\n{dom}",
+        row.weight
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_failover() {
+    let chromium = chromium();
+    let scratch = Scratch::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
+    let url = format!("http://{}/", listener.local_addr().expect("page addr"));
+
+    let mut options = DemoOptions::embedded_default();
+    options.faults = vec![parse_region_at("--fail", "us-east-1@3", false).expect("fault")];
+    options.duration = Some(Duration::from_secs(20));
+    assert_eq!(options.faults[0].at, FAULT_AT);
+    let (stop, stopped) = watch::channel(false);
+    let outputs = Outputs {
+        page: Some(listener),
+        events_file: None,
+        live: false,
+        print_events: true,
+        metrics: None,
+    };
+    let start = Instant::now();
+    let demo = tokio::spawn(vantage_demo::run(options, outputs, stopped));
+
+    // Before the fault: every Region has a row, with a verdict and a weight; us-east-1 is in
+    // service. The page's clock (the state's time) says whether a dump shows the state from
+    // before the fault, however long Chromium took.
+    tokio::time::sleep_until(start + Duration::from_secs(1)).await;
+    let mut n = 0;
+    let mut last = String::new();
+    loop {
+        assert!(
+            Instant::now() < start + OUT_DEADLINE,
+            "no dump showed every Region; last:\n{last}"
+        );
+        n += 1;
+        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+            .await
+            .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
+        if let (Some(rows), Some(t)) = (rows(&dom), clock(&dom)) {
+            assert!(
+                t < FAULT_AT.as_secs_f64(),
+                "chromium too slow: its first complete page is from t = {t:.1} s, after the fault\n{dom}"
+            );
+            for (region, row) in &rows {
+                check_row(region, row, &dom);
+            }
+            let us = &rows[0].1;
+            assert_eq!(us.service, "in service", "before the fault:\n{dom}");
+            println!("page at t = {t:.1} s, before the fault: {rows:?}");
+            break;
+        }
+        last = dom;
+    }
+
+    // After the fault: the page follows, us-east-1 shows OUT with weight 0.
+    let mut last = String::new();
+    loop {
+        let began = Instant::now();
+        assert!(
+            began < start + OUT_DEADLINE,
+            "the page never showed us-east-1 OUT with weight 0 by t = {OUT_DEADLINE:?}; last:\n{last}"
+        );
+        if began < start + FAULT_AT {
+            tokio::time::sleep_until(start + FAULT_AT).await;
+            continue;
+        }
+        n += 1;
+        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+            .await
+            .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
+        if let Some(rows) = rows(&dom) {
+            for (region, row) in &rows {
+                check_row(region, row, &dom);
+            }
+            let us = &rows[0].1;
+            if us.service == "OUT" {
+                assert_eq!(us.weight(), Some(0), "us-east-1 OUT:\n{dom}");
+                for (region, row) in &rows[1..] {
+                    assert_eq!(row.service, "in service", "{region}:\n{dom}");
+                    assert!(row.weight() > Some(0), "{region}:\n{dom}");
+                }
+                let t = clock(&dom).unwrap_or(f64::NAN);
+                println!("page at t = {t:.1} s, after the fault: {rows:?}");
+                break;
+            }
+        }
+        last = dom;
+        tokio::time::sleep_until(began + Duration::from_secs(1)).await;
+    }
+
+    let _ = stop.send(true);
+    let summary = tokio::time::timeout(Duration::from_secs(15), demo)
+        .await
+        .expect("the demo stops")
+        .expect("the demo task")
+        .expect("the demo runs");
+    print!("{}", summary.render());
+    drop(scratch);
+}
