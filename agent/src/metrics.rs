@@ -248,8 +248,8 @@ pub fn register_target(labels: &TargetLabels) {
 ///
 /// Counts it under its outcome, observes every timed phase, and sets the certificate expiry
 /// when the leaf was seen. Like the interval recorder, `total` is measured from the intended
-/// start and observed only when a response arrived: a transport failure has no meaningful
-/// latency, it shows in [`PROBE_TOTAL`] under its outcome instead.
+/// start and observed only for probes that were ok: a failure's latency says nothing about
+/// serving; it shows in [`PROBE_TOTAL`] under its outcome instead.
 pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Duration) {
     counter!(
         PROBE_TOTAL,
@@ -260,7 +260,7 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
     .increment(1);
     for (phase, d) in result.timings.iter() {
         let d = match phase {
-            Phase::Total if !result.got_response() => continue,
+            Phase::Total if !result.outcome.is_ok() => continue,
             Phase::Total => d + start_lag,
             _ => d,
         };

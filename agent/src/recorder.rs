@@ -125,8 +125,8 @@ pub struct IntervalStats {
     pub outcomes: [u64; Outcome::COUNT],
     /// Which Region answered, by the Region header; few distinct values.
     pub answered_by: Vec<(String, u64)>,
-    /// Latency samples per phase, indexed by [`Phase::index`]. `total` holds probes that got a
-    /// response (transport failures have no meaningful latency), measured from the intended
+    /// Latency samples per phase, indexed by [`Phase::index`]. `total` holds the probes that
+    /// were ok (a failure's latency says nothing about serving), measured from the intended
     /// start.
     pub phases: [SampleSet; Phase::COUNT],
     /// Latest notAfter seen for the leaf certificate.
@@ -155,7 +155,9 @@ impl IntervalStats {
         self.max_start_lag = self.max_start_lag.max(start_lag);
         for (phase, d) in result.timings.iter() {
             if phase == Phase::Total {
-                if result.got_response() {
+                // Latency of good answers only: a fast 503 must not make a failing Region look
+                // quick (weights follow this figure).
+                if result.outcome.is_ok() {
                     self.phases[phase.index()].record(d + start_lag);
                 }
             } else {
