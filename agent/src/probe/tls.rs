@@ -5,7 +5,7 @@
 
 use super::spec::{HttpVersionPref, SpecError, TlsOptions};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
+use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -69,7 +69,13 @@ pub fn build_client_config(
                 })?;
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| SpecError::Invalid(format!("TLS setup: {e}")))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RememberVerifiedChains::new(webpki)))
+            .with_no_client_auth()
     };
     config.resumption = Resumption::disabled();
     config.alpn_protocols = match version {
@@ -97,6 +103,99 @@ fn read_pem_certificates(
         return Err(SpecError::EmptyCaBundle(path.to_owned()));
     }
     Ok(certs)
+}
+
+/// How long a verified chain is trusted without verifying it again.
+pub const VERIFIED_CHAIN_TTL: Duration = Duration::from_secs(300);
+/// Chains remembered at most (all are forgotten when full: a fleet has few distinct chains).
+const MAX_VERIFIED_CHAINS: usize = 1024;
+
+/// Full web PKI verification that remembers chains it accepted: a fresh-TLS probe every few
+/// seconds of the same endpoint would otherwise pay a P-256 signature check of the chain each
+/// time (a third of a probe's CPU). The handshake signature, which proves the server holds the
+/// key, is still checked on every connection. A remembered chain is verified again after
+/// [`VERIFIED_CHAIN_TTL`] or once its leaf expires, whichever comes first, so an expired or
+/// replaced certificate is noticed; failures are never remembered.
+#[derive(Debug)]
+pub struct RememberVerifiedChains {
+    inner: Arc<WebPkiServerVerifier>,
+    /// (leaf, intermediates, server name) → trusted until, Unix seconds.
+    verified: Mutex<HashMap<(Vec<u8>, Vec<Vec<u8>>, String), u64>>,
+}
+
+impl RememberVerifiedChains {
+    pub fn new(inner: Arc<WebPkiServerVerifier>) -> Self {
+        RememberVerifiedChains {
+            inner,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ServerCertVerifier for RememberVerifiedChains {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = (
+            end_entity.as_ref().to_vec(),
+            intermediates
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect::<Vec<_>>(),
+            server_name.to_str().into_owned(),
+        );
+        let now_secs = now.as_secs();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.get(&key).is_some_and(|until| now_secs < *until) {
+                return Ok(ServerCertVerified::assertion());
+            }
+        }
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let expires = certificate_not_after(end_entity.as_ref())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let until = (now_secs + VERIFIED_CHAIN_TTL.as_secs()).min(expires);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_VERIFIED_CHAINS {
+            verified.clear();
+        }
+        verified.insert(key, until);
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `insecure`: accepts any certificate chain and name, but still verifies that the server holds
@@ -248,6 +347,58 @@ mod tests {
             Err(SpecError::EmptyCaBundle(_))
         ));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn verified_chains_are_remembered_until_the_ttl_or_the_leaf_expires() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let day = Duration::from_secs(86_400);
+        let start = SystemTime::now();
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.not_before = (start - day).into();
+        ca.not_after = (start + 30 * day).into();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf = CertificateParams::new(vec!["api.test".to_owned()]).unwrap();
+        leaf.not_before = (start - day).into();
+        // Expires in ten minutes: longer than the TTL, so both limits can be seen.
+        leaf.not_after = (start + Duration::from_secs(600)).into();
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        let v = RememberVerifiedChains::new(webpki);
+        let name = ServerName::try_from("api.test").unwrap();
+        let other = ServerName::try_from("other.test").unwrap();
+        let at = |offset: u64| {
+            UnixTime::since_unix_epoch(
+                start.duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(offset),
+            )
+        };
+        let check = |n: &ServerName<'_>, t| v.verify_server_cert(leaf.der(), &[], n, &[], t);
+        assert!(check(&name, at(0)).is_ok());
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
+        assert!(check(&name, at(299)).is_ok(), "remembered within the TTL");
+        // Another name with the same chain is verified on its own, and fails.
+        assert!(check(&other, at(1)).is_err());
+        assert_eq!(
+            v.verified.lock().unwrap().len(),
+            1,
+            "failures are not remembered"
+        );
+        // After the TTL the chain is verified again (still valid), and once the leaf has
+        // expired the remembered entry no longer counts.
+        assert!(check(&name, at(301)).is_ok());
+        assert!(matches!(
+            check(&name, at(601)),
+            Err(rustls::Error::InvalidCertificate(_))
+        ));
     }
 
     #[test]
