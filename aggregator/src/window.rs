@@ -10,7 +10,9 @@ use crate::model::{RegionObservation, VantageSample};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use vantage_protocol::config::TargetKind;
+use vantage_protocol::histogram::HistogramError;
 use vantage_protocol::report::{IntervalReport, ReportError};
+use vantage_protocol::sparse::SparseDecoder;
 use vantage_protocol::{Outcome, Phase};
 
 /// Latency samples as sorted `(value µs, count)` pairs.
@@ -190,6 +192,9 @@ type SeriesKey = (String, String);
 pub struct Window {
     series: BTreeMap<SeriesKey, BTreeMap<u64, Bucket>>,
     kinds: BTreeMap<String, (TargetKind, Option<String>)>,
+    /// Decodes straight to pairs, reusing its buffers: the dense decoder allocates and zeroes
+    /// 136 KiB per histogram and trusts the length a header claims.
+    decoder: SparseDecoder,
 }
 
 /// What a merge did.
@@ -210,11 +215,20 @@ impl Window {
         for t in &report.targets {
             // Every histogram is decoded, so a malformed one rejects the report; only total
             // latency is kept.
-            let decoded = t.decode_histograms()?;
-            let total = decoded
-                .get(&Phase::Total)
-                .map(SparseLatency::from_histogram)
-                .unwrap_or_default();
+            let mut total = SparseLatency::default();
+            for (phase, text) in &t.histograms {
+                let mut pairs = Vec::new();
+                self.decoder
+                    .decode(text, &mut pairs)
+                    .map_err(|e| ReportError::Histogram {
+                        target: t.target.clone(),
+                        phase: *phase,
+                        source: HistogramError::Decode(e.to_string()),
+                    })?;
+                if *phase == Phase::Total {
+                    total = SparseLatency(pairs);
+                }
+            }
             let ok = t.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
             buckets.push((
                 t,

@@ -1,7 +1,8 @@
 //! The vocabulary every vantage component shares, with no I/O:
 //!
 //! - [`Outcome`] codes and probe [`Phase`]s: fixed sets, so metrics and reports stay bounded.
-//! - [`histogram`]: HDR latency histograms in the standard V2-deflate encoding, base64.
+//! - [`histogram`]: HDR latency histograms in the standard V2-deflate encoding, base64;
+//!   [`sparse`] decodes them straight to `(value, count)` pairs, without a dense array.
 //! - [`config`]: the fleet file shared by agents and aggregator, strictly parsed and validated.
 //! - [`report`]: the agent → aggregator `IntervalReport` wire format.
 //! - [`auth`]: HMAC-SHA256 request signing and verification, one implementation for both ends.
@@ -14,6 +15,7 @@ pub mod histogram;
 mod outcome;
 mod phase;
 pub mod report;
+pub mod sparse;
 
 pub use outcome::Outcome;
 pub use phase::Phase;

@@ -110,6 +110,9 @@ pub const VERIFIED_CHAIN_TTL: Duration = Duration::from_secs(300);
 /// Chains remembered at most (all are forgotten when full: a fleet has few distinct chains).
 const MAX_VERIFIED_CHAINS: usize = 1024;
 
+/// A verified chain: leaf, intermediates and the server name they were verified for.
+type ChainKey = (Vec<u8>, Vec<Vec<u8>>, String);
+
 /// Full web PKI verification that remembers chains it accepted: a fresh-TLS probe every few
 /// seconds of the same endpoint would otherwise pay a P-256 signature check of the chain each
 /// time (a third of a probe's CPU). The handshake signature, which proves the server holds the
@@ -119,8 +122,8 @@ const MAX_VERIFIED_CHAINS: usize = 1024;
 #[derive(Debug)]
 pub struct RememberVerifiedChains {
     inner: Arc<WebPkiServerVerifier>,
-    /// (leaf, intermediates, server name) → trusted until, Unix seconds.
-    verified: Mutex<HashMap<(Vec<u8>, Vec<Vec<u8>>, String), u64>>,
+    /// Chain → trusted until, Unix seconds.
+    verified: Mutex<HashMap<ChainKey, u64>>,
 }
 
 impl RememberVerifiedChains {

@@ -8,7 +8,7 @@
 
 mod clock;
 mod fleet;
-mod sparse;
+use vantage_protocol::sparse;
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;

@@ -1,5 +1,4 @@
-//! A prototype for `protocol/src/histogram.rs`, measured here beside the decoder the aggregator
-//! uses: it decodes a base64 HdrHistogram V2 or V2-deflate straight to sorted
+//! A fast decoder for the aggregator: it decodes a base64 HdrHistogram V2 or V2-deflate straight to sorted
 //! `(highest equivalent value, count)` pairs — what the aggregator's window keeps — with one
 //! inflate state reused across calls and no dense counts array. `hdrhistogram`'s `Deserializer`
 //! allocates and zeroes the whole array (~17,400 `u64` counters, 136 KiB, for 1 µs .. 60 s at 3
@@ -32,6 +31,8 @@ pub enum SparseError {
     Parameters,
     TooLong,
 }
+
+impl std::error::Error for SparseError {}
 
 impl std::fmt::Display for SparseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -153,6 +154,12 @@ pub struct SparseDecoder {
     inflated: Vec<u8>,
 }
 
+impl std::fmt::Debug for SparseDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseDecoder").finish_non_exhaustive()
+    }
+}
+
 impl Default for SparseDecoder {
     fn default() -> Self {
         Self::new()
@@ -253,7 +260,7 @@ fn counts(b: &[u8], out: &mut Vec<(u64, u64)>) -> Result<(), SparseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vantage_protocol::histogram::{decode_base64, encode_base64, new_latency_histogram};
+    use crate::histogram::{decode_base64, encode_base64, new_latency_histogram};
 
     fn reference(text: &str) -> Option<Vec<(u64, u64)>> {
         decode_base64(text).ok().map(|h| {
