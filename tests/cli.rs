@@ -291,6 +291,32 @@ fn check_config_names_key_line_and_fix() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Reads one HTTP/1.1 request (head as written, body by content-length) from a keep-alive
+/// connection; None once the client has gone.
+fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
 /// An aggregator stand-in: keep-alive HTTP/1.1, verifies the HMAC, counts reports.
 fn report_sink(key: &'static [u8]) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -302,28 +328,16 @@ fn report_sink(key: &'static [u8]) -> (String, Arc<AtomicUsize>) {
             let Ok(mut stream) = stream else { continue };
             let counter = counter.clone();
             thread::spawn(move || loop {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some((head, body)) = read_request(&mut stream) else {
+                    return;
+                };
+                let head = head.to_ascii_lowercase();
                 let header = |name: &str| {
                     head.lines().find_map(|l| {
                         l.strip_prefix(&format!("{name}:"))
                             .map(|v| v.trim().to_owned())
                     })
                 };
-                let len: usize = header("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if stream.read_exact(&mut body).is_err() {
-                    return;
-                }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
@@ -485,28 +499,9 @@ fn lambda_runtime_api(deadline_ms: u64) -> (String, Arc<std::sync::Mutex<Option<
             let Ok(mut stream) = stream else { continue };
             let (store, handed_out) = (store.clone(), handed_out.clone());
             thread::spawn(move || loop {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if stream.read_exact(&mut body).is_err() {
+                let Some((head, body)) = read_request(&mut stream) else {
                     return;
-                }
+                };
                 let request_line = head.lines().next().unwrap_or_default().to_owned();
                 if request_line.starts_with("GET /2018-06-01/runtime/invocation/next") {
                     if handed_out.fetch_add(1, Ordering::SeqCst) > 0 {
