@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use vantage_agent::fleet::{build_targets, render_plan};
 use vantage_agent::oneshot::{self, OneshotOptions};
-use vantage_agent::probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
-use vantage_agent::probe::spec::{
+use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
+use vantage_probe::spec::{
     HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_REGION_HEADER,
 };
-use vantage_agent::probe::tls::TlsConfigCache;
-use vantage_agent::probe::Prober;
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::Prober;
 use vantage_protocol::config::FleetConfig;
 use vantage_protocol::duration::parse_duration;
 
@@ -380,7 +380,7 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 
 fn resolve_arg(s: &str) -> Result<ResolveOverride, String> {
     s.parse()
-        .map_err(|e: vantage_agent::probe::spec::SpecError| e.to_string())
+        .map_err(|e: vantage_probe::spec::SpecError| e.to_string())
 }
 
 fn header_arg(s: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -413,7 +413,7 @@ fn method_arg(s: &str) -> Result<Method, String> {
 
 fn status_arg(s: &str) -> Result<StatusSet, String> {
     s.parse()
-        .map_err(|e: vantage_agent::probe::assertion::BadStatusSet| e.to_string())
+        .map_err(|e: vantage_probe::assertion::BadStatusSet| e.to_string())
 }
 
 fn regex_arg(s: &str) -> Result<regex::Regex, String> {

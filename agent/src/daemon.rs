@@ -13,8 +13,6 @@
 
 use crate::fleet::{build_targets, AgentTarget};
 use crate::metrics::{self, TargetLabels};
-use crate::probe::tls::TlsConfigCache;
-use crate::probe::Prober;
 use crate::push::{run_pusher, OutgoingReport, PushConfig, PushSummary};
 use crate::recorder::{IntervalClock, IntervalStats, TargetRecorder};
 use crate::report::{self, AlignedIntervals, ReportIdentity, TargetInterval};
@@ -26,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::Prober;
 use vantage_protocol::config::{ConfigError, FleetConfig};
 
 /// How long after an interval ends it is collected: long enough for probes that started at
@@ -45,7 +45,7 @@ pub enum AgentError {
     Probe {
         target: String,
         #[source]
-        source: crate::probe::spec::SpecError,
+        source: vantage_probe::spec::SpecError,
     },
     #[error("report delivery: {0}")]
     Push(#[from] crate::push::PushError),
@@ -89,11 +89,11 @@ pub struct LabelledProber {
 }
 
 impl crate::scheduler::ProbeTarget for LabelledProber {
-    async fn probe(&self) -> crate::probe::ProbeResult {
+    async fn probe(&self) -> vantage_probe::ProbeResult {
         self.prober.probe().await
     }
 
-    fn observe(&self, result: &crate::probe::ProbeResult, start_lag: Duration) {
+    fn observe(&self, result: &vantage_probe::ProbeResult, start_lag: Duration) {
         metrics::record_probe(&self.labels, result, start_lag);
     }
 
@@ -136,7 +136,7 @@ pub async fn run(
         let handle = metrics::install(&settings.vantage)?;
         tokio::spawn(async move {
             let never = std::future::pending::<()>();
-            if let Err(e) = metrics::serve(listener, handle, never).await {
+            if let Err(e) = vantage_runtime::metrics_http::serve(listener, handle, never).await {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }
         });

@@ -2,11 +2,11 @@
 //! [`ProbeSpec`]s (assertions, timeouts, TLS), and reports problems with the key and line they
 //! come from. Also renders the probe plan that `vantage check-config` prints.
 
-use crate::probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
-use crate::probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride};
 use http::{HeaderName, HeaderValue, Method};
 use std::fmt::Write as _;
 use std::time::Duration;
+use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
+use vantage_probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride};
 use vantage_protocol::config::{
     ConfigError, FleetConfig, Located, TargetPlan, DEFAULT_PROBE_INTERVAL,
 };

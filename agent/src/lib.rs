@@ -16,7 +16,6 @@ pub mod daemon;
 pub mod fleet;
 pub mod metrics;
 pub mod oneshot;
-pub mod probe;
 pub mod push;
 pub mod recorder;
 pub mod report;

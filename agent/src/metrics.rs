@@ -2,8 +2,7 @@
 //! holds them and the `/metrics` endpoint that serves them.
 //!
 //! Recording goes through the `metrics` facade, so library code never holds an exporter; the
-//! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics` (see
-//! [`serve`]). Names follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total`
+//! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics`. Names follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total`
 //! only on counters, labels from small fixed sets (target ids come from the fleet file, outcome
 //! and phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every series also carries
 //! the global label `vantage`, the Region the agent probes from, so one Prometheus can scrape
@@ -16,30 +15,14 @@
 //! integration limit. The exact distributions travel in the interval reports as HDR histograms;
 //! these buckets only have to answer "is it fast, slow or failing" on a dashboard.
 //!
-//! Upkeep: the exporter buffers every histogram observation as a raw `f64` sample until it
-//! drains the buffer into the buckets, on each scrape or on `PrometheusHandle::run_upkeep`
-//! (draining is all upkeep does; summaries, which we do not use, roll their windows as they
-//! record). Buckets need nothing more, but an agent nobody scrapes would buffer samples
-//! forever, so [`serve`] runs upkeep every [`UPKEEP_PERIOD`]; an agent that installs the
-//! recorder without serving it must run [`upkeep`] itself.
+//! Serving: [`vantage_runtime::metrics_http::serve`], which also keeps histogram buffers
+//! drained.
 
-use crate::probe::ProbeResult;
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use std::convert::Infallible;
-use std::future::Future;
 use std::time::{Duration, SystemTime};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use vantage_probe::ProbeResult;
 use vantage_protocol::{Outcome, Phase};
 
 /// Probes by outcome. Labels: `target`, `region`, `outcome`.
@@ -85,24 +68,6 @@ pub const VANTAGE_LABEL: &str = "vantage";
 /// The `region` label value of the global (Route 53 failover) endpoint, which belongs to no
 /// Region.
 pub const GLOBAL_REGION: &str = "global";
-/// Path of the scrape endpoint.
-pub const METRICS_PATH: &str = "/metrics";
-/// Prometheus text exposition format 0.0.4, as Prometheus' own client libraries label it (the
-/// format is UTF-8 by definition; the charset parameter says so to any other reader).
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How often [`serve`] drains buffered histogram samples into their buckets.
-pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
-
-/// A client gets this long to send its request head, so a stalled connection cannot pin a task.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// At shutdown, scrapes in flight get this long to finish before their connections are cut.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
-/// Consecutive failed accepts (not counting per-connection aborts) after which the listener is
-/// considered broken: with the backoff below, about 25 s of nothing but failures.
-const MAX_ACCEPT_FAILURES: u32 = 30;
-const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// Labels of one target, built once per target (cheap clones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLabels {
@@ -128,15 +93,6 @@ pub enum MetricsError {
     /// Building the recorder failed, or another recorder is already installed.
     #[error("installing the Prometheus recorder: {0}")]
     Install(#[source] BuildError),
-    /// The listener kept failing to accept connections.
-    #[error(
-        "serving {METRICS_PATH}: accepting connections failed {attempts} times in a row: {source}"
-    )]
-    Serve {
-        attempts: u32,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The exporter configuration [`install`] uses, for tests that want a local recorder.
@@ -158,7 +114,7 @@ pub fn builder(vantage: &str) -> Result<PrometheusBuilder, BuildError> {
 /// vantage Region, and describes every metric (help text and unit) once.
 ///
 /// Fails if a recorder is already installed: call it once per process. The caller must keep
-/// histogram buffers drained, which [`serve`] does (see the module docs).
+/// histogram buffers drained, which `vantage_runtime::metrics_http::serve` does.
 pub fn install(vantage: &str) -> Result<PrometheusHandle, MetricsError> {
     let handle = builder(vantage)
         .and_then(PrometheusBuilder::install_recorder)
@@ -300,150 +256,10 @@ fn unix_seconds(t: SystemTime) -> f64 {
     }
 }
 
-/// Drains buffered histogram samples every `period`, forever; for an agent that installs the
-/// recorder without running [`serve`].
-pub async fn upkeep(handle: PrometheusHandle, period: Duration) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        handle.run_upkeep();
-    }
-}
-
-/// Serves `GET /metrics` (text exposition, [`CONTENT_TYPE`]) and 404 elsewhere on `listener`
-/// until `shutdown` resolves, running the exporter's upkeep every [`UPKEEP_PERIOD`] meanwhile.
-///
-/// HTTP/1.1 and HTTP/2 (prior knowledge) are both accepted. At shutdown it stops accepting,
-/// lets scrapes in flight finish for up to 5 s, then closes what is left. An accept error that
-/// belongs to one connection is skipped; others are retried with backoff, and only a listener
-/// that fails 30 times in a row (about 25 s) ends `serve` with an error.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), MetricsError> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    http.http2().timer(TokioTimer::new());
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut upkeep = tokio::time::interval(UPKEEP_PERIOD);
-    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = 0u32;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = upkeep.tick() => handle.run_upkeep(),
-            // Reaps finished connection tasks so the set does not grow with every scrape.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    failures = 0;
-                    connections.spawn(serve_connection(
-                        stream,
-                        http.clone(),
-                        handle.clone(),
-                        drain_rx.clone(),
-                    ));
-                }
-                Err(e) if is_connection_error(&e) => {
-                    tracing::debug!(error = %e, "metrics: connection failed before accept");
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures >= MAX_ACCEPT_FAILURES {
-                        return Err(MetricsError::Serve { attempts: failures, source: e });
-                    }
-                    let backoff = ACCEPT_BACKOFF_FIRST
-                        .saturating_mul(1 << failures.min(16))
-                        .min(ACCEPT_BACKOFF_MAX);
-                    tracing::warn!(error = %e, ?backoff, "metrics: accepting a connection failed");
-                    tokio::time::sleep(backoff).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    let _ = drain_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::debug!(
-            open = connections.len(),
-            "metrics: closing connections still open after the drain limit"
-        );
-    }
-    // Dropping the set aborts whatever is left.
-    Ok(())
-}
-
-/// Accept errors that concern one connection (it went away while queued), not the listener.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    http: auto::Builder<TokioExecutor>,
-    handle: PrometheusHandle,
-    mut drain: watch::Receiver<bool>,
-) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let response = respond(&request, &handle);
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        // Also taken when `serve` is gone without a word: either way, finish and close.
-        () = async { drop(drain.wait_for(|draining| *draining).await) } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "metrics: connection ended with an error");
-    }
-}
-
-fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, body: Bytes| {
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        response
-    };
-    if request.uri().path() != METRICS_PATH {
-        return reply(StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"));
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Bytes::from_static(b"method not allowed\n"),
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    let mut response = reply(StatusCode::OK, Bytes::from(handle.render()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::PhaseTimings;
+    use vantage_probe::PhaseTimings;
 
     fn render_with(f: impl FnOnce()) -> String {
         let recorder = builder("eu-west-1").unwrap().build_recorder();

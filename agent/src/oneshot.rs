@@ -4,7 +4,6 @@
 //! its intended start, as the agent does. With an interval of zero the probes run back to back
 //! and are measured from their actual start.
 
-use crate::probe::{ProbeResult, Prober};
 use crate::recorder::IntervalStats;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -14,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
+use vantage_probe::{ProbeResult, Prober};
 use vantage_protocol::histogram::encode_base64;
 use vantage_protocol::{Outcome, Phase};
 
@@ -51,7 +51,7 @@ impl OneshotReport {
     fn cert_expiry_days(&self) -> Option<f64> {
         self.stats
             .cert_not_after
-            .map(|t| crate::probe::tls::days_until(t, SystemTime::now()))
+            .map(|t| vantage_probe::tls::days_until(t, SystemTime::now()))
     }
 
     /// The `--json` object.

@@ -15,8 +15,6 @@ use crate::metrics::{
     REPORTS_DROPPED_TOTAL, REPORT_DELIVERIES_TOTAL, REPORT_DELIVERY_SECONDS, SPOOL_BYTES,
     SPOOL_REPORTS, SPOOL_WRITE_ERRORS_TOTAL,
 };
-use crate::probe::spec::{HttpVersionPref, SpecError, TlsOptions};
-use crate::probe::tls::build_client_config;
 use crate::spool::{Spool, SpoolError, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -34,6 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
+use vantage_probe::spec::{HttpVersionPref, SpecError, TlsOptions};
+use vantage_probe::tls::build_client_config;
 use vantage_protocol::auth::{self, AuthError, HEADER_KEY_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use vantage_protocol::report::REPORTS_PATH;
 

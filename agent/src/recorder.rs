@@ -13,11 +13,11 @@
 //! every interval that still has samples until [`TargetRecorder::take_through`] removes it, so
 //! rotation can neither lose nor double-count a sample, even one that arrives late.
 
-use crate::probe::ProbeResult;
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
+use vantage_probe::ProbeResult;
 use vantage_protocol::histogram::{clamp_micros, new_latency_histogram};
 use vantage_protocol::{Outcome, Phase};
 
@@ -291,8 +291,8 @@ impl TargetRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::PhaseTimings;
     use proptest::prelude::*;
+    use vantage_probe::PhaseTimings;
 
     fn result(outcome: Outcome, total_micros: u64, region: Option<&str>) -> ProbeResult {
         let mut timings = PhaseTimings::default();

@@ -119,7 +119,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{PhaseTimings, ProbeResult};
+    use vantage_probe::{PhaseTimings, ProbeResult};
 
     #[test]
     fn alignment_puts_interval_zero_on_a_wall_clock_boundary() {

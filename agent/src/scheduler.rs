@@ -10,7 +10,6 @@
 //! its intended start; slots that passed entirely during the overrun are counted as missed
 //! (never silently dropped), so coordinated omission shows in the figures instead of hiding.
 
-use crate::probe::{ProbeResult, Prober};
 use crate::recorder::{IntervalClock, TargetRecorder};
 use rand::Rng;
 use std::future::Future;
@@ -18,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, Instant};
+use vantage_probe::{ProbeResult, Prober};
+use vantage_runtime::sync::lock;
 
 /// A target's slot grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,15 +159,11 @@ pub async fn run_target<P: ProbeTarget>(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::PhaseTimings;
     use rand::SeedableRng;
+    use vantage_probe::PhaseTimings;
     use vantage_protocol::{Outcome, Phase};
 
     /// A probe that takes a scripted time on tokio's (paused) clock and notes when it started.

@@ -3,8 +3,6 @@
 //! test counts what the aggregator stored: each report exactly once, oldest first.
 
 mod delivery_support;
-#[path = "support/mod.rs"]
-mod support;
 
 use delivery_support::{
     report_body, spooled_seqs, wait_for, within, Mode, StandIn, TempDir, KEY, KEY_ID,
@@ -461,7 +459,7 @@ async fn a_wrong_key_is_retried_and_never_delivered() {
 #[tokio::test]
 async fn delivers_over_tls_trusting_a_private_ca() {
     let metrics = Metrics::install();
-    let ca = support::TestCa::new();
+    let ca = vantage_testkit::TestCa::new();
     let tls = ca
         .valid_leaf()
         .server_config(&[b"h2".to_vec(), b"http/1.1".to_vec()], false);

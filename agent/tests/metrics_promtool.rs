@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vantage_agent::metrics::{self as m, TargetLabels};
-use vantage_agent::probe::spec::ProbeSpec;
-use vantage_agent::probe::tls::TlsConfigCache;
-use vantage_agent::probe::{PhaseTimings, ProbeResult, Prober};
+use vantage_probe::spec::ProbeSpec;
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::{PhaseTimings, ProbeResult, Prober};
 use vantage_protocol::{Outcome, Phase};
 
 const VANTAGE: &str = "ap-southeast-2";
@@ -180,13 +180,20 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(m::serve(listener, handle, async {
-        let _ = stopped.await;
-    }));
+    let serving = tokio::spawn(vantage_runtime::metrics_http::serve(
+        listener,
+        handle,
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let scrape = request(addr, "GET", "/metrics").await;
     assert_eq!(scrape.status, 200);
-    assert_eq!(scrape.content_type.as_deref(), Some(m::CONTENT_TYPE));
+    assert_eq!(
+        scrape.content_type.as_deref(),
+        Some(vantage_runtime::metrics_http::CONTENT_TYPE)
+    );
     let text = scrape.body;
 
     let mut child = Command::new(promtool())

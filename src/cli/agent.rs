@@ -103,7 +103,7 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
         .aggregator_url
         .clone()
         .unwrap_or_else(|| fleet.aggregator.url.get_ref().clone());
-    let aggregator = vantage_agent::probe::spec::parse_url(&aggregator_text)
+    let aggregator = vantage_probe::spec::parse_url(&aggregator_text)
         .map_err(|e| anyhow!("aggregator URL: {e}"))?;
     let key = load_key(&fleet)?;
     let spool = if args.no_spool {

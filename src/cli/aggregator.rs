@@ -97,9 +97,12 @@ async fn serve<B: Backend>(
             .install_recorder()
             .map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         tokio::spawn(async move {
-            if let Err(e) =
-                vantage_agent::metrics::serve(metrics_listener, handle, std::future::pending())
-                    .await
+            if let Err(e) = vantage_runtime::metrics_http::serve(
+                metrics_listener,
+                handle,
+                std::future::pending(),
+            )
+            .await
             {
                 tracing::error!(error = %e, "metrics endpoint stopped");
             }

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vantage_agent::probe::{PhaseTimings, ProbeResult};
 use vantage_agent::recorder::IntervalStats;
 use vantage_agent::report::{build, ReportIdentity, TargetInterval};
 use vantage_aggregator::config::AggregatorConfig;
+use vantage_probe::{PhaseTimings, ProbeResult};
 use vantage_protocol::auth;
 use vantage_protocol::config::{FleetConfig, TargetKind};
 use vantage_protocol::{Outcome, Phase};

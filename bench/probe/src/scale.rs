@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vantage_agent::probe::spec::ProbeSpec;
-use vantage_agent::probe::tls::TlsConfigCache;
-use vantage_agent::probe::{ProbeResult, Prober};
 use vantage_agent::recorder::{IntervalClock, TargetRecorder};
 use vantage_agent::scheduler::{
     run_target, spread_offsets, ProbeTarget, ScheduledTarget, SlotGrid,
 };
+use vantage_probe::spec::ProbeSpec;
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::{ProbeResult, Prober};
 use vantage_protocol::histogram::{clamp_micros, encode_base64, new_latency_histogram};
 use vantage_protocol::{Outcome, Phase};
 

@@ -4,9 +4,9 @@
 use super::{CheckError, Probe};
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_agent::probe::spec::{ProbeSpec, SpecError};
-use vantage_agent::probe::tls::TlsConfigCache;
-use vantage_agent::probe::Prober;
+use vantage_probe::spec::{ProbeSpec, SpecError};
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::Prober;
 use vantage_protocol::Outcome;
 
 pub struct HttpCheck {

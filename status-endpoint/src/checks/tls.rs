@@ -109,9 +109,9 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>, String> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
-        Verify::Nothing => Arc::new(vantage_agent::probe::tls::SkipCertificateChecks::new(
-            Arc::clone(&provider),
-        )),
+        Verify::Nothing => Arc::new(vantage_probe::tls::SkipCertificateChecks::new(Arc::clone(
+            &provider,
+        ))),
         Verify::Chain | Verify::Full => {
             let webpki = WebPkiServerVerifier::builder_with_provider(
                 Arc::clone(&trust.store),

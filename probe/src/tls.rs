@@ -7,11 +7,13 @@ use super::spec::{HttpVersionPref, SpecError, TlsOptions};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vantage_runtime::sync::lock;
 
 /// Shares client configurations between targets: building one parses ~150 root certificates,
 /// which is far more work than a probe.
@@ -31,7 +33,7 @@ impl TlsConfigCache {
         version: HttpVersionPref,
     ) -> Result<Arc<ClientConfig>, SpecError> {
         let key = (options.clone(), version);
-        let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut configs = lock(&self.configs);
         if let Some(c) = configs.get(&key) {
             return Ok(c.clone());
         }
@@ -93,11 +95,11 @@ fn read_pem_certificates(
         path: path.to_owned(),
         source,
     })?;
-    let certs = rustls_pemfile::certs(&mut bytes.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| SpecError::CaBundle {
+        .map_err(|e| SpecError::CaBundle {
             path: path.to_owned(),
-            source,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
     if certs.is_empty() {
         return Err(SpecError::EmptyCaBundle(path.to_owned()));
@@ -154,7 +156,7 @@ impl ServerCertVerifier for RememberVerifiedChains {
         );
         let now_secs = now.as_secs();
         {
-            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let verified = lock(&self.verified);
             if verified.get(&key).is_some_and(|until| now_secs < *until) {
                 return Ok(ServerCertVerified::assertion());
             }
@@ -170,7 +172,7 @@ impl ServerCertVerifier for RememberVerifiedChains {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let until = (now_secs + VERIFIED_CHAIN_TTL.as_secs()).min(expires);
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut verified = lock(&self.verified);
         if verified.len() >= MAX_VERIFIED_CHAINS {
             verified.clear();
         }

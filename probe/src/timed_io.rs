@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use vantage_runtime::sync::lock;
 
 /// Byte timestamps of one exchange, shared between the wrapper and the prober.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,7 +49,7 @@ impl<T> TimedIo<T> {
     }
 
     fn with_marks(&self, f: impl FnOnce(&mut ByteMarks)) {
-        f(&mut self.marks.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut lock(&self.marks));
     }
 }
 

@@ -2,8 +2,6 @@
 //! port: a throwaway certificate authority, a configurable hyper server (HTTP/1.1 and HTTP/2,
 //! optionally over TLS), and misbehaving endpoints (reset, black holes, a refusing port).
 
-#![allow(dead_code)] // Each test binary that includes this module uses a different part of it.
-
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::Full;
@@ -127,6 +125,12 @@ impl TestCa {
     pub fn wrong_host_leaf(&self) -> Leaf {
         let now = SystemTime::now();
         self.leaf(&["other.example"], now - DAY, now + 30 * DAY)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

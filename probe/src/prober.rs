@@ -1,178 +1,26 @@
-//! The probe engine: one HTTP(S) exchange, measured phase by phase.
-//!
-//! reqwest and hyper's pooled client hide the boundary between TCP connect and TLS handshake,
-//! so the engine drives each step itself: resolve (tokio's getaddrinfo), connect
-//! ([`tokio::net::TcpStream`]), handshake ([`tokio_rustls`]), then a hyper HTTP/1.1 or HTTP/2
-//! connection over a [`timed_io::TimedIo`] that timestamps the last request byte and the first
-//! response byte. Every step runs under the earlier of its own limit and the overall deadline,
-//! and every failure is classified into one [`Outcome`] code.
+//! [`Prober`]: one target's probes, each a fresh DNS lookup, TCP connect, TLS handshake and
+//! HTTP exchange (or a kept-open connection with `reuse_connection`), every step under the
+//! earlier of its own limit and the overall deadline.
 
-pub mod assertion;
-pub mod spec;
-pub mod timed_io;
-pub mod tls;
-
-use assertion::AssertionFailure;
+use crate::exchange::{
+    build_request, classify_hyper, http_handshake, resolve_location, ConnectionTask, Sender,
+};
+use crate::result::{Failure, ProbeResult, StepError};
+use crate::spec::{host_of, port_of, HttpVersionPref, IpPreference, ProbeSpec, SpecError};
+use crate::timed_io::SharedMarks;
+use crate::tls::{self, TlsConfigCache};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
+use http::{header, HeaderMap, Method, StatusCode, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use spec::{host_of, port_of, HttpVersionPref, IpPreference, ProbeSpec, SpecError};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-use timed_io::{SharedMarks, TimedIo};
-use tls::TlsConfigCache;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::SystemTime;
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use vantage_protocol::{Outcome, Phase};
-
-pub use spec::Timeouts;
-
-/// Per-phase durations of one probe; `None` where the phase did not happen (no DNS for an IP
-/// literal, no TLS for plain HTTP, nothing after the step that failed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PhaseTimings([Option<Duration>; Phase::COUNT]);
-
-impl PhaseTimings {
-    pub fn get(&self, phase: Phase) -> Option<Duration> {
-        self.0[phase.index()]
-    }
-
-    pub fn set(&mut self, phase: Phase, d: Duration) {
-        self.0[phase.index()] = Some(d);
-    }
-
-    /// Adds to a phase, for redirect chains where a phase happens once per hop.
-    fn add(&mut self, phase: Phase, d: Duration) {
-        let slot = &mut self.0[phase.index()];
-        *slot = Some(slot.unwrap_or_default() + d);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (Phase, Duration)> + '_ {
-        Phase::ALL
-            .into_iter()
-            .filter_map(|p| self.get(p).map(|d| (p, d)))
-    }
-}
-
-/// Why a probe failed, for people and logs. The outcome code is in [`ProbeResult::outcome`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The phase that was running, when the failure belongs to one.
-    pub phase: Option<Phase>,
-    pub message: String,
-}
-
-/// Everything one probe observed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeResult {
-    pub outcome: Outcome,
-    pub failure: Option<Failure>,
-    pub timings: PhaseTimings,
-    /// Status of the final response, if one arrived.
-    pub status: Option<u16>,
-    pub http_version: Option<Version>,
-    /// `TLSv1_2` or `TLSv1_3`.
-    pub tls_version: Option<&'static str>,
-    /// notAfter of the server's leaf certificate, when it was seen.
-    pub cert_not_after: Option<SystemTime>,
-    /// Value of the Region header of the final response.
-    pub answered_by: Option<String>,
-    pub remote_addr: Option<SocketAddr>,
-    /// Body bytes read (at most the body cap).
-    pub body_bytes: usize,
-    pub redirects: u8,
-    /// The request went over a kept-open connection (no DNS, connect or TLS phases).
-    pub reused_connection: bool,
-}
-
-impl ProbeResult {
-    fn new() -> Self {
-        ProbeResult {
-            outcome: Outcome::Ok,
-            failure: None,
-            timings: PhaseTimings::default(),
-            status: None,
-            http_version: None,
-            tls_version: None,
-            cert_not_after: None,
-            answered_by: None,
-            remote_addr: None,
-            body_bytes: 0,
-            redirects: 0,
-            reused_connection: false,
-        }
-    }
-
-    /// A result built from parts, for schedulers and recorders under test.
-    pub fn synthetic(outcome: Outcome, timings: PhaseTimings) -> Self {
-        let mut r = Self::new();
-        r.outcome = outcome;
-        r.timings = timings;
-        r
-    }
-
-    /// A response arrived (whatever its assertions said), so its latency is meaningful.
-    pub fn got_response(&self) -> bool {
-        self.status.is_some()
-    }
-}
-
-/// A failed step: its outcome code, phase and reason.
-struct StepError {
-    outcome: Outcome,
-    phase: Option<Phase>,
-    message: String,
-}
-
-impl StepError {
-    fn new(outcome: Outcome, phase: Phase, message: impl Into<String>) -> Self {
-        StepError {
-            outcome,
-            phase: Some(phase),
-            message: message.into(),
-        }
-    }
-
-    fn timeout(phase: Phase, limit: Instant, phase_start: Instant) -> Self {
-        let waited = limit.saturating_duration_since(phase_start);
-        StepError::new(
-            Outcome::Timeout,
-            phase,
-            format!("{phase} did not finish within {waited:.3?}"),
-        )
-    }
-}
-
-impl From<AssertionFailure> for StepError {
-    fn from(a: AssertionFailure) -> Self {
-        StepError {
-            outcome: a.outcome,
-            phase: None,
-            message: a.message,
-        }
-    }
-}
-
-/// Aborts the hyper connection task when the connection is dropped, closing the socket.
-struct ConnectionTask(JoinHandle<()>);
-
-impl Drop for ConnectionTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
-}
+use vantage_runtime::sync::lock;
 
 /// An open HTTP connection, with what was learned while opening it.
 struct Connection {
@@ -197,8 +45,6 @@ pub struct Prober {
     /// would cost more than comparing a few hundred bytes.
     last_leaf: Mutex<Option<(Vec<u8>, Option<SystemTime>)>>,
 }
-
-const USER_AGENT: &str = concat!("vantage/", env!("CARGO_PKG_VERSION"));
 
 impl Prober {
     /// Validates the spec and prepares its TLS configuration (shared through `tls_configs`).
@@ -327,7 +173,7 @@ impl Prober {
         // the head's arrival is the honest first byte there.
         let (ttfb, first_byte_at) = match connection.sender {
             Sender::H1(_) => {
-                let marks = *connection.marks.lock().unwrap_or_else(|p| p.into_inner());
+                let marks = *lock(&connection.marks);
                 match (marks.time_to_first_byte(), marks.first_read_after_write) {
                     (Some(t), Some(at)) => (t, at),
                     _ => (head_at - sent_at, head_at),
@@ -399,7 +245,7 @@ impl Prober {
             return None;
         }
         let mut c = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = lock(&self.idle);
             let pos = idle.iter().position(|c| &c.origin == origin)?;
             idle.swap_remove(pos)
         };
@@ -413,7 +259,7 @@ impl Prober {
     fn keep_idle(&self, connection: Connection) {
         /// A target's redirect chain rarely spans more origins than this.
         const MAX_IDLE: usize = 4;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = lock(&self.idle);
         idle.retain(|c| c.origin != connection.origin);
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
@@ -511,7 +357,7 @@ impl Prober {
     }
 
     fn leaf_not_after(&self, der: &[u8]) -> Option<SystemTime> {
-        let mut last = self.last_leaf.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_leaf);
         if let Some((bytes, not_after)) = &*last {
             if bytes.as_slice() == der {
                 return *not_after;
@@ -614,154 +460,10 @@ fn order_addresses(addrs: Vec<SocketAddr>, preference: IpPreference) -> Vec<Sock
     }
 }
 
-/// The HTTP handshake; for HTTP/2 it waits for nothing from the server, but it is bounded by
-/// the first-byte limit all the same.
-async fn http_handshake<S>(
-    io: S,
-    h2: bool,
-    first_byte_limit: Duration,
-    deadline: Instant,
-) -> Result<(Sender, SharedMarks, ConnectionTask), StepError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (timed, marks) = TimedIo::new(io);
-    let io = TokioIo::new(timed);
-    let handshake_failed = |e: hyper::Error| classify_hyper(&e, Phase::Ttfb);
-    let (sender, task) = if h2 {
-        let start = Instant::now();
-        let limit = deadline.min(start + first_byte_limit);
-        let fut = http2::handshake(TokioExecutor::new(), io);
-        let (sender, conn) = match timeout_at(limit, fut).await {
-            Err(_) => return Err(StepError::timeout(Phase::Ttfb, limit, start)),
-            Ok(r) => r.map_err(handshake_failed)?,
-        };
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        (Sender::H2(sender), task)
-    } else {
-        let (sender, conn) = http1::handshake(io).await.map_err(handshake_failed)?;
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        (Sender::H1(sender), task)
-    };
-    Ok((sender, marks, ConnectionTask(task)))
-}
-
-fn build_request(
-    spec: &ProbeSpec,
-    url: &Uri,
-    method: &Method,
-    body: &Bytes,
-    sender: &Sender,
-) -> Result<Request<Full<Bytes>>, StepError> {
-    let invalid = |e: http::Error| {
-        StepError::new(
-            Outcome::Protocol,
-            Phase::Ttfb,
-            format!("cannot build request: {e}"),
-        )
-    };
-    let mut builder = Request::builder().method(method.clone());
-    builder = match sender {
-        // HTTP/1.1 wants origin-form plus Host; HTTP/2 takes :authority from an absolute URI.
-        Sender::H1(_) => {
-            let path = url.path_and_query().map_or("/", |p| p.as_str());
-            builder.uri(path)
-        }
-        Sender::H2(_) => builder.uri(url.clone()).version(Version::HTTP_2),
-    };
-    let mut request = builder.body(Full::new(body.clone())).map_err(invalid)?;
-    let headers = request.headers_mut();
-    for (name, value) in &spec.headers {
-        headers.append(name, value.clone());
-    }
-    if matches!(sender, Sender::H1(_)) && !headers.contains_key(header::HOST) {
-        if let Some(authority) = url.authority() {
-            let value = HeaderValue::from_str(authority.as_str()).map_err(|e| {
-                StepError::new(Outcome::Protocol, Phase::Ttfb, format!("bad Host: {e}"))
-            })?;
-            headers.insert(header::HOST, value);
-        }
-    }
-    headers
-        .entry(header::USER_AGENT)
-        .or_insert(HeaderValue::from_static(USER_AGENT));
-    headers
-        .entry(header::ACCEPT)
-        .or_insert(HeaderValue::from_static("*/*"));
-    Ok(request)
-}
-
-/// Maps a hyper error onto an outcome code by what actually happened on the connection.
-fn classify_hyper(e: &hyper::Error, phase: Phase) -> StepError {
-    use std::io::ErrorKind as K;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            let outcome = match io.kind() {
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                    Outcome::Reset
-                }
-                K::TimedOut => Outcome::Timeout,
-                _ => Outcome::Protocol,
-            };
-            return StepError::new(outcome, phase, format!("{e}: {io}"));
-        }
-        source = s.source();
-    }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        return StepError::new(
-            Outcome::Reset,
-            phase,
-            format!("connection closed before the response was complete ({e})"),
-        );
-    }
-    StepError::new(Outcome::Protocol, phase, e.to_string())
-}
-
-/// Resolves a Location header against the URL that answered.
-fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
-    let has_scheme = location.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    if has_scheme {
-        return spec::parse_url(location).ok();
-    }
-    let scheme = base.scheme_str()?;
-    let authority = base.authority()?.as_str();
-    let text = if let Some(rest) = location.strip_prefix("//") {
-        format!("{scheme}://{rest}")
-    } else if location.starts_with('/') {
-        format!("{scheme}://{authority}{location}")
-    } else {
-        let path = base.path();
-        let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-        let dir = if dir.is_empty() { "/" } else { dir };
-        format!("{scheme}://{authority}{dir}{location}")
-    };
-    spec::parse_url(&text).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn locations_resolve_against_the_base() {
-        let base: Uri = "https://a.example/x/y?q=1".parse().unwrap();
-        let r = |l| resolve_location(&base, l).map(|u| u.to_string());
-        assert_eq!(r("/z").as_deref(), Some("https://a.example/z"));
-        assert_eq!(r("z").as_deref(), Some("https://a.example/x/z"));
-        assert_eq!(r("//b.example/p").as_deref(), Some("https://b.example/p"));
-        assert_eq!(r("http://c.example/").as_deref(), Some("http://c.example/"));
-        assert_eq!(r("ftp://c.example/"), None);
-    }
+    use std::net::SocketAddr;
 
     #[test]
     fn address_preference_orders_and_filters() {

@@ -4,23 +4,19 @@
 //! Timing checks are lower bounds ("first byte no sooner than the server's delay") plus, only
 //! where they prove a limit held, upper bounds with a wide margin: the machine is shared.
 
-mod support;
-
 use http::{HeaderName, HeaderValue, Version};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use support::{
+use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion};
+use vantage_probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, TlsOptions};
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::{ProbeResult, Prober};
+use vantage_protocol::{Outcome, Phase};
+use vantage_testkit::{
     answer_once_server, black_hole, closed_port, reset_server, server, tls_black_hole, Reply,
     TestCa, TestServer,
 };
-use vantage_agent::probe::assertion::{HeaderAssertion, JsonPointerAssertion};
-use vantage_agent::probe::spec::{
-    HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, TlsOptions,
-};
-use vantage_agent::probe::tls::TlsConfigCache;
-use vantage_agent::probe::{ProbeResult, Prober};
-use vantage_protocol::{Outcome, Phase};
 
 const REGION: &str = "eu-west-1";
 
