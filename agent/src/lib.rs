@@ -1,16 +1,18 @@
-//! The vantage agent library.
+//! The vantage agent: probes every target of the fleet from one vantage Region on a drift-free
+//! schedule, records HDR histograms per interval, and delivers one report per interval to the
+//! aggregator without losing any. The probe engine itself is `vantage-probe`.
 //!
-//! - [`probe`]: the probe engine. One [`probe::Prober`] per target measures a single HTTP(S)
-//!   exchange phase by phase (DNS, TCP connect, TLS, first byte, transfer) over its own
-//!   hyper + tokio-rustls connector, checks the assertions and returns a [`probe::ProbeResult`]
-//!   whose failure is one fixed [`vantage_protocol::Outcome`] code.
+//! - [`fleet`]: from the fleet file to probe specs, and the plan `vantage check-config` prints.
 //! - [`scheduler`]: runs every target on its own drift-free slot grid, spread across the
 //!   interval, and accounts late starts and missed slots (coordinated omission).
 //! - [`recorder`]: per-target interval statistics and HDR histograms whose memory follows the
 //!   samples actually recorded, rotated by interval without losing or double-counting a sample.
-//! - [`oneshot`]: `vantage probe`, the command-line prober built from the three above.
+//! - [`report`]: builds the `IntervalReport` from recorded intervals (pure).
 //! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart.
 //! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff.
+//! - [`metrics`]: the agent's Prometheus metric names, labels, buckets and recorder.
+//! - [`daemon`]: `vantage agent` (long-running or one Lambda invocation) built from the above.
+//! - [`oneshot`]: `vantage probe`, the command-line prober.
 
 pub mod daemon;
 pub mod fleet;

@@ -1,12 +1,13 @@
-//! The agent's Prometheus metrics: names, labels and buckets in one place, the recorder that
-//! holds them and the `/metrics` endpoint that serves them.
+//! The agent's Prometheus metrics: names, labels and buckets in one place, and the recorder
+//! that holds them.
 //!
 //! Recording goes through the `metrics` facade, so library code never holds an exporter; the
-//! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics`. Names follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total`
-//! only on counters, labels from small fixed sets (target ids come from the fleet file, outcome
-//! and phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every series also carries
-//! the global label `vantage`, the Region the agent probes from, so one Prometheus can scrape
-//! the whole fleet.
+//! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics`. Names
+//! follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total` only on
+//! counters, labels from small fixed sets (target ids come from the fleet file, outcome and
+//! phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every series also carries the
+//! global label `vantage`, the Region the agent probes from, so one Prometheus can scrape the
+//! whole fleet.
 //!
 //! Histograms are classic Prometheus histograms with fixed buckets rather than summaries:
 //! buckets aggregate across vantages and targets (`sum by (le)`), summaries' quantiles do not.
