@@ -291,6 +291,59 @@ fn check_config_names_key_line_and_fix() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `[route53]` is checked by check-config like every other section, not first when the
+/// aggregator starts: a bad value fails with exit 2 and its file, line and key.
+#[test]
+fn check_config_checks_the_route53_section() {
+    let example = std::fs::read_to_string(workspace_file("examples/fleet.toml")).unwrap();
+    let route53 = "\n[route53]\nhosted_zone_id = \"Z0123456789ABCDEFGHIJ\"\nrecord_name = \"api-origin.example.com.\"\nhealth = \"data-plane\"\n\n[route53.regions.us-east-1]\nset_identifier = \"use1\"\n";
+    let dir = std::env::temp_dir().join(format!("vantage-cli-route53-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = vantage(&["check-config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (out.status.code(), path, stderr)
+    };
+    let good = format!("{example}{route53}");
+    let (code, _, stderr) = check("good.toml", &good);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let both = good.replace("health = \"data-plane\"", "health = \"both\"");
+    let blank_id = good.replace("set_identifier = \"use1\"", "set_identifier = \" \"");
+    let cases = [
+        (
+            "both.toml",
+            format!(
+                ":{}: route53.health: \"both\" is not a health mode; use \"data-plane\" or \"control-plane\"",
+                line_of(&both, "health = ")
+            ),
+            both,
+        ),
+        (
+            "blank-id.toml",
+            format!(
+                ":{}: route53.regions.us-east-1.set_identifier: empty; set the SetIdentifier",
+                line_of(&blank_id, "set_identifier")
+            ),
+            blank_id,
+        ),
+    ];
+    for (name, expected, text) in &cases {
+        let (code, path, stderr) = check(name, text);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}{expected}", path.display())),
+            "{name}: expected {expected:?} in {stderr}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Reads one HTTP/1.1 request (head as written, body by content-length) from a keep-alive
 /// connection; None once the client has gone.
 fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {

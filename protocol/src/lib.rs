@@ -3,7 +3,7 @@
 //! - [`Outcome`] codes and probe [`Phase`]s: fixed sets, so metrics and reports stay bounded.
 //! - [`histogram`]: HDR latency histograms in the standard V2-deflate encoding, base64;
 //!   [`sparse`] decodes them straight to `(value, count)` pairs, without a dense array.
-//! - [`config`]: the fleet file shared by agents and aggregator, strictly parsed and validated.
+//! - [`config`]: the fleet file, strictly parsed and validated, and the one config-error style.
 //! - [`report`]: the agent → aggregator `IntervalReport` wire format.
 //! - [`auth`]: HMAC-SHA256 request signing and verification, one implementation for both ends.
 //! - [`duration`]: durations as people write them (`250ms`, `10s`).

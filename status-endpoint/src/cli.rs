@@ -89,40 +89,65 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 impl StatusEndpointArgs {
-    /// The config file (if any) with every given flag laid over it.
+    /// The config file (if any) with every given flag laid over it; a flag's key is noted as
+    /// overridden, so an error about its value does not point at the file.
     pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
-        let set = |slot: &mut Option<String>, value: &Option<String>| {
+        let strings = [
+            ("region", &mut c.region, &self.region),
+            ("service_id", &mut c.service_id, &self.service_id),
+            ("token", &mut c.token, &self.token),
+            (
+                "aws_endpoint_url",
+                &mut c.aws_endpoint_url,
+                &self.aws_endpoint_url,
+            ),
+        ];
+        let mut overridden = Vec::new();
+        for (key, slot, value) in strings {
             if let Some(v) = value {
                 *slot = Some(v.clone());
+                overridden.push(key);
             }
-        };
-        set(&mut c.region, &self.region);
-        set(&mut c.service_id, &self.service_id);
-        set(&mut c.token, &self.token);
-        set(&mut c.aws_endpoint_url, &self.aws_endpoint_url);
+        }
         if let Some(l) = self.listen {
             c.listen = Some(l);
+            overridden.push("listen");
         }
         if let Some(d) = self.deadline {
             c.deadline = Some(d);
+            overridden.push("deadline");
         }
         if let Some(t) = self.cache_ttl {
             c.cache_ttl = Some(t);
+            overridden.push("cache_ttl");
         }
-        for (slot, url) in [
-            (&mut c.aurora.writer, &self.aurora_writer),
-            (&mut c.aurora.reader, &self.aurora_reader),
+        for (key, slot, url) in [
+            (
+                "aurora.writer.url",
+                &mut c.aurora.writer,
+                &self.aurora_writer,
+            ),
+            (
+                "aurora.reader.url",
+                &mut c.aurora.reader,
+                &self.aurora_reader,
+            ),
         ] {
             if let Some(url) = url {
                 slot.get_or_insert_with(Database::default).url = url.clone();
+                overridden.push(key);
             }
         }
         if let Some(f) = &self.lambda_function {
             c.lambda.get_or_insert_with(LambdaConfig::default).function = f.clone();
+            overridden.push("lambda.function");
+        }
+        for key in overridden {
+            c.set_overridden(key);
         }
         Ok(c)
     }
@@ -239,5 +264,27 @@ mod tests {
         assert_eq!(writer.timeout, Duration::from_millis(300));
         assert_eq!(s.lambda.unwrap().function, "f");
         assert_eq!(s.cache_ttl, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_bad_flag_is_named_without_the_files_line() {
+        let dir = std::env::temp_dir().join(format!("vantage-se-cli-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "region = \"us-east-1\"\ndeadline = \"40s\"\n").unwrap();
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["x", "--config", file.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            Wrapper::parse_from(argv).args.config().unwrap().validate()
+        };
+        let from_file = config(&[]).unwrap_err().to_string();
+        let from_flag = config(&["--deadline", "45s"]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(from_file.ends_with(":2: deadline: 40s must be above 0 and at most 30s (Route 53 waits 2s for the first byte)"), "{from_file}");
+        assert!(from_file.contains("c.toml"), "{from_file}");
+        assert!(
+            from_flag.starts_with("deadline: 45s must be"),
+            "{from_flag}"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The status endpoint's configuration: one TOML file (strict: an unknown key is an error), with
 //! every deployment-specific value also settable by flag or environment variable (see
-//! [`crate::cli`]), merged and then validated up front with messages that name the key.
+//! [`crate::cli`]), merged and then validated up front. Errors use the fleet file's style,
+//! [`ConfigError`] from `vantage_protocol::config`: `file:line: key: problem; fix` for a value
+//! from the file, `key: problem; fix` for one from a flag or variable. They never quote the
+//! file's line, which may hold the token or a database password.
 //!
 //! ```toml
 //! region = "eu-west-1"
@@ -34,8 +37,11 @@
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use vantage_protocol::config::{redact_userinfo, ConfigText};
+
+pub use vantage_protocol::config::ConfigError;
 
 /// The `/status/deep` deadline: the whole answer, with room to spare under Route 53's 2 s
 /// first-byte limit (a deadline of exactly 2 s would lose to network time).
@@ -51,29 +57,6 @@ pub const DEFAULT_LAG_FAIL: Duration = Duration::from_secs(10);
 pub const WRITER: &str = "aurora-writer";
 pub const READER: &str = "aurora-reader";
 pub const LAMBDA: &str = "lambda";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// TOML syntax, an unknown key or a value of the wrong type; the message has the line.
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
-    /// A value that parsed but cannot work.
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +85,13 @@ pub struct Config {
     pub http: Vec<HttpDependency>,
     #[serde(default)]
     pub tcp: Vec<TcpDependency>,
+    /// The file the values came from, to put errors on its lines (set by [`Config::from_file`]
+    /// and [`Config::from_toml`]; public so that `..Default::default()` works outside).
+    #[serde(skip)]
+    pub file: Option<ConfigText>,
+    /// Keys a flag or environment variable set over the file: their errors name no line.
+    #[serde(skip)]
+    pub overridden: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -229,24 +219,40 @@ pub struct LambdaSettings {
 impl Config {
     /// Reads and parses a TOML file (not yet validated).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text, &path.display().to_string())
+        Config::from_text(ConfigText::read(path)?)
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
-        })
+        Config::from_text(ConfigText::new(text, origin))
+    }
+
+    fn from_text(file: ConfigText) -> Result<Config, ConfigError> {
+        let mut config: Config = file.parse()?;
+        config.file = Some(file);
+        Ok(config)
+    }
+
+    /// Notes that a flag or environment variable set `key` (`region`, `aurora.writer.url`), so a
+    /// problem with it does not point at the file's line.
+    pub fn set_overridden(&mut self, key: &str) {
+        self.overridden.insert(key.to_owned());
+    }
+
+    /// An error at `key`: on its line when the value is the file's.
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        match &self.file {
+            Some(file) if !self.overridden.contains(key) => file.invalid_key(key, message),
+            _ => ConfigError::Setting {
+                key: key.to_owned(),
+                message: message.into(),
+            },
+        }
     }
 
     /// Checks every value and fills in defaults.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let region = self.region.clone().ok_or_else(|| {
-            invalid(
+            self.invalid(
                 "region",
                 "missing: set it in the file, with --region or VANTAGE_REGION",
             )
@@ -256,36 +262,39 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
-            return Err(invalid(
+            return Err(self.invalid(
                 "region",
                 format!("{region:?} is not a Region name (lowercase letters, digits and '-', like eu-west-1)"),
             ));
         }
         let deadline = self.deadline.unwrap_or(DEFAULT_DEADLINE);
         if deadline.is_zero() || deadline > Duration::from_secs(30) {
-            return Err(invalid("deadline", format!("{deadline:?} must be above 0 and at most 30s (Route 53 waits 2s for the first byte)")));
+            return Err(self.invalid("deadline", format!("{deadline:?} must be above 0 and at most 30s (Route 53 waits 2s for the first byte)")));
         }
         let cache_ttl = self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL);
         if cache_ttl > Duration::from_secs(300) {
-            return Err(invalid("cache_ttl", format!("{cache_ttl:?} is too long: a cached answer older than a few seconds hides an outage (at most 300s)")));
+            return Err(self.invalid("cache_ttl", format!("{cache_ttl:?} is too long: a cached answer older than a few seconds hides an outage (at most 300s)")));
         }
         if let Some(token) = &self.token {
             if token.len() < 16 {
-                return Err(invalid("token", "too short: use at least 16 characters"));
+                return Err(self.invalid("token", "too short: use at least 16 characters"));
             }
         }
         if let Some(url) = &self.aws_endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
+                return Err(self.invalid(
                     "aws_endpoint_url",
-                    format!("{url:?} must be an http:// or https:// URL"),
+                    format!(
+                        "{:?} must be an http:// or https:// URL",
+                        redact_userinfo(url)
+                    ),
                 ));
             }
         }
         let timeout = |key: &str, t: Option<Duration>| -> Result<Duration, ConfigError> {
             let t = t.unwrap_or(DEFAULT_CHECK_TIMEOUT.min(deadline));
             if t.is_zero() || t > deadline {
-                return Err(invalid(
+                return Err(self.invalid(
                     key,
                     format!("{t:?} must be above 0 and at most the deadline ({deadline:?})"),
                 ));
@@ -297,22 +306,22 @@ impl Config {
          -> Result<Option<DatabaseSettings>, ConfigError> {
             let Some(db) = db else { return Ok(None) };
             let engine = Engine::of(&db.url).ok_or_else(|| {
-                invalid(
-                    format!("{section}.url"),
+                self.invalid(
+                    &format!("{section}.url"),
                     "use a postgres://, postgresql://, mysql:// or mariadb:// URL",
                 )
             })?;
             let lag_warn = db.lag_warn.unwrap_or(DEFAULT_LAG_WARN);
             let lag_fail = db.lag_fail.unwrap_or(DEFAULT_LAG_FAIL);
             if section.ends_with("writer") && (db.lag_warn.is_some() || db.lag_fail.is_some()) {
-                return Err(invalid(
-                    format!("{section}.lag_warn"),
+                return Err(self.invalid(
+                    &format!("{section}.lag_warn"),
                     "lag limits apply to the reader only",
                 ));
             }
             if lag_warn > lag_fail {
-                return Err(invalid(
-                    format!("{section}.lag_warn"),
+                return Err(self.invalid(
+                    &format!("{section}.lag_warn"),
                     format!("{lag_warn:?} is above lag_fail ({lag_fail:?})"),
                 ));
             }
@@ -331,10 +340,9 @@ impl Config {
             None => None,
             Some(l) => {
                 if l.function.is_empty() {
-                    return Err(invalid(
-                        "lambda.function",
-                        "empty: name the function (or its ARN)",
-                    ));
+                    return Err(
+                        self.invalid("lambda.function", "empty: name the function (or its ARN)")
+                    );
                 }
                 Some(LambdaSettings {
                     function: l.function.clone(),
@@ -345,24 +353,27 @@ impl Config {
         };
         let mut names: BTreeSet<&str> = [WRITER, READER, LAMBDA].into();
         for (i, h) in self.http.iter().enumerate() {
-            name_ok(&format!("http[{i}].name"), &h.name, &mut names)?;
+            self.name_ok(&format!("http[{i}].name"), &h.name, &mut names)?;
             if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("http[{i}].url"),
-                    format!("{:?} must be an http:// or https:// URL", h.url),
+                return Err(self.invalid(
+                    &format!("http[{i}].url"),
+                    format!(
+                        "{:?} must be an http:// or https:// URL",
+                        redact_userinfo(&h.url)
+                    ),
                 ));
             }
             timeout(&format!("http[{i}].timeout"), h.timeout)?;
         }
         for (i, t) in self.tcp.iter().enumerate() {
-            name_ok(&format!("tcp[{i}].name"), &t.name, &mut names)?;
+            self.name_ok(&format!("tcp[{i}].name"), &t.name, &mut names)?;
             if t.address
                 .rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
             {
-                return Err(invalid(
-                    format!("tcp[{i}].address"),
+                return Err(self.invalid(
+                    &format!("tcp[{i}].address"),
                     format!("{:?} must be host:port", t.address),
                 ));
             }
@@ -401,26 +412,28 @@ impl Config {
                 .collect(),
         })
     }
-}
 
-fn name_ok<'a>(key: &str, name: &'a str, taken: &mut BTreeSet<&'a str>) -> Result<(), ConfigError> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-    {
-        return Err(invalid(
-            key,
-            format!("{name:?}: use lowercase letters, digits, '-' and '_'"),
-        ));
+    fn name_ok<'a>(
+        &self,
+        key: &str,
+        name: &'a str,
+        taken: &mut BTreeSet<&'a str>,
+    ) -> Result<(), ConfigError> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(self.invalid(
+                key,
+                format!("{name:?}: use lowercase letters, digits, '-' and '_'"),
+            ));
+        }
+        if !taken.insert(name) {
+            return Err(self.invalid(key, format!("{name:?} is already used by another check")));
+        }
+        Ok(())
     }
-    if !taken.insert(name) {
-        return Err(invalid(
-            key,
-            format!("{name:?} is already used by another check"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -489,10 +502,69 @@ critical = true
         ];
         for (text, key) in cases {
             match parse(text) {
-                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                Err(e @ (ConfigError::Invalid { .. } | ConfigError::Setting { .. })) => {
+                    assert_eq!(e.key(), Some(key), "{text}")
+                }
                 other => panic!("{text}: expected an error on {key}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line_of_the_key() {
+        let text = "region = \"eu-west-1\"\n\n[aurora.reader]\nurl = \"postgres://u@db/x\"\nlag_warn = \"5s\"\nlag_fail = \"1s\"\n\n[[tcp]]\nname = \"a\"\naddress = \"h:1\"\n\n[[tcp]]\nname = \"b\"\naddress = \"h\"\n";
+        let e = parse(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("test.toml:5: aurora.reader.lag_warn: 5s is above"),
+            "{e}"
+        );
+        let fixed = text.replace("lag_warn = \"5s\"", "lag_warn = \"1s\"");
+        let e = parse(&fixed).unwrap_err().to_string();
+        assert_eq!(e, "test.toml:14: tcp[1].address: \"h\" must be host:port");
+        // Not in the file: just the key, as for a flag.
+        let e = parse("deadline = \"1s\"").unwrap_err().to_string();
+        assert!(e.starts_with("region: missing"), "{e}");
+        let mut flagged = Config::from_toml("region = \"EU\"", "test.toml").unwrap();
+        flagged.set_overridden("region");
+        let e = flagged.validate().unwrap_err().to_string();
+        assert!(e.starts_with("region: \"EU\" is not a Region name"), "{e}");
+    }
+
+    /// Errors name the file, line and key, never the secret on that line.
+    #[test]
+    fn errors_never_echo_the_token_or_a_database_password() {
+        let good = "region = \"eu-west-1\"\ntoken = \"s3cret-token-value\"\n[aurora.writer]\nurl = \"postgres://health:dsn-pa55word@db.internal/orders\"\n";
+        assert!(parse(good).is_ok());
+        let broken = [
+            // A misspelt key on the token's line: toml's own message would quote the line.
+            good.replace("token =", "tokne ="),
+            // A syntax error on the password's line.
+            good.replace("/orders\"", "/orders"),
+            good.replace("url =", "url = = "),
+            // The token of the wrong type, a bad value after the secrets.
+            good.replace("\"s3cret-token-value\"", "[\"s3cret-token-value\"]"),
+            format!("{good}timeout = \"soon\"\n"),
+            good.replace("postgres://", "redis://"),
+            format!("{good}[[http]]\nname = \"x\"\nurl = \"ftp://u:dsn-pa55word@h/\"\n"),
+            good.replace("[aurora.writer]", "[aurora.writer]\nlag_warn = \"1s\""),
+        ];
+        for text in &broken {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with("test.toml"), "{e}");
+            for secret in ["s3cret-token-value", "dsn-pa55word"] {
+                assert!(!e.contains(secret), "{secret} in {e:?}");
+            }
+        }
+        let e = parse(&broken[0]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("test.toml: line 2: unknown field `tokne`"),
+            "{e}"
+        );
+        let e = parse(&broken[5]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("test.toml:4: aurora.writer.url: use a postgres://"),
+            "{e}"
+        );
     }
 
     #[test]

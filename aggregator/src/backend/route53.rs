@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vantage_protocol::config::Route53Section;
+use vantage_protocol::config::{Route53Health, Route53Section};
 
 /// Counter of retried AWS calls, labelled by `operation` (the AWS API name).
 pub const RETRIES_METRIC: &str = "vantage_route53_retries_total";
@@ -153,109 +153,37 @@ pub struct Route53Config {
 }
 
 impl Route53Config {
-    /// Validates the fleet file's `[route53]` section; errors name the key and the fix.
+    /// The fleet file's `[route53]` section as the backend drives it. The section's values are
+    /// checked (with file and line) when the fleet file loads, by the same
+    /// [`Route53Section::settings`] used here; this only fails for a section built by hand.
     pub fn from_section(s: &Route53Section) -> Result<Self, BackendError> {
-        let config_error = |m: String| BackendError::Config(m);
-        let health = match s.health.as_ref().map(|h| h.get_ref().as_str()) {
-            None | Some("data-plane") => HealthMode::DataPlane {
+        let s = s
+            .settings()
+            .map_err(|p| BackendError::Config(p.to_string()))?;
+        let health = match s.health {
+            Route53Health::DataPlane => HealthMode::DataPlane {
                 namespace: s
                     .metric_namespace
-                    .clone()
                     .unwrap_or_else(|| DEFAULT_METRIC_NAMESPACE.to_owned()),
                 metric_name: DEFAULT_METRIC_NAME.to_owned(),
             },
-            Some("control-plane") => HealthMode::ControlPlane,
-            Some(other) => {
-                return Err(config_error(format!(
-                    "route53.health = {other:?}: expected \"data-plane\" or \"control-plane\""
-                )))
-            }
+            Route53Health::ControlPlane => HealthMode::ControlPlane,
         };
-        if let HealthMode::DataPlane { namespace, .. } = &health {
-            if namespace.trim().is_empty() {
-                return Err(config_error(
-                    "route53.metric_namespace is empty: set a CloudWatch namespace such as \"Vantage\""
-                        .into(),
-                ));
-            }
-        }
-        let record_type = match &s.record_type {
-            None => "CNAME".to_owned(),
-            Some(t) => {
-                let upper = t.get_ref().trim().to_ascii_uppercase();
-                if !matches!(upper.as_str(), "A" | "AAAA" | "CNAME") {
-                    return Err(config_error(format!(
-                        "route53.record_type = {:?}: expected \"A\", \"AAAA\" or \"CNAME\"",
-                        t.get_ref()
-                    )));
-                }
-                upper
-            }
-        };
-        let mut record_name = s.record_name.get_ref().trim().to_ascii_lowercase();
-        if record_name.trim_end_matches('.').is_empty() {
-            return Err(config_error(
-                "route53.record_name is empty: set the weighted records' name, e.g. \"api-origin.example.com.\""
-                    .into(),
-            ));
-        }
-        if !record_name.ends_with('.') {
-            record_name.push('.');
-        }
-        let hosted_zone_id = s
-            .hosted_zone_id
-            .get_ref()
-            .trim()
-            .trim_start_matches("/hostedzone/")
-            .to_owned();
-        if hosted_zone_id.is_empty() {
-            return Err(config_error(
-                "route53.hosted_zone_id is empty: set the zone's id, e.g. \"Z0123456789ABCDEFGHIJ\""
-                    .into(),
-            ));
-        }
-        if s.regions.is_empty() {
-            return Err(config_error(
-                "route53.regions is empty: add [route53.regions.<region>] with the set_identifier of each Region's record"
-                    .into(),
-            ));
-        }
-        let mut regions = BTreeMap::new();
-        let mut owners: BTreeMap<String, &str> = BTreeMap::new();
-        for (name, r) in &s.regions {
-            let set_identifier = r.set_identifier.get_ref().trim().to_owned();
-            if set_identifier.is_empty() {
-                return Err(config_error(format!(
-                    "route53.regions.{name}.set_identifier is empty: set the SetIdentifier of {name}'s weighted record"
-                )));
-            }
-            if let Some(other) = owners.insert(set_identifier.clone(), name) {
-                return Err(config_error(format!(
-                    "route53.regions.{name}.set_identifier {set_identifier:?} is also {other}'s: each Region needs its own record"
-                )));
-            }
-            let health_check_id = r
-                .health_check_id
-                .as_ref()
-                .map(|h| h.get_ref().trim().to_owned())
-                .filter(|h| !h.is_empty());
-            if health == HealthMode::ControlPlane && health_check_id.is_none() {
-                return Err(config_error(format!(
-                    "route53.regions.{name}.health_check_id is missing: control-plane health forces a CALCULATED health check per Region; set its id, or use health = \"data-plane\""
-                )));
-            }
-            regions.insert(
-                name.clone(),
-                RegionRecord {
-                    set_identifier,
-                    health_check_id,
-                },
-            );
-        }
+        let regions = s
+            .regions
+            .into_iter()
+            .map(|(name, r)| {
+                let record = RegionRecord {
+                    set_identifier: r.set_identifier,
+                    health_check_id: r.health_check_id,
+                };
+                (name, record)
+            })
+            .collect();
         Ok(Route53Config {
-            hosted_zone_id,
-            record_name,
-            record_type,
+            hosted_zone_id: s.hosted_zone_id,
+            record_name: s.record_name,
+            record_type: s.record_type.as_str().to_owned(),
             regions,
             health,
             insync_timeout: Duration::from_secs(120),

@@ -1,0 +1,161 @@
+//! The fleet configuration: one TOML file that describes the whole fleet — the Regions and
+//! their status URLs, the global endpoint, the vantage points, probe settings, where agents
+//! report and how they authenticate, the Route 53 objects failover drives — shared by agents
+//! and the aggregator.
+//!
+//! Parsing is strict (`deny_unknown_fields`): a misspelt key is an error that names the key and
+//! its line, never a silently ignored setting. Values that can be checked without I/O (URLs,
+//! durations, names, references between sections, `[route53]`) are checked here; probe
+//! assertions are checked where they are compiled, in the agent, with the same [`ConfigError`]
+//! and line numbers from the spans kept in [`Located`] fields. The modules follow the file:
+//! [`error`] is the `file:line: key: problem; fix` style (shared with the status endpoint's
+//! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
+//! [`sections`] the other plain sections, [`route53`] the `[route53]` section and its checks,
+//! and `validate` the checks across the whole file.
+
+pub mod error;
+pub mod probe;
+pub mod route53;
+pub mod sections;
+pub mod units;
+mod validate;
+
+pub use error::{
+    line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
+};
+pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
+pub use route53::{
+    RecordType, Route53Health, Route53Region, Route53RegionSettings, Route53Section,
+    Route53Settings,
+};
+pub use sections::{
+    AgentsSection, AggregatorSection, AuthSection, FleetSection, GlobalEndpoint, KeySource,
+    PolicySection, Region, SpoolSection, Vantage, WeightsSection,
+};
+pub use units::{ByteSize, DurationText};
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Default report interval.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The whole fleet file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    pub fleet: FleetSection,
+    /// Defaults for every target.
+    #[serde(default)]
+    pub probe: ProbeSettings,
+    pub global: GlobalEndpoint,
+    pub regions: Vec<Region>,
+    pub vantages: Vec<Vantage>,
+    pub aggregator: AggregatorSection,
+    pub agents: AgentsSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub weights: WeightsSection,
+    pub route53: Option<Route53Section>,
+    /// Where the text came from and the text itself, for error lines.
+    #[serde(skip)]
+    pub origin: String,
+    #[serde(skip)]
+    pub source: String,
+}
+
+impl FleetConfig {
+    pub fn load(path: &Path) -> Result<FleetConfig, ConfigError> {
+        let file = ConfigText::read(path)?;
+        Self::parse(&file.text, &file.origin)
+    }
+
+    /// Parses and validates; `origin` names the text in errors (a path, or an env variable).
+    pub fn parse(text: &str, origin: &str) -> Result<FleetConfig, ConfigError> {
+        let mut config: FleetConfig = parse_toml(text, origin)?;
+        config.origin = origin.to_owned();
+        config.source = text.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// 1-based line of a byte offset in the source.
+    pub fn line_of(&self, offset: usize) -> usize {
+        error::line_of(&self.source, offset)
+    }
+
+    /// An error at a located value.
+    pub fn invalid<T>(
+        &self,
+        at: &Located<T>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            line: self.line_of(at.span().start),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn report_interval(&self) -> Duration {
+        self.fleet
+            .report_interval
+            .map_or(DEFAULT_REPORT_INTERVAL, |d| d.0)
+    }
+
+    pub fn histogram_precision(&self) -> u8 {
+        self.fleet
+            .histogram_precision
+            .as_ref()
+            .map_or(crate::histogram::DEFAULT_SIGNIFICANT_DIGITS, |p| {
+                *p.get_ref()
+            })
+    }
+
+    pub fn vantage(&self, region: &str) -> Option<&Vantage> {
+        self.vantages.iter().find(|v| v.region.get_ref() == region)
+    }
+
+    /// Every target an agent probes, with its fully overlaid settings: the global endpoint
+    /// first, then each Region's status (and deep) URL, in file order.
+    pub fn targets(&self) -> Vec<TargetPlan> {
+        let mut out = vec![TargetPlan {
+            id: "global".to_owned(),
+            kind: TargetKind::Global,
+            region: None,
+            url: self.global.url.clone(),
+            url_key: "global.url".to_owned(),
+            settings: self.probe.overlay(&self.global.probe),
+        }];
+        for (i, r) in self.regions.iter().enumerate() {
+            let settings = self.probe.overlay(&r.probe);
+            let name = r.name.get_ref();
+            out.push(TargetPlan {
+                id: format!("status:{name}"),
+                kind: TargetKind::Status,
+                region: Some(name.clone()),
+                url: r.status_url.clone(),
+                url_key: format!("regions[{i}].status_url"),
+                settings: settings.clone(),
+            });
+            if let Some(deep) = &r.deep_url {
+                out.push(TargetPlan {
+                    id: format!("deep:{name}"),
+                    kind: TargetKind::Deep,
+                    region: Some(name.clone()),
+                    url: deep.clone(),
+                    url_key: format!("regions[{i}].deep_url"),
+                    settings,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

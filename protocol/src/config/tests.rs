@@ -1,0 +1,248 @@
+//! The fleet file end to end: the example parses into the planned targets, and each kind of
+//! mistake comes back as one line with its file, line, key and fix.
+
+use super::*;
+
+pub const EXAMPLE: &str = r#"
+[fleet]
+name = "orders-api"
+report_interval = "10s"
+
+[probe]
+interval = "5s"
+expect_status = "200"
+
+[global]
+url = "https://api.example.com/status"
+
+[[regions]]
+name = "us-east-1"
+status_url = "https://use1.example.com/status"
+deep_url = "https://use1.example.com/status/deep"
+probe = { interval = "2s" }
+
+[[regions]]
+name = "eu-west-1"
+status_url = "https://euw1.example.com/status"
+
+[[vantages]]
+region = "us-east-1"
+
+[[vantages]]
+region = "eu-west-1"
+agent_id = "probe-euw1"
+
+[aggregator]
+url = "https://aggregator.example.com"
+
+[agents.auth]
+key_id = "fleet-2026"
+"#;
+
+#[test]
+fn example_parses_and_plans_targets() {
+    let c = FleetConfig::parse(EXAMPLE, "fleet.toml").unwrap();
+    let t = c.targets();
+    let ids: Vec<&str> = t.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "global",
+            "status:us-east-1",
+            "deep:us-east-1",
+            "status:eu-west-1"
+        ]
+    );
+    assert_eq!(
+        t[0].settings.interval,
+        Some(DurationText(Duration::from_secs(5)))
+    );
+    assert_eq!(
+        t[1].settings.interval,
+        Some(DurationText(Duration::from_secs(2)))
+    );
+    assert_eq!(
+        t[1].settings.expect_status.as_ref().unwrap().get_ref(),
+        "200"
+    );
+    assert_eq!(c.vantage("eu-west-1").unwrap().agent_id(), "probe-euw1");
+    assert_eq!(
+        c.vantage("us-east-1").unwrap().agent_id(),
+        "vantage-us-east-1"
+    );
+    assert_eq!(c.report_interval(), Duration::from_secs(10));
+}
+
+fn error_of(text: &str) -> String {
+    FleetConfig::parse(text, "fleet.toml")
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn errors_name_the_key_the_line_and_the_fix() {
+    let typo = EXAMPLE.replace("status_url = \"https://euw1", "statusurl = \"https://euw1");
+    let e = error_of(&typo);
+    assert!(e.contains("statusurl") && e.contains("line 21"), "{e}");
+
+    let dup = EXAMPLE.replace("name = \"eu-west-1\"", "name = \"us-east-1\"");
+    let e = error_of(&dup);
+    assert!(
+        e.contains("fleet.toml:20: regions[1].name") && e.contains("twice"),
+        "{e}"
+    );
+
+    let scheme = EXAMPLE.replace(
+        "https://euw1.example.com/status",
+        "ftp://euw1.example.com/status",
+    );
+    let e = error_of(&scheme);
+    assert!(
+        e.contains("regions[1].status_url") && e.contains("https://"),
+        "{e}"
+    );
+
+    let duration = EXAMPLE.replace("interval = \"5s\"", "interval = \"5 parsecs\"");
+    let e = error_of(&duration);
+    assert!(e.contains("line 7") && e.contains("bad duration"), "{e}");
+
+    let fast = EXAMPLE.replace("interval = \"5s\"", "interval = \"10ms\"");
+    let e = error_of(&fast);
+    assert!(
+        e.contains("global.url") && e.contains("minimum is 100ms"),
+        "{e}"
+    );
+
+    let blocks = "[[vantages]]\nregion = \"us-east-1\"\n\n[[vantages]]\nregion = \"eu-west-1\"\nagent_id = \"probe-euw1\"\n";
+    assert!(EXAMPLE.contains(blocks));
+    let no_vantage = format!("vantages = []\n{}", EXAMPLE.replace(blocks, ""));
+    let e = error_of(&no_vantage);
+    assert!(
+        e.contains("vantages") && e.contains("add at least one"),
+        "{e}"
+    );
+
+    let e = error_of("this is not toml");
+    assert!(e.starts_with("fleet.toml: line 1"), "{e}");
+}
+
+const ROUTE53: &str = r#"
+[route53]
+hosted_zone_id = "/hostedzone/Z0123456789ABCDEFGHIJ"
+record_name = "API-Origin.example.com"
+health = "control-plane"
+
+[route53.regions.us-east-1]
+set_identifier = "use1"
+health_check_id = "hc-use1"
+
+[route53.regions.eu-west-1]
+set_identifier = "euw1"
+health_check_id = "hc-euw1"
+"#;
+
+/// The example with a `[route53]` section, and the line of `needle` in it.
+fn with_route53(section: &str, needle: &str) -> (String, usize) {
+    let text = format!("{EXAMPLE}{section}");
+    let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    (text, line)
+}
+
+#[test]
+fn route53_section_is_checked_and_normalised_at_load() {
+    let (text, _) = with_route53(ROUTE53, "[route53]");
+    let c = FleetConfig::parse(&text, "fleet.toml").unwrap();
+    let s = c.route53.as_ref().unwrap().settings().unwrap();
+    assert_eq!(s.hosted_zone_id, "Z0123456789ABCDEFGHIJ");
+    assert_eq!(s.record_name, "api-origin.example.com.");
+    assert_eq!(s.record_type, RecordType::Cname);
+    assert_eq!(s.health, Route53Health::ControlPlane);
+    assert_eq!(
+        s.regions["eu-west-1"].health_check_id.as_deref(),
+        Some("hc-euw1")
+    );
+}
+
+#[test]
+fn route53_errors_name_the_line_the_key_and_the_fix() {
+    let (text, line) = with_route53(
+        &ROUTE53.replace("\"control-plane\"", "\"both\""),
+        "health = \"both\"",
+    );
+    assert_eq!(
+        error_of(&text),
+        format!(
+            "fleet.toml:{line}: route53.health: \"both\" is not a health mode; \
+             use \"data-plane\" or \"control-plane\""
+        )
+    );
+
+    let (text, line) = with_route53(
+        &ROUTE53.replace("health = ", "record_type = \"MX\"\nhealth = "),
+        "record_type",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!("fleet.toml:{line}: route53.record_type: \"MX\""))
+            && e.contains("; use \"A\", \"AAAA\" or \"CNAME\""),
+        "{e}"
+    );
+
+    // control-plane health without a health check: at the Region's table.
+    let (text, line) = with_route53(
+        &ROUTE53.replace("health_check_id = \"hc-euw1\"\n", ""),
+        "set_identifier = \"euw1\"",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{line}: route53.regions.eu-west-1.health_check_id: missing"
+        )),
+        "{e}"
+    );
+
+    let (text, line) = with_route53(&ROUTE53.replace("\"euw1\"", "\"use1\""), "\"use1\"");
+    let e = error_of(&text);
+    // BTreeMap order: eu-west-1 takes "use1" first, us-east-1 is the duplicate.
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{}: route53.regions.us-east-1.set_identifier: \"use1\" is also eu-west-1's",
+            line
+        )),
+        "{e}"
+    );
+
+    let no_regions = ROUTE53.split("\n[route53.regions").next().unwrap();
+    let (text, line) = with_route53(no_regions, "[route53]");
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!("fleet.toml:{line}: route53.regions: empty; add")),
+        "{e}"
+    );
+
+    let (text, line) = with_route53(
+        &ROUTE53.replace("health = \"control-plane\"", "metric_namespace = \" \""),
+        "metric_namespace",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{line}: route53.metric_namespace: empty"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn url_errors_do_not_echo_credentials() {
+    let text = EXAMPLE.replace(
+        "https://euw1.example.com/status",
+        "https://user:hunter2-password@ /status",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.contains("regions[1].status_url") && e.contains("***@"),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
+}

@@ -1,0 +1,178 @@
+//! Checks of the fleet file that serde's types cannot express: names, URLs, limits, references
+//! between sections, the `[route53]` section. They run once, when the file loads, and stop at
+//! the first problem with its key and line, so what `vantage check-config` accepts is what
+//! agents and the aggregator start with.
+
+use super::{redact_userinfo, ConfigError, ConfigText, FleetConfig, Located, Problem};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+impl FleetConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let name = self.fleet.name.get_ref();
+        if !valid_name(name) {
+            return Err(self.invalid(
+                &self.fleet.name,
+                "fleet.name",
+                "use letters, digits, '-', '_' and '.', 1 to 64 characters",
+            ));
+        }
+        if let Some(p) = &self.fleet.histogram_precision {
+            if !(1..=5).contains(p.get_ref()) {
+                return Err(self.invalid(
+                    p,
+                    "fleet.histogram_precision",
+                    "must be 1..=5 (3 is the usual)",
+                ));
+            }
+        }
+        if let Some(d) = self.fleet.report_interval {
+            if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(300) {
+                // A duration keeps no span; the key's line is the place.
+                return Err(self.place(Problem::key(
+                    "fleet.report_interval",
+                    "must be between 1s and 5m",
+                )));
+            }
+        }
+        check_url(self, &self.global.url, "global.url")?;
+        check_url(self, &self.aggregator.url, "aggregator.url")?;
+        if self.regions.is_empty() {
+            return Err(self.section_error(
+                "regions",
+                "add at least one [[regions]] entry with name and status_url",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let key = format!("regions[{i}].name");
+            if !valid_name(r.name.get_ref()) {
+                return Err(self.invalid(&r.name, &key, "use a Region code like us-east-1"));
+            }
+            if !seen.insert(r.name.get_ref().clone()) {
+                return Err(self.invalid(
+                    &r.name,
+                    &key,
+                    format!("Region {:?} is listed twice", r.name.get_ref()),
+                ));
+            }
+            check_url(self, &r.status_url, &format!("regions[{i}].status_url"))?;
+            if let Some(d) = &r.deep_url {
+                check_url(self, d, &format!("regions[{i}].deep_url"))?;
+            }
+        }
+        if self.vantages.is_empty() {
+            return Err(self.section_error(
+                "vantages",
+                "add at least one [[vantages]] entry with the region the agent runs in",
+            ));
+        }
+        let mut vantages = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for (i, v) in self.vantages.iter().enumerate() {
+            let key = format!("vantages[{i}].region");
+            if !valid_name(v.region.get_ref()) {
+                return Err(self.invalid(&v.region, &key, "use a Region code like eu-west-1"));
+            }
+            if !vantages.insert(v.region.get_ref().clone()) {
+                return Err(self.invalid(
+                    &v.region,
+                    &key,
+                    format!("vantage {:?} is listed twice", v.region.get_ref()),
+                ));
+            }
+            if let Some(id) = &v.agent_id {
+                if !valid_name(id.get_ref()) {
+                    return Err(self.invalid(
+                        id,
+                        &format!("vantages[{i}].agent_id"),
+                        "use letters, digits, '-', '_' and '.'",
+                    ));
+                }
+            }
+            if !ids.insert(v.agent_id()) {
+                return Err(self.invalid(
+                    &v.region,
+                    &key,
+                    format!("agent id {:?} is used twice", v.agent_id()),
+                ));
+            }
+        }
+        if self.agents.auth.key_id.get_ref().is_empty() {
+            return Err(self.invalid(
+                &self.agents.auth.key_id,
+                "agents.auth.key_id",
+                "must not be empty",
+            ));
+        }
+        for t in self.targets() {
+            if let Some(interval) = t.settings.interval {
+                if interval.0 < Duration::from_millis(100) {
+                    return Err(self.invalid(
+                        &t.url,
+                        &t.url_key,
+                        format!(
+                            "probe interval of {} is {:?}; the minimum is 100ms",
+                            t.id, interval.0
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(route53) = &self.route53 {
+            route53.settings().map_err(|p| self.place(p))?;
+        }
+        Ok(())
+    }
+
+    /// A section's problem, on its value's line or else its key's.
+    fn place(&self, problem: Problem) -> ConfigError {
+        ConfigText::new(&self.source, &self.origin).place(problem)
+    }
+
+    fn section_error(&self, key: &str, message: &str) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            line: 1,
+            key: key.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn check_url(config: &FleetConfig, url: &Located<String>, key: &str) -> Result<(), ConfigError> {
+    let text = url.get_ref();
+    let (scheme, rest) = text.split_once("://").ok_or_else(|| {
+        config.invalid(
+            url,
+            key,
+            format!(
+                "{:?} is not an absolute URL; write it like https://api.example.com/status",
+                redact_userinfo(text)
+            ),
+        )
+    })?;
+    if scheme != "http" && scheme != "https" {
+        return Err(config.invalid(
+            url,
+            key,
+            format!("scheme {scheme:?} is not supported; use https:// (or http://)"),
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(config.invalid(
+            url,
+            key,
+            format!("{:?} has no host or contains spaces", redact_userinfo(text)),
+        ));
+    }
+    Ok(())
+}
