@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use vantage_protocol::auth::check_key;
-use vantage_protocol::config::{ConfigError, FleetConfig, KeySource};
+use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource};
 
 /// Default evaluation period (or the report interval, if shorter). The default window is three
 /// report intervals.
@@ -46,19 +46,7 @@ pub struct AggregatorConfig {
 }
 
 fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
-    // Numbers carry no span; point at the first line that names the key.
-    let leaf = key.rsplit('.').next().unwrap_or(key);
-    let line = fleet
-        .source
-        .lines()
-        .position(|l| l.trim_start().starts_with(leaf))
-        .map_or(1, |i| i + 1);
-    ConfigError::Invalid {
-        origin: fleet.origin.clone(),
-        line,
-        key: key.to_owned(),
-        message: message.into(),
-    }
+    ConfigText::new(&fleet.source, &fleet.origin).invalid_key(key, message)
 }
 
 fn fraction(
