@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
-use vantage_aggregator::backend::route53::{Route53Backend, Route53Config};
-use vantage_aggregator::backend::{Backend, DryRun};
+use vantage_aggregator::backend::{AnyBackend, Backend};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
 use vantage_aggregator::service::{self, Aggregator};
 use vantage_protocol::config::FleetConfig;
@@ -34,13 +33,6 @@ fn load(
     Ok(c)
 }
 
-async fn route53(config: &AggregatorConfig) -> anyhow::Result<Route53Backend> {
-    let section = config.fleet.route53.as_ref().expect("checked when loading");
-    let r53 = Route53Config::from_section(section)?;
-    let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
-    Ok(Route53Backend::connect(r53, endpoint, section.aws_region.clone()).await?)
-}
-
 fn decision_log(path: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
     if path == "-" {
         return Ok(Box::new(std::io::stdout()));
@@ -65,12 +57,9 @@ pub async fn run(args: AggregatorArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let result = match config.backend {
-        BackendKind::DryRun => serve(config, DryRun::new(), &args).await,
-        BackendKind::Route53 => match route53(&config).await {
-            Ok(backend) => serve(config, backend, &args).await,
-            Err(e) => Err(e),
-        },
+    let result = match AnyBackend::from_config(&config).await {
+        Ok(backend) => serve(config, backend, &args).await,
+        Err(e) => Err(e.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,12 +127,9 @@ pub async fn plan(args: PlanArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let result = match config.backend {
-        BackendKind::DryRun => print_plan(config, DryRun::new()).await,
-        BackendKind::Route53 => match route53(&config).await {
-            Ok(b) => print_plan(config, b).await,
-            Err(e) => Err(e),
-        },
+    let result = match AnyBackend::from_config(&config).await {
+        Ok(backend) => print_plan(config, backend).await,
+        Err(e) => Err(e.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,13 +5,18 @@
 //! - [`DryRun`]: the embedded default. Keeps the "applied" state in memory and logs the plan.
 //! - `route53` ([`route53`]): weighted records and health (CloudWatch metric for a
 //!   CLOUDWATCH_METRIC health check, or a forced CALCULATED health check) through the AWS SDK.
+//! - [`AnyBackend`]: whichever of the two the configuration names, as one type.
 
+mod any;
 pub mod route53;
+
+pub use any::AnyBackend;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
+use vantage_runtime::sync::lock;
 
 /// What one Region should look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,10 +156,7 @@ impl DryRun {
 
     /// Every change applied so far, in order.
     pub fn applied(&self) -> Vec<Change> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.applied).clone()
     }
 }
 
@@ -164,11 +166,11 @@ impl Backend for DryRun {
     }
 
     async fn observe(&self) -> Result<ObservedState, BackendError> {
-        Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Ok(lock(&self.state).clone())
     }
 
     async fn apply(&self, changes: &[Change], _desired: &DesiredState) -> Result<(), BackendError> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&self.state);
         for c in changes {
             tracing::info!(backend = "dry-run", "plan: {c}");
             let entry = state.entry(c.region().to_owned()).or_default();
@@ -177,10 +179,7 @@ impl Backend for DryRun {
                 Change::Weight { to, .. } => entry.weight = Some(*to),
             }
         }
-        self.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(changes.iter().cloned());
+        lock(&self.applied).extend(changes.iter().cloned());
         Ok(())
     }
 }

@@ -1,0 +1,113 @@
+//! The backend the configuration names, as one type: `vantage aggregator` and `vantage plan`
+//! both build it from the loaded [`AggregatorConfig`], so choosing and connecting a backend is
+//! written once and the service stays generic over [`Backend`] without a second code path per
+//! backend.
+
+use super::route53::{Route53Backend, Route53Config};
+use super::{Backend, BackendError, Change, DesiredState, DryRun, ObservedState};
+use crate::config::{AggregatorConfig, BackendKind};
+
+/// Either backend, dispatching every [`Backend`] call to the one inside.
+#[derive(Debug)]
+pub enum AnyBackend {
+    DryRun(DryRun),
+    Route53(Route53Backend),
+}
+
+impl AnyBackend {
+    /// The backend `config.backend` names. Route 53 is connected from the fleet file's
+    /// `[route53]` section (endpoint and AWS Region included) and its shape verified, so a
+    /// missing record or health check stops start-up rather than the first pass.
+    pub async fn from_config(config: &AggregatorConfig) -> Result<Self, BackendError> {
+        match config.backend {
+            BackendKind::DryRun => Ok(AnyBackend::DryRun(DryRun::new())),
+            BackendKind::Route53 => {
+                let section = config.fleet.route53.as_ref().ok_or_else(|| {
+                    BackendError::Config("backend \"route53\" needs a [route53] section".into())
+                })?;
+                let r53 = Route53Config::from_section(section)?;
+                let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
+                let backend =
+                    Route53Backend::connect(r53, endpoint, section.aws_region.clone()).await?;
+                Ok(AnyBackend::Route53(backend))
+            }
+        }
+    }
+}
+
+impl Backend for AnyBackend {
+    fn name(&self) -> &'static str {
+        match self {
+            AnyBackend::DryRun(b) => b.name(),
+            AnyBackend::Route53(b) => b.name(),
+        }
+    }
+
+    async fn observe(&self) -> Result<ObservedState, BackendError> {
+        match self {
+            AnyBackend::DryRun(b) => b.observe().await,
+            AnyBackend::Route53(b) => b.observe().await,
+        }
+    }
+
+    async fn apply(&self, changes: &[Change], desired: &DesiredState) -> Result<(), BackendError> {
+        match self {
+            AnyBackend::DryRun(b) => b.apply(changes, desired).await,
+            AnyBackend::Route53(b) => b.apply(changes, desired).await,
+        }
+    }
+
+    async fn heartbeat(&self, desired: &DesiredState) -> Result<(), BackendError> {
+        match self {
+            AnyBackend::DryRun(b) => b.heartbeat(desired).await,
+            AnyBackend::Route53(b) => b.heartbeat(desired).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_protocol::config::FleetConfig;
+
+    fn config() -> AggregatorConfig {
+        // A key file of our own: the variable named first is never set, and no test shares it.
+        let key = std::env::temp_dir().join(format!("vantage-any-{}.key", std::process::id()));
+        std::fs::write(&key, "k".repeat(32)).unwrap();
+        let text = format!(
+            r#"
+[fleet]
+name = "orders-api"
+[global]
+url = "https://api.example.com/status"
+[aggregator]
+url = "http://127.0.0.1:1"
+[agents.auth]
+key_id = "k1"
+key_env = "VANTAGE_TEST_ANY_BACKEND_UNSET"
+key_file = {key:?}
+[[regions]]
+name = "eu-west-1"
+status_url = "https://eu-west-1.example.com/status"
+[[vantages]]
+region = "eu-west-1"
+"#
+        );
+        let fleet = FleetConfig::parse(&text, "test fleet").unwrap();
+        let config = AggregatorConfig::from_fleet(fleet).unwrap();
+        let _ = std::fs::remove_file(&key);
+        config
+    }
+
+    #[tokio::test]
+    async fn the_configured_backend_is_built() {
+        let mut c = config();
+        let backend = AnyBackend::from_config(&c).await.unwrap();
+        assert!(matches!(backend, AnyBackend::DryRun(_)));
+        assert_eq!(backend.name(), "dry-run");
+        // Only reachable by building the config by hand: the fleet loader refuses it first.
+        c.backend = BackendKind::Route53;
+        let err = AnyBackend::from_config(&c).await.unwrap_err();
+        assert!(matches!(err, BackendError::Config(_)), "{err}");
+    }
+}

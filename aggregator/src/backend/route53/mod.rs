@@ -1,0 +1,327 @@
+//! The Route 53 backend: makes one weighted record set and each Region's health signal agree
+//! with the desired state through the AWS SDK, with every retry our own (jittered, bounded and
+//! counted in `vantage_route53_retries_total`). `config` says what is driven; `records` moves
+//! the weights (one UPSERT batch, then INSYNC); health goes through `data_plane` (a CloudWatch
+//! metric behind a CLOUDWATCH_METRIC health check, the default) or `control_plane` (forced
+//! CALCULATED health checks); `retry` wraps every call and `sdk` sets up the clients; this
+//! module wires them into one [`Backend`].
+
+mod config;
+mod control_plane;
+mod data_plane;
+mod records;
+mod retry;
+mod sdk;
+
+pub use config::{
+    HealthMode, RegionRecord, Route53Config, DEFAULT_METRIC_NAME, DEFAULT_METRIC_NAMESPACE,
+};
+pub use data_plane::REGION_DIMENSION;
+pub use retry::RetryPolicy;
+pub use sdk::sdk_loader;
+
+use super::{Backend, BackendError, Change, DesiredState, ObservedRegion, ObservedState};
+use aws_sdk_cloudwatch as cloudwatch;
+use aws_sdk_route53 as route53;
+use retry::describe;
+use route53::error::ProvideErrorMetadata;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counter of retried AWS calls, labelled by `operation` (the AWS API name).
+pub const RETRIES_METRIC: &str = "vantage_route53_retries_total";
+/// Histogram of the time from ChangeResourceRecordSets to INSYNC.
+pub const INSYNC_METRIC: &str = "vantage_route53_change_insync_seconds";
+
+/// The Route 53 + CloudWatch backend. Cheap to clone (the clients are shared).
+#[derive(Clone)]
+pub struct Route53Backend {
+    inner: Arc<Inner>,
+}
+
+/// What every clone shares; the per-concern modules add their methods to it.
+struct Inner {
+    route53: route53::Client,
+    cloudwatch: cloudwatch::Client,
+    config: Route53Config,
+    /// Write attempts sent (ChangeResourceRecordSets, UpdateHealthCheck, PutMetricData), so
+    /// tests can prove that a pass with nothing to do writes nothing.
+    writes: AtomicU64,
+}
+
+impl std::fmt::Debug for Route53Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route53Backend")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route53Backend {
+    /// Loads the SDK configuration ([`sdk_loader`]) and connects ([`Self::connect_with`]).
+    pub async fn connect(
+        config: Route53Config,
+        endpoint_url: Option<String>,
+        aws_region: Option<String>,
+    ) -> Result<Self, BackendError> {
+        let sdk = sdk_loader(endpoint_url.as_deref(), aws_region.as_deref())
+            .load()
+            .await;
+        Self::connect_with(&sdk, config).await
+    }
+
+    /// Builds the clients from `sdk` and verifies that Route 53 is shaped as configured: every
+    /// Region's weighted record exists (and, in control-plane mode, is guarded by its CALCULATED
+    /// health check, which must exist). Anything missing is a [`BackendError::Shape`] naming it.
+    pub async fn connect_with(
+        sdk: &aws_config::SdkConfig,
+        config: Route53Config,
+    ) -> Result<Self, BackendError> {
+        let backend = Self::from_clients(
+            route53::Client::new(sdk),
+            cloudwatch::Client::new(sdk),
+            config,
+        );
+        backend.verify_shape().await?;
+        Ok(backend)
+    }
+
+    /// Wraps existing clients without verifying anything (tests with aws-smithy-mocks). SDK
+    /// retries are switched off on both so that every retry is the backend's own.
+    pub fn from_clients(
+        route53: route53::Client,
+        cloudwatch: cloudwatch::Client,
+        config: Route53Config,
+    ) -> Self {
+        let route53 = route53::Client::from_conf(
+            route53
+                .config()
+                .to_builder()
+                .retry_config(route53::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        let cloudwatch = cloudwatch::Client::from_conf(
+            cloudwatch
+                .config()
+                .to_builder()
+                .retry_config(cloudwatch::config::retry::RetryConfig::disabled())
+                .build(),
+        );
+        Route53Backend {
+            inner: Arc::new(Inner {
+                route53,
+                cloudwatch,
+                config,
+                writes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Route53Config {
+        &self.inner.config
+    }
+
+    /// Write attempts sent so far (retries included).
+    pub fn write_calls(&self) -> u64 {
+        self.inner.writes.load(Ordering::Relaxed)
+    }
+
+    /// Checks records and health checks; see [`Self::connect_with`].
+    pub async fn verify_shape(&self) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let records = inner.weighted_records().await.map_err(|e| {
+            if e.code() == Some("NoSuchHostedZone") {
+                BackendError::Shape(
+                    format!("hosted zone {}", config.hosted_zone_id),
+                    describe(&e),
+                )
+            } else {
+                BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
+            }
+        })?;
+        for (region, want) in &config.regions {
+            let what = inner.record_label(region, want);
+            let Some(record) = records.get(&want.set_identifier) else {
+                return Err(BackendError::Shape(
+                    what,
+                    format!("no such record in hosted zone {}", config.hosted_zone_id),
+                ));
+            };
+            if record.weight.is_none() {
+                return Err(BackendError::Shape(
+                    what,
+                    "it is not a weighted record (no Weight)".into(),
+                ));
+            }
+            match (&config.health, &want.health_check_id) {
+                (HealthMode::ControlPlane, Some(check))
+                    if record.health_check_id.as_deref() != Some(check.as_str()) =>
+                {
+                    return Err(BackendError::Shape(
+                        what,
+                        format!(
+                            "it is guarded by health check {}, not {check}: forcing {check} would not move traffic",
+                            record.health_check_id.as_deref().unwrap_or("(none)")
+                        ),
+                    ));
+                }
+                (HealthMode::DataPlane { .. }, _) if record.health_check_id.is_none() => {
+                    tracing::warn!(
+                        record = %what,
+                        "record has no health check: the published health metric cannot take it out; only weights will move traffic"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if config.health == HealthMode::ControlPlane {
+            inner.verify_calculated_checks().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Route53Backend {
+    fn name(&self) -> &'static str {
+        "route53"
+    }
+
+    async fn observe(&self) -> Result<ObservedState, BackendError> {
+        let inner = &self.inner;
+        let records = inner.weighted_records().await.map_err(|e| {
+            BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
+        })?;
+        let health = match &inner.config.health {
+            HealthMode::ControlPlane => self.observe_calculated().await?,
+            HealthMode::DataPlane {
+                namespace,
+                metric_name,
+            } => inner.observe_metric(namespace, metric_name).await,
+        };
+        let mut state = ObservedState::new();
+        for (region, want) in &inner.config.regions {
+            let weight = match records.get(&want.set_identifier) {
+                Some(record) => record.weight.and_then(|w| u8::try_from(w).ok()),
+                None => {
+                    // Not an error here: health can still be driven; the weight write will
+                    // report the missing record as a Shape error.
+                    tracing::warn!(record = %inner.record_label(region, want), "weighted record not found");
+                    None
+                }
+            };
+            state.insert(
+                region.clone(),
+                ObservedRegion {
+                    in_service: health.get(region).copied().flatten(),
+                    weight,
+                },
+            );
+        }
+        Ok(state)
+    }
+
+    async fn apply(&self, changes: &[Change], _desired: &DesiredState) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        for c in changes {
+            if !inner.config.regions.contains_key(c.region()) {
+                return Err(BackendError::Config(format!(
+                    "{c}: Region {} has no [route53.regions.{}] entry",
+                    c.region(),
+                    c.region()
+                )));
+            }
+        }
+        // Every change is attempted even when an earlier one failed: taking one Region out must
+        // not wait on another Region's broken health check. The first error is returned.
+        let mut errors = Vec::new();
+        let health: Vec<(&str, bool)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Health { region, in_service } => Some((region.as_str(), *in_service)),
+                Change::Weight { .. } => None,
+            })
+            .collect();
+        match &inner.config.health {
+            HealthMode::ControlPlane => {
+                for (region, in_service) in &health {
+                    if let Err(e) = inner.force_health(region, *in_service).await {
+                        errors.push(e);
+                    }
+                }
+            }
+            HealthMode::DataPlane {
+                namespace,
+                metric_name,
+            } if !health.is_empty() => {
+                if let Err(e) = inner.put_health(namespace, metric_name, &health).await {
+                    let label = changes
+                        .iter()
+                        .filter(|c| matches!(c, Change::Health { .. }))
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    errors.push(BackendError::Apply {
+                        change: label,
+                        message: format!("PutMetricData: {e}"),
+                    });
+                }
+            }
+            HealthMode::DataPlane { .. } => {}
+        }
+        let weights: Vec<(&Change, &str, u8)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Weight { region, to, .. } => Some((c, region.as_str(), *to)),
+                Change::Health { .. } => None,
+            })
+            .collect();
+        if !weights.is_empty() {
+            if let Err(e) = inner.apply_weights(&weights).await {
+                errors.push(e);
+            }
+        }
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => {
+                for other in errors {
+                    tracing::error!(backend = "route53", "{other}");
+                }
+                Err(first)
+            }
+        }
+    }
+
+    async fn heartbeat(&self, desired: &DesiredState) -> Result<(), BackendError> {
+        let inner = &self.inner;
+        let HealthMode::DataPlane {
+            namespace,
+            metric_name,
+        } = &inner.config.health
+        else {
+            return Ok(());
+        };
+        let values: Vec<(&str, bool)> = desired
+            .iter()
+            .filter(|(region, _)| inner.config.regions.contains_key(region.as_str()))
+            .map(|(region, want)| (region.as_str(), want.in_service))
+            .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
+        inner
+            .put_health(namespace, metric_name, &values)
+            .await
+            .map_err(|message| BackendError::Apply {
+                change: "health heartbeat".into(),
+                message: format!("PutMetricData: {message}"),
+            })
+    }
+}
+
+impl Inner {
+    fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
