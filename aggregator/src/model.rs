@@ -165,8 +165,34 @@ pub struct RegionDecision {
     pub vantages: BTreeMap<String, Verdict>,
     pub in_service: bool,
     pub weight: u8,
+    /// The rule that settled `in_service`; `reason` tells the same in words, with the figures.
+    pub cause: Cause,
     /// Why: which vantages, what figures, which rule held or changed it.
     pub reason: String,
+}
+
+/// Which rule settled a Region in one evaluation: the typed counterpart of the reason text,
+/// for code and dashboards that must not parse prose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// No rule asked for a change: the streaks are below their thresholds (or the verdict is
+    /// unknown), so the Region stays as it was.
+    Steady,
+    /// Taken out: down by quorum for `fail_after` consecutive evaluations.
+    QuorumDown,
+    /// Put back: up for `recover_after` consecutive evaluations, flap penalty low enough.
+    Recovered,
+    /// Would be put back, but held out while the flap penalty is above `flap_suppress`.
+    FlapSuppressed,
+    /// A transition held back because automation is frozen.
+    Frozen,
+    /// A transition held back by `max_changes`.
+    ChangeLimit,
+    /// Kept in, or put back, so that at least `min_healthy` Regions stay in service.
+    FailOpen,
+    /// A manual pin decided, whatever the measurements say.
+    Pinned,
 }
 
 /// A Region going out of or back into service.
@@ -174,6 +200,8 @@ pub struct RegionDecision {
 pub struct Transition {
     pub region: String,
     pub in_service: bool,
+    /// One of `QuorumDown`, `Recovered`, `FailOpen` (always a put-back) or `Pinned`.
+    pub cause: Cause,
     pub reason: String,
 }
 
