@@ -317,21 +317,7 @@ pub fn find_in_chain<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static))
     None
 }
 
-/// An error and its sources, "outer: inner: innermost", without repeating a message the text
-/// already holds (many wrappers display their source themselves).
-pub fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(source) = next {
-        let part = source.to_string();
-        if !part.is_empty() && !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = source.source();
-    }
-    text
-}
+pub use vantage_runtime::errors::chain;
 
 /// The query parameters of `url` named in `keys` (percent-decoded, in order), and the URL
 /// without them; every other parameter is left exactly as written.
