@@ -5,10 +5,23 @@
 //! - [`decide`]: the pure decision function (quorum, hysteresis, flap damping, safety rules,
 //!   weights); no clock, no I/O.
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
+//! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
+//! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
+//! - [`ingest`]: one report in: auth, size cap, validation, deduplication, merge.
+//! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
+//! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
+//! - `persist`: the state file that carries decisions and overrides across restarts.
+//! - [`api`]: the HTTP API on axum: reports, state, overrides.
+//! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
 
+pub mod api;
 pub mod backend;
 pub mod config;
 pub mod decide;
+pub mod evaluate;
+pub mod ingest;
 pub mod model;
+mod persist;
+pub mod reconcile;
 pub mod service;
 pub mod window;

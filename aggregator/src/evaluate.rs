@@ -1,0 +1,236 @@
+//! The evaluation loop: every `evaluate_every` (and at once when overrides change) the window's
+//! observations go through [`crate::decide::evaluate`] to a decision, the decision is
+//! reconciled, and its transitions, alerts and applied changes go to the decision log and the
+//! metrics before the new state is persisted and published as the [`Snapshot`] that
+//! `GET /v1/state` serves. Time is an argument everywhere below the loop, so tests drive
+//! evaluations at chosen instants.
+
+use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
+use crate::decide;
+use crate::model::{Decision, ModelState, Overrides, RegionObservation};
+use crate::persist::{self, Persisted};
+use crate::reconcile::{desired_of, reconcile, ReconcileResult};
+use crate::service::{lock, names, unix_ms, Aggregator};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// The last evaluation, as `GET /v1/state` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub at_ms: u64,
+    pub backend: &'static str,
+    pub decision: Decision,
+    pub overrides: Overrides,
+    /// Which Region answered the global endpoint's probes in the window.
+    pub global_traffic: BTreeMap<String, u64>,
+    pub reconcile: ReconcileResult,
+}
+
+/// What the window says at one instant: the decision and what it was made from. Nothing has
+/// been applied or stored yet.
+struct Evaluation {
+    /// The decision core's state after this evaluation, to keep if the decision is acted on.
+    next_state: ModelState,
+    decision: Decision,
+    /// Which Region answered the global endpoint's probes in the window, with counts.
+    global_traffic: BTreeMap<String, u64>,
+    /// How many series the window holds (after pruning), for its gauge.
+    window_series: usize,
+    /// The overrides the decision honoured.
+    overrides: Overrides,
+}
+
+impl<B: Backend> Aggregator<B> {
+    /// The decision at `now` from the window, without changing anything but pruning the
+    /// window and the seen sequence numbers of intervals it no longer needs.
+    fn decide_now(&self, now_ms: u64) -> Evaluation {
+        let config = self.config();
+        let from_ms = self.window_start(now_ms);
+        let (observations, global_traffic, window_series) = {
+            let mut w = lock(&self.window);
+            // A margin of one interval before the window: any report ingest still takes as
+            // not stale finds its sequence number here, so a replay is refused, not merged twice.
+            let keep_from =
+                from_ms.saturating_sub(config.fleet.report_interval().as_millis() as u64);
+            w.prune(keep_from);
+            lock(&self.seen).prune(keep_from);
+            (
+                w.observations(
+                    &config.regions,
+                    from_ms,
+                    now_ms,
+                    config.latency_quantile,
+                    config.weight_quantile,
+                ),
+                w.global_traffic(from_ms, now_ms),
+                w.series(),
+            )
+        };
+        let overrides = self.overrides();
+        let previous = lock(&self.model).clone();
+        let (next_state, decision) = decide::evaluate(
+            &config.policy,
+            &config.weights,
+            &config.regions,
+            &previous,
+            &observations,
+            &overrides,
+            Duration::from_millis(now_ms),
+        );
+        Evaluation {
+            next_state,
+            decision,
+            global_traffic,
+            window_series,
+            overrides,
+        }
+    }
+
+    /// Start of the window at `now_ms`. The interval in progress has not been reported yet,
+    /// so the window reaches one interval further back: it always holds `window` worth of
+    /// reported intervals.
+    fn window_start(&self, now_ms: u64) -> u64 {
+        let interval_ms = self.config().fleet.report_interval().as_millis() as u64;
+        // +1: an interval starting exactly `window + interval` ago ended a whole window ago.
+        (now_ms + 1).saturating_sub(self.config().window.as_millis() as u64 + interval_ms)
+    }
+
+    /// Each vantage's view of each Region over the window ending at `now`, with latency at the
+    /// given quantiles (the demo's live view; the decisions use the configured ones).
+    pub fn window_view(
+        &self,
+        now: SystemTime,
+        limit_q: f64,
+        weight_q: f64,
+    ) -> Vec<RegionObservation> {
+        let now_ms = unix_ms(now);
+        let from_ms = self.window_start(now_ms);
+        lock(&self.window).observations(&self.config().regions, from_ms, now_ms, limit_q, weight_q)
+    }
+
+    /// What the reconciler would change right now: the desired state and the writes, without
+    /// applying them or advancing any state.
+    pub async fn plan_now(
+        &self,
+        now: SystemTime,
+    ) -> Result<(DesiredState, Vec<Change>), BackendError> {
+        let decision = self.decide_now(unix_ms(now)).decision;
+        let desired = desired_of(&decision);
+        let observed = self.backend().observe().await?;
+        let changes = plan(&desired, &observed);
+        Ok((desired, changes))
+    }
+
+    /// One evaluation and reconcile pass at `now`.
+    pub async fn evaluate(&self, now: SystemTime) -> Snapshot {
+        let now_ms = unix_ms(now);
+        let Evaluation {
+            next_state,
+            decision,
+            global_traffic,
+            window_series,
+            overrides,
+        } = self.decide_now(now_ms);
+        *lock(&self.model) = next_state.clone();
+        let desired = desired_of(&decision);
+        let reconcile = reconcile(self.backend(), &desired).await;
+
+        self.log_decision(now_ms, &decision, &reconcile);
+        self.record_metrics(&decision, &global_traffic, window_series);
+
+        if let Some(path) = &self.config().state_file {
+            let persisted = Persisted {
+                model: next_state,
+                overrides: overrides.clone(),
+            };
+            if let Err(e) = persist::save(path, &persisted) {
+                tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");
+            }
+        }
+        let snapshot = Snapshot {
+            at_ms: now_ms,
+            backend: self.backend().name(),
+            decision,
+            overrides,
+            global_traffic,
+            reconcile,
+        };
+        *lock(&self.last) = Some(snapshot.clone());
+        snapshot
+    }
+
+    /// Transitions, alerts and applied (or failed) plans: counted, and one decision-log line each.
+    fn log_decision(&self, now_ms: u64, decision: &Decision, reconcile: &ReconcileResult) {
+        for t in &decision.transitions {
+            let direction = if t.in_service { "in" } else { "out" };
+            metrics::counter!(names::REGION_TRANSITIONS_TOTAL, "region" => t.region.clone(), "direction" => direction).increment(1);
+            self.log_event(serde_json::json!({
+                "event": if t.in_service { "region_in" } else { "region_out" },
+                "at_ms": now_ms, "region": t.region, "reason": t.reason,
+            }));
+        }
+        for a in &decision.alerts {
+            metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind)).increment(1);
+            self.log_event(serde_json::json!({
+                "event": "alert", "at_ms": now_ms, "kind": a.kind, "region": a.region, "reason": a.message,
+            }));
+        }
+        if !reconcile.changes.is_empty() || reconcile.error.is_some() {
+            self.log_event(serde_json::json!({
+                "event": if reconcile.ok { "plan_applied" } else { "plan_failed" },
+                "at_ms": now_ms, "backend": self.backend().name(),
+                "changes": reconcile.changes, "error": reconcile.error,
+                "reason": decision.regions.iter()
+                    .filter(|r| reconcile.changes.iter().any(|c| c.region() == r.region))
+                    .map(|r| (r.region.clone(), r.reason.clone()))
+                    .collect::<BTreeMap<_, _>>(),
+            }));
+        }
+    }
+
+    /// The per-Region gauges: in service, weight, share of the global endpoint's traffic.
+    fn record_metrics(
+        &self,
+        decision: &Decision,
+        global_traffic: &BTreeMap<String, u64>,
+        window_series: usize,
+    ) {
+        for r in &decision.regions {
+            metrics::gauge!(names::REGION_IN_SERVICE, "region" => r.region.clone())
+                .set(if r.in_service { 1.0 } else { 0.0 });
+            metrics::gauge!(names::REGION_WEIGHT, "region" => r.region.clone())
+                .set(f64::from(r.weight));
+        }
+        let answered: u64 = global_traffic.values().sum();
+        for region in &self.config().regions {
+            let share = if answered == 0 {
+                0.0
+            } else {
+                global_traffic.get(region).copied().unwrap_or(0) as f64 / answered as f64
+            };
+            metrics::gauge!(names::GLOBAL_TRAFFIC_SHARE, "region" => region.clone()).set(share);
+        }
+        metrics::gauge!(names::WINDOW_SERIES).set(window_series as f64);
+    }
+
+    /// Evaluates every `evaluate_every` (and at once when overrides change) until `stop`.
+    pub async fn run_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config().evaluate_every);
+        // A slow reconcile must not be followed by a burst of catch-up evaluations.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => break,
+            }
+            if *stop.borrow() {
+                break;
+            }
+            self.evaluate(SystemTime::now()).await;
+        }
+    }
+}
