@@ -169,7 +169,7 @@ impl<B: Backend> Aggregator<B> {
             metrics::counter!(names::REGION_TRANSITIONS_TOTAL, "region" => t.region.clone(), "direction" => direction).increment(1);
             self.log_event(serde_json::json!({
                 "event": if t.in_service { "region_in" } else { "region_out" },
-                "at_ms": now_ms, "region": t.region, "reason": t.reason,
+                "at_ms": now_ms, "region": t.region, "cause": t.cause, "reason": t.reason,
             }));
         }
         for a in &decision.alerts {

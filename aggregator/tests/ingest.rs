@@ -374,6 +374,7 @@ async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it
         .find(|e| e["event"] == "region_out")
         .expect("region_out logged");
     assert_eq!(out["region"], "us-east-1");
+    assert_eq!(out["cause"], "quorum_down", "{out}");
     assert!(out["reason"].as_str().unwrap().contains("quorum"), "{out}");
     assert!(events.iter().any(|e| e["event"] == "plan_applied"));
 
