@@ -3,11 +3,12 @@
 //! with the key (and the line where the file records one).
 
 use crate::model::{Policy, Quorum, WeightPolicy};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 use vantage_protocol::auth::check_key;
-use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource};
+use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource, TargetKind};
+use vantage_protocol::sparse::Shape;
 
 /// Default evaluation period (or the report interval, if shorter). The default window is three
 /// report intervals.
@@ -34,6 +35,12 @@ pub struct AggregatorConfig {
     pub state_file: Option<PathBuf>,
     /// Agent keys by key id.
     pub keys: HashMap<String, Vec<u8>>,
+    /// The vantages each key id may report for (`[aggregator.keys.<id>] vantages`).
+    pub key_vantages: HashMap<String, BTreeSet<String>>,
+    /// Every target a report may carry, by id: its kind and Region.
+    pub targets: HashMap<String, (TargetKind, Option<String>)>,
+    /// Bounds and precision of every histogram in a report.
+    pub histogram_shape: Shape,
     pub max_report_bytes: u64,
     /// Key ids allowed to post overrides (loopback callers always may).
     pub override_key_ids: Vec<String>,
@@ -150,6 +157,7 @@ impl AggregatorConfig {
                         .unwrap_or_else(|| "VANTAGE_AGENT_KEY".into()),
                 ),
                 file: auth.key_file.clone(),
+                ..KeySource::default()
             };
             let id = auth.key_id.get_ref().clone();
             let key = load_key(&id, &source).map_err(|m| invalid(&fleet, "agents.auth", m))?;
@@ -174,6 +182,16 @@ impl AggregatorConfig {
             check_key(key)
                 .map_err(|e| invalid(&fleet, &format!("aggregator.keys.{id}"), e.to_string()))?;
         }
+
+        for warning in fleet.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let key_vantages = fleet.key_vantages().into_iter().collect();
+        let targets = fleet
+            .targets()
+            .into_iter()
+            .map(|t| (t.id, (t.kind, t.region)))
+            .collect();
 
         let p = &fleet.policy;
         let d = Policy::default();
@@ -234,6 +252,9 @@ impl AggregatorConfig {
             backend,
             state_file: a.state_file.clone(),
             keys,
+            key_vantages,
+            targets,
+            histogram_shape: Shape::latency(fleet.histogram_precision()),
             max_report_bytes: a.max_report_bytes.map_or(DEFAULT_MAX_REPORT_BYTES, |b| b.0),
             override_key_ids: a.override_key_ids.clone(),
             latency_quantile: fraction(

@@ -145,6 +145,7 @@ impl<B: Backend> Aggregator<B> {
             let persisted = Persisted {
                 model: next_state,
                 overrides: overrides.clone(),
+                highest_seq: lock(&self.seen).highest().clone(),
             };
             if let Err(e) = persist::save(path, &persisted) {
                 tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");

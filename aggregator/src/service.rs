@@ -48,6 +48,9 @@ pub struct Aggregator<B> {
     backend: B,
     pub(crate) window: Mutex<Window>,
     pub(crate) seen: Mutex<Seen>,
+    /// Report uploads between a plausible header check and the end of ingest: bounds the
+    /// bodies buffered (and decoded) at once before their signatures are known.
+    pub(crate) uploads: tokio::sync::Semaphore,
     pub(crate) model: Mutex<ModelState>,
     overrides: Mutex<Overrides>,
     pub(crate) last: Mutex<Option<Snapshot>>,
@@ -95,7 +98,8 @@ impl<B: Backend> Aggregator<B> {
         Ok(Aggregator {
             backend,
             window: Mutex::new(Window::new()),
-            seen: Mutex::new(Seen::default()),
+            seen: Mutex::new(Seen::restore(persisted.highest_seq)),
+            uploads: tokio::sync::Semaphore::new(crate::api::MAX_PENDING_UPLOADS),
             model: Mutex::new(persisted.model),
             overrides: Mutex::new(persisted.overrides),
             last: Mutex::new(None),
