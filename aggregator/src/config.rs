@@ -92,7 +92,7 @@ fn load_key(id: &str, source: &KeySource) -> Result<Vec<u8>, String> {
 
 impl AggregatorConfig {
     /// Checks the aggregator's sections. With no `[aggregator.keys]`, the agents' own key id and
-    /// key source (`[agents.auth]`) are accepted, so one shared key works out of the box.
+    /// key source (`[agents.auth]`) are accepted; the fleet file allows that for one vantage only.
     pub fn from_fleet(fleet: FleetConfig) -> Result<Self, ConfigError> {
         let a = &fleet.aggregator;
         let backend = match a.backend.as_ref().map(|b| b.get_ref().as_str()) {
