@@ -166,7 +166,12 @@ fn bearer_matches(headers: &HeaderMap, expected: &[u8]) -> bool {
 }
 
 /// One refused override: counted, logged with who and where from, answered with the reason.
-fn refuse_override(status: StatusCode, label: &'static str, peer: SocketAddr, reason: String) -> Response {
+fn refuse_override(
+    status: StatusCode,
+    label: &'static str,
+    peer: SocketAddr,
+    reason: String,
+) -> Response {
     metrics::counter!(names::OVERRIDES_TOTAL, "result" => label).increment(1);
     tracing::warn!(%peer, %status, reason, "override refused");
     json(status, serde_json::json!({"reason": reason}))

@@ -120,7 +120,9 @@ fn load_admin_keys(
             return Err(invalid(
                 fleet,
                 &key_name,
-                format!("holds the same key as agent key {agent:?}; give operators a key of their own"),
+                format!(
+                    "holds the same key as agent key {agent:?}; give operators a key of their own"
+                ),
             ));
         }
         admin.insert(id.clone(), Secret(key));

@@ -288,7 +288,8 @@ mod tests {
             Err(OverrideError::Replayed)
         ));
         // Past the memory no signature over it can still be valid: it is forgotten.
-        n.spend("aaaaaaaaaaaaaaaa", 1_000 + NONCE_MEMORY_MS).unwrap();
+        n.spend("aaaaaaaaaaaaaaaa", 1_000 + NONCE_MEMORY_MS)
+            .unwrap();
 
         let mut n = Nonces::default();
         for i in 0..MAX_NONCES {

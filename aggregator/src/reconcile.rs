@@ -166,7 +166,11 @@ mod tests {
         assert!(!r.ok);
         assert!(r.changes.is_empty());
         assert!(r.detail.as_deref().unwrap().contains("throttled"), "{r:?}");
-        assert_eq!(r.error.as_deref(), Some("apply_failed"), "the code, not the text");
+        assert_eq!(
+            r.error.as_deref(),
+            Some("apply_failed"),
+            "the code, not the text"
+        );
         assert_eq!(backend.heartbeats.load(Ordering::Relaxed), 0);
 
         // Nothing to write: the heartbeat still goes out.

@@ -151,15 +151,12 @@ impl BackendError {
 fn aws_code(text: &str) -> Option<&str> {
     let parts: Vec<&str> = text.splitn(5, ": ").collect();
     // The last part is message text whatever it looks like: a code is always followed by one.
-    parts[..parts.len() - 1]
-        .iter()
-        .copied()
-        .find(|p| {
-            (1..=64).contains(&p.len())
-                && p.starts_with(|c: char| c.is_ascii_uppercase())
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-                && !OPERATIONS.iter().any(|op| p.starts_with(op))
-        })
+    parts[..parts.len() - 1].iter().copied().find(|p| {
+        (1..=64).contains(&p.len())
+            && p.starts_with(|c: char| c.is_ascii_uppercase())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+            && !OPERATIONS.iter().any(|op| p.starts_with(op))
+    })
 }
 
 /// Where desired state is applied.
@@ -242,13 +239,19 @@ mod tests {
             "ListResourceRecordSets: AccessDenied: User: arn:aws:iam::123456789012:user/x is not authorized".into(),
         );
         assert_eq!(e.code(), "AccessDenied");
-        assert_eq!(apply("UpdateHealthCheck hc-1: Throttling: Rate exceeded").code(), "Throttling");
+        assert_eq!(
+            apply("UpdateHealthCheck hc-1: Throttling: Rate exceeded").code(),
+            "Throttling"
+        );
         assert_eq!(apply("Throttling: Rate exceeded").code(), "Throttling");
         assert_eq!(
             apply("GetChange C1: dispatch failure: io error: connection refused").code(),
             "apply_failed"
         );
-        assert_eq!(BackendError::Observe("GetHealthCheck task: panicked".into()).code(), "observe_failed");
+        assert_eq!(
+            BackendError::Observe("GetHealthCheck task: panicked".into()).code(),
+            "observe_failed"
+        );
         assert_eq!(BackendError::Config("x".into()).code(), "config");
         assert_eq!(BackendError::Shape("a".into(), "b".into()).code(), "shape");
     }

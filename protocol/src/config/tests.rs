@@ -280,8 +280,9 @@ fn control_path_mistakes_name_the_key_line_and_fix() {
     let (text, line) = with_aggregator("override_key_ids = [\"fleet-2026\"]\n", "override_key_ids");
     let e = error_of(&text);
     assert!(
-        e.starts_with(&format!("fleet.toml:{line}: aggregator.override_key_ids: was removed"))
-            && e.contains("[aggregator.admin_keys.<id>]"),
+        e.starts_with(&format!(
+            "fleet.toml:{line}: aggregator.override_key_ids: was removed"
+        )) && e.contains("[aggregator.admin_keys.<id>]"),
         "{e}"
     );
 
@@ -313,12 +314,18 @@ fn control_path_mistakes_name_the_key_line_and_fix() {
     let (text, line) = with_aggregator("[aggregator.admin_keys.ops]\n", "admin_keys.ops");
     let e = error_of(&text);
     assert!(
-        e.starts_with(&format!("fleet.toml:{line}: aggregator.admin_keys.ops: give env")),
+        e.starts_with(&format!(
+            "fleet.toml:{line}: aggregator.admin_keys.ops: give env"
+        )),
         "{e}"
     );
 
     let text = format!("{EXAMPLE}\n[policy]\nmin_healthy = 0\n");
-    let line = text.lines().position(|l| l.contains("min_healthy")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.contains("min_healthy"))
+        .unwrap()
+        + 1;
     let e = error_of(&text);
     assert!(
         e.starts_with(&format!("fleet.toml:{line}: policy.min_healthy: 0 would"))
