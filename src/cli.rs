@@ -58,8 +58,8 @@ enum Command {
     /// Print what the aggregator's reconciler would change right now.
     Plan(PlanArgs),
     /// Pin Regions up or down, or freeze automation: a request signed with an admin key.
-    #[command(after_help = OVERRIDE_HELP)]
-    Override(OverrideArgs),
+    #[command(after_help = override_cmd::OVERRIDE_HELP)]
+    Override(override_cmd::OverrideArgs),
     /// The whole fleet on this machine: simulated Regions, agents, the aggregator (dry-run) and
     /// faults you schedule; watch a failover from detection to traffic moving.
     #[command(after_help = DEMO_HELP)]
@@ -89,52 +89,6 @@ with a key in [aggregator.admin_keys], each with a fresh nonce; send them with
 The decision log (one JSON line per transition, applied change, override with the key that
 made it, and alert) goes to stdout unless --decision-log names a file. Backend dry-run (the
 default) plans and logs only.";
-
-const OVERRIDE_HELP: &str = "\
-Example: take eu-west-1 out by hand and hold automation while you investigate:
-  VANTAGE_ADMIN_KEY=$(cat ops-alice.key) vantage override --config fleet.toml \\
-      --key-id ops-alice --pin eu-west-1=down --freeze --reason 'INC-1234: bad deploy'
-and give it back to automation afterwards:
-  vantage override --config fleet.toml --key-id ops-alice --pin eu-west-1=clear --unfreeze
-The key id must be one of [aggregator.admin_keys] in the fleet file (agent keys are refused);
-the request carries a fresh nonce and is signed like agents' reports, so it cannot be replayed.
-Pins that leave fewer than policy.min_healthy Regions able to serve need --force, and raise an
-alert. Prints the aggregator's answer (the overrides now in force, or why it refused).
-Exit status: 0 applied, 1 refused or unreachable, 2 bad input.";
-
-#[derive(Args, Debug)]
-struct OverrideArgs {
-    /// Fleet file (TOML): the aggregator's URL, its Regions and admin key ids.
-    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
-    config: PathBuf,
-    /// Aggregator base URL (default: aggregator.url from the fleet file).
-    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
-    aggregator_url: Option<String>,
-    /// Extra CA certificates (PEM) for the aggregator's TLS.
-    #[arg(long, value_name = "FILE", env = "VANTAGE_AGGREGATOR_CA_FILE")]
-    aggregator_ca_file: Option<PathBuf>,
-    /// Admin key id: one of [aggregator.admin_keys].
-    #[arg(long, value_name = "ID")]
-    key_id: String,
-    /// File holding the admin key (default: the VANTAGE_ADMIN_KEY variable).
-    #[arg(long, value_name = "FILE")]
-    key_file: Option<PathBuf>,
-    /// Pin a Region in (up) or out (down) of service, or remove its pin (clear). Repeatable.
-    #[arg(long, value_name = "REGION=up|down|clear", value_parser = override_cmd::pin_arg)]
-    pin: Vec<(String, Option<vantage_aggregator::model::Pin>)>,
-    /// Freeze automation: only pins change anything.
-    #[arg(long, conflicts_with = "unfreeze")]
-    freeze: bool,
-    /// Lift the freeze.
-    #[arg(long)]
-    unfreeze: bool,
-    /// Accept pins that leave fewer than policy.min_healthy Regions able to serve.
-    #[arg(long)]
-    force: bool,
-    /// Why: recorded in the decision log and shown by GET /v1/state.
-    #[arg(long, value_name = "TEXT")]
-    reason: Option<String>,
-}
 
 #[derive(Args, Debug)]
 struct AggregatorArgs {

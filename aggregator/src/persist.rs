@@ -122,6 +122,24 @@ mod tests {
     }
 
     #[test]
+    fn a_file_from_before_admin_keys_still_loads() {
+        // No nonces, no `pinned_by`: written by the version that trusted loopback callers.
+        let d = dir("older");
+        let path = d.join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"model": {"regions": {}, "recent_transitions": []},
+                "overrides": {"pinned": {"eu-west-1": "down"}, "frozen": true}}"#,
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert_eq!(p.overrides.pinned.get("eu-west-1"), Some(&Pin::Down));
+        assert!(p.overrides.frozen && p.overrides.pinned_by.is_empty());
+        assert_eq!(p.nonces, Nonces::default());
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
     fn a_missing_file_is_a_first_start() {
         let d = dir("missing");
         assert_eq!(load(&d.join("state.json")).unwrap(), Persisted::default());

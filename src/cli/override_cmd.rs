@@ -4,9 +4,11 @@
 //! answer, so operators never assemble HMAC headers by hand. Everything that can be checked
 //! here is (the key id is one of `aggregator.admin_keys`, every Region is in the fleet), so a
 //! typo costs no round trip. Exit: 0 on 2xx, 1 when refused or unreachable, 2 on bad input.
+//! Its flags and help text live here too, beside the code that reads them.
 
-use super::{OverrideArgs, EXIT_BAD_INPUT};
+use super::EXIT_BAD_INPUT;
 use bytes::Bytes;
+use clap::Args;
 use http::header::CONTENT_TYPE;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_aggregator::model::Pin;
@@ -29,6 +32,52 @@ pub const ADMIN_KEY_ENV: &str = "VANTAGE_ADMIN_KEY";
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest answer read.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+pub(super) const OVERRIDE_HELP: &str = "\
+Example: take eu-west-1 out by hand and hold automation while you investigate:
+  VANTAGE_ADMIN_KEY=$(cat ops-alice.key) vantage override --config fleet.toml \\
+      --key-id ops-alice --pin eu-west-1=down --freeze --reason 'INC-1234: bad deploy'
+and give it back to automation afterwards:
+  vantage override --config fleet.toml --key-id ops-alice --pin eu-west-1=clear --unfreeze
+The key id must be one of [aggregator.admin_keys] in the fleet file (agent keys are refused);
+the request carries a fresh nonce and is signed like agents' reports, so it cannot be replayed.
+Pins that leave fewer than policy.min_healthy Regions able to serve need --force, and raise an
+alert. Prints the aggregator's answer (the overrides now in force, or why it refused).
+Exit status: 0 applied, 1 refused or unreachable, 2 bad input.";
+
+#[derive(Args, Debug)]
+pub(super) struct OverrideArgs {
+    /// Fleet file (TOML): the aggregator's URL, its Regions and admin key ids.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
+    aggregator_url: Option<String>,
+    /// Extra CA certificates (PEM) for the aggregator's TLS.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_AGGREGATOR_CA_FILE")]
+    aggregator_ca_file: Option<PathBuf>,
+    /// Admin key id: one of [aggregator.admin_keys].
+    #[arg(long, value_name = "ID")]
+    key_id: String,
+    /// File holding the admin key (default: the VANTAGE_ADMIN_KEY variable).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Pin a Region in (up) or out (down) of service, or remove its pin (clear). Repeatable.
+    #[arg(long, value_name = "REGION=up|down|clear", value_parser = pin_arg)]
+    pin: Vec<(String, Option<Pin>)>,
+    /// Freeze automation: only pins change anything.
+    #[arg(long, conflicts_with = "unfreeze")]
+    freeze: bool,
+    /// Lift the freeze.
+    #[arg(long)]
+    unfreeze: bool,
+    /// Accept pins that leave fewer than policy.min_healthy Regions able to serve.
+    #[arg(long)]
+    force: bool,
+    /// Why: recorded in the decision log and shown by GET /v1/state.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
 
 /// Bad input: what to print, exit 2.
 struct BadInput(String);
