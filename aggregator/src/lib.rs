@@ -11,7 +11,8 @@
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
 //! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
 //! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
-//! - `persist`: the state file that carries decisions and overrides across restarts.
+//! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
+//! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
 //! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
 
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod evaluate;
 pub mod ingest;
 pub mod model;
+pub mod overrides;
 mod persist;
 pub mod prepare;
 pub mod reconcile;

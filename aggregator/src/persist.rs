@@ -1,10 +1,12 @@
-//! The state file: the decision state, the overrides and each agent's highest accepted report
-//! sequence number, written after every evaluation and read back at start, so a restart
-//! resumes where the last run stopped (a Region that was out stays out until it has earned its
-//! way back, and a replayed report is still a duplicate). Writes go to a temp file that is synced and
+//! The state file: the decision state, the overrides, the override nonces spent recently and
+//! each agent's highest accepted report sequence number, written after every evaluation and
+//! every override and read back at start, so a restart resumes where the last run stopped (a
+//! Region that was out stays out until it has earned its way back, and a replayed report or
+//! override is still refused). Writes go to a temp file that is synced and
 //! renamed over the old one, so a crash mid-write leaves the previous state, never half of one.
 
 use crate::model::{ModelState, Overrides};
+use crate::overrides::Nonces;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -18,6 +20,9 @@ pub(crate) struct Persisted {
     /// Agent id → highest accepted `seq`. Absent from state files written before it existed.
     #[serde(default)]
     pub(crate) highest_seq: BTreeMap<String, u64>,
+    /// Override nonces spent recently, so a restart does not reopen their replay.
+    #[serde(default)]
+    pub(crate) nonces: Nonces,
 }
 
 /// Reads the state file. A missing file is a first start (the default state); an unreadable or
@@ -103,6 +108,7 @@ mod tests {
             model,
             overrides,
             highest_seq: BTreeMap::from([("vantage-eu-west-1".to_owned(), 1_700_000_000_001)]),
+            nonces: Nonces::default(),
         }
     }
 
@@ -132,6 +138,24 @@ mod tests {
         let loaded = load(&path).unwrap();
         assert!(loaded.highest_seq.is_empty());
         assert_eq!(loaded.model, sample().model);
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn a_file_from_before_admin_keys_still_loads() {
+        // No nonces, no `pinned_by`: written by the version that trusted loopback callers.
+        let d = dir("older");
+        let path = d.join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"model": {"regions": {}, "recent_transitions": []},
+                "overrides": {"pinned": {"eu-west-1": "down"}, "frozen": true}}"#,
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert_eq!(p.overrides.pinned.get("eu-west-1"), Some(&Pin::Down));
+        assert!(p.overrides.frozen && p.overrides.pinned_by.is_empty());
+        assert_eq!(p.nonces, Nonces::default());
         std::fs::remove_dir_all(d).ok();
     }
 

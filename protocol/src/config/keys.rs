@@ -109,8 +109,7 @@ impl FleetConfig {
                     ));
                 }
             }
-            let operator_only = self.aggregator.override_key_ids.contains(id);
-            if k.vantages.is_empty() && !operator_only {
+            if k.vantages.is_empty() {
                 return Err(text.invalid_key(
                     &key,
                     "list the vantages this agent key may report for: vantages = [\"eu-west-1\"]",
@@ -124,6 +123,15 @@ impl FleetConfig {
                          vantage its own key, or set allow_shared = true to accept the risk",
                         k.vantages.len()
                     ),
+                ));
+            }
+        }
+        // Admin keys share the key-source shape but never report.
+        for (id, k) in &self.aggregator.admin_keys {
+            if !k.vantages.is_empty() || k.allow_shared {
+                return Err(text.invalid_key(
+                    &format!("aggregator.admin_keys.{id}"),
+                    "an admin key reports for no vantage: remove vantages and allow_shared",
                 ));
             }
         }
