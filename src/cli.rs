@@ -469,6 +469,9 @@ fn check_config(args: CheckConfigArgs) -> ExitCode {
         .and_then(|fleet| build_targets(&fleet).map(|targets| (fleet, targets)));
     match checked {
         Ok((fleet, targets)) => {
+            for warning in fleet.warnings() {
+                eprintln!("vantage: warning: {warning}");
+            }
             print!("{}", render_plan(&fleet, &targets));
             ExitCode::SUCCESS
         }

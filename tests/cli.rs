@@ -214,6 +214,28 @@ fn check_config_prints_the_plan() {
     }
 }
 
+/// A key shared by several vantages is accepted only with allow_shared, and then warned about.
+#[test]
+fn check_config_warns_about_a_shared_key() {
+    let example = std::fs::read_to_string(workspace_file("examples/fleet.toml")).unwrap();
+    let shared = example.replace(
+        "vantages = [\"eu-west-1\"]",
+        "vantages = [\"eu-west-1\", \"us-east-1\"], allow_shared = true",
+    );
+    let path = std::env::temp_dir().join(format!("vantage-cli-shared-{}.toml", std::process::id()));
+    std::fs::write(&path, shared).unwrap();
+    let out = vantage(&["check-config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: aggregator.keys.euw1-2026-11")
+            && stderr.contains("2 vantages (eu-west-1, us-east-1)")
+            && stderr.contains("quorum"),
+        "{stderr}"
+    );
+    std::fs::remove_file(path).ok();
+}
+
 /// Broken fleet files: each must fail with exit 2 and one line naming the file, the line and
 /// the key.
 #[test]
@@ -266,6 +288,23 @@ fn check_config_names_key_line_and_fix() {
         (
             example.replace("max_bytes = \"64MiB\"", "max_bytes = \"64 lots\""),
             format!("line {}: bad size", line_of("max_bytes")),
+        ),
+        (
+            example.replace(
+                "vantages = [\"eu-west-1\"]",
+                "vantages = [\"eu-west-1\", \"us-east-1\"]",
+            ),
+            format!(
+                ":{}: aggregator.keys.euw1-2026-11: one key for 2 vantages",
+                line_of("euw1-2026-11 = {")
+            ),
+        ),
+        (
+            example.replace("vantages = [\"eu-west-1\"]", "vantages = [\"eu-north-1\"]"),
+            format!(
+                ":{}: aggregator.keys.euw1-2026-11.vantages: \"eu-north-1\" is not a [[vantages]] region",
+                line_of("euw1-2026-11 = {")
+            ),
         ),
         (
             // min_healthy = 0 lets every Region be taken out (appended: the last line).
@@ -696,7 +735,7 @@ region = "us-east-1"
 [aggregator]
 url = "{aggregator}"
 [aggregator.keys]
-k1 = {{ env = "VANTAGE_CLI_OVERRIDE_AGENT_KEY" }}
+k1 = {{ env = "VANTAGE_CLI_OVERRIDE_AGENT_KEY", vantages = ["us-east-1"] }}
 [aggregator.admin_keys]
 ops-alice = {{ env = "VANTAGE_CLI_OVERRIDE_ADMIN_KEY" }}
 [agents.auth]

@@ -133,7 +133,12 @@ fn aggregator_exits_0_on_sigterm() {
             "--decision-log",
             dir.path().join("decisions.jsonl").to_str().unwrap(),
         ],
-        &[("VANTAGE_AGENT_KEY", "signals-test-key-0123456789")],
+        // The example fleet's one key per vantage.
+        &[
+            ("VANTAGE_KEY_USE1", "signals-test-key-use1-0123456789"),
+            ("VANTAGE_KEY_EUW1", "signals-test-key-euw1-0123456789"),
+            ("VANTAGE_KEY_APSE1", "signals-test-key-apse1-0123456789"),
+        ],
     );
     aggregator.wait_for_line("vantage aggregator: listening on");
     aggregator.terminate_cleanly();

@@ -1,4 +1,6 @@
-//! The HTTP API, on axum: `POST /v1/reports` (see [`crate::ingest`]), `GET /v1/state` (the
+//! The HTTP API, on axum: `POST /v1/reports` (see [`crate::ingest`]; the key id and timestamp
+//! are checked from the headers before the body is read, and at most [`MAX_PENDING_UPLOADS`]
+//! bodies are read and ingested at once), `GET /v1/state` (the
 //! last [`crate::evaluate::Snapshot`], 503 before the first evaluation; a bearer token when
 //! `aggregator.state_token_env` is set) and `POST /v1/overrides` (signed with an admin key,
 //! whatever the peer; applied by [`crate::overrides`]). Every answer is JSON, errors included: any other method on those
@@ -17,9 +19,10 @@ use axum::routing::any;
 use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, Method, StatusCode};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -72,18 +75,7 @@ async fn reports<B: Backend>(
     if method != Method::POST {
         return method_not_allowed();
     }
-    let result = match read_capped(body, aggregator.config().max_report_bytes).await {
-        Err(e) => Err(e),
-        Ok(body) => {
-            let header = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            aggregator.ingest(header, &body, SystemTime::now())
-        }
-    };
+    let result = receive(&aggregator, &headers, body).await;
     match result {
         Ok(Ingested::Accepted { targets }) => {
             metrics::counter!(names::REPORTS_TOTAL, "result" => "accepted").increment(1);
@@ -111,11 +103,73 @@ async fn reports<B: Backend>(
             metrics::counter!(names::REPORTS_TOTAL, "result" => "rejected", "reason" => e.label())
                 .increment(1);
             tracing::warn!(error = %e, %peer, "report rejected");
-            json(
+            let mut response = json(
                 e.status(),
                 serde_json::json!({"status": "rejected", "reason": e.to_string()}),
-            )
+            );
+            if matches!(e, IngestError::Busy) {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
         }
+    }
+}
+
+/// Most report uploads past the header check at once: each may buffer up to
+/// `max_report_bytes` before its signature can be checked, and decode after.
+pub const MAX_PENDING_UPLOADS: usize = 16;
+/// How long a report body may take to arrive once its upload holds a slot.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bodies larger than this are checked and decoded on the blocking pool, off the async workers.
+const BLOCKING_INGEST_BYTES: usize = 64 * 1024;
+
+/// Header checks first (a request that can never verify is answered before its body is read),
+/// then a slot among [`MAX_PENDING_UPLOADS`], the body within [`BODY_READ_TIMEOUT`], and
+/// ingest, on the blocking pool when the body is large.
+async fn receive<B: Backend>(
+    aggregator: &Arc<Aggregator<B>>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Ingested, IngestError> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let config = aggregator.config();
+    auth::precheck(
+        header,
+        |id| config.keys.get(id).map(Vec::as_slice),
+        unix_ms(SystemTime::now()) / 1000,
+        auth::DEFAULT_MAX_SKEW_SECS,
+    )?;
+    let _permit = aggregator
+        .uploads
+        .try_acquire()
+        .map_err(|_| IngestError::Busy)?;
+    let body = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        read_capped(body, config.max_report_bytes),
+    )
+    .await
+    .map_err(|_| IngestError::SlowBody(BODY_READ_TIMEOUT.as_secs()))??;
+    let owned: HashMap<&'static str, String> = [
+        auth::HEADER_KEY_ID,
+        auth::HEADER_TIMESTAMP,
+        auth::HEADER_SIGNATURE,
+    ]
+    .into_iter()
+    .filter_map(|n| header(n).map(|v| (n, v.to_owned())))
+    .collect();
+    let large = body.len() > BLOCKING_INGEST_BYTES;
+    let ingest = {
+        let aggregator = aggregator.clone();
+        move || aggregator.ingest(|n| owned.get(n).cloned(), &body, SystemTime::now())
+    };
+    if large {
+        tokio::task::spawn_blocking(ingest)
+            .await
+            .unwrap_or_else(|e| Err(IngestError::Malformed(format!("ingest failed: {e}"))))
+    } else {
+        ingest()
     }
 }
 

@@ -3,11 +3,12 @@
 //! with the key (and the line where the file records one).
 
 use crate::model::{Policy, Quorum, WeightPolicy};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 use vantage_protocol::auth::{check_key, MIN_KEY_BYTES};
-use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource};
+use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource, TargetKind};
+use vantage_protocol::sparse::Shape;
 
 /// Default evaluation period (or the report interval, if shorter). The default window is three
 /// report intervals.
@@ -34,6 +35,12 @@ pub struct AggregatorConfig {
     pub state_file: Option<PathBuf>,
     /// Agent keys by key id.
     pub keys: HashMap<String, Vec<u8>>,
+    /// The vantages each key id may report for (`[aggregator.keys.<id>] vantages`).
+    pub key_vantages: HashMap<String, BTreeSet<String>>,
+    /// Every target a report may carry, by id: its kind and Region.
+    pub targets: HashMap<String, (TargetKind, Option<String>)>,
+    /// Bounds and precision of every histogram in a report.
+    pub histogram_shape: Shape,
     pub max_report_bytes: u64,
     /// Operators' keys by key id: the only keys that authorise `POST /v1/overrides`.
     pub admin_keys: HashMap<String, Secret>,
@@ -154,7 +161,7 @@ fn load_state_token(fleet: &FleetConfig, var: &str) -> Result<Secret, ConfigErro
 
 impl AggregatorConfig {
     /// Checks the aggregator's sections. With no `[aggregator.keys]`, the agents' own key id and
-    /// key source (`[agents.auth]`) are accepted, so one shared key works out of the box.
+    /// key source (`[agents.auth]`) are accepted; the fleet file allows that for one vantage only.
     pub fn from_fleet(fleet: FleetConfig) -> Result<Self, ConfigError> {
         let a = &fleet.aggregator;
         let backend = match a.backend.as_ref().map(|b| b.get_ref().as_str()) {
@@ -219,6 +226,7 @@ impl AggregatorConfig {
                         .unwrap_or_else(|| "VANTAGE_AGENT_KEY".into()),
                 ),
                 file: auth.key_file.clone(),
+                ..KeySource::default()
             };
             let id = auth.key_id.get_ref().clone();
             let key = load_key(&id, &source).map_err(|m| invalid(&fleet, "agents.auth", m))?;
@@ -239,6 +247,16 @@ impl AggregatorConfig {
             None => None,
             Some(var) => Some(load_state_token(&fleet, var.get_ref())?),
         };
+
+        for warning in fleet.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let key_vantages = fleet.key_vantages().into_iter().collect();
+        let targets = fleet
+            .targets()
+            .into_iter()
+            .map(|t| (t.id, (t.kind, t.region)))
+            .collect();
 
         let p = &fleet.policy;
         let d = Policy::default();
@@ -299,6 +317,9 @@ impl AggregatorConfig {
             backend,
             state_file: a.state_file.clone(),
             keys,
+            key_vantages,
+            targets,
+            histogram_shape: Shape::latency(fleet.histogram_precision()),
             max_report_bytes: a.max_report_bytes.map_or(DEFAULT_MAX_REPORT_BYTES, |b| b.0),
             admin_keys,
             state_token,

@@ -7,7 +7,8 @@
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
-//! - [`ingest`]: one report in: auth, size cap, validation, deduplication, merge.
+//! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
+//! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
 //! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
 //! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
@@ -24,6 +25,7 @@ pub mod ingest;
 pub mod model;
 pub mod overrides;
 mod persist;
+pub mod prepare;
 pub mod reconcile;
 pub mod service;
 pub mod window;

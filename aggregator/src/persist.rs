@@ -1,11 +1,14 @@
-//! The state file: the decision state, the overrides and the override nonces spent recently,
-//! written after every evaluation and every override and read back at start, so a restart resumes where the last run stopped (a Region that was out
-//! stays out until it has earned its way back). Writes go to a temp file that is synced and
+//! The state file: the decision state, the overrides, the override nonces spent recently and
+//! each agent's highest accepted report sequence number, written after every evaluation and
+//! every override and read back at start, so a restart resumes where the last run stopped (a
+//! Region that was out stays out until it has earned its way back, and a replayed report or
+//! override is still refused). Writes go to a temp file that is synced and
 //! renamed over the old one, so a crash mid-write leaves the previous state, never half of one.
 
 use crate::model::{ModelState, Overrides};
 use crate::overrides::Nonces;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,9 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Persisted {
     pub(crate) model: ModelState,
     pub(crate) overrides: Overrides,
+    /// Agent id → highest accepted `seq`. Absent from state files written before it existed.
+    #[serde(default)]
+    pub(crate) highest_seq: BTreeMap<String, u64>,
     /// Override nonces spent recently, so a restart does not reopen their replay.
     #[serde(default)]
     pub(crate) nonces: Nonces,
@@ -101,6 +107,7 @@ mod tests {
         Persisted {
             model,
             overrides,
+            highest_seq: BTreeMap::from([("vantage-eu-west-1".to_owned(), 1_700_000_000_001)]),
             nonces: Nonces::default(),
         }
     }
@@ -118,6 +125,19 @@ mod tests {
         let empty = Persisted::default();
         save(&path, &empty).unwrap();
         assert_eq!(load(&path).unwrap(), empty);
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn a_state_file_without_sequence_numbers_still_loads() {
+        let d = dir("old");
+        let path = d.join("state.json");
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("highest_seq");
+        std::fs::write(&path, old.to_string()).unwrap();
+        let loaded = load(&path).unwrap();
+        assert!(loaded.highest_seq.is_empty());
+        assert_eq!(loaded.model, sample().model);
         std::fs::remove_dir_all(d).ok();
     }
 

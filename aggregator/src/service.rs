@@ -49,6 +49,9 @@ pub struct Aggregator<B> {
     backend: B,
     pub(crate) window: Mutex<Window>,
     pub(crate) seen: Mutex<Seen>,
+    /// Report uploads between a plausible header check and the end of ingest: bounds the
+    /// bodies buffered (and decoded) at once before their signatures are known.
+    pub(crate) uploads: tokio::sync::Semaphore,
     pub(crate) model: Mutex<ModelState>,
     pub(crate) overrides: Mutex<Overrides>,
     /// Override nonces spent recently (persisted: a restart must not reopen a replay).
@@ -100,7 +103,8 @@ impl<B: Backend> Aggregator<B> {
         Ok(Aggregator {
             backend,
             window: Mutex::new(Window::new()),
-            seen: Mutex::new(Seen::default()),
+            seen: Mutex::new(Seen::restore(persisted.highest_seq)),
+            uploads: tokio::sync::Semaphore::new(crate::api::MAX_PENDING_UPLOADS),
             model: Mutex::new(persisted.model),
             overrides: Mutex::new(persisted.overrides),
             nonces: Mutex::new(persisted.nonces),
@@ -141,6 +145,7 @@ impl<B: Backend> Aggregator<B> {
             model: lock(&self.model).clone(),
             overrides: lock(&self.overrides).clone(),
             nonces: lock(&self.nonces).clone(),
+            highest_seq: lock(&self.seen).highest().clone(),
         };
         if let Err(e) = persist::save(path, &persisted) {
             tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");

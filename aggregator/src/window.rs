@@ -7,13 +7,10 @@
 //! and quantiles over the window are exact at the histogram's precision.
 
 use crate::model::{RegionObservation, VantageSample};
+use crate::prepare::PreparedReport;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use vantage_protocol::config::TargetKind;
-use vantage_protocol::histogram::HistogramError;
-use vantage_protocol::report::{IntervalReport, ReportError};
-use vantage_protocol::sparse::SparseDecoder;
-use vantage_protocol::{Outcome, Phase};
 
 /// Latency samples as sorted `(value µs, count)` pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,13 +25,19 @@ impl SparseLatency {
         )
     }
 
+    /// Samples from pairs already sorted by value, each value once (what the decoder gives).
+    pub(crate) fn from_sorted(pairs: Vec<(u64, u64)>) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
+        SparseLatency(pairs)
+    }
+
     /// Samples from `(value, count)` pairs in any order, a value possibly repeated.
     fn from_pairs(mut pairs: Vec<(u64, u64)>) -> Self {
         pairs.sort_unstable_by_key(|p| p.0);
         pairs.dedup_by(|next, kept| {
             let same = next.0 == kept.0;
             if same {
-                kept.1 += next.1;
+                kept.1 = kept.1.saturating_add(next.1);
             }
             same
         });
@@ -42,7 +45,9 @@ impl SparseLatency {
     }
 
     pub fn len(&self) -> u64 {
-        self.0.iter().map(|(_, c)| c).sum()
+        self.0
+            .iter()
+            .fold(0u64, |sum, (_, c)| sum.saturating_add(*c))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,7 +61,7 @@ impl SparseLatency {
         loop {
             match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x.0 == y.0 => {
-                    out.push((x.0, x.1 + y.1));
+                    out.push((x.0, x.1.saturating_add(y.1)));
                     a.next();
                     b.next();
                 }
@@ -92,7 +97,7 @@ impl SparseLatency {
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (v, c) in &self.0 {
-            seen += c;
+            seen = c.saturating_add(seen);
             if seen >= rank {
                 return Some(*v);
             }
@@ -114,9 +119,10 @@ pub struct Bucket {
 
 impl Bucket {
     fn add(&mut self, other: Bucket) {
-        self.attempts += other.attempts;
-        self.failures += other.failures;
-        self.missed_slots += other.missed_slots;
+        // Saturating: parts of one interval are each checked, their sum is not.
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.missed_slots = self.missed_slots.saturating_add(other.missed_slots);
         // The first part of an interval (the usual case) is moved in, not copied.
         if self.total.is_empty() {
             self.total = other.total;
@@ -127,7 +133,8 @@ impl Bucket {
             self.answered_by = other.answered_by;
         } else {
             for (r, n) in other.answered_by {
-                *self.answered_by.entry(r).or_default() += n;
+                let count = self.answered_by.entry(r).or_default();
+                *count = count.saturating_add(n);
             }
         }
     }
@@ -192,9 +199,6 @@ type SeriesKey = (String, String);
 pub struct Window {
     series: BTreeMap<SeriesKey, BTreeMap<u64, Bucket>>,
     kinds: BTreeMap<String, (TargetKind, Option<String>)>,
-    /// Decodes straight to pairs, reusing its buffers: the dense decoder allocates and zeroes
-    /// 136 KiB per histogram and trusts the length a header claims.
-    decoder: SparseDecoder,
 }
 
 /// What a merge did.
@@ -209,54 +213,25 @@ impl Window {
         Self::default()
     }
 
-    /// Decodes every histogram first, so a bad report changes nothing.
-    pub fn merge(&mut self, report: &IntervalReport) -> Result<Merged, ReportError> {
-        let mut buckets = Vec::with_capacity(report.targets.len());
-        for t in &report.targets {
-            // Every histogram is decoded, so a malformed one rejects the report; only total
-            // latency is kept.
-            let mut total = SparseLatency::default();
-            for (phase, text) in &t.histograms {
-                let mut pairs = Vec::new();
-                self.decoder
-                    .decode(text, &mut pairs)
-                    .map_err(|e| ReportError::Histogram {
-                        target: t.target.clone(),
-                        phase: *phase,
-                        source: HistogramError::Decode(e.to_string()),
-                    })?;
-                if *phase == Phase::Total {
-                    total = SparseLatency(pairs);
-                }
-            }
-            let ok = t.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
-            buckets.push((
-                t,
-                Bucket {
-                    attempts: t.attempts,
-                    failures: t.attempts.saturating_sub(ok),
-                    missed_slots: t.missed_slots,
-                    total,
-                    answered_by: t.answered_by.clone(),
-                },
-            ));
-        }
+    /// Merges a report that [`crate::prepare::prepare`] checked and decoded; it cannot fail,
+    /// so it runs under the window lock without decoding anything.
+    pub fn merge(&mut self, report: PreparedReport) -> Merged {
         let mut merged = Merged::default();
-        for (t, bucket) in buckets {
+        for t in report.targets {
             merged.targets += 1;
-            merged.attempts += bucket.attempts;
-            if !self.kinds.contains_key(&t.target) {
-                self.kinds
-                    .insert(t.target.clone(), (t.kind, t.region.clone()));
+            merged.attempts = merged.attempts.saturating_add(t.bucket.attempts);
+            // Only targets the fleet file plans get here, so this map stays that size.
+            if !self.kinds.contains_key(&t.id) {
+                self.kinds.insert(t.id.clone(), (t.kind, t.region));
             }
             self.series
-                .entry((t.target.clone(), report.vantage.clone()))
+                .entry((t.id, report.vantage.clone()))
                 .or_default()
                 .entry(report.interval_start_ms)
                 .or_default()
-                .add(bucket);
+                .add(t.bucket);
         }
-        Ok(merged)
+        merged
     }
 
     /// Forgets intervals that ended before `oldest_ms`.
@@ -322,8 +297,8 @@ impl Window {
             };
             samples.reserve(pairs);
             for (_, b) in in_range {
-                view.attempts += b.attempts;
-                view.failures += b.failures;
+                view.attempts = view.attempts.saturating_add(b.attempts);
+                view.failures = view.failures.saturating_add(b.failures);
                 samples.extend_from_slice(&b.total.0);
             }
             if kind == TargetKind::Status {
@@ -382,7 +357,7 @@ impl Window {
             for (_, b) in intervals.range(from_ms..to_ms) {
                 for (r, n) in &b.answered_by {
                     match out.get_mut(r) {
-                        Some(total) => *total += n,
+                        Some(total) => *total = total.saturating_add(*n),
                         None => {
                             out.insert(r.clone(), *n);
                         }

@@ -36,7 +36,7 @@ url = "http://127.0.0.1:1"
 window = "3s"
 evaluate_every = "1s"
 [aggregator.keys]
-k1 = {{ env = "VANTAGE_TEST_API_KEY" }}
+k1 = {{ env = "VANTAGE_TEST_API_KEY", vantages = ["{REGION}"] }}
 [agents.auth]
 key_id = "k1"
 [[regions]]
@@ -232,12 +232,15 @@ async fn oversized_bodies_are_413_after_a_bounded_read() {
     let a = server.post_report(&[b' '; 1024], KEY).await;
     assert_eq!(a.status, 400, "{}", a.body);
 
-    // Streamed with no length announced: still refused, and the answer still arrives after
-    // the whole body was sent (it is drained, not cut off).
+    // Streamed with no length announced (under a known key id and a fresh timestamp, else it
+    // is refused from its headers): still refused, and the answer still arrives after the
+    // whole body was sent (it is drained, not cut off).
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"POST /v1/reports HTTP/1.1\r\nhost: test\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nhost: test\r\nconnection: close\r\ntransfer-encoding: chunked\r\n{}\r\n",
+        signed(b"", KEY)
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
     for _ in 0..64 {
         let chunk = [b'x'; 4096];
         tcp.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())

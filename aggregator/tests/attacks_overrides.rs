@@ -38,7 +38,11 @@ fn fleet_text(f: &Fleet) -> String {
     if f.token {
         aggregator += "state_token_env = \"VANTAGE_TEST_ATK_TOKEN\"\n";
     }
-    aggregator += "[aggregator.keys]\nk1 = { env = \"VANTAGE_TEST_ATK_AGENT\" }\n";
+    // One agent key for every vantage keeps this file about overrides; attacks_ingest.rs
+    // covers per-vantage keys.
+    aggregator += &format!(
+        "[aggregator.keys]\nk1 = {{ env = \"VANTAGE_TEST_ATK_AGENT\", vantages = {REGIONS:?}, allow_shared = true }}\n"
+    );
     if f.admin {
         aggregator += "[aggregator.admin_keys]\nops-alice = { env = \"VANTAGE_TEST_ATK_ADMIN\" }\n";
     }

@@ -23,6 +23,8 @@ fn fleet_text(state_file: Option<&std::path::Path>) -> String {
     let state = state_file
         .map(|p| format!("state_file = {:?}\n", p.display().to_string()))
         .unwrap_or_default();
+    // One key for every vantage keeps these tests short; attacks_ingest.rs covers per-vantage keys.
+    let vantages = REGIONS;
     let mut t = format!(
         r#"
 [fleet]
@@ -35,7 +37,7 @@ url = "http://127.0.0.1:1"
 window = "3s"
 evaluate_every = "1s"
 {state}[aggregator.keys]
-k1 = {{ env = "VANTAGE_TEST_AGG_KEY" }}
+k1 = {{ env = "VANTAGE_TEST_AGG_KEY", vantages = {vantages:?}, allow_shared = true }}
 [aggregator.admin_keys]
 ops = {{ env = "VANTAGE_TEST_AGG_ADMIN_KEY" }}
 [agents.auth]

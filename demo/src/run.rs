@@ -166,7 +166,7 @@ fn fleet_text(
     urls: &BTreeMap<String, String>,
     global: &str,
     aggregator: &str,
-    key_file: &std::path::Path,
+    key_dir: &std::path::Path,
 ) -> String {
     let interval = format!("{}ms", options.probe_interval.as_millis());
     let mut t = format!(
@@ -183,10 +183,9 @@ url = "{global}"
 [aggregator]
 url = "{aggregator}"
 [agents.auth]
-key_id = "demo"
-key_file = {key:?}
+key_id = "demo-{first}"
 "#,
-        key = key_file.display().to_string()
+        first = options.vantages[0],
     );
     for r in &options.regions {
         t += &format!(
@@ -194,8 +193,13 @@ key_file = {key:?}
             urls[r]
         );
     }
+    // Each vantage signs with its own key, which may report for that vantage only.
     for v in &options.vantages {
-        t += &format!("[[vantages]]\nregion = \"{v}\"\n");
+        t += &format!("[[vantages]]\nregion = \"{v}\"\nkey_id = \"demo-{v}\"\n");
+        t += &format!(
+            "[aggregator.keys.\"demo-{v}\"]\nfile = {:?}\nvantages = [\"{v}\"]\n",
+            key_dir.join(format!("{v}.key")).display().to_string()
+        );
     }
     t
 }
@@ -221,11 +225,15 @@ pub async fn run(
         rand::random::<u32>()
     ));
     std::fs::create_dir_all(&work).map_err(|e| start_err("the work directory", e))?;
-    let key_file = work.join("agent.key");
-    let key: String = (0..32)
-        .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
-        .collect();
-    std::fs::write(&key_file, &key).map_err(|e| start_err("the agent key", e))?;
+    let mut keys = BTreeMap::new();
+    for v in &options.vantages {
+        let key: String = (0..32)
+            .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
+            .collect();
+        std::fs::write(work.join(format!("{v}.key")), &key)
+            .map_err(|e| start_err("the agent keys", e))?;
+        keys.insert(v.clone(), key);
+    }
 
     // One real status endpoint per Region.
     let mut status_addrs = BTreeMap::new();
@@ -307,10 +315,10 @@ pub async fn run(
     let first = &urls[&options.vantages[0]];
     let fleet_for = |v: &str| {
         let (per_region, global) = &urls[v];
-        fleet_text(&options, per_region, global, &agg_url, &key_file)
+        fleet_text(&options, per_region, global, &agg_url, &work)
     };
     let agg_fleet = FleetConfig::parse(
-        &fleet_text(&options, &first.0, &first.1, &agg_url, &key_file),
+        &fleet_text(&options, &first.0, &first.1, &agg_url, &work),
         "demo fleet",
     )
     .map_err(|e| start_err("the aggregator", e))?;
@@ -335,8 +343,8 @@ pub async fn run(
             .map_err(|e| start_err(format!("agent {v}"), e))?;
         let push = PushConfig {
             aggregator: agg_url.parse().map_err(|e| start_err("agent", e))?,
-            key_id: "demo".into(),
-            key: key.clone().into_bytes(),
+            key_id: format!("demo-{v}"),
+            key: keys[v].clone().into_bytes(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             ..PushConfig::default()

@@ -66,6 +66,32 @@ pub fn verify<'k>(
     now: u64,
     max_skew: u64,
 ) -> Result<&'k str, AuthError> {
+    let checked = precheck(header, lookup, now, max_skew)?;
+    mac(checked.key, checked.timestamp, body)
+        .verify_slice(&checked.signature)
+        .map_err(|_| AuthError::BadSignature)?;
+    Ok(checked.key_id)
+}
+
+/// What [`precheck`] found in the headers: enough to verify the body once it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prechecked<'k> {
+    pub key_id: &'k str,
+    key: &'k [u8],
+    timestamp: u64,
+    signature: Vec<u8>,
+}
+
+/// Everything [`verify`] checks that needs no body: the three headers are there, the key id is
+/// known, the timestamp is within `max_skew` of `now` and the signature is hex of the right
+/// length. A server runs it before reading a body, so a request that can never verify costs
+/// no buffering.
+pub fn precheck<'k>(
+    header: impl Fn(&str) -> Option<&'k str>,
+    lookup: impl Fn(&str) -> Option<&'k [u8]>,
+    now: u64,
+    max_skew: u64,
+) -> Result<Prechecked<'k>, AuthError> {
     let key_id = header(HEADER_KEY_ID).ok_or(AuthError::MissingHeader(HEADER_KEY_ID))?;
     let ts = header(HEADER_TIMESTAMP).ok_or(AuthError::MissingHeader(HEADER_TIMESTAMP))?;
     let sig = header(HEADER_SIGNATURE).ok_or(AuthError::MissingHeader(HEADER_SIGNATURE))?;
@@ -78,11 +104,16 @@ pub fn verify<'k>(
             limit: max_skew,
         });
     }
-    let sig = hex::decode(sig.trim()).map_err(|_| AuthError::BadSignature)?;
-    mac(key, timestamp, body)
-        .verify_slice(&sig)
-        .map_err(|_| AuthError::BadSignature)?;
-    Ok(key_id)
+    let signature = hex::decode(sig.trim()).map_err(|_| AuthError::BadSignature)?;
+    if signature.len() != 32 {
+        return Err(AuthError::BadSignature);
+    }
+    Ok(Prechecked {
+        key_id,
+        key,
+        timestamp,
+        signature,
+    })
 }
 
 #[cfg(test)]

@@ -81,6 +81,20 @@ pub enum ReportError {
     },
     #[error("target {0} appears twice")]
     DuplicateTarget(String),
+    #[error("target {0}: counts overflow a 64-bit sum")]
+    Overflow(String),
+    #[error("target {target}: {answers} answers counted in answered_by, attempts is {attempts}")]
+    Answers {
+        target: String,
+        answers: u64,
+        attempts: u64,
+    },
+}
+
+fn checked_sum<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Option<u64> {
+    counts
+        .into_iter()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n))
 }
 
 impl IntervalReport {
@@ -100,11 +114,22 @@ impl IntervalReport {
             if !seen.insert(&t.target) {
                 return Err(ReportError::DuplicateTarget(t.target.clone()));
             }
-            let sum: u64 = t.outcomes.values().sum();
+            // Checked: counts near 2^64 must not wrap around to a sum that matches.
+            let sum = checked_sum(t.outcomes.values())
+                .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
             if sum != t.attempts {
                 return Err(ReportError::Counts {
                     target: t.target.clone(),
                     sum,
+                    attempts: t.attempts,
+                });
+            }
+            let answers = checked_sum(t.answered_by.values())
+                .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
+            if answers > t.attempts {
+                return Err(ReportError::Answers {
+                    target: t.target.clone(),
+                    answers,
                     attempts: t.attempts,
                 });
             }
@@ -183,6 +208,16 @@ mod tests {
         let mut r = report();
         r.targets[0].attempts = 4;
         assert!(matches!(r.validate(), Err(ReportError::Counts { .. })));
+        let mut r = report();
+        r.targets[0].outcomes = [(Outcome::Ok, u64::MAX), (Outcome::Timeout, 1)].into();
+        r.targets[0].attempts = 0;
+        assert!(
+            matches!(r.validate(), Err(ReportError::Overflow(_))),
+            "wraps to 0"
+        );
+        let mut r = report();
+        r.targets[0].answered_by.insert("eu-west-1".into(), 2);
+        assert!(matches!(r.validate(), Err(ReportError::Answers { .. })));
         let mut r = report();
         r.interval_start_ms += 1;
         assert!(matches!(r.validate(), Err(ReportError::Interval)));

@@ -9,6 +9,9 @@
 //! double ratio 1.0, the same bounds checks as `Histogram::new_with_bounds`, counts past the end
 //! of the array), and also refuses a payload longer than any array of that shape could encode,
 //! before reading it: `hdrhistogram` allocates whatever length the header claims.
+//! [`SparseDecoder::decode_shaped`] also refuses any bounds or precision but the expected
+//! [`Shape`] before inflating past the header, so a sender cannot pick a shape whose payload
+//! inflates to megabytes: the decompressed size is capped by the expected shape's array.
 
 use base64::Engine as _;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -30,6 +33,33 @@ pub enum SparseError {
     Unsupported,
     Parameters,
     TooLong,
+    Shape,
+}
+
+/// The bounds and precision every histogram of a fleet has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub low: u64,
+    pub high: u64,
+    pub digits: u8,
+}
+
+impl Shape {
+    /// The fleet's latency histograms: 1 µs .. 60 s at `digits` significant digits.
+    pub fn latency(digits: u8) -> Shape {
+        Shape {
+            low: crate::histogram::LOWEST_MICROS,
+            high: crate::histogram::HIGHEST_MICROS,
+            digits,
+        }
+    }
+
+    /// The most bytes a V2 encoding of this shape decompresses to: the header and one
+    /// longest varint per counter.
+    pub fn max_decoded_bytes(&self) -> Result<usize, SparseError> {
+        let layout = Layout::new(self.low, self.high, self.digits)?;
+        Ok(HEADER + layout.len.saturating_mul(MAX_VARINT))
+    }
 }
 
 impl std::error::Error for SparseError {}
@@ -44,6 +74,7 @@ impl std::fmt::Display for SparseError {
             SparseError::Unsupported => "uses a normalising offset or a non-integer ratio",
             SparseError::Parameters => "invalid bounds or precision",
             SparseError::TooLong => "encodes more counts than its bounds allow",
+            SparseError::Shape => "bounds or precision differ from the fleet's histograms",
         })
     }
 }
@@ -110,8 +141,8 @@ fn be_u64(b: &[u8], at: usize) -> Result<u64, SparseError> {
     Ok(u64::from_be_bytes(bytes.try_into().expect("8 bytes")))
 }
 
-/// The header's payload length and layout; checks every field.
-fn header(b: &[u8]) -> Result<(usize, Layout), SparseError> {
+/// The header's payload length and layout; checks every field, and the shape if one is expected.
+fn header(b: &[u8], expected: Option<Shape>) -> Result<(usize, Layout), SparseError> {
     if be_u32(b, 0)? != V2_COOKIE {
         return Err(SparseError::Cookie);
     }
@@ -123,6 +154,9 @@ fn header(b: &[u8]) -> Result<(usize, Layout), SparseError> {
     let (low, high) = (be_u64(b, 16)?, be_u64(b, 24)?);
     if f64::from_bits(be_u64(b, 32)?) != 1.0 {
         return Err(SparseError::Unsupported);
+    }
+    if expected.is_some_and(|e| e != Shape { low, high, digits }) {
+        return Err(SparseError::Shape);
     }
     let layout = Layout::new(low, high, digits)?;
     if payload_len > layout.len.saturating_mul(MAX_VARINT) {
@@ -177,39 +211,72 @@ impl SparseDecoder {
 
     /// Replaces `out` with the histogram's non-zero `(value, count)` pairs, ascending.
     pub fn decode(&mut self, text: &str, out: &mut Vec<(u64, u64)>) -> Result<(), SparseError> {
+        self.decode_inner(text, None, out)
+    }
+
+    /// As [`SparseDecoder::decode`], and refuses any shape but `shape` before inflating the
+    /// payload, so the decompressed size is at most [`Shape::max_decoded_bytes`].
+    pub fn decode_shaped(
+        &mut self,
+        text: &str,
+        shape: Shape,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<(), SparseError> {
+        self.decode_inner(text, Some(shape), out)
+    }
+
+    fn decode_inner(
+        &mut self,
+        text: &str,
+        shape: Option<Shape>,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<(), SparseError> {
         out.clear();
         self.raw.clear();
         base64::engine::general_purpose::STANDARD
             .decode_vec(text.trim(), &mut self.raw)
             .map_err(|_| SparseError::Base64)?;
         match be_u32(&self.raw, 0)? {
-            V2_COOKIE => counts(&self.raw, out),
+            V2_COOKIE => counts(&self.raw, shape, out),
             V2_COMPRESSED_COOKIE => {
                 let len = be_u32(&self.raw, 4)? as usize;
                 let end = self.raw.len().min(8usize.saturating_add(len));
-                inflate(&mut self.inflate, &self.raw[8..end], &mut self.inflated)?;
-                counts(&self.inflated, out)
+                inflate(
+                    &mut self.inflate,
+                    &self.raw[8..end],
+                    shape,
+                    &mut self.inflated,
+                )?;
+                counts(&self.inflated, shape, out)
             }
             _ => Err(SparseError::Cookie),
         }
     }
 }
 
-/// Inflates until the header and the payload it announces are in `out` (or the stream ends).
-fn inflate(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> Result<(), SparseError> {
+/// Inflates until the header and the payload it announces are in `out` (or the stream ends),
+/// and never past them: the header is checked (bounds, and `shape` if given) before any of the
+/// payload is inflated, and `out` never grows beyond what it announced.
+fn inflate(
+    z: &mut Decompress,
+    input: &[u8],
+    shape: Option<Shape>,
+    out: &mut Vec<u8>,
+) -> Result<(), SparseError> {
     z.reset(true);
     out.clear();
     let mut want = HEADER;
     let mut checked = false;
     loop {
         if !checked && out.len() >= HEADER {
-            want = HEADER + header(out)?.0;
+            want = HEADER + header(out, shape)?.0;
             checked = true;
         }
         if checked && out.len() >= want {
             return Ok(());
         }
-        out.reserve((want - out.len()).max(64));
+        // Exact: `reserve` may double, and `decompress_vec` fills whatever capacity there is.
+        out.reserve_exact(want.saturating_sub(out.len()).max(64));
         let (before_in, before_out) = (z.total_in(), z.total_out());
         let consumed = before_in as usize;
         let status = z
@@ -230,8 +297,8 @@ fn inflate(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> Result<(), Sp
 }
 
 /// The counts of an uncompressed V2 encoding.
-fn counts(b: &[u8], out: &mut Vec<(u64, u64)>) -> Result<(), SparseError> {
-    let (payload_len, layout) = header(b)?;
+fn counts(b: &[u8], shape: Option<Shape>, out: &mut Vec<(u64, u64)>) -> Result<(), SparseError> {
+    let (payload_len, layout) = header(b, shape)?;
     let payload = b
         .get(HEADER..HEADER + payload_len)
         .ok_or(SparseError::Truncated)?;
@@ -301,6 +368,34 @@ mod tests {
         b.extend_from_slice(&1.0f64.to_bits().to_be_bytes());
         let text = base64::engine::general_purpose::STANDARD.encode(&b);
         assert_eq!(sparse(&text), Err(SparseError::TooLong));
+    }
+
+    #[test]
+    fn shaped_decoding_refuses_other_shapes_before_inflating() {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 5).unwrap();
+        h.record(u64::MAX / 4).unwrap();
+        let wide = encode_base64(&h).unwrap();
+        let mut out = Vec::new();
+        let mut d = SparseDecoder::new();
+        assert_eq!(
+            d.decode_shaped(&wide, Shape::latency(3), &mut out),
+            Err(SparseError::Shape)
+        );
+        assert!(
+            d.decode(&wide, &mut out).is_ok(),
+            "unshaped decoding takes it"
+        );
+        let mut h = new_latency_histogram(3).unwrap();
+        h.record(1_500).unwrap();
+        let ok = encode_base64(&h).unwrap();
+        d.decode_shaped(&ok, Shape::latency(3), &mut out).unwrap();
+        assert_eq!(out, [(1_500, 1)]);
+        assert_eq!(
+            d.decode_shaped(&ok, Shape::latency(2), &mut out),
+            Err(SparseError::Shape)
+        );
+        // 3 digits over 1 µs .. 60 s: 17,408 counters, at most 9 bytes each.
+        assert_eq!(Shape::latency(3).max_decoded_bytes(), Ok(40 + 17_408 * 9));
     }
 
     proptest::proptest! {

@@ -56,7 +56,7 @@ fn load_fleet(args: &AgentArgs) -> anyhow::Result<FleetConfig> {
     bail!("no fleet file: pass --config FILE (or set VANTAGE_CONFIG, or VANTAGE_CONFIG_TOML to its contents)")
 }
 
-fn load_key(fleet: &FleetConfig) -> anyhow::Result<Vec<u8>> {
+fn load_key(fleet: &FleetConfig, key_id: &str) -> anyhow::Result<Vec<u8>> {
     let auth = &fleet.agents.auth;
     let var = auth.key_env.as_deref().unwrap_or("VANTAGE_AGENT_KEY");
     let key = match (std::env::var(var), &auth.key_file) {
@@ -70,8 +70,7 @@ fn load_key(fleet: &FleetConfig) -> anyhow::Result<Vec<u8>> {
             k
         }
         (Err(_), None) => bail!(
-            "no agent key: set {var} (or agents.auth.key_file in the fleet file) to the HMAC key for key id {:?}",
-            auth.key_id.get_ref()
+            "no agent key: set {var} (or agents.auth.key_file in the fleet file) to the HMAC key for key id {key_id:?}"
         ),
     };
     check_key(&key).map_err(|e| anyhow!("agent key: {e}"))?;
@@ -105,7 +104,9 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
         .unwrap_or_else(|| fleet.aggregator.url.get_ref().clone());
     let aggregator = vantage_probe::spec::parse_url(&aggregator_text)
         .map_err(|e| anyhow!("aggregator URL: {e}"))?;
-    let key = load_key(&fleet)?;
+    // This vantage's own key id, which the aggregator lets report for this vantage only.
+    let key_id = fleet.agent_key_id(entry).to_owned();
+    let key = load_key(&fleet, &key_id)?;
     let spool = if args.no_spool {
         None
     } else {
@@ -121,7 +122,7 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
     };
     let push = PushConfig {
         aggregator,
-        key_id: fleet.agents.auth.key_id.get_ref().clone(),
+        key_id,
         key,
         ca_file: args.aggregator_ca_file.clone(),
         ..PushConfig::default()

@@ -9,6 +9,8 @@ use hdrhistogram::serialization::{Serializer as _, V2Serializer};
 use std::hint::black_box;
 use std::time::Duration;
 use vantage_aggregator::config::AggregatorConfig;
+use vantage_aggregator::ingest::IngestError;
+use vantage_aggregator::prepare::prepare;
 use vantage_aggregator::window::{SparseLatency, Window};
 use vantage_protocol::auth;
 use vantage_protocol::histogram::decode_base64;
@@ -21,10 +23,10 @@ pub(crate) struct Stages {
     pub(crate) verify: Duration,
     pub(crate) parse: Duration,
     pub(crate) validate: Duration,
-    /// Every histogram through `hdrhistogram`, total latency on to sparse pairs: the decoding
-    /// half of `Window::merge`.
+    /// Every histogram through `hdrhistogram`, total latency on to sparse pairs: what the
+    /// decoding half of `prepare` + `Window::merge` did before protocol::sparse.
     pub(crate) decode: Duration,
-    /// `Window::merge` minus `decode`: buckets built and inserted.
+    /// `prepare` + `Window::merge` minus `decode`: buckets built and inserted.
     pub(crate) merge: Duration,
     /// `decode` done by the sparse prototype instead.
     pub(crate) sparse: Duration,
@@ -108,8 +110,13 @@ pub(crate) fn stages(
     let deflate_chars = deflate_chars as f64 / v2.len().max(1) as f64;
     drop(v2);
     let mut window = Window::new();
-    let (merged, window_merge) =
-        measure(|| parsed.iter().try_for_each(|r| window.merge(r).map(drop)));
+    // `prepare` (check against the fleet, decode) then the merge, as ingest does them.
+    let (merged, window_merge) = measure(|| {
+        parsed.into_iter().try_for_each(|r| {
+            window.merge(prepare(r, config)?);
+            Ok::<_, IngestError>(())
+        })
+    });
     merged?;
     Ok((
         Stages {

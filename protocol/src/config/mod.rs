@@ -10,10 +10,12 @@
 //! and line numbers from the spans kept in [`Located`] fields. The modules follow the file:
 //! [`error`] is the `file:line: key: problem; fix` style (shared with the status endpoint's
 //! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
-//! [`sections`] the other plain sections, [`route53`] the `[route53]` section and its checks,
+//! [`sections`] the other plain sections, `keys` which key may report for which vantage,
+//! [`route53`] the `[route53]` section and its checks,
 //! and `validate` the checks across the whole file.
 
 pub mod error;
+mod keys;
 pub mod probe;
 pub mod route53;
 pub mod sections;

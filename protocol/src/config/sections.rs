@@ -48,6 +48,9 @@ pub struct Vantage {
     pub region: Located<String>,
     /// Agent identity in reports (default `vantage-<region>`).
     pub agent_id: Option<Located<String>>,
+    /// Key id this vantage's agent signs with (default `agents.auth.key_id`): one key per
+    /// vantage, so a stolen key speaks for one vantage only.
+    pub key_id: Option<Located<String>>,
 }
 
 impl Vantage {
@@ -72,7 +75,8 @@ pub struct AggregatorSection {
     pub backend: Option<Located<String>>,
     /// Where the decision state is persisted so a restart does not forget an outage.
     pub state_file: Option<PathBuf>,
-    /// Agent keys the aggregator accepts, by key id.
+    /// Agent keys the aggregator accepts, by key id, each bound to the vantages it may
+    /// report for.
     #[serde(default)]
     pub keys: BTreeMap<String, KeySource>,
     /// Largest report body accepted (default 4 MiB).
@@ -90,12 +94,21 @@ pub struct AggregatorSection {
     pub override_key_ids: Option<Located<Vec<String>>>,
 }
 
-/// Where a secret comes from: an environment variable or a file.
-#[derive(Debug, Clone, Deserialize)]
+/// One key the aggregator accepts: where the secret comes from (an environment variable or a
+/// file) and which vantages it may report for.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySource {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+    /// Vantage Regions whose reports this key may sign; required (admin keys live apart, in
+    /// `[aggregator.admin_keys]`).
+    #[serde(default)]
+    pub vantages: Vec<Located<String>>,
+    /// Lets one key cover more than one vantage. Off by default: one stolen shared key could
+    /// report for enough vantages to reach quorum and take a Region out.
+    #[serde(default)]
+    pub allow_shared: bool,
 }
 
 /// The health policy: how vantage observations become Region decisions.

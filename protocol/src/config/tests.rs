@@ -31,12 +31,17 @@ region = "us-east-1"
 [[vantages]]
 region = "eu-west-1"
 agent_id = "probe-euw1"
+key_id = "k-euw1"
 
 [aggregator]
 url = "https://aggregator.example.com"
 
 [agents.auth]
 key_id = "fleet-2026"
+
+[aggregator.keys]
+fleet-2026 = { env = "KEY_USE1", vantages = ["us-east-1"] }
+k-euw1 = { env = "KEY_EUW1", vantages = ["eu-west-1"] }
 "#;
 
 #[test]
@@ -113,7 +118,7 @@ fn errors_name_the_key_the_line_and_the_fix() {
         "{e}"
     );
 
-    let blocks = "[[vantages]]\nregion = \"us-east-1\"\n\n[[vantages]]\nregion = \"eu-west-1\"\nagent_id = \"probe-euw1\"\n";
+    let blocks = "[[vantages]]\nregion = \"us-east-1\"\n\n[[vantages]]\nregion = \"eu-west-1\"\nagent_id = \"probe-euw1\"\nkey_id = \"k-euw1\"\n";
     assert!(EXAMPLE.contains(blocks));
     let no_vantage = format!("vantages = []\n{}", EXAMPLE.replace(blocks, ""));
     let e = error_of(&no_vantage);
@@ -247,6 +252,68 @@ fn url_errors_do_not_echo_credentials() {
     assert!(!e.contains("hunter2"), "{e}");
 }
 
+#[test]
+fn every_agent_key_is_bound_to_its_own_vantage() {
+    let c = FleetConfig::parse(EXAMPLE, "fleet.toml").unwrap();
+    assert!(c.warnings().is_empty());
+    assert_eq!(c.agent_key_id(&c.vantages[1]), "k-euw1");
+    assert_eq!(c.agent_key_id(&c.vantages[0]), "fleet-2026");
+    assert_eq!(
+        c.key_vantages()["k-euw1"].iter().collect::<Vec<_>>(),
+        ["eu-west-1"]
+    );
+
+    let unknown = EXAMPLE.replace(
+        r#"vantages = ["eu-west-1"]"#,
+        r#"vantages = ["eu-north-1"]"#,
+    );
+    let e = error_of(&unknown);
+    assert!(
+        e.contains("aggregator.keys.k-euw1.vantages") && e.contains("eu-north-1"),
+        "{e}"
+    );
+
+    let missing = EXAMPLE.replace(r#", vantages = ["eu-west-1"]"#, "");
+    let e = error_of(&missing);
+    assert!(
+        e.contains("aggregator.keys.k-euw1") && e.contains("vantages = ["),
+        "{e}"
+    );
+
+    let shared = EXAMPLE.replace(
+        r#"vantages = ["eu-west-1"]"#,
+        r#"vantages = ["eu-west-1", "us-east-1"]"#,
+    );
+    let e = error_of(&shared);
+    assert!(e.contains("allow_shared") && e.contains("quorum"), "{e}");
+    let allowed = shared.replace(
+        r#"vantages = ["eu-west-1", "us-east-1"]"#,
+        r#"vantages = ["eu-west-1", "us-east-1"], allow_shared = true"#,
+    );
+    let c = FleetConfig::parse(&allowed, "fleet.toml").unwrap();
+    let w = c.warnings();
+    assert!(
+        w.len() == 1 && w[0].contains("k-euw1") && w[0].contains("quorum"),
+        "{w:?}"
+    );
+
+    // The agent's own key must cover it.
+    let e = error_of(&EXAMPLE.replace("key_id = \"k-euw1\"\n", ""));
+    assert!(
+        e.contains("vantages[1].key_id") && e.contains("fleet-2026"),
+        "{e}"
+    );
+
+    // Without [aggregator.keys], one agents.auth key is fine for one vantage only.
+    let keys_at = EXAMPLE.find("\n[aggregator.keys]").unwrap();
+    let no_keys = EXAMPLE[..keys_at].replace("key_id = \"k-euw1\"\n", "");
+    let e = error_of(&no_keys);
+    assert!(
+        e.contains("agents.auth.key_id") && e.contains("2 vantages"),
+        "{e}"
+    );
+}
+
 /// The example with `extra` appended to its `[aggregator]` table, and the line of `needle`.
 fn with_aggregator(extra: &str, needle: &str) -> (String, usize) {
     let text = EXAMPLE.replace(
@@ -301,7 +368,7 @@ fn control_path_mistakes_name_the_key_line_and_fix() {
 
     // ... or one of [aggregator.keys].
     let (text, line) = with_aggregator(
-        "[aggregator.keys.k9]\nenv = \"K9\"\n[aggregator.admin_keys.k9]\nenv = \"K\"\n",
+        "[aggregator.keys.k9]\nenv = \"K9\"\nvantages = [\"us-east-1\"]\n[aggregator.admin_keys.k9]\nenv = \"K\"\n",
         "admin_keys.k9",
     );
     let e = error_of(&text);

@@ -105,6 +105,7 @@ impl FleetConfig {
                 "must not be empty",
             ));
         }
+        self.validate_keys()?;
         for t in self.targets() {
             if let Some(interval) = t.settings.interval {
                 if interval.0 < Duration::from_millis(100) {

@@ -1,0 +1,118 @@
+//! A report checked against the fleet and decoded whole before any lock is taken: every
+//! target must be one the fleet file plans (with its kind and Region), every histogram must
+//! have the fleet's shape (1 µs .. 60 s at the fleet's precision, so its inflated size is
+//! bounded) and hold exactly the samples the report's counts promise. Only then does ingest
+//! lock the window, for a merge that can no longer fail: a report that is expensive to decode
+//! costs its own request time, never the `/v1/state` reader's or another agent's.
+
+use crate::config::AggregatorConfig;
+use crate::ingest::IngestError;
+use crate::window::{Bucket, SparseLatency};
+use std::cell::RefCell;
+use vantage_protocol::config::TargetKind;
+use vantage_protocol::histogram::HistogramError;
+use vantage_protocol::report::{IntervalReport, ReportError};
+use vantage_protocol::sparse::SparseDecoder;
+use vantage_protocol::{Outcome, Phase};
+
+thread_local! {
+    /// One decoder per thread: it reuses its inflate state and buffers across histograms
+    /// (about 40 KiB that a fresh one would allocate per call).
+    static DECODER: RefCell<SparseDecoder> = RefCell::new(SparseDecoder::new());
+}
+
+/// A report ready to merge: checked, every histogram decoded.
+#[derive(Debug)]
+pub struct PreparedReport {
+    pub agent_id: String,
+    pub seq: u64,
+    pub vantage: String,
+    pub interval_start_ms: u64,
+    pub(crate) targets: Vec<PreparedTarget>,
+}
+
+/// One target's part of a [`PreparedReport`].
+#[derive(Debug)]
+pub(crate) struct PreparedTarget {
+    pub(crate) id: String,
+    pub(crate) kind: TargetKind,
+    pub(crate) region: Option<String>,
+    pub(crate) bucket: Bucket,
+}
+
+/// Validates `report` against `config` and decodes its histograms. Needs no lock; the caller
+/// runs it off the async workers when the report is large.
+pub fn prepare(
+    report: IntervalReport,
+    config: &AggregatorConfig,
+) -> Result<PreparedReport, IngestError> {
+    report.validate()?;
+    let mut targets = Vec::with_capacity(report.targets.len());
+    for t in report.targets {
+        let Some((kind, region)) = config.targets.get(&t.target) else {
+            return Err(IngestError::UnknownTarget(t.target));
+        };
+        if *kind != t.kind || *region != t.region {
+            return Err(IngestError::UnknownRegion {
+                target: t.target,
+                region: t.region.unwrap_or_default(),
+            });
+        }
+        let ok = t.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+        let mut total = SparseLatency::default();
+        for (phase, text) in &t.histograms {
+            let mut pairs = Vec::new();
+            DECODER
+                .with_borrow_mut(|d| d.decode_shaped(text, config.histogram_shape, &mut pairs))
+                .map_err(|e| ReportError::Histogram {
+                    target: t.target.clone(),
+                    phase: *phase,
+                    source: HistogramError::Decode(e.to_string()),
+                })?;
+            let count = pairs
+                .iter()
+                .try_fold(0u64, |sum, (_, n)| sum.checked_add(*n));
+            // `total` is recorded for ok probes only; every other phase once per probe that
+            // reached it, so at most once per attempt.
+            let fits = match (phase, count) {
+                (_, None) => false,
+                (Phase::Total, Some(n)) => n == ok,
+                (_, Some(n)) => n <= t.attempts,
+            };
+            if !fits {
+                return Err(IngestError::HistogramCount {
+                    target: t.target.clone(),
+                    phase: *phase,
+                    count: count.map_or_else(|| "over 2^64".to_owned(), |n| n.to_string()),
+                    expected: if *phase == Phase::Total {
+                        format!("the {ok} ok probes")
+                    } else {
+                        format!("at most the {} attempts", t.attempts)
+                    },
+                });
+            }
+            if *phase == Phase::Total {
+                total = SparseLatency::from_sorted(pairs);
+            }
+        }
+        targets.push(PreparedTarget {
+            bucket: Bucket {
+                attempts: t.attempts,
+                failures: t.attempts - ok,
+                missed_slots: t.missed_slots,
+                total,
+                answered_by: t.answered_by,
+            },
+            id: t.target,
+            kind: t.kind,
+            region: t.region,
+        });
+    }
+    Ok(PreparedReport {
+        agent_id: report.agent_id,
+        seq: report.seq,
+        vantage: report.vantage,
+        interval_start_ms: report.interval_start_ms,
+        targets,
+    })
+}
