@@ -638,3 +638,16 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
     );
     std::fs::remove_dir_all(spool).ok();
 }
+
+#[test]
+fn agent_id_with_path_characters_exits_2_in_one_line() {
+    // The id names the default spool directory: `../../etc` would move it out of the temp dir.
+    for id in ["../../etc", ".."] {
+        let out = vantage(&["agent", "--agent-id", id, "--no-spool"]);
+        assert_eq!(out.status.code(), Some(2), "{id}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{id}: {stderr}");
+        assert!(stderr.starts_with("vantage: "), "{id}: {stderr}");
+        assert!(stderr.contains("agent id"), "{id}: {stderr}");
+    }
+}

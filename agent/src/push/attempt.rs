@@ -1,10 +1,12 @@
 //! One delivery attempt: sign the report, post it, read the (bounded) answer within the
 //! request timeout, and classify what came back as an [`Attempt`] the pusher acts on.
 //!
-//! The classification is the delivery contract: 2xx delivered, 409 already there, a 4xx that
-//! says the report itself is bad is dropped (resending would fail the same way), anything
-//! else (our credentials, the aggregator's patience or load, no connection, no answer in
-//! time) is retried with the report kept.
+//! The classification is the delivery contract: 2xx delivered, 409 already there, and only
+//! 400, 413 and 422 (the report itself is bad: resending the same bytes would fail the same
+//! way) dropped. Everything else keeps the report and is retried: 404 and 405 (a misrouted
+//! request: a load balancer without the route, another service on the address), 401 and 403
+//! (our credentials), 408 and 429 (the aggregator's patience or load), 5xx, no connection, no
+//! answer in time. A wrong drop loses data for good; a wrong retry only costs attempts.
 
 use super::client::{build_client, HttpClient};
 use super::config::PushConfig;
@@ -153,14 +155,10 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> At
     match status.as_u16() {
         200..=299 => Attempt::Delivered,
         409 => Attempt::Duplicate,
-        // Our credentials, the aggregator's patience or its load: none of it is the report's
-        // fault, so the report waits.
-        401 | 403 | 408 | 429 => Attempt::Retry {
-            why: format!("HTTP {status}: {reason}"),
-            retry_after,
-        },
-        400..=499 => Attempt::Rejected { status, reason },
-        // 5xx, and 1xx/3xx which only a misconfigured URL produces: keep the report.
+        // The aggregator read the report and found it malformed, too large or invalid.
+        400 | 413 | 422 => Attempt::Rejected { status, reason },
+        // Any other 4xx is about the route, our credentials or the aggregator's load, and
+        // 5xx, 1xx and 3xx about the aggregator or the URL: none is the report's fault.
         _ => Attempt::Retry {
             why: format!("HTTP {status}: {reason}"),
             retry_after,
@@ -185,10 +183,13 @@ mod tests {
         assert!(matches!(c(200), Attempt::Delivered));
         assert!(matches!(c(202), Attempt::Delivered));
         assert!(matches!(c(409), Attempt::Duplicate));
-        for code in [400, 404, 413, 422] {
+        for code in [400, 413, 422] {
             assert!(matches!(c(code), Attempt::Rejected { .. }), "{code}");
         }
-        for code in [401, 403, 408, 429, 500, 502, 503, 504, 301] {
+        for code in [
+            401, 402, 403, 404, 405, 406, 407, 408, 410, 411, 412, 414, 415, 421, 425, 426, 428,
+            429, 431, 451, 499, 500, 502, 503, 504, 301, 101,
+        ] {
             assert!(matches!(c(code), Attempt::Retry { .. }), "{code}");
         }
         match classify(StatusCode::BAD_REQUEST, None, &"x".repeat(1000)) {

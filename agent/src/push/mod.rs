@@ -6,9 +6,9 @@
 //! queue in memory instead and the failure is counted. One report is in flight at a time, always
 //! the smallest sequence number waiting; the aggregator drops duplicates by sequence number, so
 //! resending after a lost answer is safe. An answer decides what happens next: 2xx delivered,
-//! 409 already there, a "bad request" 4xx is logged and dropped (resending would fail the same
-//! way), anything else (401/403/408/429, 5xx, no connection, no answer in time) is retried after
-//! a jittered exponential backoff. The pusher never blocks the sender beyond the channel and
+//! 409 already there, 400/413/422 (the report itself is bad) logged and dropped, anything else
+//! (404 and other 4xx, 5xx, no connection, no answer in time) retried after a jittered
+//! exponential backoff. The pusher never blocks the sender beyond the channel and
 //! never panics; it ends when the channel closes or on shutdown, after a bounded flush.
 //!
 //! - `config`: where and how reports are sent ([`PushConfig`]) and the up-front check.
@@ -51,7 +51,7 @@ pub struct PushSummary {
     pub delivered: u64,
     /// Reports the aggregator already had (409).
     pub duplicates: u64,
-    /// Reports the aggregator refused as malformed (4xx other than 401/403/408/409/429), dropped.
+    /// Reports the aggregator refused as bad (400, 413, 422), dropped.
     pub rejected: u64,
     /// Reports dropped to keep the spool (or the in-memory queue) within `max_bytes`, plus
     /// reports held only in memory that could not be spooled at exit.
