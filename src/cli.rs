@@ -200,8 +200,9 @@ struct AgentArgs {
     #[arg(long, value_name = "REGION", env = "VANTAGE_VANTAGE")]
     vantage: Option<String>,
 
-    /// Agent id in reports (default: the fleet file's, or vantage-<region>).
-    #[arg(long, env = "VANTAGE_AGENT_ID")]
+    /// Agent id in reports (default: the fleet file's, or vantage-<region>); letters, digits,
+    /// '.', '_' and '-', since it names the default spool directory.
+    #[arg(long, env = "VANTAGE_AGENT_ID", value_parser = agent_id_arg)]
     agent_id: Option<String>,
 
     /// Aggregator base URL (default: aggregator.url from the fleet file).
@@ -382,6 +383,10 @@ enum IpArg {
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn agent_id_arg(s: &str) -> Result<String, String> {
+    vantage_agent::identity::parse_agent_id(s).map_err(|e| e.to_string())
 }
 
 fn resolve_arg(s: &str) -> Result<ResolveOverride, String> {

@@ -892,3 +892,16 @@ fn override_signs_sends_and_reports_the_answer() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn agent_id_with_path_characters_exits_2_in_one_line() {
+    // The id names the default spool directory: `../../etc` would move it out of the temp dir.
+    for id in ["../../etc", ".."] {
+        let out = vantage(&["agent", "--agent-id", id, "--no-spool"]);
+        assert_eq!(out.status.code(), Some(2), "{id}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{id}: {stderr}");
+        assert!(stderr.starts_with("vantage: "), "{id}: {stderr}");
+        assert!(stderr.contains("agent id"), "{id}: {stderr}");
+    }
+}

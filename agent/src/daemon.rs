@@ -12,12 +12,13 @@
 //! With `run_for` (Lambda mode) it stops at the last interval boundary inside that time.
 
 use crate::fleet::{build_targets, AgentTarget};
+use crate::identity::parse_agent_id;
 use crate::metrics::{self, TargetLabels};
 use crate::push::{run_pusher, OutgoingReport, PushConfig, PushSummary};
 use crate::recorder::{IntervalClock, IntervalStats, TargetRecorder};
 use crate::report::{self, AlignedIntervals, ReportIdentity, TargetInterval};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
-use crate::spool::{Spool, SpoolConfig};
+use crate::spool::{Spool, SpoolConfig, SpoolError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,12 +42,16 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error("vantage {0:?} is not in the fleet file's [[vantages]]")]
     UnknownVantage(String),
+    #[error(transparent)]
+    AgentId(#[from] crate::identity::AgentIdError),
     #[error("target {target}: {source}")]
     Probe {
         target: String,
         #[source]
         source: vantage_probe::spec::SpecError,
     },
+    #[error("report spool: {0}")]
+    Spool(#[source] SpoolError),
     #[error("report delivery: {0}")]
     Push(#[from] crate::push::PushError),
     #[error("metrics: {0}")]
@@ -107,6 +112,7 @@ pub fn check(settings: &AgentSettings) -> Result<Vec<AgentTarget>, AgentError> {
     if settings.fleet.vantage(&settings.vantage).is_none() {
         return Err(AgentError::UnknownVantage(settings.vantage.clone()));
     }
+    parse_agent_id(&settings.agent_id)?;
     settings.push.check()?;
     Ok(build_targets(&settings.fleet)?)
 }
@@ -132,6 +138,17 @@ pub async fn run(
     );
     let clock = IntervalClock::new(aligned.origin, aligned.length);
 
+    // A spool that cannot be opened must not stop probing: reports then wait in memory. One
+    // that someone else could write into is refused: whatever is in it gets signed and sent.
+    let (spool, spool_unavailable) = match settings.spool.map(Spool::open) {
+        None => (None, false),
+        Some(Ok(s)) => (Some(s), false),
+        Some(Err(e @ SpoolError::Unsafe { .. })) => return Err(AgentError::Spool(e)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "report spool unavailable; undelivered reports stay in memory");
+            (None, true)
+        }
+    };
     if let Some(listener) = settings.metrics_listener {
         let handle = metrics::install(&settings.vantage)?;
         tokio::spawn(async move {
@@ -142,15 +159,9 @@ pub async fn run(
         });
     }
 
-    // A spool that cannot be opened must not stop probing: reports then wait in memory.
-    let spool = settings.spool.and_then(|config| match Spool::open(config) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "report spool unavailable; undelivered reports stay in memory");
-            ::metrics::counter!(metrics::SPOOL_WRITE_ERRORS_TOTAL).increment(1);
-            None
-        }
-    });
+    if spool_unavailable {
+        ::metrics::counter!(metrics::SPOOL_WRITE_ERRORS_TOTAL).increment(1);
+    }
     // Sequence numbers must grow across restarts, even on a fresh disk (Lambda's /tmp): start
     // from the wall clock in milliseconds, which outruns one report per interval.
     let now_ms = SystemTime::now()

@@ -3,12 +3,14 @@
 //! aggregator without losing any. The probe engine itself is `vantage-probe`.
 //!
 //! - [`fleet`]: from the fleet file to probe specs, and the plan `vantage check-config` prints.
+//! - [`identity`]: the agent id, checked to be a plain file-name component.
 //! - [`scheduler`]: runs every target on its own drift-free slot grid, spread across the
 //!   interval, and accounts late starts and missed slots (coordinated omission).
 //! - [`recorder`]: per-target interval statistics and HDR histograms whose memory follows the
 //!   samples actually recorded, rotated by interval without losing or double-counting a sample.
 //! - [`report`]: builds the `IntervalReport` from recorded intervals (pure).
-//! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart.
+//! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart,
+//!   in a directory that must be the agent's alone.
 //! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff.
 //! - [`metrics`]: the agent's Prometheus metric names, labels, buckets and recorder.
 //! - [`daemon`]: `vantage agent` (long-running or one Lambda invocation) built from the above.
@@ -16,6 +18,7 @@
 
 pub mod daemon;
 pub mod fleet;
+pub mod identity;
 pub mod metrics;
 pub mod oneshot;
 pub mod push;

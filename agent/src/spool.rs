@@ -8,16 +8,24 @@
 //! largest sequence number ever spooled (the agent continues after it, so an emptied spool never
 //! makes a restarted agent reuse numbers the aggregator would discard as duplicates).
 //!
+//! Trust: whatever is in the directory gets signed with the agent's key and sent, so the
+//! directory must be this agent's alone. [`Spool::open`] creates it with mode 0700 and refuses
+//! ([`SpoolError::Unsafe`]) one that is a symbolic link, is owned by another user or is
+//! writable by group or others. Only names of the spool's own pattern are read (anything else
+//! is ignored, with one warning per scan); files are opened with `O_NOFOLLOW`, so a symbolic
+//! link is never read or written through, and temporary files are created with `O_EXCL`.
+//!
 //! Crash safety: every file is written as `<name>.tmp`, flushed with fsync, renamed over its
 //! final name and the directory is fsynced, so a scan sees either the whole report or none of
-//! it. [`Spool::open`] deletes leftover `*.tmp` files from a crash and indexes the `*.json`
-//! files it finds. A report removed after delivery whose file could not be deleted comes back
+//! it. [`Spool::open`] deletes leftover temporary files of its own names from a crash and
+//! indexes the report files it finds. A report removed after delivery whose file could not be deleted comes back
 //! after a restart and is sent again; the aggregator drops it by sequence number
 //! (at-least-once delivery).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use vantage_protocol::config::SpoolSection;
@@ -29,6 +37,10 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 const REPORT_SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
 const HIGH_WATER_FILE: &str = "high-water-seq";
+/// Digits of a report file's sequence number: `u64::MAX` has 20.
+const SEQ_DIGITS: usize = 20;
+/// How many stray names one warning quotes.
+const STRAY_NAMES_LOGGED: usize = 5;
 
 /// Where the spool lives and how much it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +100,13 @@ pub enum SpoolError {
         #[source]
         source: io::Error,
     },
+    /// The directory could be tampered with by someone else: the agent will not use it.
+    #[error("spool directory {path} {problem}; {fix}")]
+    Unsafe {
+        path: PathBuf,
+        problem: String,
+        fix: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,32 +132,49 @@ impl Spool {
     /// indexes the reports already there, so a restarted agent resumes where it stopped.
     pub fn open(config: SpoolConfig) -> Result<Spool, SpoolError> {
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(|source| SpoolError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        // 0700 for every directory created here; umask can only take bits away.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| SpoolError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        check_private(&dir)?;
         let scan_err = |source| SpoolError::Scan {
             path: dir.clone(),
             source,
         };
         let mut entries = BTreeMap::new();
         let mut bytes = 0;
+        let mut stray = Vec::new();
         for item in fs::read_dir(&dir).map_err(scan_err)? {
             let item = item.map_err(scan_err)?;
-            let name = item.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.ends_with(TEMP_SUFFIX) {
-                // A write that never reached its rename: the report was not spooled.
+            let os_name = item.file_name();
+            let Some(name) = os_name.to_str() else {
+                stray.push(os_name.to_string_lossy().into_owned());
+                continue;
+            };
+            if name == HIGH_WATER_FILE {
+                continue;
+            }
+            if is_own_temp_name(name) {
+                // A write that never reached its rename: the report was not spooled. Removing
+                // a symbolic link removes the link, never its target.
                 if let Err(e) = fs::remove_file(item.path()) {
                     tracing::warn!(path = %item.path().display(), error = %e, "cannot delete leftover spool temp file");
                 }
                 continue;
             }
             let Some(seq) = parse_report_name(name) else {
+                stray.push(name.to_owned());
                 continue;
             };
+            // The entry's own type: a symbolic link is not followed, and is not a report.
             let meta = item.metadata().map_err(scan_err)?;
             if !meta.is_file() {
+                stray.push(name.to_owned());
                 continue;
             }
             let entry = Entry {
@@ -147,6 +183,14 @@ impl Spool {
             };
             bytes += entry.bytes;
             entries.insert(seq, entry);
+        }
+        if !stray.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                count = stray.len(),
+                names = ?&stray[..stray.len().min(STRAY_NAMES_LOGGED)],
+                "ignoring files in the spool directory that the spool did not write"
+            );
         }
         let high_water = read_high_water(&dir);
         tracing::debug!(dir = %dir.display(), reports = entries.len(), bytes, "spool opened");
@@ -231,10 +275,12 @@ impl Spool {
         self.entries.keys().next().copied()
     }
 
-    /// The body of a spooled report.
+    /// The body of a spooled report. A symbolic link at its name is refused, not followed,
+    /// and no more than `max_bytes` is read.
     pub fn read(&self, seq: u64) -> Result<Vec<u8>, SpoolError> {
         let path = self.path_of(seq);
-        fs::read(&path).map_err(|source| SpoolError::Read { path, source })
+        read_no_follow(&path, self.config.max_bytes)
+            .map_err(|source| SpoolError::Read { path, source })
     }
 
     /// Forgets a report (delivered, or rejected by the aggregator) and deletes its file. The
@@ -291,19 +337,89 @@ impl Spool {
     }
 }
 
+/// Refuses a spool directory someone else could write into: a symbolic link (whoever made it
+/// chose where reports go), another user's directory, or one writable by group or others.
+fn check_private(dir: &Path) -> Result<(), SpoolError> {
+    let unsafe_dir = |problem: String, fix: &'static str| SpoolError::Unsafe {
+        path: dir.to_owned(),
+        problem,
+        fix,
+    };
+    let meta = fs::symlink_metadata(dir).map_err(|source| SpoolError::Scan {
+        path: dir.to_owned(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir(
+            "is a symbolic link".into(),
+            "give the directory's real path (--spool-dir or agents.spool.dir)",
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir(
+            "is not a directory".into(),
+            "give a directory (--spool-dir or agents.spool.dir)",
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_dir(
+            format!("is owned by uid {}, not by this agent's uid {me}", meta.uid()),
+            "remove it so the agent creates its own, chown it to the agent's user, or use another --spool-dir",
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(
+            format!("is writable by group or others (mode {mode:04o})"),
+            "chmod 700 it (the agent creates its spool directory with mode 0700)",
+        ));
+    }
+    Ok(())
+}
+
+/// The sequence number of a report file name: exactly [`SEQ_DIGITS`] digits and `.json`, as
+/// [`Spool`] writes them; anything else was not written by the spool.
 fn parse_report_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(REPORT_SUFFIX)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn read_high_water(dir: &Path) -> Option<u64> {
-    fs::read_to_string(dir.join(HIGH_WATER_FILE))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
+/// Whether `name` is a temporary file the spool itself writes (of a report or the high-water
+/// mark), so deleting it after a crash deletes nothing else.
+fn is_own_temp_name(name: &str) -> bool {
+    name.strip_suffix(TEMP_SUFFIX).is_some_and(|final_name| {
+        final_name == HIGH_WATER_FILE || parse_report_name(final_name).is_some()
+    })
 }
+
+/// Reads a file that must not be a symbolic link, at most `limit` bytes.
+fn read_no_follow(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)?;
+    let mut body = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut body)?;
+    if body.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the spool's max_bytes ({limit})"),
+        ));
+    }
+    Ok(body)
+}
+
+fn read_high_water(dir: &Path) -> Option<u64> {
+    let text = read_no_follow(&dir.join(HIGH_WATER_FILE), 64).ok()?;
+    std::str::from_utf8(&text).ok()?.trim().parse().ok()
+}
+
+/// `O_NOFOLLOW` for [`OpenOptionsExt::custom_flags`]: opening a symbolic link fails (ELOOP).
+const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
 /// Writes `path` so that it is either absent/unchanged or complete, even across a crash:
 /// temporary file, fsync, rename, fsync of the directory.
@@ -316,11 +432,15 @@ fn write_atomically(path: &Path, body: &[u8], mtime: Option<SystemTime>) -> Resu
         source,
     };
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut file = match create_new(&tmp) {
+            // Left by a write that failed to clean up, or planted: the name is ours, so
+            // remove what is there (a link, not its target) and create the file afresh.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&tmp)?;
+                create_new(&tmp)?
+            }
+            other => other?,
+        };
         file.write_all(body)?;
         if let Some(t) = mtime {
             file.set_modified(t)?;
@@ -339,6 +459,17 @@ fn write_atomically(path: &Path, body: &[u8], mtime: Option<SystemTime>) -> Resu
             .map_err(write_err)?;
     }
     Ok(())
+}
+
+/// Creates a file that did not exist (`O_EXCL`), never through a symbolic link, readable and
+/// writable by the agent only.
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -520,10 +651,19 @@ mod tests {
     #[test]
     fn report_names_parse_strictly() {
         assert_eq!(parse_report_name("00000000000000000042.json"), Some(42));
-        assert_eq!(parse_report_name("7.json"), Some(7));
+        assert_eq!(
+            parse_report_name("7.json"),
+            None,
+            "not a name the spool writes"
+        );
+        assert_eq!(parse_report_name("evil.json"), None);
+        assert_eq!(parse_report_name("000000000000000000042.json"), None);
         assert_eq!(parse_report_name(".json"), None);
         assert_eq!(parse_report_name("-1.json"), None);
         assert_eq!(parse_report_name("12.json.tmp"), None);
         assert_eq!(parse_report_name(HIGH_WATER_FILE), None);
+        assert!(is_own_temp_name("00000000000000000042.json.tmp"));
+        assert!(is_own_temp_name("high-water-seq.tmp"));
+        assert!(!is_own_temp_name("notes.tmp"));
     }
 }

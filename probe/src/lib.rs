@@ -7,7 +7,8 @@
 //! response byte. Every step runs under the earlier of its own limit and the overall deadline,
 //! and every failure is classified into one [`Outcome`] code.
 //!
-//! - [`Prober`] ([`prober`]): probes one target; [`ProbeResult`] ([`result`]) is what it saw.
+//! - [`prober`]: [`Prober`] probes one target, phase by phase, under its limits.
+//! - [`result`]: [`ProbeResult`], what one probe saw: outcome, phase timings, answering Region.
 //! - [`spec`]: what to probe and how ([`spec::ProbeSpec`]), validated before the first probe.
 //! - [`assertion`]: status, body, JSON pointer and header checks on the response.
 //! - [`tls`]: client configurations (web PKI roots, extra CAs, a verified-chain cache).

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::watch;
 use vantage_agent::daemon::{self, AgentError, AgentSettings};
+use vantage_agent::identity::parse_agent_id;
 use vantage_agent::push::PushConfig;
 use vantage_agent::spool::SpoolConfig;
 use vantage_protocol::auth::check_key;
@@ -97,7 +98,8 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
             known.join(", ")
         )
     })?;
-    let agent_id = args.agent_id.clone().unwrap_or_else(|| entry.agent_id());
+    // The flag is checked as it is parsed; the fleet file's id (or the default) here.
+    let agent_id = parse_agent_id(&args.agent_id.clone().unwrap_or_else(|| entry.agent_id()))?;
     let aggregator_text = args
         .aggregator_url
         .clone()

@@ -1,0 +1,42 @@
+//! The pusher's HTTP(S) client: one long-lived, pooled hyper client for the aggregator, with
+//! TLS set up by the probe engine's `build_client_config` (webpki roots plus an optional CA
+//! file) but, unlike a probe, resuming sessions and keeping connections alive.
+
+use super::config::{PushConfig, PushError};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+use vantage_probe::spec::{HttpVersionPref, TlsOptions};
+use vantage_probe::tls::build_client_config;
+
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client `config` asks for, or why it cannot be built (an unreadable CA file).
+pub(super) fn build_client(config: &PushConfig) -> Result<HttpClient, PushError> {
+    let options = TlsOptions {
+        insecure: config.insecure,
+        ca_file: config.ca_file.clone(),
+    };
+    let mut tls = build_client_config(&options, HttpVersionPref::Auto).map_err(PushError::Tls)?;
+    // Unlike a probe, the pusher is one long-lived client: resuming sessions is what we want.
+    tls.resumption = rustls::client::Resumption::default();
+    // The connector builder sets ALPN itself and refuses a config that already has it.
+    tls.alpn_protocols.clear();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.request_timeout));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
+}

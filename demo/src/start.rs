@@ -1,0 +1,285 @@
+//! Starting the fleet on loopback: a work directory holding each vantage's agent key, a real
+//! status endpoint per simulated Region, the links from every vantage to every Region and to
+//! its global endpoint, the dry-run aggregator and one real agent per vantage, each from a
+//! fleet file written for it (the agents see their own links; the aggregator sees the
+//! Regions). Everything started here stops when `halted` turns true, agents when [`Agents`]
+//! is told to.
+
+use crate::net::{serve_link, Destination, Network};
+use crate::run::{start_err, DemoError};
+use crate::scenario::DemoOptions;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vantage_agent::daemon::{self, AgentError, AgentSettings, AgentSummary};
+use vantage_agent::push::PushConfig;
+use vantage_aggregator::backend::DryRun;
+use vantage_aggregator::config::AggregatorConfig;
+use vantage_aggregator::service::{self, Aggregator};
+use vantage_protocol::config::FleetConfig;
+
+/// The run's scratch directory with one agent key per vantage in it; removed on drop.
+pub(crate) struct WorkDir {
+    dir: PathBuf,
+    /// Vantage → the HMAC key its agent signs with; the aggregator accepts each key for its
+    /// own vantage only, as a real fleet should be set up.
+    keys: BTreeMap<String, String>,
+}
+
+impl WorkDir {
+    pub(crate) fn create(vantages: &[String]) -> Result<WorkDir, DemoError> {
+        let dir = std::env::temp_dir().join(format!(
+            "vantage-demo-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| start_err("the work directory", e))?;
+        let mut keys = BTreeMap::new();
+        for v in vantages {
+            let key: String = (0..32)
+                .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
+                .collect();
+            std::fs::write(dir.join(format!("{v}.key")), &key)
+                .map_err(|e| start_err("the agent keys", e))?;
+            keys.insert(v.clone(), key);
+        }
+        Ok(WorkDir { dir, keys })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What one vantage's agent probes: a link per Region and one to its global endpoint.
+pub(crate) struct Links {
+    /// Region → status URL through the link.
+    per_region: BTreeMap<String, String>,
+    global: String,
+}
+
+/// The running agents.
+pub(crate) struct Agents {
+    stop: watch::Sender<u32>,
+    tasks: Vec<JoinHandle<Result<AgentSummary, AgentError>>>,
+}
+
+impl Agents {
+    /// Asks every agent to finish its interval and report, and waits (10 s at most each).
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(1);
+        for a in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
+        }
+    }
+}
+
+pub(crate) async fn bind() -> Result<TcpListener, DemoError> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| start_err("a loopback listener", e))
+}
+
+/// One real status endpoint per Region; returns where each listens.
+pub(crate) async fn start_regions(
+    options: &DemoOptions,
+    halted: &watch::Receiver<bool>,
+) -> Result<BTreeMap<String, SocketAddr>, DemoError> {
+    let mut status_addrs = BTreeMap::new();
+    for region in &options.regions {
+        let config = vantage_status_endpoint::config::Config {
+            region: Some(region.clone()),
+            service_id: Some("demo-api".into()),
+            ..Default::default()
+        };
+        let settings = config
+            .validate()
+            .map_err(|e| start_err(format!("status endpoint {region}"), e))?;
+        let checks = vantage_status_endpoint::router::build_checks(&settings, None)
+            .await
+            .map_err(|e| start_err(format!("status endpoint {region}"), e))?;
+        let router = vantage_status_endpoint::router::router(&settings, checks);
+        let listener = bind().await?;
+        status_addrs.insert(
+            region.clone(),
+            listener
+                .local_addr()
+                .map_err(|e| start_err("status endpoint", e))?,
+        );
+        let mut stopped = halted.clone();
+        tokio::spawn(vantage_status_endpoint::router::run(
+            router,
+            listener,
+            async move {
+                let _ = stopped.changed().await;
+            },
+        ));
+    }
+    Ok(status_addrs)
+}
+
+/// Links: every vantage to every Region, and to the global endpoint. Vantage → its links.
+pub(crate) async fn start_links(
+    options: &DemoOptions,
+    net: &Arc<Network>,
+    halted: &watch::Receiver<bool>,
+) -> Result<BTreeMap<String, Links>, DemoError> {
+    let mut links = BTreeMap::new();
+    for v in &options.vantages {
+        let mut per_region = BTreeMap::new();
+        for r in &options.regions {
+            let l = bind().await?;
+            per_region.insert(
+                r.clone(),
+                format!(
+                    "http://{}/status",
+                    l.local_addr().map_err(|e| start_err("link", e))?
+                ),
+            );
+            tokio::spawn(serve_link(
+                net.clone(),
+                l,
+                v.clone(),
+                Destination::Region(r.clone()),
+                halted.clone(),
+            ));
+        }
+        let g = bind().await?;
+        let global = format!(
+            "http://{}/status",
+            g.local_addr().map_err(|e| start_err("link", e))?
+        );
+        tokio::spawn(serve_link(
+            net.clone(),
+            g,
+            v.clone(),
+            Destination::Global,
+            halted.clone(),
+        ));
+        links.insert(v.clone(), Links { per_region, global });
+    }
+    Ok(links)
+}
+
+/// The running aggregator.
+pub(crate) struct StartedAggregator {
+    pub(crate) aggregator: Arc<Aggregator<DryRun>>,
+    /// Its API's base URL, for the agents.
+    pub(crate) url: String,
+    /// How often the run asks it to evaluate.
+    pub(crate) evaluate_every: Duration,
+}
+
+/// The aggregator with the dry-run backend, serving its API.
+pub(crate) async fn start_aggregator(
+    options: &DemoOptions,
+    links: &BTreeMap<String, Links>,
+    work: &WorkDir,
+    halted: &watch::Receiver<bool>,
+) -> Result<StartedAggregator, DemoError> {
+    let listener = bind().await?;
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(|e| start_err("aggregator", e))?
+    );
+    let first = &links[&options.vantages[0]];
+    let fleet = FleetConfig::parse(
+        &fleet_text(options, first, &url, &work.dir),
+        "demo fleet",
+    )
+    .map_err(|e| start_err("the aggregator", e))?;
+    let config = AggregatorConfig::from_fleet(fleet).map_err(|e| start_err("the aggregator", e))?;
+    let evaluate_every = config.evaluate_every;
+    let aggregator = Arc::new(
+        Aggregator::new(config, DryRun::new(), None).map_err(|e| start_err("the aggregator", e))?,
+    );
+    tokio::spawn(service::serve(aggregator.clone(), listener, halted.clone()));
+    Ok(StartedAggregator {
+        aggregator,
+        url,
+        evaluate_every,
+    })
+}
+
+/// One agent per vantage, reporting to `aggregator_url` with short backoffs and no spool.
+pub(crate) fn start_agents(
+    options: &DemoOptions,
+    links: &BTreeMap<String, Links>,
+    aggregator_url: &str,
+    work: &WorkDir,
+) -> Result<Agents, DemoError> {
+    let (stop, signals) = watch::channel(0u32);
+    let mut tasks = Vec::new();
+    for v in &options.vantages {
+        let text = fleet_text(options, &links[v], aggregator_url, &work.dir);
+        let fleet = FleetConfig::parse(&text, &format!("demo fleet ({v})"))
+            .map_err(|e| start_err(format!("agent {v}"), e))?;
+        let push = PushConfig {
+            aggregator: aggregator_url.parse().map_err(|e| start_err("agent", e))?,
+            key_id: format!("demo-{v}"),
+            key: work.keys[v].clone().into_bytes(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..PushConfig::default()
+        };
+        let settings = AgentSettings {
+            fleet,
+            vantage: v.clone(),
+            agent_id: format!("vantage-{v}"),
+            push,
+            spool: None,
+            metrics_listener: None,
+            run_for: None,
+        };
+        tasks.push(tokio::spawn(daemon::run(settings, signals.clone())));
+    }
+    Ok(Agents { stop, tasks })
+}
+
+/// The fleet file one vantage sees: its own links as the Regions' status URLs and global URL.
+fn fleet_text(options: &DemoOptions, links: &Links, aggregator: &str, key_dir: &Path) -> String {
+    let interval = format!("{}ms", options.probe_interval.as_millis());
+    let global = &links.global;
+    let mut t = format!(
+        r#"
+[fleet]
+name = "demo-api"
+report_interval = "{interval}"
+[probe]
+interval = "{interval}"
+timeout = "3s"
+first_byte_timeout = "2s"
+[global]
+url = "{global}"
+[aggregator]
+url = "{aggregator}"
+[agents.auth]
+key_id = "demo-{first}"
+"#,
+        first = options.vantages[0],
+    );
+    for r in &options.regions {
+        t += &format!(
+            "[[regions]]\nname = \"{r}\"\nstatus_url = \"{}\"\n",
+            links.per_region[r]
+        );
+    }
+    // Each vantage signs with its own key, which may report for that vantage only.
+    for v in &options.vantages {
+        t += &format!("[[vantages]]\nregion = \"{v}\"\nkey_id = \"demo-{v}\"\n");
+        t += &format!(
+            "[aggregator.keys.\"demo-{v}\"]\nfile = {:?}\nvantages = [\"{v}\"]\n",
+            key_dir.join(format!("{v}.key")).display().to_string()
+        );
+    }
+    t
+}
