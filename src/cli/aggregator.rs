@@ -8,8 +8,10 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use vantage_aggregator::backend::{AnyBackend, Backend};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
-use vantage_aggregator::service::{self, Aggregator};
+use vantage_aggregator::service::{self, Aggregator, ServeOptions};
 use vantage_protocol::config::FleetConfig;
+use vantage_runtime::http_server::Limits;
+use vantage_runtime::tls_server::{ServerTls, TlsFiles, RELOAD_POLL};
 
 fn load(
     config: &std::path::Path,
@@ -101,18 +103,54 @@ async fn serve<B: Backend>(
     let backend_name = backend.name();
     let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
     eprintln!(
-        "vantage aggregator: listening on {}, backend {backend_name}, evaluating every {:?} over {:?}",
+        "vantage aggregator: listening on {}{}, backend {backend_name}, evaluating every {:?} over {:?}",
         listener.local_addr()?,
+        match (&args.tls_cert, &args.tls_client_ca) {
+            (None, _) => " (plain HTTP)",
+            (Some(_), None) => " (HTTPS)",
+            (Some(_), Some(_)) => " (HTTPS, client certificates required)",
+        },
         aggregator.config().evaluate_every,
         aggregator.config().window
     );
     let (stop, rx) = watch::channel(false);
+    let options = serve_options(args, &rx)?;
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    service::run(aggregator, listener, rx).await;
+    service::run_with(aggregator, listener, options, rx).await;
     Ok(())
+}
+
+/// The API's limits from the flags and, with `--tls-cert`, its TLS: loaded now (a bad file
+/// stops the start) and watched for changes until `stop`.
+fn serve_options(
+    args: &AggregatorArgs,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<ServeOptions> {
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        ..Limits::API
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert_file), Some(key_file)) => {
+            let tls = ServerTls::load(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: args.tls_client_ca.clone(),
+            })?;
+            let mut stop = stop.clone();
+            tokio::spawn(tls.clone().watch(RELOAD_POLL, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            Some(tls.acceptor())
+        }
+        _ => None,
+    };
+    Ok(ServeOptions { limits, tls })
 }
 
 pub async fn plan(args: PlanArgs) -> ExitCode {
