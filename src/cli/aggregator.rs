@@ -99,6 +99,9 @@ async fn serve<B: Backend>(
             }
         });
     }
+    // TLS files are read before anything says the API is listening.
+    let (stop, rx) = watch::channel(false);
+    let options = serve_options(args, &rx)?;
     let log = decision_log(&args.decision_log)?;
     let backend_name = backend.name();
     let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
@@ -113,8 +116,6 @@ async fn serve<B: Backend>(
         aggregator.config().evaluate_every,
         aggregator.config().window
     );
-    let (stop, rx) = watch::channel(false);
-    let options = serve_options(args, &rx)?;
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
