@@ -6,18 +6,18 @@
 //! whatever the peer; applied by [`crate::overrides`]). Every answer is JSON, errors included: any other method on those
 //! paths is a 405 and any other path a 404, each with a `reason`. Bodies are read with a
 //! bound before anything is buffered: the report cap from the config, 64 KiB for overrides.
+//! Connections are accepted by the shared server loop ([`vantage_runtime::http_server`]), which
+//! bounds heads, stalled and idle connections and their number, and terminates TLS if asked.
 
 use crate::backend::Backend;
 use crate::ingest::{IngestError, Ingested};
 use crate::overrides::{Caller, OverrideRequest};
 use crate::service::{names, unix_ms, Aggregator};
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::any;
-use axum::serve::{IncomingStream, Listener};
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -27,29 +27,64 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use vantage_protocol::auth;
 use vantage_protocol::report::REPORTS_PATH;
+use vantage_runtime::http_server::{self, Limits, TowerToHyperService};
 
 /// Largest `POST /v1/overrides` body.
 const MAX_OVERRIDES_BYTES: usize = 64 * 1024;
 
 type Shared<B> = State<Arc<Aggregator<B>>>;
 
-/// Serves the HTTP API on `listener` until `stop` turns true.
-///
-/// Then it stops accepting; connections already open finish the request in progress.
+/// How the API listens: the connection limits and, when the aggregator terminates TLS itself,
+/// the acceptor (see [`vantage_runtime::tls_server`]).
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub limits: Limits,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves the HTTP API on `listener` with the default limits, in plain HTTP, until `stop`
+/// turns true.
 pub async fn serve<B: Backend>(
     aggregator: Arc<Aggregator<B>>,
     listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) {
+    serve_with(aggregator, listener, ServeOptions::default(), stop).await
+}
+
+/// Serves the HTTP API on `listener` until `stop` turns true (or its sender is gone), through
+/// the shared server loop ([`vantage_runtime::http_server`]): header and idle timeouts, the
+/// connection cap and head bounds of `options.limits`, TLS when given. Then it stops
+/// accepting; requests in flight get the drain limit to finish.
+pub async fn serve_with<B: Backend>(
+    aggregator: Arc<Aggregator<B>>,
+    listener: TcpListener,
+    options: ServeOptions,
     mut stop: watch::Receiver<bool>,
 ) {
-    let app = router(aggregator).into_make_service_with_connect_info::<Peer>();
-    let server = axum::serve(ApiListener(listener), app);
-    tokio::select! {
-        _ = server => {}
-        _ = stop.changed() => {}
+    let app = router(aggregator);
+    // The peer address reaches the handlers as axum's `ConnectInfo`, one layer per connection.
+    let make_service = move |peer: SocketAddr| {
+        TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(Peer(peer)))))
+    };
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    if let Err(e) = http_server::serve(
+        listener,
+        make_service,
+        options.limits,
+        options.tls,
+        shutdown,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "the API listener failed");
     }
 }
 
@@ -362,34 +397,3 @@ async fn read_capped(mut body: Body, limit: u64) -> Result<Bytes, IngestError> {
 /// The peer's address, for the log lines of rejected reports and of overrides.
 #[derive(Debug, Clone, Copy)]
 struct Peer(SocketAddr);
-
-impl Connected<IncomingStream<'_, ApiListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, ApiListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-/// The TCP listener with the API's own accept-error handling: log and retry after 50 ms (axum's
-/// skips some errors silently and waits a whole second after the others).
-struct ApiListener(TcpListener);
-
-impl Listener for ApiListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}

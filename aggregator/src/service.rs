@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 
 // Re-exported so that the paths callers used before the split (`service::serve`,
 // `service::Snapshot`, `service::Ingested`, ...) keep working.
-pub use crate::api::serve;
+pub use crate::api::{serve, serve_with, ServeOptions};
 pub use crate::evaluate::Snapshot;
 pub use crate::ingest::{IngestError, Ingested};
 pub use crate::overrides::OverrideRequest;
@@ -169,7 +169,22 @@ pub async fn run<B: Backend>(
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) {
-    let server = tokio::spawn(serve(aggregator.clone(), listener, stop.clone()));
+    run_with(aggregator, listener, ServeOptions::default(), stop).await
+}
+
+/// [`run`] with the API's connection limits and TLS given.
+pub async fn run_with<B: Backend>(
+    aggregator: Arc<Aggregator<B>>,
+    listener: TcpListener,
+    options: ServeOptions,
+    stop: watch::Receiver<bool>,
+) {
+    let server = tokio::spawn(serve_with(
+        aggregator.clone(),
+        listener,
+        options,
+        stop.clone(),
+    ));
     aggregator.run_loop(stop).await;
     let _ = server.await;
 }

@@ -1,5 +1,5 @@
 //! The demo's status page: one HTML file (no build step), the JSON it polls, and every
-//! component's `/metrics`.
+//! component's `/metrics`, served by the shared server loop.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use vantage_runtime::http_server::{self, Limits};
 
 /// What the page shows, replaced after every evaluation.
 #[derive(Default)]
@@ -22,27 +23,26 @@ pub struct PageState {
     pub render: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
+/// Serves the page until `stop` changes, through the shared server loop
+/// ([`vantage_runtime::http_server`], default limits): the page is on loopback, but a browser
+/// tab left open must not hold connections forever either.
 pub async fn serve(
     listener: TcpListener,
     page: Arc<Mutex<PageState>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-            _ = stop.changed() => return,
-        };
+    let make_service = move |_peer| {
         let page = page.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let page = page.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&page, req).await) }
-            });
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-        });
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let page = page.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(&page, req).await) }
+        })
+    };
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = http_server::serve(listener, make_service, Limits::API, None, shutdown).await {
+        tracing::warn!(error = %e, "the status page stopped");
     }
 }
 

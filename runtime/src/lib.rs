@@ -4,12 +4,17 @@
 //! - [`backoff`]: the one jittered, exponential, bounded retry delay.
 //! - [`errors`]: an error and its sources as one line of text.
 //! - [`sync`]: a mutex lock that survives a panicked holder.
+//! - [`http_server`]: the one HTTP server loop (limits, connection cap, TLS, drain) every
+//!   listener runs.
+//! - [`tls_server`]: server TLS from PEM files, reloaded on SIGHUP or when the files change.
 //! - [`metrics_http`]: the `/metrics` listener the agent and the aggregator both serve.
 
 pub mod backoff;
 pub mod errors;
+pub mod http_server;
 pub mod metrics_http;
 pub mod shutdown;
 pub mod sync;
+pub mod tls_server;
 
 pub use backoff::Backoff;

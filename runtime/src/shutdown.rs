@@ -7,34 +7,33 @@
 use tokio::sync::watch;
 
 /// Counts SIGTERM and SIGINT from now on; the receiver sees 1 after the first, 2 after the
-/// second, and so on. Must be called inside a Tokio runtime.
+/// second, and so on. Must be called inside a Tokio runtime. The handlers are installed before
+/// this returns, so a signal sent as soon as a command says it is ready is never missed (and
+/// never kills the process with the default action).
 pub fn signal_count() -> watch::Receiver<u32> {
     let (tx, rx) = watch::channel(0u32);
+    #[cfg(unix)]
+    let streams = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
     tokio::spawn(async move {
         #[cfg(unix)]
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let (mut term, mut int) = streams;
         loop {
             #[cfg(unix)]
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
+            {
+                tokio::select! {
+                    () = next_signal(&mut term) => {}
+                    () = next_signal(&mut int) => {}
                 }
-            };
+            }
             #[cfg(not(unix))]
-            let terminated = std::future::pending::<()>();
-            tokio::pin!(terminated);
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => {
-                    if result.is_err() {
-                        // No SIGINT handler could be installed: SIGTERM still counts.
-                        terminated.await;
-                    }
-                }
-                () = &mut terminated => {}
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
             // `send_modify`, not `send(*tx.borrow() + 1)`: the borrow's read guard would still
             // be held when `send` takes the write lock, and the task would deadlock.
@@ -47,8 +46,19 @@ pub fn signal_count() -> watch::Receiver<u32> {
     rx
 }
 
+/// The next delivery of `signal`; never, if its handler could not be installed.
+#[cfg(unix)]
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// A flag that turns `true` at the first SIGTERM or SIGINT, for commands that stop through a
-/// `watch::Receiver<bool>`.
+/// `watch::Receiver<bool>`. The handlers are installed before it returns.
 pub fn stop_flag() -> watch::Receiver<bool> {
     let mut count = signal_count();
     let (tx, rx) = watch::channel(false);
@@ -61,8 +71,11 @@ pub fn stop_flag() -> watch::Receiver<bool> {
     rx
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-pub async fn requested() {
+/// Resolves at the first SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled.
+pub fn requested() -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut flag = stop_flag();
-    let _ = flag.wait_for(|stop| *stop).await;
+    async move {
+        let _ = flag.wait_for(|stop| *stop).await;
+    }
 }

@@ -5,10 +5,13 @@ use super::{AggregatorArgs, PlanArgs, EXIT_BAD_INPUT};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
+use tokio::sync::watch;
 use vantage_aggregator::backend::{AnyBackend, Backend};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
-use vantage_aggregator::service::{self, Aggregator};
+use vantage_aggregator::service::{self, Aggregator, ServeOptions};
 use vantage_protocol::config::FleetConfig;
+use vantage_runtime::http_server::Limits;
+use vantage_runtime::tls_server::{ServerTls, TlsFiles, RELOAD_POLL};
 
 fn load(
     config: &std::path::Path,
@@ -114,18 +117,57 @@ async fn serve<B: Backend>(
             }
         });
     }
+    // SIGTERM (ECS, systemd) or Ctrl-C: stop accepting, finish the requests in flight, exit 0.
+    // Handlers are installed before the readiness line, so a signal right after it counts.
+    let rx = vantage_runtime::shutdown::stop_flag();
+    // TLS files are read before anything says the API is listening.
+    let options = serve_options(args, &rx)?;
     let log = decision_log(&args.decision_log)?;
     let backend_name = backend.name();
     let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
     eprintln!(
-        "vantage aggregator: listening on {}, backend {backend_name}, evaluating every {:?} over {:?}",
+        "vantage aggregator: listening on {}{}, backend {backend_name}, evaluating every {:?} over {:?}",
         listener.local_addr()?,
+        match (&args.tls_cert, &args.tls_client_ca) {
+            (None, _) => " (plain HTTP)",
+            (Some(_), None) => " (HTTPS)",
+            (Some(_), Some(_)) => " (HTTPS, client certificates required)",
+        },
         aggregator.config().evaluate_every,
         aggregator.config().window
     );
-    // SIGTERM (ECS, systemd) or Ctrl-C: stop accepting, finish the requests in flight, exit 0.
-    service::run(aggregator, listener, vantage_runtime::shutdown::stop_flag()).await;
+    service::run_with(aggregator, listener, options, rx).await;
     Ok(())
+}
+
+/// The API's limits from the flags and, with `--tls-cert`, its TLS: loaded now (a bad file
+/// stops the start) and watched for changes until `stop`.
+fn serve_options(
+    args: &AggregatorArgs,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<ServeOptions> {
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        ..Limits::API
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert_file), Some(key_file)) => {
+            let tls = ServerTls::load(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: args.tls_client_ca.clone(),
+            })?;
+            let mut stop = stop.clone();
+            tokio::spawn(tls.clone().watch(RELOAD_POLL, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+            Some(tls.acceptor())
+        }
+        _ => None,
+    };
+    Ok(ServeOptions { limits, tls })
 }
 
 pub async fn plan(args: PlanArgs) -> ExitCode {

@@ -77,6 +77,9 @@ pub async fn run(args: DemoArgs) -> ExitCode {
             Ok(handle) => Some(Arc::new(move || handle.render())),
             Err(_) => None,
         };
+    // Ctrl-C or SIGTERM ends the demo early, with its summary. Handlers go in before the
+    // readiness line below, so a signal right after it counts.
+    let stop_rx = vantage_runtime::shutdown::stop_flag();
     let live = !args.no_live && std::io::stdout().is_terminal();
     eprintln!(
         "vantage demo: status page on http://{}/ ; {} Regions, {} vantages{}",
@@ -90,8 +93,6 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 d.as_secs()
             ))
     );
-    // Ctrl-C or SIGTERM ends the demo early, with its summary.
-    let stop_rx = vantage_runtime::shutdown::stop_flag();
     let outputs = Outputs {
         page: Some(page),
         events_file: args.events.clone(),

@@ -1,15 +1,17 @@
 //! `vantage status-endpoint`: flags (each also read from a `VANTAGE_*` environment variable, as
 //! ECS task definitions and Lambda configurations set them) over the optional config file, then
 //! either a server on `--listen` or, inside Lambda, the Lambda adapter.
-//! Exit codes: 0 clean shutdown, 1 the server failed, 2 bad configuration.
+//! Exit codes: 0 clean shutdown, 1 the server failed, 2 bad configuration. At start it warns
+//! about database TLS that is not verified ([`tls_warnings`]).
 
-use crate::config::{Config, Database, LambdaConfig};
+use crate::config::{Config, Database, Engine, LambdaConfig, Settings};
 use crate::{lambda_adapter, router};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use vantage_runtime::http_server::Limits;
 
 const EXIT_BAD_INPUT: u8 = 2;
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -82,6 +84,18 @@ pub struct StatusEndpointArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// Connections served at once; more wait in the accept backlog [default: 1024].
+    #[arg(long, env = "VANTAGE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// A client must send its request head within this long [default: 10s].
+    #[arg(long, env = "VANTAGE_HEADER_READ_TIMEOUT", value_name = "DUR", value_parser = duration_arg)]
+    pub header_read_timeout: Option<Duration>,
+
+    /// A connection with no request and no bytes this long is closed [default: 60s].
+    #[arg(long, env = "VANTAGE_IDLE_TIMEOUT", value_name = "DUR", value_parser = duration_arg)]
+    pub idle_timeout: Option<Duration>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -89,6 +103,37 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 }
 
 impl StatusEndpointArgs {
+    /// The listener's limits: [`Limits::API`] with any flag laid over it.
+    pub fn limits(&self) -> Result<Limits, String> {
+        let mut limits = Limits::API;
+        if let Some(n) = self.max_connections {
+            if n == 0 {
+                return Err("--max-connections: must be at least 1".into());
+            }
+            limits.max_connections = n;
+        }
+        for (flag, value, slot) in [
+            (
+                "--header-read-timeout",
+                self.header_read_timeout,
+                &mut limits.header_read_timeout,
+            ),
+            (
+                "--idle-timeout",
+                self.idle_timeout,
+                &mut limits.idle_timeout,
+            ),
+        ] {
+            if let Some(d) = value {
+                if d.is_zero() {
+                    return Err(format!("{flag}: must be above 0"));
+                }
+                *slot = d;
+            }
+        }
+        Ok(limits)
+    }
+
     /// The config file (if any) with every given flag laid over it; a flag's key is noted as
     /// overridden, so an error about its value does not point at the file.
     pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
@@ -162,6 +207,16 @@ pub async fn run(args: StatusEndpointArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    let limits = match args.limits() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vantage: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    for warning in tls_warnings(&settings) {
+        tracing::warn!("{warning}");
+    }
     let checks = match router::build_checks(&settings, None).await {
         Ok(c) => c,
         Err(e) => {
@@ -190,8 +245,10 @@ pub async fn run(args: StatusEndpointArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Handlers are installed before the readiness line, so a signal right after it counts.
+    let stop = vantage_runtime::shutdown::requested();
     tracing::info!(%addr, region = %settings.region, "status endpoint listening");
-    match router::run(app, listener, vantage_runtime::shutdown::requested()).await {
+    match router::run_with(app, listener, limits, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vantage: serving: {e}");
@@ -200,10 +257,101 @@ pub async fn run(args: StatusEndpointArgs) -> ExitCode {
     }
 }
 
+/// A line for each database whose TLS is only preferred (the default) or required: the
+/// connection is encrypted when the server offers it, but nobody checks whose certificate it
+/// is. Names the key and the one parameter that makes it `verify-full`. URLs are not quoted.
+pub fn tls_warnings(settings: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, db) in [
+        ("aurora.writer.url", &settings.writer),
+        ("aurora.reader.url", &settings.reader),
+    ] {
+        let Some(db) = db else { continue };
+        let param = |name: &str| {
+            db.url
+                .split_once('?')
+                .map(|(_, q)| q.split('#').next().unwrap_or(q))
+                .into_iter()
+                .flat_map(|q| q.split('&'))
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        };
+        let (mode, weak, fix) = match db.engine {
+            Engine::Postgres => (
+                format!(
+                    "sslmode={}",
+                    param("sslmode").unwrap_or_else(|| "prefer".into())
+                ),
+                matches!(
+                    param("sslmode").as_deref(),
+                    None | Some("prefer" | "require")
+                ),
+                "sslmode=verify-full&sslrootcert=/path/to/rds-global-bundle.pem",
+            ),
+            Engine::Mysql => (
+                format!(
+                    "ssl-mode={}",
+                    param("ssl-mode").unwrap_or_else(|| "PREFERRED".into())
+                ),
+                matches!(
+                    param("ssl-mode").map(|m| m.to_ascii_uppercase()).as_deref(),
+                    None | Some("PREFERRED" | "REQUIRED")
+                ),
+                "ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/to/rds-global-bundle.pem",
+            ),
+        };
+        if weak {
+            out.push(format!(
+                "{key}: {mode}: TLS is not verified (a man in the middle or a downgrade goes \
+                 unnoticed); verify-full is one URL parameter away: add {fix}"
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn unverified_database_tls_is_named_with_its_fix() {
+        let settings = |writer: &str, reader: &str| {
+            Config::from_toml(
+                &format!("region = \"eu-west-1\"\n[aurora.writer]\nurl = \"{writer}\"\n[aurora.reader]\nurl = \"{reader}\"\n"),
+                "t.toml",
+            )
+            .unwrap()
+            .validate()
+            .unwrap()
+        };
+        let w = tls_warnings(&settings(
+            "postgres://u:pw@w/db",
+            "mysql://u@r/db?ssl-mode=VERIFY_IDENTITY",
+        ));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("aurora.writer.url: sslmode=prefer: TLS is not verified"),
+            "{w:?}"
+        );
+        assert!(
+            w[0].contains("add sslmode=verify-full&sslrootcert="),
+            "{w:?}"
+        );
+        assert!(!w[0].contains("pw"), "{w:?}");
+        let w = tls_warnings(&settings(
+            "postgres://w/db?sslmode=verify-full",
+            "mysql://r/db?ssl-mode=REQUIRED",
+        ));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("aurora.reader.url: ssl-mode=REQUIRED"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("ssl-mode=VERIFY_IDENTITY&ssl-ca="), "{w:?}");
+    }
 
     #[derive(Parser)]
     struct Wrapper {

@@ -4,6 +4,8 @@
 //!   later than the deadline (plus a small margin) whatever the dependencies do.
 //! - `GET /metrics`: Prometheus text.
 //!
+//! [`run_with`] serves it through the shared server loop, with its connection limits.
+//!
 //! Every answer carries `x-vantage-region` and echoes `X-Amzn-Trace-Id` when the caller sent
 //! one; deep requests log it.
 
@@ -20,6 +22,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use vantage_runtime::http_server::{self, Limits, ServeError, TowerToHyperService};
 
 pub const REGION_HEADER: &str = "x-vantage-region";
 pub const TRACE_HEADER: &str = "x-amzn-trace-id";
@@ -30,7 +33,8 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(200);
 /// A check that could not be built from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{key}: {message}")]
+    /// Rendered without secrets: the message may hold the check's URL.
+    #[error("{key}: {}", vantage_protocol::config::redact_message(key, message))]
     Check { key: String, message: String },
 }
 
@@ -221,15 +225,28 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router 
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains in-flight requests.
+/// Serves on `listener` with the default [`Limits`] until `shutdown` completes, then drains
+/// in-flight requests.
 pub async fn run(
     router: axum::Router,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+) -> Result<(), ServeError> {
+    run_with(router, listener, Limits::API, shutdown).await
+}
+
+/// Serves on `listener` through the shared server loop ([`vantage_runtime::http_server`]):
+/// header and idle timeouts, the connection cap and head bounds of `limits`, so stalled or
+/// idle clients cannot keep `/status` from answering. At `shutdown` it stops accepting and
+/// drains requests in flight.
+pub async fn run_with(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let make_service = move |_peer| TowerToHyperService::new(router.clone());
+    http_server::serve(listener, make_service, limits, None, shutdown).await
 }
 
 async fn liveness(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response<Body> {

@@ -3,8 +3,11 @@
 //! their errors with it, so an operator reads the same shape everywhere. The line comes from a
 //! value's span or, for values that carry none, from finding the key in the text. Errors name
 //! the key and never quote the source line, because that line may hold a bearer token or a
-//! database password; URLs in messages go through [`redact_userinfo`] for the same reason.
+//! database password; URLs in messages go through [`redact_userinfo`] for the same reason, and
+//! every message is rendered through [`super::redact`] (secret-named keys' values masked, URLs'
+//! userinfo and secret query parameters removed).
 
+use super::redact::redact_message;
 use serde::de::DeserializeOwned;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,17 +29,17 @@ pub enum ConfigError {
     /// TOML syntax, an unknown key, a value of the wrong type (the message holds the line).
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
-    #[error("{origin}:{line}: {key}: {message}")]
+    #[error("{origin}:{line}: {key}: {}", redact_message(key, message))]
     Invalid {
         origin: String,
         line: usize,
         key: String,
         message: String,
     },
-    #[error("{name}: {message}")]
+    #[error("{name}: {}", redact_message(name, message))]
     Environment { name: String, message: String },
     /// A value with no line to point at: set by a flag or an environment variable, or missing.
-    #[error("{key}: {message}")]
+    #[error("{key}: {}", redact_message(key, message))]
     Setting { key: String, message: String },
 }
 
@@ -173,15 +176,46 @@ impl ConfigText {
 /// offending source line, and that line may be `token = "..."`.
 pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let message = e.message().trim_end().to_owned();
+        let message = e.message().trim_end();
         ConfigError::Parse {
             origin: origin.to_owned(),
             message: match e.span() {
-                Some(span) => format!("line {}: {message}", line_of(text, span.start)),
-                None => message,
+                Some(span) => {
+                    let key = key_on_line(text, span.start);
+                    let line = line_of(text, span.start);
+                    let message = redact_message(&key, message);
+                    // toml names the key itself only for unknown and missing fields.
+                    if key.is_empty() || message.contains("field `") {
+                        format!("line {line}: {message}")
+                    } else {
+                        format!("line {line}: {key}: {message}")
+                    }
+                }
+                None => redact_message("", message).into_owned(),
             },
         }
     })
+}
+
+/// The key set on the line holding `offset`, under the nearest table header above it
+/// (`aggregator.keys.k1` for `k1 = ...` after `[aggregator.keys]`), or "" for other lines:
+/// enough for [`redact_message`] to know whether the value there is a secret.
+fn key_on_line(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let Some((key, _)) = text[start..end].split_once('=') else {
+        return String::new();
+    };
+    let key = dotted(key);
+    let table = text[..start].lines().rev().find_map(|l| {
+        let l = strip_comment(l).trim();
+        header(l, "[[", "]]").or_else(|| header(l, "[", "]"))
+    });
+    match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key,
+    }
 }
 
 /// 1-based line of a byte offset in `text`.
@@ -384,6 +418,21 @@ x = 1
             "{text}"
         );
         assert!(!text.contains("s3cret"), "{text}");
+        // A secret of the wrong type: toml would quote the value.
+        let e = parse_toml::<T>("[x]\n", "t.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `x`"), "{e}");
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct K {
+            keys: std::collections::BTreeMap<String, u32>,
+        }
+        let e = parse_toml::<K>("[keys]\nk1 = \"s3cret-key-value\"\n", "t.toml").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = parse_toml::<T>("token = 1234567890123\n", "t.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml: line 1: token: invalid type: integer `***`, expected a string"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod error;
 mod keys;
 pub mod probe;
+pub mod redact;
 pub mod route53;
 pub mod sections;
 pub mod units;
@@ -26,6 +27,7 @@ pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
+pub use redact::{is_secret_key, redact_message, redact_url};
 pub use route53::{
     RecordType, Route53Health, Route53Region, Route53RegionSettings, Route53Section,
     Route53Settings,
