@@ -10,6 +10,7 @@ use tokio::runtime::Runtime;
 use vantage_protocol::histogram::decode_base64;
 use vantage_testkit::aggregator::StandIn;
 use vantage_testkit::dirs::temp_dir;
+use vantage_testkit::fleet::{quoted, FleetToml};
 use vantage_testkit::http::read_request;
 use vantage_testkit::{server, TestServer};
 
@@ -339,26 +340,13 @@ fn check_config_checks_the_route53_section() {
 }
 
 fn agent_fleet(status_url: &str, aggregator: &str) -> String {
-    format!(
-        r#"
-[fleet]
-name = "cli-test"
-report_interval = "1s"
-[probe]
-interval = "200ms"
-[global]
-url = "{status_url}"
-[[regions]]
-name = "eu-west-1"
-status_url = "{status_url}"
-[[vantages]]
-region = "eu-west-1"
-[aggregator]
-url = "{aggregator}"
-[agents.auth]
-key_id = "k1"
-"#
-    )
+    FleetToml::new("cli-test")
+        .probe("interval", &quoted("200ms"))
+        .global(status_url)
+        .region("eu-west-1", status_url)
+        .vantage("eu-west-1")
+        .aggregator("url", &quoted(aggregator))
+        .build()
 }
 
 const AGENT_KEY: &[u8] = b"cli-test-key-0123456789";

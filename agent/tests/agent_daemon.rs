@@ -10,6 +10,7 @@ use vantage_agent::spool::SpoolConfig;
 use vantage_protocol::config::FleetConfig;
 use vantage_protocol::{Outcome, Phase};
 use vantage_testkit::aggregator::{Mode, StandIn};
+use vantage_testkit::fleet::{quoted, FleetToml};
 use vantage_testkit::{server, TestServer};
 
 const KEY: &[u8] = b"test-key-0123456789abcdef";
@@ -34,37 +35,15 @@ async fn aggregator() -> StandIn {
 }
 
 fn fleet(global: &str, use1: &str, euw1: &str, aggregator: &str) -> FleetConfig {
-    let text = format!(
-        r#"
-[fleet]
-name = "orders-api"
-report_interval = "1s"
-
-[probe]
-interval = "100ms"
-expect_json = ["/status=pass"]
-
-[global]
-url = "{global}"
-
-[[regions]]
-name = "us-east-1"
-status_url = "{use1}"
-
-[[regions]]
-name = "eu-west-1"
-status_url = "{euw1}"
-
-[[vantages]]
-region = "eu-west-1"
-
-[aggregator]
-url = "{aggregator}"
-
-[agents.auth]
-key_id = "k1"
-"#
-    );
+    let text = FleetToml::new("orders-api")
+        .probe("interval", &quoted("100ms"))
+        .probe("expect_json", r#"["/status=pass"]"#)
+        .global(global)
+        .region("us-east-1", use1)
+        .region("eu-west-1", euw1)
+        .vantage("eu-west-1")
+        .aggregator("url", &quoted(aggregator))
+        .build();
     FleetConfig::parse(&text, "test fleet").unwrap()
 }
 

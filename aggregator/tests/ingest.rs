@@ -14,38 +14,24 @@ use vantage_probe::{PhaseTimings, ProbeResult};
 use vantage_protocol::auth;
 use vantage_protocol::config::{FleetConfig, TargetKind};
 use vantage_protocol::{Outcome, Phase};
+use vantage_testkit::fleet::{quoted, FleetToml};
 
 const KEY: &str = "aggregator-test-key-0123456789";
 const REGIONS: [&str; 3] = ["ap-southeast-1", "eu-west-1", "us-east-1"];
 
 fn fleet_text(state_file: Option<&std::path::Path>) -> String {
-    let state = state_file
-        .map(|p| format!("state_file = {:?}\n", p.display().to_string()))
-        .unwrap_or_default();
-    let mut t = format!(
-        r#"
-[fleet]
-name = "orders-api"
-report_interval = "1s"
-[global]
-url = "https://api.example.com/status"
-[aggregator]
-url = "http://127.0.0.1:1"
-window = "3s"
-evaluate_every = "1s"
-{state}[aggregator.keys]
-k1 = {{ env = "VANTAGE_TEST_AGG_KEY" }}
-[agents.auth]
-key_id = "k1"
-[policy]
-fail_after = 2
-recover_after = 3
-"#
-    );
-    for r in REGIONS {
-        t += &format!("[[regions]]\nname = \"{r}\"\nstatus_url = \"https://{r}.example.com/status\"\n[[vantages]]\nregion = \"{r}\"\n");
+    let mut fleet = FleetToml::new("orders-api")
+        .aggregator("window", &quoted("3s"))
+        .aggregator("evaluate_every", &quoted("1s"))
+        .aggregator_key_from_env("k1", "VANTAGE_TEST_AGG_KEY")
+        .extra("[policy]\nfail_after = 2\nrecover_after = 3\n");
+    if let Some(path) = state_file {
+        fleet = fleet.aggregator("state_file", &quoted(&path.display().to_string()));
     }
-    t
+    for r in REGIONS {
+        fleet = fleet.region_with_vantage(r);
+    }
+    fleet.build()
 }
 
 fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {

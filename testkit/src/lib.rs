@@ -10,6 +10,7 @@
 //! - [`process`]: the child-process guard, readiness waits, set-up commands, tool lookup.
 //! - [`dirs`]: temp directories (tempfile), private or traversable by `nobody`.
 //! - [`eventually`]: bounded polling and timeouts.
+//! - [`fleet`]: fleet files built for tests.
 //! - [`moto`]: moto_server, once per test binary.
 //! - [`postgres`], [`mariadb`]: real database servers (PostgreSQL primary and replica, TLS).
 
@@ -18,6 +19,7 @@ pub mod ca;
 pub mod dirs;
 pub mod error;
 pub mod eventually;
+pub mod fleet;
 pub mod http;
 pub mod mariadb;
 pub mod moto;

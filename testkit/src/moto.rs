@@ -16,9 +16,10 @@ use std::time::Duration;
 
 /// The IAM role [`Moto::enable_lambda`] creates, for functions to run as.
 pub const LAMBDA_ROLE: &str = "arn:aws:iam::123456789012:role/lambda-role";
-/// Static credentials moto accepts.
-pub const ACCESS_KEY: &str = "test";
-pub const SECRET_KEY: &str = "test";
+/// Static credentials moto accepts, for any SDK client's `credentials_provider`.
+pub fn credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new("test", "test", None, None, "vantage-testkit")
+}
 
 /// A running moto_server.
 pub struct Moto {

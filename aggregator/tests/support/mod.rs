@@ -29,13 +29,7 @@ pub trait AwsMoto {
 impl AwsMoto for Moto {
     async fn sdk_config(&self) -> aws_config::SdkConfig {
         sdk_loader(Some(&self.endpoint()), Some("us-east-1"))
-            .credentials_provider(aws_sdk_route53::config::Credentials::new(
-                vantage_testkit::moto::ACCESS_KEY,
-                vantage_testkit::moto::SECRET_KEY,
-                None,
-                None,
-                "test",
-            ))
+            .credentials_provider(vantage_testkit::moto::credentials())
             .load()
             .await
     }

@@ -40,13 +40,7 @@ impl LambdaMoto for Moto {
             Some(&self.endpoint()),
             Duration::from_secs(5),
         )
-        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-            vantage_testkit::moto::ACCESS_KEY,
-            vantage_testkit::moto::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
+        .credentials_provider(vantage_testkit::moto::credentials())
         .load()
         .await
     }
