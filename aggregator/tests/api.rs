@@ -4,7 +4,7 @@
 //! HTTP/2 with prior knowledge, and stopping.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -35,12 +35,7 @@ fn config() -> AggregatorConfig {
     AggregatorConfig::from_fleet(fleet).unwrap()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use vantage_testkit::unix_now_ms as now_ms;
 
 /// A report body from the one vantage: ten good probes of the one Region.
 fn report(seq: u64) -> Vec<u8> {

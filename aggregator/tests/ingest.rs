@@ -41,12 +41,7 @@ fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
     AggregatorConfig::from_fleet(fleet).unwrap()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use vantage_testkit::unix_now_ms as now_ms;
 
 /// Stats of `n` probes of which `failed` failed, ok ones at `latency_ms`.
 fn stats(n: u64, failed: u64, latency_ms: u64) -> IntervalStats {

@@ -117,9 +117,9 @@ async fn connect(moto: &Moto, config: Route53Config) -> Result<Route53Backend, B
 #[tokio::test]
 async fn weights_change_in_one_batch_values_survive_and_a_second_pass_writes_nothing() {
     let moto = Moto::shared();
-    let (zone, checks) = seed(&moto, false).await;
+    let (zone, checks) = seed(moto, false).await;
     let backend = connect(
-        &moto,
+        moto,
         config(&zone, data_plane("WeightsTestHealth"), &checks),
     )
     .await
@@ -177,8 +177,8 @@ async fn weights_change_in_one_batch_values_survive_and_a_second_pass_writes_not
 #[tokio::test]
 async fn control_plane_forces_calculated_checks_out_and_back() {
     let moto = Moto::shared();
-    let (zone, checks) = seed(&moto, true).await;
-    let backend = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let (zone, checks) = seed(moto, true).await;
+    let backend = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect("connect");
     let r53 = moto.route53().await;
@@ -249,9 +249,9 @@ async fn data_plane_heartbeat_publishes_every_region_at_standard_resolution() {
     use aws_sdk_cloudwatch::primitives::DateTime;
     use aws_sdk_cloudwatch::types::{Dimension, Statistic};
     let moto = Moto::shared();
-    let (zone, checks) = seed(&moto, false).await;
+    let (zone, checks) = seed(moto, false).await;
     let backend = connect(
-        &moto,
+        moto,
         config(&zone, data_plane(DEFAULT_METRIC_NAME), &checks),
     )
     .await
@@ -341,7 +341,7 @@ async fn connect_names_a_missing_record() {
         .await
         .unwrap();
     let err = connect(
-        &moto,
+        moto,
         config(&zone, data_plane(DEFAULT_METRIC_NAME), &BTreeMap::new()),
     )
     .await
@@ -354,7 +354,7 @@ async fn connect_names_a_missing_record() {
     }
 
     let err = connect(
-        &moto,
+        moto,
         config(
             "ZNOSUCHZONE",
             data_plane(DEFAULT_METRIC_NAME),
@@ -372,16 +372,16 @@ async fn connect_names_a_missing_record() {
 #[tokio::test]
 async fn connect_names_a_missing_or_misshaped_health_check() {
     let moto = Moto::shared();
-    let (zone, mut checks) = seed(&moto, true).await;
+    let (zone, mut checks) = seed(moto, true).await;
     let good = config(&zone, HealthMode::ControlPlane, &checks);
-    connect(&moto, good).await.expect("well-shaped stack");
+    connect(moto, good).await.expect("well-shaped stack");
 
     // A record guarded by a check that does not exist.
     let r53 = moto.route53().await;
     let missing = "11111111-2222-3333-4444-555555555555".to_owned();
     upsert_health_check_id(&r53, &zone, "us-east-1", &missing).await;
     checks.insert("us-east-1".into(), missing.clone());
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("missing check");
     assert!(
@@ -395,7 +395,7 @@ async fn connect_names_a_missing_or_misshaped_health_check() {
         .unwrap();
     upsert_health_check_id(&r53, &zone, "us-east-1", &https).await;
     checks.insert("us-east-1".into(), https.clone());
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("HTTPS check");
     assert!(
@@ -408,7 +408,7 @@ async fn connect_names_a_missing_or_misshaped_health_check() {
         .await
         .unwrap();
     checks.insert("us-east-1".into(), calculated);
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("check not on the record");
     assert!(

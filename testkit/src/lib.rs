@@ -30,3 +30,11 @@ pub mod server;
 pub use ca::{Leaf, ServerCert, TestCa};
 pub use error::{KitError, Result};
 pub use server::*;
+
+/// Wall-clock milliseconds since the Unix epoch, as reports and signatures count time.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
