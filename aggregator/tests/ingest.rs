@@ -298,9 +298,8 @@ fn in_service(s: &service::Snapshot) -> BTreeMap<String, (bool, u8)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it_out() {
-    let dir = std::env::temp_dir().join(format!("vantage-agg-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state_file = dir.join("state.json");
+    let dir = vantage_testkit::dirs::temp_dir("agg-state");
+    let state_file = dir.path().join("state.json");
     let _ = std::fs::remove_file(&state_file);
     let log = Log::default();
     let agg = Arc::new(
@@ -387,7 +386,6 @@ async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it
         !in_service(&s)["us-east-1"].0,
         "a restart must not bring a failed Region back"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
