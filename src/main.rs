@@ -25,7 +25,8 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so stdout stays clean for `--json`; `VANTAGE_LOG` (or `RUST_LOG`) sets
-/// the filter, warnings only by default.
+/// the filter, warnings only by default. Colour only when stderr is a terminal: escape codes
+/// would otherwise land in files, journald and CloudWatch Logs.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("VANTAGE_LOG")
@@ -35,5 +36,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

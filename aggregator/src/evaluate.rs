@@ -8,7 +8,6 @@
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::model::{Decision, ModelState, Overrides, RegionObservation};
-use crate::persist::{self, Persisted};
 use crate::reconcile::{desired_of, reconcile, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
 use serde::Serialize;
@@ -134,22 +133,14 @@ impl<B: Backend> Aggregator<B> {
             window_series,
             overrides,
         } = self.decide_now(now_ms);
-        *lock(&self.model) = next_state.clone();
+        *lock(&self.model) = next_state;
         let desired = desired_of(&decision);
         let reconcile = reconcile(self.backend(), &desired).await;
 
         self.log_decision(now_ms, &decision, &reconcile);
         self.record_metrics(&decision, &global_traffic, window_series);
 
-        if let Some(path) = &self.config().state_file {
-            let persisted = Persisted {
-                model: next_state,
-                overrides: overrides.clone(),
-            };
-            if let Err(e) = persist::save(path, &persisted) {
-                tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");
-            }
-        }
+        self.persist_state();
         let snapshot = Snapshot {
             at_ms: now_ms,
             backend: self.backend().name(),
@@ -182,7 +173,7 @@ impl<B: Backend> Aggregator<B> {
             self.log_event(serde_json::json!({
                 "event": if reconcile.ok { "plan_applied" } else { "plan_failed" },
                 "at_ms": now_ms, "backend": self.backend().name(),
-                "changes": reconcile.changes, "error": reconcile.error,
+                "changes": reconcile.changes, "error": reconcile.detail, "code": reconcile.error,
                 "reason": decision.regions.iter()
                     .filter(|r| reconcile.changes.iter().any(|c| c.region() == r.region))
                     .map(|r| (r.region.clone(), r.reason.clone()))

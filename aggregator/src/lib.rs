@@ -10,7 +10,8 @@
 //! - [`ingest`]: one report in: auth, size cap, validation, deduplication, merge.
 //! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
 //! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
-//! - `persist`: the state file that carries decisions and overrides across restarts.
+//! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
+//! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
 //! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
 
@@ -21,6 +22,7 @@ pub mod decide;
 pub mod evaluate;
 pub mod ingest;
 pub mod model;
+pub mod overrides;
 mod persist;
 pub mod reconcile;
 pub mod service;

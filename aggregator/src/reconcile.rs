@@ -14,7 +14,12 @@ use serde::Serialize;
 pub struct ReconcileResult {
     pub ok: bool,
     pub changes: Vec<Change>,
+    /// The failure's code only ([`BackendError::code`]): AWS's message text can name
+    /// accounts, roles and resources, and the state is served to whoever may read it.
     pub error: Option<String>,
+    /// The whole error text, for the operator's own decision log and stderr; never served.
+    #[serde(skip)]
+    pub detail: Option<String>,
     pub duration_seconds: f64,
 }
 
@@ -67,6 +72,7 @@ pub(crate) async fn reconcile<B: Backend>(backend: &B, desired: &DesiredState) -
                 ok: true,
                 changes,
                 error: None,
+                detail: None,
                 duration_seconds,
             }
         }
@@ -77,7 +83,8 @@ pub(crate) async fn reconcile<B: Backend>(backend: &B, desired: &DesiredState) -
             ReconcileResult {
                 ok: false,
                 changes: Vec::new(),
-                error: Some(e.to_string()),
+                error: Some(e.code()),
+                detail: Some(e.to_string()),
                 duration_seconds,
             }
         }
@@ -158,7 +165,12 @@ mod tests {
         let r = reconcile(&backend, &desired(&[("eu-west-1", true, 100)])).await;
         assert!(!r.ok);
         assert!(r.changes.is_empty());
-        assert!(r.error.as_deref().unwrap().contains("throttled"), "{r:?}");
+        assert!(r.detail.as_deref().unwrap().contains("throttled"), "{r:?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some("apply_failed"),
+            "the code, not the text"
+        );
         assert_eq!(backend.heartbeats.load(Ordering::Relaxed), 0);
 
         // Nothing to write: the heartbeat still goes out.

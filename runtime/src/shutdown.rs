@@ -36,9 +36,12 @@ pub fn signal_count() -> watch::Receiver<u32> {
                 }
                 () = &mut terminated => {}
             }
-            if tx.send(*tx.borrow() + 1).is_err() {
+            // `send_modify`, not `send(*tx.borrow() + 1)`: the borrow's read guard would still
+            // be held when `send` takes the write lock, and the task would deadlock.
+            if tx.is_closed() {
                 return;
             }
+            tx.send_modify(|n| *n += 1);
         }
     });
     rx

@@ -139,36 +139,6 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Counts SIGTERM and SIGINT: the first asks the agent to finish its interval, the second to
-/// stop at once.
-fn watch_signals() -> watch::Receiver<u32> {
-    let (tx, rx) = watch::channel(0u32);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        loop {
-            #[cfg(unix)]
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let terminated = std::future::pending::<()>();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
-            }
-            tx.send_modify(|n| *n += 1);
-        }
-    });
-    rx
-}
-
 pub async fn run(args: AgentArgs) -> ExitCode {
     let prepared = match prepare(&args) {
         Ok(p) => p,
@@ -191,7 +161,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
     };
     let settings = prepared.settings(listener, prepared.run_for);
-    match daemon::run(settings, watch_signals()).await {
+    match daemon::run(settings, vantage_runtime::shutdown::signal_count()).await {
         Ok(summary) => {
             eprintln!(
                 "vantage agent: {} probes, {} reports, {} delivered, {} left in the spool",

@@ -5,7 +5,6 @@ use super::{AggregatorArgs, PlanArgs, EXIT_BAD_INPUT};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::sync::watch;
 use vantage_aggregator::backend::{AnyBackend, Backend};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
 use vantage_aggregator::service::{self, Aggregator};
@@ -45,12 +44,20 @@ fn decision_log(path: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
     Ok(Box::new(file))
 }
 
-pub async fn run(args: AggregatorArgs) -> ExitCode {
-    let config = match load(
-        &args.config,
-        args.backend.as_deref(),
-        args.state_file.as_deref(),
-    ) {
+/// Loads the configuration, builds the configured backend and hands both to `then`: the one
+/// path `vantage aggregator` and `vantage plan` share. Exit 2 for a bad fleet file or flag,
+/// 1 when the backend or `then` fails.
+async fn with_backend<F, Fut>(
+    config: &std::path::Path,
+    backend: Option<&str>,
+    state_file: Option<&std::path::Path>,
+    then: F,
+) -> ExitCode
+where
+    F: FnOnce(AggregatorConfig, AnyBackend) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match load(config, backend, state_file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vantage: {e:#}");
@@ -58,7 +65,7 @@ pub async fn run(args: AggregatorArgs) -> ExitCode {
         }
     };
     let result = match AnyBackend::from_config(&config).await {
-        Ok(backend) => serve(config, backend, &args).await,
+        Ok(backend) => then(config, backend).await,
         Err(e) => Err(e.into()),
     };
     match result {
@@ -68,6 +75,16 @@ pub async fn run(args: AggregatorArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+pub async fn run(args: AggregatorArgs) -> ExitCode {
+    with_backend(
+        &args.config,
+        args.backend.as_deref(),
+        args.state_file.as_deref(),
+        |config, backend| serve(config, backend, &args),
+    )
+    .await
 }
 
 async fn serve<B: Backend>(
@@ -106,38 +123,19 @@ async fn serve<B: Backend>(
         aggregator.config().evaluate_every,
         aggregator.config().window
     );
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stop.send(true);
-    });
-    service::run(aggregator, listener, rx).await;
+    // SIGTERM (ECS, systemd) or Ctrl-C: stop accepting, finish the requests in flight, exit 0.
+    service::run(aggregator, listener, vantage_runtime::shutdown::stop_flag()).await;
     Ok(())
 }
 
 pub async fn plan(args: PlanArgs) -> ExitCode {
-    let config = match load(
+    with_backend(
         &args.config,
         args.backend.as_deref(),
         args.state_file.as_deref(),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("vantage: {e:#}");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    let result = match AnyBackend::from_config(&config).await {
-        Ok(backend) => print_plan(config, backend).await,
-        Err(e) => Err(e.into()),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vantage: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        print_plan,
+    )
+    .await
 }
 
 async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow::Result<()> {

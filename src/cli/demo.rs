@@ -5,7 +5,6 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use vantage_demo::scenario::{parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS};
 use vantage_demo::{DemoOptions, Outputs};
 
@@ -91,11 +90,8 @@ pub async fn run(args: DemoArgs) -> ExitCode {
                 d.as_secs()
             ))
     );
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = stop.send(true);
-    });
+    // Ctrl-C or SIGTERM ends the demo early, with its summary.
+    let stop_rx = vantage_runtime::shutdown::stop_flag();
     let outputs = Outputs {
         page: Some(page),
         events_file: args.events.clone(),

@@ -191,34 +191,12 @@ pub async fn run(args: StatusEndpointArgs) -> ExitCode {
         }
     };
     tracing::info!(%addr, region = %settings.region, "status endpoint listening");
-    match router::run(app, listener, shutdown_signal()).await {
+    match router::run(app, listener, vantage_runtime::shutdown::requested()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vantage: serving: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on SIGINT, or SIGTERM (what ECS sends to stop a task).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 
