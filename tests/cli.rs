@@ -1,12 +1,18 @@
 //! `vantage probe` as a user runs it: the real binary against real sockets on loopback.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
+use tokio::runtime::Runtime;
 use vantage_protocol::histogram::decode_base64;
+use vantage_testkit::aggregator::StandIn;
+use vantage_testkit::dirs::temp_dir;
+use vantage_testkit::fleet::{quoted, FleetToml};
+use vantage_testkit::http::read_request;
+use vantage_testkit::{server, TestServer};
 
 fn vantage(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vantage"))
@@ -15,43 +21,34 @@ fn vantage(args: &[&str]) -> Output {
         .expect("run vantage")
 }
 
-/// An HTTP/1.1 server on 127.0.0.1:0 that answers every connection with `response` and
-/// counts the connections.
-fn serve(response: &'static str) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicUsize::new(0));
-    let counter = served.clone();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
-            thread::spawn(move || answer(&mut stream, response));
-        }
-    });
-    (format!("http://{addr}/status"), served)
+/// The fakes' runtime: these tests are synchronous (they run the binary and wait for it), the
+/// kit's servers are async, so they run on this runtime's worker threads meanwhile.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
-fn answer(stream: &mut TcpStream, response: &str) {
-    let mut buf = [0u8; 4096];
-    let mut request = Vec::new();
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let _ = stream.write_all(response.as_bytes());
+/// A healthy eu-west-1 status server; it counts the connections it accepts.
+fn healthy(rt: &Runtime) -> TestServer {
+    rt.block_on(
+        server()
+            .header("content-type", "application/health+json")
+            .header("x-vantage-region", "eu-west-1")
+            .body("{\"status\":\"pass\"}\n")
+            .start(),
+    )
 }
 
-const HEALTHY: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/health+json\r\n\
-x-vantage-region: eu-west-1\r\ncontent-length: 18\r\nconnection: close\r\n\r\n{\"status\":\"pass\"}\n";
+/// The aggregator stand-in, verifying the agents' key.
+fn report_sink(rt: &Runtime) -> StandIn {
+    rt.block_on(StandIn::builder().key("k1", AGENT_KEY).start())
+}
 
 fn closed_port_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}/")
+    format!("http://127.0.0.1:{}/", vantage_testkit::closed_port())
 }
 
 #[test]
@@ -97,7 +94,9 @@ fn unreachable_target_is_a_result_not_a_crash() {
 
 #[test]
 fn json_output_has_quantiles_and_decodable_histograms() {
-    let (url, served) = serve(HEALTHY);
+    let rt = runtime();
+    let status = healthy(&rt);
+    let url = status.url("/status");
     let out = vantage(&[
         "probe",
         &url,
@@ -117,11 +116,7 @@ fn json_output_has_quantiles_and_decodable_histograms() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(
-        served.load(Ordering::SeqCst),
-        5,
-        "a fresh connection per probe"
-    );
+    assert_eq!(status.accepts(), 5, "a fresh connection per probe");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["attempts"], 5);
     assert_eq!(v["outcomes"]["ok"], 5);
@@ -153,7 +148,9 @@ fn json_output_has_quantiles_and_decodable_histograms() {
 
 #[test]
 fn table_output_and_failing_assertion() {
-    let (url, _) = serve(HEALTHY);
+    let rt = runtime();
+    let status = healthy(&rt);
+    let url = status.url("/status");
     let out = vantage(&["probe", &url, "-n", "2", "-i", "0"]);
     assert_eq!(out.status.code(), Some(0));
     let table = String::from_utf8(out.stdout).unwrap();
@@ -315,8 +312,8 @@ fn check_config_names_key_line_and_fix() {
             ),
         ),
     ];
-    let dir = std::env::temp_dir().join(format!("vantage-cli-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli-config");
+    let dir = dir.path();
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("broken-{i}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -335,7 +332,6 @@ fn check_config_names_key_line_and_fix() {
     }
     let missing = vantage(&["check-config", "/nonexistent/fleet.toml"]);
     assert_eq!(missing.status.code(), Some(2));
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// `[route53]` is checked by check-config like every other section, not first when the
@@ -344,8 +340,8 @@ fn check_config_names_key_line_and_fix() {
 fn check_config_checks_the_route53_section() {
     let example = std::fs::read_to_string(workspace_file("examples/fleet.toml")).unwrap();
     let route53 = "\n[route53]\nhosted_zone_id = \"Z0123456789ABCDEFGHIJ\"\nrecord_name = \"api-origin.example.com.\"\nhealth = \"data-plane\"\n\n[route53.regions.us-east-1]\nset_identifier = \"use1\"\n";
-    let dir = std::env::temp_dir().join(format!("vantage-cli-route53-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("cli-route53");
+    let dir = dir.path();
     let check = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -388,118 +384,25 @@ fn check_config_checks_the_route53_section() {
             "{name}: expected {expected:?} in {stderr}"
         );
     }
-    std::fs::remove_dir_all(dir).ok();
-}
-
-/// Reads one HTTP/1.1 request (head as written, body by content-length) from a keep-alive
-/// connection; None once the client has gone.
-fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_owned())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
-/// An aggregator stand-in: keep-alive HTTP/1.1, verifies the HMAC, counts reports.
-fn report_sink(key: &'static [u8]) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let reports = Arc::new(AtomicUsize::new(0));
-    let counter = reports.clone();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let counter = counter.clone();
-            thread::spawn(move || loop {
-                let Some((head, body)) = read_request(&mut stream) else {
-                    return;
-                };
-                let head = head.to_ascii_lowercase();
-                let header = |name: &str| {
-                    head.lines().find_map(|l| {
-                        l.strip_prefix(&format!("{name}:"))
-                            .map(|v| v.trim().to_owned())
-                    })
-                };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                let (id, ts, sig) = (
-                    header("x-vantage-key-id"),
-                    header("x-vantage-timestamp"),
-                    header("x-vantage-signature"),
-                );
-                let lookup = |n: &str| match n {
-                    "x-vantage-key-id" => id.as_deref(),
-                    "x-vantage-timestamp" => ts.as_deref(),
-                    "x-vantage-signature" => sig.as_deref(),
-                    _ => None,
-                };
-                let ok = vantage_protocol::auth::verify(lookup, |_| Some(key), &body, now, 60)
-                    .is_ok()
-                    && serde_json::from_slice::<vantage_protocol::report::IntervalReport>(&body)
-                        .is_ok();
-                if ok {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-                let status = if ok { "200 OK" } else { "401 Unauthorized" };
-                if write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").is_err() {
-                    return;
-                }
-            });
-        }
-    });
-    (url, reports)
 }
 
 fn agent_fleet(status_url: &str, aggregator: &str) -> String {
-    format!(
-        r#"
-[fleet]
-name = "cli-test"
-report_interval = "1s"
-[probe]
-interval = "200ms"
-[global]
-url = "{status_url}"
-[[regions]]
-name = "eu-west-1"
-status_url = "{status_url}"
-[[vantages]]
-region = "eu-west-1"
-[aggregator]
-url = "{aggregator}"
-[agents.auth]
-key_id = "k1"
-"#
-    )
+    FleetToml::new("cli-test")
+        .probe("interval", &quoted("200ms"))
+        .global(status_url)
+        .region("eu-west-1", status_url)
+        .vantage("eu-west-1")
+        .aggregator("url", &quoted(aggregator))
+        .build()
 }
 
 const AGENT_KEY: &[u8] = b"cli-test-key-0123456789";
 
 #[test]
 fn agent_bad_input_exits_2_with_the_reason() {
-    let (status, _) = serve(HEALTHY);
-    let (aggregator, _) = report_sink(AGENT_KEY);
-    let fleet = agent_fleet(&status, &aggregator);
+    let rt = runtime();
+    let (status, aggregator) = (healthy(&rt), report_sink(&rt));
+    let fleet = agent_fleet(&status.url("/status"), &aggregator.url());
     let run = |vantage: &str, key: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vantage"));
         cmd.args([
@@ -534,28 +437,29 @@ fn agent_bad_input_exits_2_with_the_reason() {
 
 #[test]
 fn agent_from_environment_runs_reports_and_stops_on_sigterm() {
-    let (status, _) = serve(HEALTHY);
-    let (aggregator, reports) = report_sink(AGENT_KEY);
-    let spool = std::env::temp_dir().join(format!("vantage-cli-spool-{}", std::process::id()));
+    let rt = runtime();
+    let (status, aggregator) = (healthy(&rt), report_sink(&rt));
+    let spool = temp_dir("cli-spool");
     let child = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .arg("agent")
-        .env("VANTAGE_CONFIG_TOML", agent_fleet(&status, &aggregator))
+        .env(
+            "VANTAGE_CONFIG_TOML",
+            agent_fleet(&status.url("/status"), &aggregator.url()),
+        )
         .env("AWS_REGION", "eu-west-1")
         .env("VANTAGE_AGENT_KEY", std::str::from_utf8(AGENT_KEY).unwrap())
-        .env("VANTAGE_SPOOL_DIR", &spool)
+        .env("VANTAGE_SPOOL_DIR", spool.path())
         .env_remove("VANTAGE_CONFIG")
         .env_remove("VANTAGE_VANTAGE")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait (bounded) for the first report, then ask the agent to stop.
-    for _ in 0..100 {
-        if reports.load(Ordering::SeqCst) > 0 {
-            break;
-        }
-        thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(reports.load(Ordering::SeqCst) > 0, "no report within 5 s");
+    vantage_testkit::eventually::wait_for_blocking(
+        "the first report",
+        std::time::Duration::from_secs(5),
+        || !aggregator.stored().is_empty(),
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -576,14 +480,9 @@ fn agent_from_environment_runs_reports_and_stops_on_sigterm() {
         let at = words.iter().position(|w| *w == name).unwrap();
         words[at - 1].parse().unwrap()
     };
-    assert_eq!(
-        field("reports"),
-        reports.load(Ordering::SeqCst),
-        "{summary}"
-    );
+    assert_eq!(field("reports"), aggregator.stored().len(), "{summary}");
     assert_eq!(field("delivered"), field("reports"), "{summary}");
     assert!(summary.ends_with("0 left in the spool"), "{summary}");
-    std::fs::remove_dir_all(spool).ok();
 }
 
 /// A stand-in for the Lambda Runtime API (as the runtime interface emulator serves it): hands
@@ -634,15 +533,15 @@ lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3
 
 #[test]
 fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
-    let (status, _) = serve(HEALTHY);
-    let (aggregator, reports) = report_sink(AGENT_KEY);
+    let rt = runtime();
+    let (status, aggregator) = (healthy(&rt), report_sink(&rt));
     let deadline_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
         + 30_000;
     let (runtime_api, response) = lambda_runtime_api(deadline_ms);
-    let spool = std::env::temp_dir().join(format!("vantage-cli-lambda-{}", std::process::id()));
+    let spool = temp_dir("cli-lambda");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .arg("agent")
         .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
@@ -652,9 +551,12 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "test")
         .env("AWS_REGION", "eu-west-1")
-        .env("VANTAGE_CONFIG_TOML", agent_fleet(&status, &aggregator))
+        .env(
+            "VANTAGE_CONFIG_TOML",
+            agent_fleet(&status.url("/status"), &aggregator.url()),
+        )
         .env("VANTAGE_AGENT_KEY", std::str::from_utf8(AGENT_KEY).unwrap())
-        .env("VANTAGE_SPOOL_DIR", &spool)
+        .env("VANTAGE_SPOOL_DIR", spool.path())
         .env("VANTAGE_RUN_FOR", "2500ms")
         .env_remove("VANTAGE_CONFIG")
         .env_remove("VANTAGE_VANTAGE")
@@ -680,10 +582,9 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
     assert_eq!(v["delivered"], v["reports"], "{v}");
     assert_eq!(v["left_in_spool"], 0, "{v}");
     assert_eq!(
-        reports.load(Ordering::SeqCst) as u64,
+        aggregator.stored().len() as u64,
         v["reports"].as_u64().unwrap()
     );
-    std::fs::remove_dir_all(spool).ok();
 }
 
 /// An aggregator (dry-run) serving its API on 127.0.0.1:0 from a thread of its own, for the

@@ -17,9 +17,9 @@
 //!
 //! The tests run as root (CI and the dev container), so "another user" is `nobody`.
 
-mod delivery_support;
 
-use delivery_support::{report_body, wait_for, within, Mode, StandIn, TempDir, KEY, KEY_ID};
+use vantage_testkit::aggregator::{report_body, Mode, StandIn, KEY, KEY_ID};
+use vantage_testkit::dirs::temp_dir;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -50,6 +50,17 @@ fn spool_config(dir: &Path) -> SpoolConfig {
         max_bytes: 1 << 20,
         max_age: Duration::from_secs(3600),
     }
+}
+
+/// Every wait in these tests ends by this, so a bug fails a test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    vantage_testkit::eventually::wait_for(what, PATIENCE, done).await
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    vantage_testkit::eventually::within(what, PATIENCE, f).await
 }
 
 fn push_config(stand_in: &StandIn) -> PushConfig {
@@ -100,7 +111,7 @@ fn unsafe_problem(err: SpoolError) -> String {
 /// Attack 1: a world- or group-writable spool directory.
 #[test]
 fn a_spool_directory_writable_by_others_is_refused() {
-    let tmp = TempDir::new("attack-writable");
+    let tmp = temp_dir("attack-writable");
     for mode in [0o777, 0o770, 0o702] {
         let dir = tmp.path().join(format!("spool-{mode:o}"));
         std::fs::create_dir(&dir).unwrap();
@@ -116,7 +127,7 @@ fn a_spool_directory_writable_by_others_is_refused() {
 /// Attack 1, the fix: a directory the agent creates is its own, mode 0700, and usable.
 #[test]
 fn the_agent_creates_its_spool_directory_private() {
-    let tmp = TempDir::new("attack-created");
+    let tmp = temp_dir("attack-created");
     let dir = tmp.path().join("a").join("spool");
     let mut spool = Spool::open(spool_config(&dir)).unwrap();
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
@@ -132,7 +143,7 @@ fn the_agent_creates_its_spool_directory_private() {
 /// Attack 2: a spool directory pre-created by another user.
 #[test]
 fn a_spool_directory_owned_by_another_user_is_refused() {
-    let tmp = TempDir::new("attack-owner");
+    let tmp = temp_dir("attack-owner");
     let dir = tmp.path().join("spool");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -147,7 +158,7 @@ fn a_spool_directory_owned_by_another_user_is_refused() {
 /// Attacks 1 and 2 through a link: the spool path itself is a symbolic link.
 #[test]
 fn a_spool_directory_that_is_a_symbolic_link_is_refused() {
-    let tmp = TempDir::new("attack-dir-link");
+    let tmp = temp_dir("attack-dir-link");
     let real = tmp.path().join("elsewhere");
     std::fs::create_dir(&real).unwrap();
     let dir = tmp.path().join("spool");
@@ -159,7 +170,7 @@ fn a_spool_directory_that_is_a_symbolic_link_is_refused() {
 /// Attack 3: a symbolic link planted at the name the next report's temporary file takes.
 #[test]
 fn a_symlink_at_a_temporary_name_is_not_followed() {
-    let tmp = TempDir::new("attack-tmp-link");
+    let tmp = temp_dir("attack-tmp-link");
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
     let dir = tmp.path().join("spool");
@@ -178,7 +189,7 @@ fn a_symlink_at_a_temporary_name_is_not_followed() {
 /// Attack 4: files the spool did not write, named like reports or linked at a report's name.
 #[tokio::test]
 async fn stray_files_in_the_spool_are_never_sent() {
-    let tmp = TempDir::new("attack-stray");
+    let tmp = temp_dir("attack-stray");
     let outside = tmp.path().join("outside.json");
     std::fs::write(&outside, report_body(8)).unwrap();
     let dir = tmp.path().join("spool");
@@ -204,7 +215,7 @@ async fn stray_files_in_the_spool_are_never_sent() {
 /// Attack 4, at read time: a report file swapped for a link after the scan is not read.
 #[test]
 fn a_report_swapped_for_a_symlink_is_not_read() {
-    let tmp = TempDir::new("attack-swap");
+    let tmp = temp_dir("attack-swap");
     let outside = tmp.path().join("outside");
     std::fs::write(&outside, b"not for the aggregator").unwrap();
     let dir = tmp.path().join("spool");
@@ -287,7 +298,7 @@ fn the_daemon_refuses_a_bad_agent_id() {
 /// rather than falling back to memory as it does for a full or unwritable disk.
 #[tokio::test]
 async fn the_daemon_refuses_to_start_on_an_unsafe_spool() {
-    let tmp = TempDir::new("attack-daemon");
+    let tmp = temp_dir("attack-daemon");
     let dir = tmp.path().join("spool");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -362,7 +373,7 @@ async fn a_404_is_retried_and_delivered_when_the_aggregator_is_back() {
     let answered = Arc::new(AtomicUsize::new(0));
     let wrong = misrouted(addr, answered.clone()).await;
 
-    let tmp = TempDir::new("attack-404");
+    let tmp = temp_dir("attack-404");
     let spool = Spool::open(spool_config(&tmp.path().join("spool"))).unwrap();
     let (reports, rx) = mpsc::channel(16);
     let (stop, stop_rx) = watch::channel(false);

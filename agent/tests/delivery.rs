@@ -2,11 +2,6 @@
 //! answers, rejections, spool bounds, restarts, an unwritable spool, bad keys and TLS. Every
 //! test counts what the aggregator stored: each report exactly once, oldest first.
 
-mod delivery_support;
-
-use delivery_support::{
-    report_body, spooled_seqs, wait_for, within, Mode, StandIn, TempDir, KEY, KEY_ID,
-};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +15,34 @@ use vantage_agent::metrics::{
 };
 use vantage_agent::push::{run_pusher, OutgoingReport, PushConfig, PushSummary};
 use vantage_agent::spool::{Spool, SpoolConfig};
+use vantage_testkit::aggregator::{report_body, Mode, StandIn, KEY, KEY_ID};
+use vantage_testkit::dirs::temp_dir;
+
+/// Every wait in these tests ends by this, so a bug fails a test instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    vantage_testkit::eventually::wait_for(what, PATIENCE, done).await
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    vantage_testkit::eventually::within(what, PATIENCE, f).await
+}
+
+/// Seqs of the report files in a spool directory, sorted.
+fn spooled_seqs(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut seqs: Vec<u64> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
 
 /// Short backoffs keep each test to a few seconds.
 fn config(stand_in: &StandIn) -> PushConfig {
@@ -140,7 +163,7 @@ impl Metrics {
 #[tokio::test]
 async fn down_then_recovering_delivers_every_report_once_in_order() {
     let metrics = Metrics::install();
-    let tmp = TempDir::new("recover");
+    let tmp = temp_dir("recover");
     let stand_in = StandIn::start(Mode::Failing).await;
     let pusher = Pusher::start(
         config(&stand_in),
@@ -192,7 +215,7 @@ async fn down_then_recovering_delivers_every_report_once_in_order() {
 #[tokio::test]
 async fn slow_answers_are_retried_and_stored_once() {
     let stand_in = StandIn::start(Mode::Slow(Duration::from_millis(800))).await;
-    let tmp = TempDir::new("slow");
+    let tmp = temp_dir("slow");
     let mut config = config(&stand_in);
     config.request_timeout = Duration::from_millis(200);
     let pusher = Pusher::start(config, Some(open_spool(tmp.path())), Duration::from_secs(5));
@@ -212,7 +235,7 @@ async fn slow_answers_are_retried_and_stored_once() {
 async fn lost_answers_make_duplicates_that_the_aggregator_drops() {
     let metrics = Metrics::install();
     let stand_in = StandIn::start(Mode::LoseFirstAnswer).await;
-    let tmp = TempDir::new("dup");
+    let tmp = temp_dir("dup");
     let pusher = Pusher::start(
         config(&stand_in),
         Some(open_spool(tmp.path())),
@@ -249,7 +272,7 @@ async fn a_bad_request_is_dropped_once_and_the_rest_flow() {
     let metrics = Metrics::install();
     let stand_in = StandIn::start(Mode::Healthy).await;
     stand_in.poison(3);
-    let tmp = TempDir::new("poison");
+    let tmp = temp_dir("poison");
     let pusher = Pusher::start(
         config(&stand_in),
         Some(open_spool(tmp.path())),
@@ -280,7 +303,7 @@ async fn a_bad_request_is_dropped_once_and_the_rest_flow() {
 async fn a_full_spool_drops_the_oldest_and_delivers_the_newest() {
     let metrics = Metrics::install();
     let stand_in = StandIn::start(Mode::Failing).await;
-    let tmp = TempDir::new("bound");
+    let tmp = temp_dir("bound");
     // Seqs 1..=8 give bodies of one length: room for exactly three.
     let size = report_body(1).len() as u64;
     let spool = Spool::open(spool_config(
@@ -319,7 +342,7 @@ async fn reports_older_than_max_age_are_dropped() {
     let stand_in = StandIn::start(Mode::Failing).await;
 
     // Reports spooled two hours ago by an earlier run, against a one-hour max_age.
-    let tmp = TempDir::new("age-old");
+    let tmp = temp_dir("age-old");
     let hour = Duration::from_secs(3600);
     let mut spool = Spool::open(spool_config(tmp.path(), 1 << 20, hour)).unwrap();
     let now = SystemTime::now();
@@ -335,7 +358,7 @@ async fn reports_older_than_max_age_are_dropped() {
 
     // Reports that age out while the aggregator is down.
     stand_in.set_mode(Mode::Failing);
-    let tmp = TempDir::new("age-live");
+    let tmp = temp_dir("age-live");
     let spool = Spool::open(spool_config(tmp.path(), 1 << 20, Duration::from_secs(1))).unwrap();
     let pusher = Pusher::start(config(&stand_in), Some(spool), Duration::from_secs(5));
     pusher.send(10..=11).await;
@@ -357,7 +380,7 @@ async fn a_restart_resumes_from_the_spool_oldest_first() {
     let metrics = Metrics::install();
     let stand_in = StandIn::start(Mode::Healthy).await;
     stand_in.refuse();
-    let tmp = TempDir::new("restart");
+    let tmp = temp_dir("restart");
 
     let first = Pusher::start(
         config(&stand_in),
@@ -392,7 +415,7 @@ async fn a_restart_resumes_from_the_spool_oldest_first() {
 async fn an_unwritable_spool_falls_back_to_memory() {
     let metrics = Metrics::install();
     let stand_in = StandIn::start(Mode::Healthy).await;
-    let tmp = TempDir::new("unwritable");
+    let tmp = temp_dir("unwritable");
     let dir = tmp.path().join("spool");
     let spool = open_spool(&dir);
     // Root ignores permissions, so break the spool by putting a file where its directory was.
@@ -428,7 +451,7 @@ async fn an_unwritable_spool_falls_back_to_memory() {
 #[tokio::test]
 async fn a_wrong_key_is_retried_and_never_delivered() {
     let stand_in = StandIn::start(Mode::Healthy).await;
-    let tmp = TempDir::new("key");
+    let tmp = temp_dir("key");
     let mut wrong = config(&stand_in);
     wrong.key = b"not-the-key-the-aggregator-knows".to_vec();
     let pusher = Pusher::start(

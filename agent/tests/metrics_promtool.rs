@@ -5,84 +5,36 @@
 //! The recorder is process-global; nextest runs each test in its own process, and this binary
 //! holds a single test so `cargo test` is safe too.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vantage_agent::metrics::{self as m, TargetLabels};
 use vantage_probe::spec::ProbeSpec;
 use vantage_probe::tls::TlsConfigCache;
 use vantage_probe::{PhaseTimings, ProbeResult, Prober};
 use vantage_protocol::{Outcome, Phase};
+use vantage_testkit::http::RawResponse;
+use vantage_testkit::TestServer;
 
 const VANTAGE: &str = "ap-southeast-2";
 
-/// A plain HTTP/1.1 server on a thread: answers every request `200 ok` with the Region header
-/// and closes the connection.
-fn region_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => head.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nx-vantage-region: eu-west-1\r\ncontent-length: 3\r\n\
-                  connection: close\r\n\r\nok\n",
-            );
-        }
-    });
-    addr
-}
-
-/// A port on 127.0.0.1 with nothing listening: bound, read back, released.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
-
-struct Reply {
-    status: u16,
-    content_type: Option<String>,
-    body: String,
+/// A plain HTTP server answering every request `200 ok` with the Region header.
+async fn region_server() -> TestServer {
+    vantage_testkit::server()
+        .header("x-vantage-region", "eu-west-1")
+        .start()
+        .await
 }
 
 /// One HTTP/1.1 request on a fresh connection, read to the end.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
-    let head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read reply");
-    let raw = String::from_utf8(raw).expect("UTF-8 reply");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("reply head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status line");
-    let content_type = lines.find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-type")
-            .then(|| value.trim().to_owned())
-    });
-    Reply {
-        status,
-        content_type,
-        body: body.to_owned(),
-    }
+async fn request(addr: SocketAddr, method: &str, path: &str) -> RawResponse {
+    vantage_testkit::http::exchange(addr, method, path, &[], b"")
+        .await
+        .expect("HTTP exchange with /metrics")
 }
 
 fn promtool() -> PathBuf {
@@ -126,12 +78,12 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let handle = m::install(VANTAGE).expect("install the recorder");
 
     // Five real probes of a healthy Regional endpoint.
-    let server = region_server();
+    let server = region_server().await;
     let tls = Arc::new(TlsConfigCache::new());
     let status = TargetLabels::new("status:eu-west-1", Some("eu-west-1"));
     m::register_target(&status);
     let prober = Prober::new(
-        ProbeSpec::get(&format!("http://{server}/status")).expect("spec"),
+        ProbeSpec::get(&server.url("/status")).expect("spec"),
         tls.clone(),
     )
     .expect("prober");
@@ -147,7 +99,11 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let global = TargetLabels::new("global", None);
     m::register_target(&global);
     let refused = Prober::new(
-        ProbeSpec::get(&format!("http://127.0.0.1:{}/status", closed_port())).expect("spec"),
+        ProbeSpec::get(&format!(
+            "http://127.0.0.1:{}/status",
+            vantage_testkit::closed_port()
+        ))
+        .expect("spec"),
         tls,
     )
     .expect("prober")
@@ -191,7 +147,7 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let scrape = request(addr, "GET", "/metrics").await;
     assert_eq!(scrape.status, 200);
     assert_eq!(
-        scrape.content_type.as_deref(),
+        scrape.header("content-type"),
         Some(vantage_runtime::metrics_http::CONTENT_TYPE)
     );
     let text = scrape.body;

@@ -4,7 +4,7 @@
 //! HTTP/2 with prior knowledge, and stopping.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -17,6 +17,7 @@ use vantage_probe::{PhaseTimings, ProbeResult};
 use vantage_protocol::auth;
 use vantage_protocol::config::{FleetConfig, TargetKind};
 use vantage_protocol::{Outcome, Phase};
+use vantage_testkit::fleet::{quoted, FleetToml};
 
 const KEY: &str = "aggregator-api-test-key-0123456789";
 const REGION: &str = "eu-west-1";
@@ -24,38 +25,17 @@ const REGION: &str = "eu-west-1";
 fn config() -> AggregatorConfig {
     // One variable, the same value in every test of this binary: setting it races with nothing.
     std::env::set_var("VANTAGE_TEST_API_KEY", KEY);
-    let text = format!(
-        r#"
-[fleet]
-name = "orders-api"
-report_interval = "1s"
-[global]
-url = "https://api.example.com/status"
-[aggregator]
-url = "http://127.0.0.1:1"
-window = "3s"
-evaluate_every = "1s"
-[aggregator.keys]
-k1 = {{ env = "VANTAGE_TEST_API_KEY", vantages = ["{REGION}"] }}
-[agents.auth]
-key_id = "k1"
-[[regions]]
-name = "{REGION}"
-status_url = "https://{REGION}.example.com/status"
-[[vantages]]
-region = "{REGION}"
-"#
-    );
+    let text = FleetToml::new("orders-api")
+        .aggregator("window", &quoted("3s"))
+        .aggregator("evaluate_every", &quoted("1s"))
+        .aggregator_key_from_env("k1", "VANTAGE_TEST_API_KEY", &[REGION])
+        .region_with_vantage(REGION)
+        .build();
     let fleet = FleetConfig::parse(&text, "test fleet").unwrap();
     AggregatorConfig::from_fleet(fleet).unwrap()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use vantage_testkit::unix_now_ms as now_ms;
 
 /// A report body from the one vantage: ten good probes of the one Region.
 fn report(seq: u64) -> Vec<u8> {

@@ -14,43 +14,27 @@ use vantage_probe::{PhaseTimings, ProbeResult};
 use vantage_protocol::auth;
 use vantage_protocol::config::{FleetConfig, TargetKind};
 use vantage_protocol::{Outcome, Phase};
+use vantage_testkit::fleet::{quoted, FleetToml};
 
 const KEY: &str = "aggregator-test-key-0123456789";
 const ADMIN_KEY: &str = "aggregator-test-admin-key-0123456789";
 const REGIONS: [&str; 3] = ["ap-southeast-1", "eu-west-1", "us-east-1"];
 
 fn fleet_text(state_file: Option<&std::path::Path>) -> String {
-    let state = state_file
-        .map(|p| format!("state_file = {:?}\n", p.display().to_string()))
-        .unwrap_or_default();
-    // One key for every vantage keeps these tests short; attacks_ingest.rs covers per-vantage keys.
-    let vantages = REGIONS;
-    let mut t = format!(
-        r#"
-[fleet]
-name = "orders-api"
-report_interval = "1s"
-[global]
-url = "https://api.example.com/status"
-[aggregator]
-url = "http://127.0.0.1:1"
-window = "3s"
-evaluate_every = "1s"
-{state}[aggregator.keys]
-k1 = {{ env = "VANTAGE_TEST_AGG_KEY", vantages = {vantages:?}, allow_shared = true }}
-[aggregator.admin_keys]
-ops = {{ env = "VANTAGE_TEST_AGG_ADMIN_KEY" }}
-[agents.auth]
-key_id = "k1"
-[policy]
-fail_after = 2
-recover_after = 3
-"#
-    );
-    for r in REGIONS {
-        t += &format!("[[regions]]\nname = \"{r}\"\nstatus_url = \"https://{r}.example.com/status\"\n[[vantages]]\nregion = \"{r}\"\n");
+    let mut fleet = FleetToml::new("orders-api")
+        .aggregator("window", &quoted("3s"))
+        .aggregator("evaluate_every", &quoted("1s"))
+        // One key for every vantage keeps these tests short; attacks_ingest.rs covers per-vantage keys.
+        .aggregator_key_from_env("k1", "VANTAGE_TEST_AGG_KEY", &REGIONS)
+        .extra("[aggregator.admin_keys]\nops = { env = \"VANTAGE_TEST_AGG_ADMIN_KEY\" }\n")
+        .extra("[policy]\nfail_after = 2\nrecover_after = 3\n");
+    if let Some(path) = state_file {
+        fleet = fleet.aggregator("state_file", &quoted(&path.display().to_string()));
     }
-    t
+    for r in REGIONS {
+        fleet = fleet.region_with_vantage(r);
+    }
+    fleet.build()
 }
 
 fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
@@ -61,12 +45,7 @@ fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
     AggregatorConfig::from_fleet(fleet).unwrap()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use vantage_testkit::unix_now_ms as now_ms;
 
 /// Stats of `n` probes of which `failed` failed, ok ones at `latency_ms`.
 fn stats(n: u64, failed: u64, latency_ms: u64) -> IntervalStats {
@@ -344,9 +323,8 @@ fn in_service(s: &service::Snapshot) -> BTreeMap<String, (bool, u8)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it_out() {
-    let dir = std::env::temp_dir().join(format!("vantage-agg-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state_file = dir.join("state.json");
+    let dir = vantage_testkit::dirs::temp_dir("agg-state");
+    let state_file = dir.path().join("state.json");
     let _ = std::fs::remove_file(&state_file);
     let log = Log::default();
     let agg = Arc::new(
@@ -433,7 +411,6 @@ async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it
         !in_service(&s)["us-east-1"].0,
         "a restart must not bring a failed Region back"
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,11 @@
 //! The Route 53 backend against moto's server: the real wire protocols of Route 53 and
-//! CloudWatch, set up through the SDK as an operator's stack would be, each test on its own
-//! moto_server.
+//! CloudWatch, set up through the SDK as an operator's stack would be, on the test binary's
+//! one moto_server, each test in a hosted zone of its own.
 
 mod support;
 
 use std::collections::BTreeMap;
-use support::{Moto, SeedRecord};
+use support::{AwsMoto as _, Moto, SeedRecord};
 use vantage_aggregator::backend::route53::{
     HealthMode, RegionRecord, RetryPolicy, Route53Backend, Route53Config, DEFAULT_METRIC_NAME,
     DEFAULT_METRIC_NAMESPACE,
@@ -24,10 +24,14 @@ fn origin(region: &str) -> String {
     format!("abc123.execute-api.{region}.amazonaws.com")
 }
 
-fn data_plane() -> HealthMode {
+/// Data-plane health as CloudWatch metric `metric_name`. The tests of a binary share one moto
+/// and metrics outlive a test, so each test that publishes uses a metric name of its own (a
+/// namespace of its own is not enough: moto's GetMetricData ignores the namespace of a query
+/// with dimensions).
+fn data_plane(metric_name: &str) -> HealthMode {
     HealthMode::DataPlane {
         namespace: DEFAULT_METRIC_NAMESPACE.into(),
-        metric_name: DEFAULT_METRIC_NAME.into(),
+        metric_name: metric_name.into(),
     }
 }
 
@@ -112,11 +116,14 @@ async fn connect(moto: &Moto, config: Route53Config) -> Result<Route53Backend, B
 
 #[tokio::test]
 async fn weights_change_in_one_batch_values_survive_and_a_second_pass_writes_nothing() {
-    let moto = Moto::start().expect("moto");
-    let (zone, checks) = seed(&moto, false).await;
-    let backend = connect(&moto, config(&zone, data_plane(), &checks))
-        .await
-        .expect("connect");
+    let moto = Moto::shared();
+    let (zone, checks) = seed(moto, false).await;
+    let backend = connect(
+        moto,
+        config(&zone, data_plane("WeightsTestHealth"), &checks),
+    )
+    .await
+    .expect("connect");
 
     let observed = backend.observe().await.expect("observe");
     let weights: Vec<_> = REGIONS.iter().map(|r| observed[*r].weight).collect();
@@ -169,9 +176,9 @@ async fn weights_change_in_one_batch_values_survive_and_a_second_pass_writes_not
 
 #[tokio::test]
 async fn control_plane_forces_calculated_checks_out_and_back() {
-    let moto = Moto::start().expect("moto");
-    let (zone, checks) = seed(&moto, true).await;
-    let backend = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let moto = Moto::shared();
+    let (zone, checks) = seed(moto, true).await;
+    let backend = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect("connect");
     let r53 = moto.route53().await;
@@ -241,11 +248,14 @@ async fn control_plane_forces_calculated_checks_out_and_back() {
 async fn data_plane_heartbeat_publishes_every_region_at_standard_resolution() {
     use aws_sdk_cloudwatch::primitives::DateTime;
     use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-    let moto = Moto::start().expect("moto");
-    let (zone, checks) = seed(&moto, false).await;
-    let backend = connect(&moto, config(&zone, data_plane(), &checks))
-        .await
-        .expect("connect");
+    let moto = Moto::shared();
+    let (zone, checks) = seed(moto, false).await;
+    let backend = connect(
+        moto,
+        config(&zone, data_plane(DEFAULT_METRIC_NAME), &checks),
+    )
+    .await
+    .expect("connect");
     let want = desired(&[
         ("ap-southeast-2", true, 10),
         ("eu-west-1", true, 100),
@@ -314,7 +324,7 @@ async fn data_plane_heartbeat_publishes_every_region_at_standard_resolution() {
 
 #[tokio::test]
 async fn connect_names_a_missing_record() {
-    let moto = Moto::start().expect("moto");
+    let moto = Moto::shared();
     let r53 = moto.route53().await;
     let zone = support::create_zone(&r53).await.unwrap();
     // us-east-1's record is missing.
@@ -330,9 +340,12 @@ async fn connect_names_a_missing_record() {
     support::create_records(&r53, &zone, &records)
         .await
         .unwrap();
-    let err = connect(&moto, config(&zone, data_plane(), &BTreeMap::new()))
-        .await
-        .expect_err("a Region without a record");
+    let err = connect(
+        moto,
+        config(&zone, data_plane(DEFAULT_METRIC_NAME), &BTreeMap::new()),
+    )
+    .await
+    .expect_err("a Region without a record");
     match &err {
         BackendError::Shape(what, _) => {
             assert!(what.contains("vantage-us-east-1"), "{err}")
@@ -340,9 +353,16 @@ async fn connect_names_a_missing_record() {
         other => panic!("expected Shape, got {other:?}"),
     }
 
-    let err = connect(&moto, config("ZNOSUCHZONE", data_plane(), &BTreeMap::new()))
-        .await
-        .expect_err("no such zone");
+    let err = connect(
+        moto,
+        config(
+            "ZNOSUCHZONE",
+            data_plane(DEFAULT_METRIC_NAME),
+            &BTreeMap::new(),
+        ),
+    )
+    .await
+    .expect_err("no such zone");
     assert!(
         matches!(&err, BackendError::Shape(what, _) if what.contains("ZNOSUCHZONE")),
         "{err}"
@@ -351,17 +371,17 @@ async fn connect_names_a_missing_record() {
 
 #[tokio::test]
 async fn connect_names_a_missing_or_misshaped_health_check() {
-    let moto = Moto::start().expect("moto");
-    let (zone, mut checks) = seed(&moto, true).await;
+    let moto = Moto::shared();
+    let (zone, mut checks) = seed(moto, true).await;
     let good = config(&zone, HealthMode::ControlPlane, &checks);
-    connect(&moto, good).await.expect("well-shaped stack");
+    connect(moto, good).await.expect("well-shaped stack");
 
     // A record guarded by a check that does not exist.
     let r53 = moto.route53().await;
     let missing = "11111111-2222-3333-4444-555555555555".to_owned();
     upsert_health_check_id(&r53, &zone, "us-east-1", &missing).await;
     checks.insert("us-east-1".into(), missing.clone());
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("missing check");
     assert!(
@@ -375,7 +395,7 @@ async fn connect_names_a_missing_or_misshaped_health_check() {
         .unwrap();
     upsert_health_check_id(&r53, &zone, "us-east-1", &https).await;
     checks.insert("us-east-1".into(), https.clone());
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("HTTPS check");
     assert!(
@@ -388,7 +408,7 @@ async fn connect_names_a_missing_or_misshaped_health_check() {
         .await
         .unwrap();
     checks.insert("us-east-1".into(), calculated);
-    let err = connect(&moto, config(&zone, HealthMode::ControlPlane, &checks))
+    let err = connect(moto, config(&zone, HealthMode::ControlPlane, &checks))
         .await
         .expect_err("check not on the record");
     assert!(

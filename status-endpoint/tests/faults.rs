@@ -2,7 +2,7 @@
 
 mod harness;
 
-use harness::{assert_schema, BlackHole, Moto, Server};
+use harness::{assert_schema, LambdaMoto as _, Moto, Server};
 use std::time::Duration;
 
 const REGION: &str = "eu-west-1";
@@ -12,8 +12,8 @@ const TOKEN: &str = "test-token-0123456789";
 /// concurrent callers during that round all get the same bounded answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_hole_database_costs_the_deadline() {
-    let pg_hole = BlackHole::start().unwrap();
-    let my_hole = BlackHole::start().unwrap();
+    let pg_hole = vantage_testkit::black_hole().await;
+    let my_hole = vantage_testkit::black_hole().await;
     let deadline = Duration::from_millis(800);
     let server = Server::start(
         &format!(
@@ -28,7 +28,8 @@ url = "postgres://postgres@127.0.0.1:{}/postgres"
 url = "mysql://root@127.0.0.1:{}/mysql"
 timeout = "300ms"
 "#,
-            pg_hole.port, my_hole.port
+            pg_hole.port(),
+            my_hole.port()
         ),
         None,
     )
@@ -64,7 +65,7 @@ timeout = "300ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_lambda_function_fails() {
-    let moto = Moto::start().unwrap();
+    let moto = Moto::shared();
     moto.create_function(REGION, "orders-api").await.unwrap();
     let server = Server::start(
         &format!(

@@ -81,7 +81,7 @@ async fn run_check(url: &str) -> Result<vantage_status_endpoint::checks::Probe, 
 /// plaintext (`require_secure_transport = ON`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_tls_modes_with_secure_transport_required() {
-    let ca = harness::TestCa::new().unwrap();
+    let ca = harness::TestCa::new();
     let db = Mariadb::start_with(Some(&ca)).unwrap();
     let ssl_ca = ca.ca_file().display().to_string();
     let url = |query: &str| format!("{}?{query}", db.url());

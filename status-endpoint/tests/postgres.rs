@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{assert_schema, eventually, Moto, Postgres, Server};
+use harness::{assert_schema, eventually, LambdaMoto as _, Moto, Postgres, Server};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,7 @@ lag_fail = "3s"
 async fn all_pass_with_schema_trace_and_token_gating() {
     let primary = Postgres::primary().unwrap();
     let replica = Postgres::replica(&primary).unwrap();
-    let moto = Moto::start().unwrap();
+    let moto = Moto::shared();
     moto.create_function(REGION, "orders-api").await.unwrap();
     let config = pg_config(&primary, &replica, "") + "[lambda]\nfunction = \"orders-api\"\n";
     let server = Server::start(&config, Some(moto.sdk_config(REGION).await))
@@ -388,8 +388,8 @@ async fn run_check(url: &str) -> Result<vantage_status_endpoint::checks::Probe, 
 /// certificate from a CA of the test's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_modes_against_a_hostssl_only_server() {
-    let ca = harness::TestCa::new().unwrap();
-    let other_ca = harness::TestCa::new().unwrap();
+    let ca = harness::TestCa::new();
+    let other_ca = harness::TestCa::new();
     let hba = "hostssl all postgres 127.0.0.1/32 trust\n\
                hostssl all health 127.0.0.1/32 scram-sha-256\n";
     let pg = Postgres::primary_with(Some(harness::PgTls {
@@ -549,7 +549,7 @@ async fn tls_prefer_falls_back_and_require_fails_without_server_tls() {
 /// falls back to plaintext as libpq does and says why; require fails with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_handshake_failure_prefer_falls_back_require_fails() {
-    let ca = harness::TestCa::new().unwrap();
+    let ca = harness::TestCa::new();
     let pg = Postgres::primary_with(Some(harness::PgTls {
         ca: &ca,
         hba: None,

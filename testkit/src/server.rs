@@ -1,7 +1,9 @@
-//! Real servers for the probe engine's integration tests, all on 127.0.0.1 with an OS-chosen
-//! port: a throwaway certificate authority, a configurable hyper server (HTTP/1.1 and HTTP/2,
-//! optionally over TLS), and misbehaving endpoints (reset, black holes, a refusing port).
+//! Fake HTTP servers, all on 127.0.0.1 with an OS-chosen port: a builder-style hyper server
+//! (linkerd style: routes, delays, headers, HTTP/1.1 and HTTP/2, optionally over TLS with a
+//! [`Leaf`](crate::ca::Leaf) from the test CA) and misbehaving endpoints (reset, black holes, a
+//! refusing port).
 
+use crate::ca::Leaf;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::Full;
@@ -9,165 +11,16 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A certificate authority of its own, its certificate written as PEM to a temporary directory
-/// (removed on drop) so probes can trust it with `TlsOptions { ca_file: Some(..) }`.
-pub struct TestCa {
-    dir: PathBuf,
-    ca_file: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "vantage test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = SystemTime::now();
-        params.not_before = (now - DAY).into();
-        params.not_after = (now + 365 * DAY).into();
-        let cert = params.self_signed(&key).expect("CA certificate");
-
-        let nanos = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "vantage-probe-engine-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, cert.pem()).expect("write CA PEM");
-        TestCa {
-            dir,
-            ca_file,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// The CA certificate, PEM.
-    pub fn ca_file(&self) -> &Path {
-        &self.ca_file
-    }
-
-    /// A P-256 leaf signed by this CA for `names` (DNS names or IP literals).
-    pub fn leaf(&self, names: &[&str], not_before: SystemTime, not_after: SystemTime) -> Leaf {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("leaf key");
-        let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).expect("leaf params");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before.into();
-        params.not_after = not_after.into();
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("leaf certificate");
-        Leaf {
-            cert: cert.der().clone(),
-            key: key.serialize_der(),
-            not_after,
-        }
-    }
-
-    /// Valid for `localhost` and `127.0.0.1`, from yesterday for 30 days.
-    pub fn valid_leaf(&self) -> Leaf {
-        let now = SystemTime::now();
-        self.leaf(&["localhost", "127.0.0.1"], now - DAY, now + 30 * DAY)
-    }
-
-    /// Right names, but its notAfter was yesterday.
-    pub fn expired_leaf(&self) -> Leaf {
-        let now = SystemTime::now();
-        self.leaf(&["localhost", "127.0.0.1"], now - 30 * DAY, now - DAY)
-    }
-
-    /// Currently valid, but only for `other.example`.
-    pub fn wrong_host_leaf(&self) -> Leaf {
-        let now = SystemTime::now();
-        self.leaf(&["other.example"], now - DAY, now + 30 * DAY)
-    }
-}
-
-impl Default for TestCa {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TestCa {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A server certificate and its key.
-#[derive(Clone)]
-pub struct Leaf {
-    pub cert: CertificateDer<'static>,
-    key: Vec<u8>,
-    /// notAfter as requested (the certificate holds it to the second).
-    pub not_after: SystemTime,
-}
-
-impl Leaf {
-    /// `tls12_only` pins the server to TLS 1.2; otherwise it speaks 1.2 and 1.3.
-    pub fn server_config(&self, alpn: &[Vec<u8>], tls12_only: bool) -> ServerConfig {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
-        let builder = ServerConfig::builder_with_provider(provider());
-        let builder = if tls12_only {
-            builder.with_protocol_versions(&[&rustls::version::TLS12])
-        } else {
-            builder.with_safe_default_protocol_versions()
-        };
-        let mut config = builder
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], key)
-            .expect("server certificate");
-        config.alpn_protocols = alpn.to_vec();
-        config
-    }
-}
 
 /// What the server answers to one path.
 #[derive(Clone, Debug)]

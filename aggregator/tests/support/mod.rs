@@ -1,143 +1,46 @@
-//! moto for the Route 53 backend's tests: one `moto_server` per test on a loopback port chosen
-//! at run time, stopped when dropped (even when the test fails), plus SDK set-up of the hosted
-//! zone, weighted records and health checks the backend expects. A missing moto_server fails
-//! the test with the install hint, never skips it.
+//! Route 53 and CloudWatch on moto for the backend's tests: the SDK pointed at the test
+//! binary's one moto_server (`vantage_testkit::moto`, started once and shared; each test works
+//! in a hosted zone of its own), plus set-up of the hosted zone, weighted records and health
+//! checks the backend expects. A missing moto_server fails the test with the install hint.
 #![allow(dead_code)]
 
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType, ResourceRecord,
     ResourceRecordSet, RrType,
 };
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-use tokio::time::Instant;
 use vantage_aggregator::backend::route53::sdk_loader;
+pub use vantage_testkit::moto::Moto;
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-pub const MISSING_MOTO: &str =
-    "moto_server not found: run ./scripts/test.sh (it creates .venv with moto[server])";
 
 /// The zone every test creates.
 pub const ZONE: &str = "example.com.";
 /// The weighted records' name.
 pub const RECORD: &str = "api-origin.example.com.";
 
-/// A running moto_server, killed when dropped.
-pub struct Moto {
-    pub port: u16,
-    child: Child,
+/// The backend's own SDK clients on a moto server.
+pub trait AwsMoto {
+    /// The backend's own SDK configuration pointed at moto, with static test credentials.
+    fn sdk_config(&self) -> impl std::future::Future<Output = aws_config::SdkConfig>;
+    fn route53(&self) -> impl std::future::Future<Output = aws_sdk_route53::Client>;
+    fn cloudwatch(&self) -> impl std::future::Future<Output = aws_sdk_cloudwatch::Client>;
 }
 
-impl Moto {
-    fn moto_server_path() -> Result<PathBuf> {
-        let venv = std::env::var_os("VANTAGE_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .parent()
-                    .expect("workspace root")
-                    .join(".venv")
-            });
-        let path = venv.join("bin/moto_server");
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("{MISSING_MOTO} (looked for {})", path.display()).into())
-        }
-    }
-
-    /// Starts moto_server on a free port and waits (at most 60 s) until it answers. A port
-    /// taken between our probe and moto's bind is retried on another.
-    pub fn start() -> Result<Self> {
-        let moto = Self::moto_server_path()?;
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let child = Command::new(&moto)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("starting {}: {e}", moto.display()))?;
-            let mut server = Moto { port, child };
-            match server.wait_ready(Duration::from_secs(60)) {
-                Ok(()) => return Ok(server),
-                Err(e) => last_error = e.to_string(),
-            }
-        }
-        Err(format!("moto_server did not start: {last_error}").into())
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Err(format!("moto_server exited early: {status}").into());
-            }
-            if http_get(self.port, "/moto-api/").is_ok_and(|status| status < 500) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("moto_server not answering after {limit:?}").into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The backend's own SDK configuration pointed at moto, with static test credentials.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+impl AwsMoto for Moto {
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
         sdk_loader(Some(&self.endpoint()), Some("us-east-1"))
-            .credentials_provider(aws_sdk_route53::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
+            .credentials_provider(vantage_testkit::moto::credentials())
             .load()
             .await
     }
 
-    pub async fn route53(&self) -> aws_sdk_route53::Client {
+    async fn route53(&self) -> aws_sdk_route53::Client {
         aws_sdk_route53::Client::new(&self.sdk_config().await)
     }
 
-    pub async fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+    async fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
         aws_sdk_cloudwatch::Client::new(&self.sdk_config().await)
     }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Status of a plain HTTP GET on loopback.
-fn http_get(port: u16, path: &str) -> Result<u16> {
-    let mut s = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    let text = String::from_utf8_lossy(&head);
-    Ok(text
-        .split_whitespace()
-        .nth(1)
-        .ok_or("no status line")?
-        .parse()?)
 }
 
 /// One Region's record as the tests create it.
@@ -149,12 +52,19 @@ pub struct SeedRecord {
     pub health_check_id: Option<String>,
 }
 
+/// A caller reference no other test of this process uses: they share one moto.
+fn unique(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("vantage-test-{tag}-{}-{n}", std::process::id())
+}
+
 /// Creates the hosted zone and returns its bare id.
 pub async fn create_zone(r53: &aws_sdk_route53::Client) -> Result<String> {
     let out = r53
         .create_hosted_zone()
         .name(ZONE)
-        .caller_reference(format!("vantage-test-{}", std::process::id()))
+        .caller_reference(unique("zone"))
         .send()
         .await?;
     let id = out.hosted_zone().ok_or("no hosted zone")?.id();
@@ -197,7 +107,7 @@ pub async fn create_records(
 pub async fn create_https_check(r53: &aws_sdk_route53::Client, fqdn: &str) -> Result<String> {
     let out = r53
         .create_health_check()
-        .caller_reference(format!("https-{fqdn}"))
+        .caller_reference(unique(&format!("https-{fqdn}")))
         .health_check_config(
             HealthCheckConfig::builder()
                 .r#type(HealthCheckType::Https)
@@ -221,7 +131,7 @@ pub async fn create_calculated_check(
 ) -> Result<String> {
     let out = r53
         .create_health_check()
-        .caller_reference(format!("calculated-{name}"))
+        .caller_reference(unique(&format!("calculated-{name}")))
         .health_check_config(
             HealthCheckConfig::builder()
                 .r#type(HealthCheckType::Calculated)

@@ -1,9 +1,8 @@
-//! A stand-in aggregator for the delivery tests: a real hyper server on 127.0.0.1 that checks
-//! each report's HMAC with the protocol's own `verify`, parses it, stores it once per seq (like
-//! the aggregator's idempotent ingest) and misbehaves on demand: 503s, a closed port (re-bound
-//! on the same port to recover), slow answers, answers lost after storing, 400 for chosen seqs.
-
-#![allow(dead_code)]
+//! A stand-in aggregator: a real hyper server on 127.0.0.1 (plain or TLS) that checks each
+//! report's HMAC with the protocol's own `verify`, parses and validates it, stores it once per
+//! seq (like the aggregator's idempotent ingest) and misbehaves on demand: 503s, a closed port
+//! (re-bound on the same port to recover), slow answers, answers lost after storing, 400 for
+//! chosen seqs. The agent's delivery, daemon and command-line tests all post to this one.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -13,9 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,10 +23,13 @@ use tokio_rustls::TlsAcceptor;
 use vantage_protocol::auth::{self, DEFAULT_MAX_SKEW_SECS};
 use vantage_protocol::report::{IntervalReport, REPORTS_PATH, WIRE_VERSION};
 
+/// The key the stand-in accepts unless told otherwise.
 pub const KEY_ID: &str = "agent-key-1";
 pub const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
-/// Every wait in the tests ends by this, so a bug fails a test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long [`StandIn::recover`] keeps trying to re-bind its port.
+const REBIND_PATIENCE: Duration = Duration::from_secs(30);
+/// The most of a request body the stand-in buffers, as the real aggregator bounds it too.
+const MAX_BODY: usize = 4 << 20;
 
 /// How the stand-in answers a report that passed authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +47,8 @@ pub enum Mode {
 
 #[derive(Debug, Default)]
 struct Log {
-    /// Seqs in the order first stored: what the aggregator's window would see.
-    stored: Vec<u64>,
+    /// Reports in the order first stored: what the aggregator's window would see.
+    stored: Vec<IntervalReport>,
     stored_set: HashSet<u64>,
     /// Every authenticated request's seq, duplicates included.
     received: Vec<u64>,
@@ -56,11 +56,13 @@ struct Log {
     bad_auth: usize,
     /// Seqs answered 400.
     rejected: Vec<u64>,
-    /// Requests that were not well-formed JSON posts to the reports path.
+    /// Requests that were not posts of a valid report to the reports path.
     malformed: usize,
 }
 
 struct State {
+    key_id: String,
+    key: Vec<u8>,
     mode: Mutex<Mode>,
     poisoned: Mutex<HashSet<u64>>,
     log: Mutex<Log>,
@@ -75,20 +77,44 @@ pub struct StandIn {
     server: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl StandIn {
-    pub async fn start(mode: Mode) -> StandIn {
-        StandIn::start_with(mode, None).await
+/// Builds a [`StandIn`]: [`KEY_ID`] / [`KEY`], plain HTTP, [`Mode::Healthy`] unless told.
+pub struct StandInBuilder {
+    key_id: String,
+    key: Vec<u8>,
+    mode: Mode,
+    tls: Option<rustls::ServerConfig>,
+}
+
+impl StandInBuilder {
+    /// Accept reports signed with this key (and no other).
+    pub fn key(mut self, key_id: &str, key: &[u8]) -> Self {
+        self.key_id = key_id.to_owned();
+        self.key = key.to_vec();
+        self
     }
 
-    /// Serves over TLS with the given server configuration.
-    pub async fn start_with(mode: Mode, tls: Option<rustls::ServerConfig>) -> StandIn {
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Serve over TLS with this server configuration.
+    pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Binds 127.0.0.1:0 and serves (needs a Tokio runtime).
+    pub async fn start(self) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let stand_in = StandIn {
             addr,
-            tls: tls.map(|c| TlsAcceptor::from(Arc::new(c))),
+            tls: self.tls.map(|c| TlsAcceptor::from(Arc::new(c))),
             state: Arc::new(State {
-                mode: Mutex::new(mode),
+                key_id: self.key_id,
+                key: self.key,
+                mode: Mutex::new(self.mode),
                 poisoned: Mutex::new(HashSet::new()),
                 log: Mutex::new(Log::default()),
                 requests: AtomicUsize::new(0),
@@ -97,6 +123,31 @@ impl StandIn {
         };
         stand_in.serve(listener);
         stand_in
+    }
+}
+
+impl StandIn {
+    pub fn builder() -> StandInBuilder {
+        StandInBuilder {
+            key_id: KEY_ID.to_owned(),
+            key: KEY.to_vec(),
+            mode: Mode::Healthy,
+            tls: None,
+        }
+    }
+
+    /// A plain-HTTP stand-in with the default key.
+    pub async fn start(mode: Mode) -> StandIn {
+        StandIn::builder().mode(mode).start().await
+    }
+
+    /// Serves over TLS with the given server configuration (the default key).
+    pub async fn start_with(mode: Mode, tls: Option<rustls::ServerConfig>) -> StandIn {
+        let builder = StandIn::builder().mode(mode);
+        match tls {
+            Some(config) => builder.tls(config).start().await,
+            None => builder.start().await,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -124,7 +175,7 @@ impl StandIn {
     pub async fn recover(&self, mode: Mode) {
         self.refuse();
         self.set_mode(mode);
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + REBIND_PATIENCE;
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(l) => break l,
@@ -170,6 +221,18 @@ impl StandIn {
 
     /// Seqs stored, in the order they first arrived.
     pub fn stored(&self) -> Vec<u64> {
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .stored
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    }
+
+    /// The reports stored, in the order they first arrived.
+    pub fn reports(&self) -> Vec<IntervalReport> {
         self.state.log.lock().unwrap().stored.clone()
     }
 
@@ -240,7 +303,8 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    let Ok(body) = limited.collect().await.map(|b| b.to_bytes()) else {
         return Err(DropConnection);
     };
     let well_formed = parts.method == http::Method::POST
@@ -259,7 +323,7 @@ async fn handle(
         .as_secs();
     let verified = auth::verify(
         |name| parts.headers.get(name).and_then(|v| v.to_str().ok()),
-        |id| (id == KEY_ID).then_some(KEY),
+        |id| (id == state.key_id).then_some(state.key.as_slice()),
         &body,
         now,
         DEFAULT_MAX_SKEW_SECS,
@@ -268,7 +332,10 @@ async fn handle(
         state.log.lock().unwrap().bad_auth += 1;
         return reply(StatusCode::UNAUTHORIZED, &e.to_string());
     }
-    let report: IntervalReport = match serde_json::from_slice(&body) {
+    let parsed = serde_json::from_slice::<IntervalReport>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.validate().map(|()| r).map_err(|e| e.to_string()));
+    let report = match parsed {
         Ok(r) => r,
         Err(e) => {
             state.log.lock().unwrap().malformed += 1;
@@ -294,7 +361,7 @@ async fn handle(
     if !log.stored_set.insert(seq) {
         return reply(StatusCode::CONFLICT, "already stored");
     }
-    log.stored.push(seq);
+    log.stored.push(report);
     drop(log);
     if mode == Mode::LoseFirstAnswer {
         return Err(DropConnection);
@@ -315,62 +382,4 @@ pub fn report_body(seq: u64) -> Bytes {
         targets: Vec::new(),
     };
     Bytes::from(serde_json::to_vec(&report).expect("report JSON"))
-}
-
-/// Polls `done` every 10 ms until it holds; panics with `what` after [`PATIENCE`].
-pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Awaits `f`, panicking with `what` after [`PATIENCE`].
-pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vantage-delivery-{name}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Seqs of the report files in a spool directory, sorted.
-pub fn spooled_seqs(dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut seqs: Vec<u64> = entries
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".json")?.parse().ok()
-        })
-        .collect();
-    seqs.sort_unstable();
-    seqs
 }
