@@ -8,8 +8,10 @@
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
 //! - [`ingest`]: one report in: auth, size cap, validation, deduplication, merge.
-//! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
-//! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
+//! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
+//! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
+//!   each on its own task, so no Route 53 call delays a decision or a health publication.
+//! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - `persist`: the state file that carries decisions and overrides across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
 //! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
@@ -22,6 +24,7 @@ pub mod evaluate;
 pub mod ingest;
 pub mod model;
 mod persist;
+pub mod planes;
 pub mod reconcile;
 pub mod service;
 pub mod window;
