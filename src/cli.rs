@@ -23,6 +23,7 @@ use vantage_protocol::duration::parse_duration;
 mod agent;
 mod aggregator;
 mod demo;
+mod override_cmd;
 
 /// Exit code for bad input: flags, URLs, files.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -56,6 +57,9 @@ enum Command {
     Aggregator(AggregatorArgs),
     /// Print what the aggregator's reconciler would change right now.
     Plan(PlanArgs),
+    /// Pin Regions up or down, or freeze automation: a request signed with an admin key.
+    #[command(after_help = override_cmd::OVERRIDE_HELP)]
+    Override(override_cmd::OverrideArgs),
     /// The whole fleet on this machine: simulated Regions, agents, the aggregator (dry-run) and
     /// faults you schedule; watch a failover from detection to traffic moving.
     #[command(after_help = DEMO_HELP)]
@@ -78,11 +82,13 @@ agents.lambda_run_for, 50s), reports, flushes and returns; schedule it with Even
 SIGTERM or Ctrl-C: finish the current interval, report, flush, exit 0 (twice: stop now).";
 
 const AGGREGATOR_HELP: &str = "\
-API: POST /v1/reports (agents), GET /v1/state, POST /v1/overrides
-  ({\"pin\": {\"<region>\": \"up\"|\"down\"|null}, \"freeze\": true|false}; loopback callers, or
-  requests signed with a key listed in aggregator.override_key_ids).
-The decision log (one JSON line per transition, applied change and alert) goes to stdout
-unless --decision-log names a file. Backend dry-run (the default) plans and logs only.";
+API: POST /v1/reports (agents, signed with an agent key), GET /v1/state (a bearer token when
+aggregator.state_token_env is set), POST /v1/overrides (from any address, only requests signed
+with a key in [aggregator.admin_keys], each with a fresh nonce; send them with
+`vantage override`; without admin keys overrides are refused).
+The decision log (one JSON line per transition, applied change, override with the key that
+made it, and alert) goes to stdout unless --decision-log names a file. Backend dry-run (the
+default) plans and logs only.";
 
 #[derive(Args, Debug)]
 struct AggregatorArgs {
@@ -452,6 +458,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args).await,
         Command::Aggregator(args) => aggregator::run(args).await,
         Command::Plan(args) => aggregator::plan(args).await,
+        Command::Override(args) => override_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
     }

@@ -267,6 +267,14 @@ fn check_config_names_key_line_and_fix() {
             example.replace("max_bytes = \"64MiB\"", "max_bytes = \"64 lots\""),
             format!("line {}: bad size", line_of("max_bytes")),
         ),
+        (
+            // min_healthy = 0 lets every Region be taken out (appended: the last line).
+            format!("{example}\n[policy]\nmin_healthy = 0\n"),
+            format!(
+                ":{}: policy.min_healthy: 0 would let automation or pins take every Region out",
+                example.lines().count() + 3
+            ),
+        ),
     ];
     let dir = std::env::temp_dir().join(format!("vantage-cli-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -637,4 +645,211 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
         v["reports"].as_u64().unwrap()
     );
     std::fs::remove_dir_all(spool).ok();
+}
+
+/// An aggregator (dry-run) serving its API on 127.0.0.1:0 from a thread of its own, for the
+/// `vantage override` tests; returns its base URL.
+fn aggregator_for(fleet: &str) -> String {
+    use vantage_aggregator::backend::DryRun;
+    use vantage_aggregator::config::AggregatorConfig;
+    use vantage_aggregator::service::{self, Aggregator};
+    let fleet = vantage_protocol::config::FleetConfig::parse(fleet, "test fleet").unwrap();
+    let config = AggregatorConfig::from_fleet(fleet).unwrap();
+    let aggregator = Arc::new(Aggregator::new(config, DryRun::new(), None).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            // Held for as long as the server runs: dropping it would stop the server.
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            service::serve(aggregator, listener, rx).await;
+            drop(stop);
+        });
+    });
+    base
+}
+
+const OVERRIDE_AGENT_KEY: &str = "cli-override-agent-key-0123456789";
+const OVERRIDE_ADMIN_KEY: &str = "cli-override-admin-key-0123456789";
+
+fn override_fleet(aggregator: &str) -> String {
+    format!(
+        r#"
+[fleet]
+name = "orders-api"
+[global]
+url = "https://api.example.com/status"
+[[regions]]
+name = "us-east-1"
+status_url = "https://use1.example.com/status"
+[[regions]]
+name = "eu-west-1"
+status_url = "https://euw1.example.com/status"
+[[vantages]]
+region = "us-east-1"
+[aggregator]
+url = "{aggregator}"
+[aggregator.keys]
+k1 = {{ env = "VANTAGE_CLI_OVERRIDE_AGENT_KEY" }}
+[aggregator.admin_keys]
+ops-alice = {{ env = "VANTAGE_CLI_OVERRIDE_ADMIN_KEY" }}
+[agents.auth]
+key_id = "k1"
+"#
+    )
+}
+
+/// `vantage override` with the admin key in `VANTAGE_ADMIN_KEY` (or none).
+fn override_cmd(key: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vantage"));
+    c.arg("override").args(args).env_remove("VANTAGE_ADMIN_KEY");
+    if let Some(key) = key {
+        c.env("VANTAGE_ADMIN_KEY", key);
+    }
+    c.output().expect("run vantage")
+}
+
+#[test]
+fn override_signs_sends_and_reports_the_answer() {
+    std::env::set_var("VANTAGE_CLI_OVERRIDE_AGENT_KEY", OVERRIDE_AGENT_KEY);
+    std::env::set_var("VANTAGE_CLI_OVERRIDE_ADMIN_KEY", OVERRIDE_ADMIN_KEY);
+    let dir = std::env::temp_dir().join(format!("vantage-cli-override-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fleet = dir.join("fleet.toml");
+    let base = aggregator_for(&override_fleet("http://127.0.0.1:1"));
+    std::fs::write(&fleet, override_fleet(&base)).unwrap();
+    let config = fleet.to_str().unwrap();
+    let key = Some(OVERRIDE_ADMIN_KEY);
+
+    let out = override_cmd(
+        key,
+        &[
+            "--config",
+            config,
+            "--key-id",
+            "ops-alice",
+            "--pin",
+            "eu-west-1=down",
+            "--freeze",
+            "--reason",
+            "INC-1",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["pinned"]["eu-west-1"], "down");
+    assert_eq!(answer["frozen"], true);
+    assert_eq!(answer["pinned_by"]["eu-west-1"]["by"], "ops-alice");
+    assert_eq!(answer["pinned_by"]["eu-west-1"]["reason"], "INC-1");
+
+    // Every Region down without --force: the aggregator refuses, exit 1, its reason printed.
+    let out = override_cmd(
+        key,
+        &[
+            "--config",
+            config,
+            "--key-id",
+            "ops-alice",
+            "--pin",
+            "us-east-1=down",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("force"),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{out:?}"
+    );
+    let out = override_cmd(
+        key,
+        &[
+            "--config",
+            config,
+            "--key-id",
+            "ops-alice",
+            "--pin",
+            "us-east-1=down",
+            "--force",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // The wrong key for the id: refused by the aggregator (401), exit 1.
+    let out = override_cmd(
+        Some("not-the-admin-key-0123456789"),
+        &["--config", config, "--key-id", "ops-alice", "--unfreeze"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // Bad input never reaches the aggregator: exit 2, one line saying what is wrong.
+    for (key, args, needle) in [
+        (
+            key,
+            vec!["--key-id", "k1", "--freeze"],
+            "not in [aggregator.admin_keys]",
+        ),
+        (
+            key,
+            vec!["--key-id", "ops-alice", "--pin", "mars-1=down"],
+            "not a Region",
+        ),
+        (
+            key,
+            vec!["--key-id", "ops-alice", "--pin", "eu-west-1=sideways"],
+            "not up, down or clear",
+        ),
+        (key, vec!["--key-id", "ops-alice"], "nothing to change"),
+        (
+            None,
+            vec!["--key-id", "ops-alice", "--freeze"],
+            "VANTAGE_ADMIN_KEY",
+        ),
+        (
+            Some("short"),
+            vec!["--key-id", "ops-alice", "--freeze"],
+            "at least 16",
+        ),
+        (
+            key,
+            vec!["--key-id", "ops-alice", "--freeze", "--unfreeze"],
+            "cannot be used with",
+        ),
+    ] {
+        let mut all = vec!["--config", config];
+        all.extend(args);
+        let out = override_cmd(key, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{all:?}: {stderr}");
+        assert!(stderr.contains(needle), "{all:?}: {stderr}");
+    }
+
+    let help = vantage(&["override", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8(help.stdout).unwrap();
+    for needle in [
+        "--pin eu-west-1=down",
+        "VANTAGE_ADMIN_KEY",
+        "admin_keys",
+        "--force",
+        "Exit status",
+    ] {
+        assert!(help.contains(needle), "missing {needle:?} in\n{help}");
+    }
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -1,12 +1,14 @@
 //! The HTTP API, on axum: `POST /v1/reports` (see [`crate::ingest`]), `GET /v1/state` (the
-//! last [`crate::evaluate::Snapshot`], 503 before the first evaluation) and
-//! `POST /v1/overrides`. Every answer is JSON, errors included: any other method on those
+//! last [`crate::evaluate::Snapshot`], 503 before the first evaluation; a bearer token when
+//! `aggregator.state_token_env` is set) and `POST /v1/overrides` (signed with an admin key,
+//! whatever the peer; applied by [`crate::overrides`]). Every answer is JSON, errors included: any other method on those
 //! paths is a 405 and any other path a 404, each with a `reason`. Bodies are read with a
 //! bound before anything is buffered: the report cap from the config, 64 KiB for overrides.
 
 use crate::backend::Backend;
 use crate::ingest::{IngestError, Ingested};
-use crate::service::{names, unix_ms, Aggregator, OverrideRequest};
+use crate::overrides::{Caller, OverrideRequest};
+use crate::service::{names, unix_ms, Aggregator};
 use axum::body::Body;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State};
@@ -21,6 +23,7 @@ use http_body_util::{BodyExt, Limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use vantage_protocol::auth;
@@ -116,9 +119,26 @@ async fn reports<B: Backend>(
     }
 }
 
-async fn state<B: Backend>(method: Method, State(aggregator): Shared<B>) -> Response {
+async fn state<B: Backend>(
+    method: Method,
+    State(aggregator): Shared<B>,
+    headers: HeaderMap,
+) -> Response {
     if method != Method::GET {
         return method_not_allowed();
+    }
+    if let Some(token) = &aggregator.config().state_token {
+        if !bearer_matches(&headers, token.expose()) {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"reason": "the state needs Authorization: Bearer <token>, the token in the variable aggregator.state_token_env names"}),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
     }
     match aggregator.snapshot() {
         Some(s) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
@@ -129,6 +149,36 @@ async fn state<B: Backend>(method: Method, State(aggregator): Shared<B>) -> Resp
     }
 }
 
+/// Whether `Authorization` is `Bearer <expected>`, compared in constant time.
+fn bearer_matches(headers: &HeaderMap, expected: &[u8]) -> bool {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(given) = value
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| value[7..].trim_ascii())
+    else {
+        return false;
+    };
+    bool::from(given.ct_eq(expected))
+}
+
+/// One refused override: counted, logged with who and where from, answered with the reason.
+fn refuse_override(
+    status: StatusCode,
+    label: &'static str,
+    peer: SocketAddr,
+    reason: String,
+) -> Response {
+    metrics::counter!(names::OVERRIDES_TOTAL, "result" => label).increment(1);
+    tracing::warn!(%peer, %status, reason, "override refused");
+    json(status, serde_json::json!({"reason": reason}))
+}
+
+/// `POST /v1/overrides`: always a signed request, always with an admin key
+/// (`aggregator.admin_keys`), whoever the peer is; a TLS sidecar makes every caller loopback.
 async fn overrides<B: Backend>(
     method: Method,
     State(aggregator): Shared<B>,
@@ -148,44 +198,60 @@ async fn overrides<B: Backend>(
             )
         }
     };
-    // Callers on the aggregator's own host need no signature, as `override_key_ids` documents.
-    if !peer.ip().is_loopback() {
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        let now = unix_ms(SystemTime::now()) / 1000;
-        let config = aggregator.config();
-        let verdict = auth::verify(
-            header,
-            |id| {
-                config
-                    .override_key_ids
-                    .iter()
-                    .any(|a| a == id)
-                    .then(|| config.keys.get(id).map(Vec::as_slice))
-                    .flatten()
-            },
-            &body,
-            now,
-            auth::DEFAULT_MAX_SKEW_SECS,
+    let config = aggregator.config();
+    if config.admin_keys.is_empty() {
+        return refuse_override(
+            StatusCode::FORBIDDEN,
+            "disabled",
+            peer,
+            "overrides are disabled: no admin keys; add [aggregator.admin_keys.<id>] with env = \"VARIABLE\" or file = \"path\" to the fleet file and sign with `vantage override`".into(),
         );
-        if let Err(e) = verdict {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"reason": format!("overrides need a signed request with a key in aggregator.override_key_ids: {e}")}),
-            );
-        }
     }
-    match serde_json::from_slice::<OverrideRequest>(&body) {
-        Err(e) => json(
-            StatusCode::BAD_REQUEST,
-            serde_json::json!({"reason": format!("expected {{\"pin\": {{\"<region>\": \"up\"|\"down\"|null}}, \"freeze\": bool}}: {e}")}),
-        ),
-        Ok(request) => match aggregator.set_overrides(request) {
-            Ok(o) => json(StatusCode::OK, serde_json::to_value(o).unwrap_or_default()),
-            Err(reason) => json(
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let verdict = auth::verify(
+        header,
+        |id| config.admin_keys.get(id).map(|k| k.expose()),
+        &body,
+        unix_ms(SystemTime::now()) / 1000,
+        auth::DEFAULT_MAX_SKEW_SECS,
+    );
+    let key_id = match verdict {
+        Ok(id) => id,
+        Err(auth::AuthError::UnknownKey(id)) if config.keys.contains_key(&id) => {
+            return refuse_override(
+                StatusCode::FORBIDDEN,
+                "agent_key",
+                peer,
+                format!("key id {id:?} is an agent key; agent keys never authorise overrides: sign with a key in aggregator.admin_keys"),
+            )
+        }
+        Err(e) => {
+            return refuse_override(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                peer,
+                format!("overrides need a request signed with a key in aggregator.admin_keys (`vantage override` signs): {e}"),
+            )
+        }
+    };
+    let request = match serde_json::from_slice::<OverrideRequest>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse_override(
                 StatusCode::BAD_REQUEST,
-                serde_json::json!({"reason": reason}),
-            ),
-        },
+                "invalid",
+                peer,
+                format!("expected {{\"nonce\": \"<16..128 chars>\", \"pin\": {{\"<region>\": \"up\"|\"down\"|null}}, \"freeze\": bool, \"force\": bool, \"reason\": \"...\"}}: {e}"),
+            )
+        }
+    };
+    let caller = Caller { key_id, peer };
+    match aggregator.set_overrides(caller, request, SystemTime::now()) {
+        Ok(o) => {
+            metrics::counter!(names::OVERRIDES_TOTAL, "result" => "accepted").increment(1);
+            json(StatusCode::OK, serde_json::to_value(o).unwrap_or_default())
+        }
+        Err(e) => refuse_override(e.status(), e.label(), peer, e.to_string()),
     }
 }
 
@@ -239,7 +305,7 @@ async fn read_capped(mut body: Body, limit: u64) -> Result<Bytes, IngestError> {
     Ok(Bytes::from(kept))
 }
 
-/// The peer's address, for the overrides' loopback rule and the rejected-report log line.
+/// The peer's address, for the log lines of rejected reports and of overrides.
 #[derive(Debug, Clone, Copy)]
 struct Peer(SocketAddr);
 

@@ -6,7 +6,7 @@ use crate::model::{Policy, Quorum, WeightPolicy};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use vantage_protocol::auth::check_key;
+use vantage_protocol::auth::{check_key, MIN_KEY_BYTES};
 use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource};
 
 /// Default evaluation period (or the report interval, if shorter). The default window is three
@@ -66,8 +66,10 @@ pub struct AggregatorConfig {
     /// Agent keys by key id.
     pub keys: HashMap<String, Vec<u8>>,
     pub max_report_bytes: u64,
-    /// Key ids allowed to post overrides (loopback callers always may).
-    pub override_key_ids: Vec<String>,
+    /// Operators' keys by key id: the only keys that authorise `POST /v1/overrides`.
+    pub admin_keys: HashMap<String, Secret>,
+    /// Bearer token `GET /v1/state` requires, when `aggregator.state_token_env` is set.
+    pub state_token: Option<Secret>,
     pub policy: Policy,
     /// Quantile of total latency compared with `policy.max_latency`.
     pub latency_quantile: f64,
@@ -114,6 +116,73 @@ fn load_key(id: &str, source: &KeySource) -> Result<Vec<u8>, String> {
         Some(var) => format!("key {id}: environment variable {var} is not set"),
         None => format!("key {id}: give env = \"VARIABLE\" or file = \"path\""),
     })
+}
+
+/// Key material or a token: compared and used, never printed (`Debug` shows its length only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Admin keys: each loaded, long enough, and none equal to an agent key (an agent holding that
+/// key could otherwise sign overrides under the admin id).
+fn load_admin_keys(
+    fleet: &FleetConfig,
+    agent_keys: &HashMap<String, Vec<u8>>,
+) -> Result<HashMap<String, Secret>, ConfigError> {
+    let mut admin = HashMap::new();
+    for (id, source) in &fleet.aggregator.admin_keys {
+        let key_name = format!("aggregator.admin_keys.{id}");
+        let key = load_key(id, source).map_err(|m| invalid(fleet, &key_name, m))?;
+        check_key(&key).map_err(|e| invalid(fleet, &key_name, e.to_string()))?;
+        if let Some((agent, _)) = agent_keys.iter().find(|(_, k)| **k == key) {
+            return Err(invalid(
+                fleet,
+                &key_name,
+                format!(
+                    "holds the same key as agent key {agent:?}; give operators a key of their own"
+                ),
+            ));
+        }
+        admin.insert(id.clone(), Secret(key));
+    }
+    Ok(admin)
+}
+
+/// The state endpoint's token: the named variable must be set, to at least 16 bytes; a
+/// misspelt variable must not leave the state open while the file says it is closed.
+fn load_state_token(fleet: &FleetConfig, var: &str) -> Result<Secret, ConfigError> {
+    let key = "aggregator.state_token_env";
+    match std::env::var(var) {
+        Ok(token) if token.len() >= MIN_KEY_BYTES => Ok(Secret(token.into_bytes())),
+        Ok(token) => Err(invalid(
+            fleet,
+            key,
+            format!(
+                "the token in {var} is {} bytes; use at least {MIN_KEY_BYTES}",
+                token.len()
+            ),
+        )),
+        Err(_) => Err(invalid(
+            fleet,
+            key,
+            format!("environment variable {var} is not set; set it to the token, or remove state_token_env"),
+        )),
+    }
 }
 
 impl AggregatorConfig {
@@ -216,19 +285,15 @@ impl AggregatorConfig {
                 keys.insert(id.clone(), key);
             }
         }
-        for id in &a.override_key_ids {
-            if !keys.contains_key(id) {
-                return Err(invalid(
-                    &fleet,
-                    "aggregator.override_key_ids",
-                    format!("{id:?} is not a key in [aggregator.keys]"),
-                ));
-            }
-        }
         for (id, key) in &keys {
             check_key(key)
                 .map_err(|e| invalid(&fleet, &format!("aggregator.keys.{id}"), e.to_string()))?;
         }
+        let admin_keys = load_admin_keys(&fleet, &keys)?;
+        let state_token = match &a.state_token_env {
+            None => None,
+            Some(var) => Some(load_state_token(&fleet, var.get_ref())?),
+        };
 
         let p = &fleet.policy;
         let d = Policy::default();
@@ -290,7 +355,8 @@ impl AggregatorConfig {
             state_file: a.state_file.clone(),
             keys,
             max_report_bytes: a.max_report_bytes.map_or(DEFAULT_MAX_REPORT_BYTES, |b| b.0),
-            override_key_ids: a.override_key_ids.clone(),
+            admin_keys,
+            state_token,
             latency_quantile: fraction(
                 &fleet,
                 "policy.latency_quantile",

@@ -9,7 +9,6 @@
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::model::{Decision, ModelState, Overrides, RegionObservation};
-use crate::persist::{self, Persisted};
 use crate::planes::HeartbeatStatus;
 use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
@@ -154,21 +153,12 @@ impl<B: Backend> Aggregator<B> {
             window_series,
             overrides,
         } = self.decide_now(now_ms);
-        *lock(&self.model) = next_state.clone();
+        *lock(&self.model) = next_state;
         self.planes.publish(desired_of(&decision));
 
         self.log_decision(now_ms, &decision);
         self.record_metrics(&decision, &global_traffic, window_series);
-
-        if let Some(path) = &self.config().state_file {
-            let persisted = Persisted {
-                model: next_state,
-                overrides: overrides.clone(),
-            };
-            if let Err(e) = persist::save(path, &persisted) {
-                tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");
-            }
-        }
+        self.persist_state();
         let snapshot = Snapshot {
             at_ms: now_ms,
             backend: self.backend().name(),

@@ -12,7 +12,8 @@
 //! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
 //!   each on its own task, so no Route 53 call delays a decision or a health publication.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
-//! - `persist`: the state file that carries decisions and overrides across restarts.
+//! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
+//! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
 //! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
 
@@ -23,6 +24,7 @@ pub mod decide;
 pub mod evaluate;
 pub mod ingest;
 pub mod model;
+pub mod overrides;
 mod persist;
 pub mod planes;
 pub mod reconcile;

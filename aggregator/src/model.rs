@@ -127,6 +127,28 @@ pub struct Overrides {
     pub pinned: BTreeMap<String, Pin>,
     /// Freeze all automation: nothing changes except by pins.
     pub frozen: bool,
+    /// Who set each pin in `pinned` (by Region), for `GET /v1/state` and audits. The decision
+    /// core does not read it.
+    #[serde(default)]
+    pub pinned_by: BTreeMap<String, SetBy>,
+    /// Who last set or lifted the freeze.
+    #[serde(default)]
+    pub frozen_by: Option<SetBy>,
+}
+
+/// Which admin key made a manual change, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetBy {
+    /// The admin key id that signed the request.
+    pub by: String,
+    /// Unix time of the change, in milliseconds.
+    pub at_ms: u64,
+    /// The operator's `reason`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// True when the change needed `force` (it left fewer than `min_healthy` eligible).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// What the core remembers of a Region between evaluations.
@@ -216,6 +238,8 @@ pub enum AlertKind {
     Frozen,
     /// A pin overrides what the measurements say.
     PinnedAgainstMeasurements,
+    /// An operator forced pins that leave fewer than `min_healthy` Regions able to serve.
+    Forced,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,10 @@
-//! The state file: the decision state and the overrides, written after every evaluation and
-//! read back at start, so a restart resumes where the last run stopped (a Region that was out
+//! The state file: the decision state, the overrides and the override nonces spent recently,
+//! written after every evaluation and every override and read back at start, so a restart resumes where the last run stopped (a Region that was out
 //! stays out until it has earned its way back). Writes go to a temp file that is synced and
 //! renamed over the old one, so a crash mid-write leaves the previous state, never half of one.
 
 use crate::model::{ModelState, Overrides};
+use crate::overrides::Nonces;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Persisted {
     pub(crate) model: ModelState,
     pub(crate) overrides: Overrides,
+    /// Override nonces spent recently, so a restart does not reopen their replay.
+    #[serde(default)]
+    pub(crate) nonces: Nonces,
 }
 
 /// Reads the state file. A missing file is a first start (the default state); an unreadable or
@@ -94,7 +98,11 @@ mod tests {
         let mut overrides = Overrides::default();
         overrides.pinned.insert("eu-west-1".into(), Pin::Up);
         overrides.frozen = true;
-        Persisted { model, overrides }
+        Persisted {
+            model,
+            overrides,
+            nonces: Nonces::default(),
+        }
     }
 
     #[test]
@@ -110,6 +118,24 @@ mod tests {
         let empty = Persisted::default();
         save(&path, &empty).unwrap();
         assert_eq!(load(&path).unwrap(), empty);
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn a_file_from_before_admin_keys_still_loads() {
+        // No nonces, no `pinned_by`: written by the version that trusted loopback callers.
+        let d = dir("older");
+        let path = d.join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"model": {"regions": {}, "recent_transitions": []},
+                "overrides": {"pinned": {"eu-west-1": "down"}, "frozen": true}}"#,
+        )
+        .unwrap();
+        let p = load(&path).unwrap();
+        assert_eq!(p.overrides.pinned.get("eu-west-1"), Some(&Pin::Down));
+        assert!(p.overrides.frozen && p.overrides.pinned_by.is_empty());
+        assert_eq!(p.nonces, Nonces::default());
         std::fs::remove_dir_all(d).ok();
     }
 

@@ -118,7 +118,8 @@ impl<B: Backend> Aggregator<B> {
             Err(e) => {
                 metrics::counter!(names::HEARTBEATS_TOTAL, "result" => "error").increment(1);
                 status.ok = false;
-                status.error = Some(e.to_string());
+                // The code only, as for the control planes: the state is served.
+                status.error = Some(e.code());
             }
         }
         result
@@ -159,7 +160,8 @@ impl<B: Backend> Aggregator<B> {
                 tracing::error!(error = %e, plane = kind.label(), "cannot read the backend's state; retrying with backoff");
                 return ReconcileResult {
                     ok: false,
-                    error: Some(e.to_string()),
+                    error: Some(e.code()),
+                    detail: Some(e.to_string()),
                     ..ReconcileResult::default()
                 };
             }
@@ -229,7 +231,7 @@ impl<B: Backend> Aggregator<B> {
         self.log_event(serde_json::json!({
             "event": if result.ok { "plan_applied" } else { "plan_failed" },
             "at_ms": unix_ms(SystemTime::now()), "backend": self.backend().name(),
-            "plane": kind.label(), "changes": result.changes, "error": result.error,
+            "plane": kind.label(), "changes": result.changes, "error": result.detail, "code": result.error,
             "reason": reasons,
         }));
     }

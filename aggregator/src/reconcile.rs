@@ -44,7 +44,12 @@ pub struct ReconcileResult {
     /// Weight changes planned but held back by `weights.min_interval`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<Change>,
+    /// The failure's code only ([`BackendError::code`]): AWS's message text can name
+    /// accounts, roles and resources, and the state is served to whoever may read it.
     pub error: Option<String>,
+    /// The whole error text, for the operator's own decision log and stderr; never served.
+    #[serde(skip)]
+    pub detail: Option<String>,
     pub duration_seconds: f64,
 }
 
@@ -57,6 +62,7 @@ impl ReconcileResult {
             changes: health.changes.into_iter().chain(weights.changes).collect(),
             deferred: health.deferred.into_iter().chain(weights.deferred).collect(),
             error: health.error.or(weights.error),
+            detail: health.detail.or(weights.detail),
             duration_seconds: health.duration_seconds + weights.duration_seconds,
         }
     }
@@ -139,6 +145,7 @@ pub(crate) async fn apply<B: Backend>(
                 changes,
                 deferred: Vec::new(),
                 error: None,
+                detail: None,
                 duration_seconds,
             }
         }
@@ -150,7 +157,8 @@ pub(crate) async fn apply<B: Backend>(
                 ok: false,
                 changes: Vec::new(),
                 deferred: Vec::new(),
-                error: Some(e.to_string()),
+                error: Some(e.code()),
+                detail: Some(e.to_string()),
                 duration_seconds,
             }
         }

@@ -3,17 +3,16 @@
 //! every `evaluate_every` [`crate::evaluate`] decides from it and [`crate::reconcile`]s the
 //! backend; the state file (`persist`) keeps the decision state and overrides across restarts,
 //! so a Region that was out stays out until it has earned its way back (`recover_after` up
-//! evaluations); [`crate::api`] serves `POST /v1/reports`, `GET /v1/state` and
-//! `POST /v1/overrides`.
+//! evaluations) and the spent override nonces; [`crate::api`] serves `POST /v1/reports`,
+//! `GET /v1/state` and `POST /v1/overrides` (applied by [`crate::overrides`]).
 
 use crate::backend::Backend;
 use crate::config::AggregatorConfig;
 use crate::ingest::Seen;
-use crate::model::{ModelState, Overrides, Pin};
+use crate::model::{ModelState, Overrides};
+use crate::overrides::Nonces;
 use crate::persist;
 use crate::window::Window;
-use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,6 +24,7 @@ use tokio::sync::{watch, Notify};
 pub use crate::api::serve;
 pub use crate::evaluate::Snapshot;
 pub use crate::ingest::{IngestError, Ingested};
+pub use crate::overrides::OverrideRequest;
 pub use crate::reconcile::ReconcileResult;
 
 /// Aggregator metric names.
@@ -35,6 +35,7 @@ pub mod names {
     pub const REGION_WEIGHT: &str = "vantage_region_weight";
     pub const REGION_TRANSITIONS_TOTAL: &str = "vantage_region_transitions_total";
     pub const ALERTS_TOTAL: &str = "vantage_aggregator_alerts_total";
+    pub const OVERRIDES_TOTAL: &str = "vantage_aggregator_overrides_total";
     pub const RECONCILE_TOTAL: &str = "vantage_reconcile_total";
     pub const RECONCILE_SECONDS: &str = "vantage_reconcile_duration_seconds";
     pub const RECONCILE_CHANGES_TOTAL: &str = "vantage_reconcile_changes_total";
@@ -51,7 +52,11 @@ pub struct Aggregator<B> {
     pub(crate) window: Mutex<Window>,
     pub(crate) seen: Mutex<Seen>,
     pub(crate) model: Mutex<ModelState>,
-    overrides: Mutex<Overrides>,
+    pub(crate) overrides: Mutex<Overrides>,
+    /// Override nonces spent recently (persisted: a restart must not reopen a replay).
+    pub(crate) nonces: Mutex<Nonces>,
+    /// Held while the state file is written, so writes never interleave.
+    persisting: Mutex<()>,
     pub(crate) last: Mutex<Option<Snapshot>>,
     decision_log: Option<Mutex<Box<dyn std::io::Write + Send>>>,
     /// Wakes the loop early (overrides changed).
@@ -102,6 +107,8 @@ impl<B: Backend> Aggregator<B> {
             seen: Mutex::new(Seen::default()),
             model: Mutex::new(persisted.model),
             overrides: Mutex::new(persisted.overrides),
+            nonces: Mutex::new(persisted.nonces),
+            persisting: Mutex::new(()),
             last: Mutex::new(None),
             decision_log: decision_log.map(Mutex::new),
             wake: Notify::new(),
@@ -131,30 +138,22 @@ impl<B: Backend> Aggregator<B> {
         lock(&self.overrides).clone()
     }
 
-    /// Replaces overrides: `pin` entries with `None` unpin.
-    pub fn set_overrides(&self, request: OverrideRequest) -> Result<Overrides, String> {
-        let mut o = lock(&self.overrides);
-        for (region, pin) in request.pin {
-            if !self.config.regions.contains(&region) {
-                return Err(format!("unknown Region {region:?}"));
-            }
-            match pin {
-                Some(p) => {
-                    o.pinned.insert(region, p);
-                }
-                None => {
-                    o.pinned.remove(&region);
-                }
-            }
+    /// Writes the state file (when configured) from the current decision state, overrides
+    /// and spent nonces. Writers take turns, and each writes what is current when its turn
+    /// comes, so an evaluation can never put back overrides or nonces older than the file's.
+    pub(crate) fn persist_state(&self) {
+        let Some(path) = &self.config.state_file else {
+            return;
+        };
+        let _turn = lock(&self.persisting);
+        let persisted = persist::Persisted {
+            model: lock(&self.model).clone(),
+            overrides: lock(&self.overrides).clone(),
+            nonces: lock(&self.nonces).clone(),
+        };
+        if let Err(e) = persist::save(path, &persisted) {
+            tracing::error!(error = %e, path = %path.display(), "cannot persist decision state");
         }
-        if let Some(f) = request.freeze {
-            o.frozen = f;
-        }
-        let now = o.clone();
-        drop(o);
-        self.log_event(serde_json::json!({"event": "overrides", "overrides": now}));
-        self.wake.notify_one();
-        Ok(now)
     }
 
     /// One line in the decision log (and a `vantage::decisions` trace event).
@@ -166,16 +165,6 @@ impl<B: Backend> Aggregator<B> {
             let _ = w.flush();
         }
     }
-}
-
-/// Body of `POST /v1/overrides`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OverrideRequest {
-    /// Region → "up", "down", or null to unpin.
-    #[serde(default)]
-    pub pin: BTreeMap<String, Option<Pin>>,
-    pub freeze: Option<bool>,
 }
 
 /// Serves the API and evaluates on schedule until `stop` turns true.

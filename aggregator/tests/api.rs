@@ -1,6 +1,6 @@
 //! The HTTP API's edges over real sockets on loopback: routing (404, JSON 405 with no `Allow`),
 //! body limits (413 after a bounded read, streamed or not), authentication (401), replays
-//! (409), the state before and after the first evaluation, unsigned overrides from loopback,
+//! (409), the state before and after the first evaluation, overrides refused from loopback,
 //! HTTP/2 with prior knowledge, and stopping.
 
 use std::sync::Arc;
@@ -261,7 +261,11 @@ async fn oversized_bodies_are_413_after_a_bounded_read() {
     let a = server
         .request("POST", "/v1/overrides", "", &[b' '; 64 * 1024])
         .await;
-    assert_eq!(a.status, 400, "at the limit it is parsed: {}", a.body);
+    assert_eq!(
+        a.status, 403,
+        "at the limit it is read and judged (no admin keys here): {}",
+        a.body
+    );
 }
 
 #[tokio::test]
@@ -311,31 +315,20 @@ async fn state_is_503_until_the_first_evaluation() {
 }
 
 #[tokio::test]
-async fn overrides_from_loopback_need_no_signature() {
+async fn overrides_from_loopback_are_refused_without_admin_keys() {
     let server = start(config()).await;
-    let a = server
-        .request(
-            "POST",
-            "/v1/overrides",
-            "",
-            br#"{"pin": {"eu-west-1": "down"}}"#,
-        )
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.body, r#"{"pinned":{"eu-west-1":"down"},"frozen":false}"#);
-    let a = server
-        .request("POST", "/v1/overrides", "", br#"{"pin": {"mars-1": "up"}}"#)
-        .await;
-    assert_eq!(a.status, 400);
-    assert_eq!(a.body, r#"{"reason":"unknown Region \"mars-1\""}"#);
-    let a = server
-        .request("POST", "/v1/overrides", "", br#"{"thaw": true}"#)
-        .await;
-    assert_eq!(a.status, 400);
-    assert!(a.json()["reason"]
-        .as_str()
-        .unwrap()
-        .starts_with(r#"expected {"pin": "#));
+    let body = br#"{"nonce": "api-test-nonce-0001", "pin": {"eu-west-1": "down"}}"#;
+    for extra in [String::new(), signed(body, KEY)] {
+        let a = server.request("POST", "/v1/overrides", &extra, body).await;
+        assert_eq!(a.status, 403, "{}", a.body);
+        assert!(a.json()["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("overrides are disabled: no admin keys"));
+    }
+    server.aggregator.evaluate(SystemTime::now()).await;
+    let a = server.request("GET", "/v1/state", "", b"").await;
+    assert_eq!(a.json()["overrides"]["pinned"], serde_json::json!({}));
 }
 
 #[tokio::test]

@@ -743,6 +743,7 @@ fn overrides(step: &Step, n: usize) -> Overrides {
             .filter_map(|r| step.pins[r].map(|p| (format!("r{r}"), p)))
             .collect(),
         frozen: step.frozen,
+        ..Overrides::default()
     }
 }
 

@@ -16,6 +16,7 @@ use vantage_protocol::config::{FleetConfig, TargetKind};
 use vantage_protocol::{Outcome, Phase};
 
 const KEY: &str = "aggregator-test-key-0123456789";
+const ADMIN_KEY: &str = "aggregator-test-admin-key-0123456789";
 const REGIONS: [&str; 3] = ["ap-southeast-1", "eu-west-1", "us-east-1"];
 
 fn fleet_text(state_file: Option<&std::path::Path>) -> String {
@@ -35,6 +36,8 @@ window = "3s"
 evaluate_every = "1s"
 {state}[aggregator.keys]
 k1 = {{ env = "VANTAGE_TEST_AGG_KEY" }}
+[aggregator.admin_keys]
+ops = {{ env = "VANTAGE_TEST_AGG_ADMIN_KEY" }}
 [agents.auth]
 key_id = "k1"
 [policy]
@@ -51,6 +54,7 @@ recover_after = 3
 fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
     // One variable, the same value in every test of this binary: setting it races with nothing.
     std::env::set_var("VANTAGE_TEST_AGG_KEY", KEY);
+    std::env::set_var("VANTAGE_TEST_AGG_ADMIN_KEY", ADMIN_KEY);
     let fleet = FleetConfig::parse(&fleet_text(state_file), "test fleet").unwrap();
     AggregatorConfig::from_fleet(fleet).unwrap()
 }
@@ -128,11 +132,32 @@ struct Api {
 
 impl Api {
     async fn post(&self, path: &str, body: Vec<u8>, key: &str) -> (u16, serde_json::Value) {
+        self.post_as(path, body, "k1", key).await
+    }
+
+    /// Signed with the admin key, as `vantage override` sends it.
+    async fn post_override(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.post_as(
+            "/v1/overrides",
+            body.to_string().into_bytes(),
+            "ops",
+            ADMIN_KEY,
+        )
+        .await
+    }
+
+    async fn post_as(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        key_id: &str,
+        key: &str,
+    ) -> (u16, serde_json::Value) {
         let ts = now_ms() / 1000;
         let sig = auth::sign(key.as_bytes(), ts, &body);
         let req = http::Request::post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
-            .header(auth::HEADER_KEY_ID, "k1")
+            .header(auth::HEADER_KEY_ID, key_id)
             .header(auth::HEADER_TIMESTAMP, ts.to_string())
             .header(auth::HEADER_SIGNATURE, sig)
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
@@ -419,35 +444,37 @@ async fn quorum_takes_a_region_out_one_vantage_never_does_and_a_restart_keeps_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overrides_pin_and_freeze_from_loopback() {
+async fn overrides_pin_and_freeze_signed_with_an_admin_key() {
     let agg = Arc::new(Aggregator::new(config(None), DryRun::new(), None).unwrap());
     let (api, _stop) = start(agg.clone()).await;
-    let pin = br#"{"pin": {"eu-west-1": "down"}}"#.to_vec();
-    let (status, body) = api.post("/v1/overrides", pin, KEY).await;
+    let (status, body) = api
+        .post_override(
+            serde_json::json!({"nonce": "ingest-nonce-000001", "pin": {"eu-west-1": "down"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pinned"]["eu-west-1"], "down");
+    assert_eq!(body["pinned_by"]["eu-west-1"]["by"], "ops");
     let s = agg.evaluate(SystemTime::now()).await;
     assert_eq!(in_service(&s)["eu-west-1"], (false, 0));
     let (status, body) = api
-        .post(
-            "/v1/overrides",
-            br#"{"pin": {"nowhere-1": "up"}}"#.to_vec(),
-            KEY,
+        .post_override(
+            serde_json::json!({"nonce": "ingest-nonce-000002", "pin": {"nowhere-1": "up"}}),
         )
         .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = api
-        .post(
-            "/v1/overrides",
-            br#"{"pin": {"eu-west-1": null}, "freeze": true}"#.to_vec(),
-            KEY,
-        )
+        .post_override(serde_json::json!({
+            "nonce": "ingest-nonce-000003", "pin": {"eu-west-1": null}, "freeze": true,
+        }))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["frozen"], true);
     assert!(body["pinned"].as_object().unwrap().is_empty());
-    let (status, _) = api
-        .post("/v1/overrides", br#"{"pin": 3}"#.to_vec(), KEY)
-        .await;
+    let (status, _) = api.post_override(serde_json::json!({"pin": 3})).await;
     assert_eq!(status, 400);
+    // Signed with the agents' key, from loopback: refused.
+    let pin = br#"{"nonce": "ingest-nonce-000004", "pin": {"eu-west-1": "down"}}"#.to_vec();
+    let (status, _) = api.post("/v1/overrides", pin, KEY).await;
+    assert_eq!(status, 403);
 }

@@ -118,6 +118,47 @@ pub enum BackendError {
     Shape(String, String),
 }
 
+/// AWS API operations the backends call: names that open an error's text, never its code.
+const OPERATIONS: &[&str] = &[
+    "ChangeResourceRecordSets",
+    "GetChange",
+    "GetHealthCheck",
+    "GetMetricData",
+    "GetMetricStatistics",
+    "ListResourceRecordSets",
+    "PutMetricData",
+    "UpdateHealthCheck",
+];
+
+impl BackendError {
+    /// A short code for places that must not show AWS's message text (`GET /v1/state`): the
+    /// AWS error code when the text carries one (`AccessDenied`, `Throttling`, ...), else what
+    /// was being done (`observe_failed`, `apply_failed`, `config`, `shape`).
+    pub fn code(&self) -> String {
+        let (fallback, text) = match self {
+            BackendError::Observe(m) => ("observe_failed", m.as_str()),
+            BackendError::Apply { message, .. } => ("apply_failed", message.as_str()),
+            BackendError::Config(_) => return "config".to_owned(),
+            BackendError::Shape(..) => return "shape".to_owned(),
+        };
+        aws_code(text).unwrap_or(fallback).to_owned()
+    }
+}
+
+/// The AWS error code in a backend error's text, which the Route 53 backend writes as
+/// `[Operation ...: ]Code: message`: the first of the leading `: `-separated parts that is a
+/// bare identifier and not an operation name.
+fn aws_code(text: &str) -> Option<&str> {
+    let parts: Vec<&str> = text.splitn(5, ": ").collect();
+    // The last part is message text whatever it looks like: a code is always followed by one.
+    parts[..parts.len() - 1].iter().copied().find(|p| {
+        (1..=64).contains(&p.len())
+            && p.starts_with(|c: char| c.is_ascii_uppercase())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+            && !OPERATIONS.iter().any(|op| p.starts_with(op))
+    })
+}
+
 /// Where desired state is applied.
 pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -187,6 +228,33 @@ impl Backend for DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_carry_no_message_text() {
+        let apply = |message: &str| BackendError::Apply {
+            change: "weight of eu-west-1".into(),
+            message: message.into(),
+        };
+        let e = BackendError::Observe(
+            "ListResourceRecordSets: AccessDenied: User: arn:aws:iam::123456789012:user/x is not authorized".into(),
+        );
+        assert_eq!(e.code(), "AccessDenied");
+        assert_eq!(
+            apply("UpdateHealthCheck hc-1: Throttling: Rate exceeded").code(),
+            "Throttling"
+        );
+        assert_eq!(apply("Throttling: Rate exceeded").code(), "Throttling");
+        assert_eq!(
+            apply("GetChange C1: dispatch failure: io error: connection refused").code(),
+            "apply_failed"
+        );
+        assert_eq!(
+            BackendError::Observe("GetHealthCheck task: panicked".into()).code(),
+            "observe_failed"
+        );
+        assert_eq!(BackendError::Config("x".into()).code(), "config");
+        assert_eq!(BackendError::Shape("a".into(), "b".into()).code(), "shape");
+    }
 
     fn desired(pairs: &[(&str, bool, u8)]) -> DesiredState {
         pairs

@@ -224,7 +224,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
     // The first evaluation writes every Region's health and weight to the empty dry-run state.
     let (first, first_span) = measure(|| rt.block_on(aggregator.evaluate(now)));
     if !first.reconcile.ok {
-        bail!("first evaluation failed: {:?}", first.reconcile.error);
+        bail!("first evaluation failed: {:?}", first.reconcile.detail);
     }
     let first_changes = first.reconcile.changes.len();
     let mut planned = 0;

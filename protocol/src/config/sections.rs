@@ -83,9 +83,17 @@ pub struct AggregatorSection {
     pub keys: BTreeMap<String, KeySource>,
     /// Largest report body accepted (default 4 MiB).
     pub max_report_bytes: Option<ByteSize>,
-    /// Key ids (of `keys`) allowed to post overrides; without any, only loopback callers may.
+    /// Operators' keys, by key id: the only keys that may sign `POST /v1/overrides`. An id
+    /// here may never also be an agent key id. Without any, overrides are refused.
     #[serde(default)]
-    pub override_key_ids: Vec<String>,
+    pub admin_keys: BTreeMap<String, KeySource>,
+    /// Names an environment variable holding a bearer token; when given, `GET /v1/state`
+    /// needs `Authorization: Bearer <token>`.
+    pub state_token_env: Option<Located<String>>,
+    /// Removed (agent keys authorised overrides): kept only to refuse it with a pointer to
+    /// `admin_keys`, instead of a bare "unknown field".
+    #[serde(default)]
+    pub override_key_ids: Option<Located<Vec<String>>>,
 }
 
 /// Where a secret comes from: an environment variable or a file.

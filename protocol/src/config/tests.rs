@@ -246,3 +246,92 @@ fn url_errors_do_not_echo_credentials() {
     );
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// The example with `extra` appended to its `[aggregator]` table, and the line of `needle`.
+fn with_aggregator(extra: &str, needle: &str) -> (String, usize) {
+    let text = EXAMPLE.replace(
+        "url = \"https://aggregator.example.com\"\n",
+        &format!("url = \"https://aggregator.example.com\"\n{extra}"),
+    );
+    let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    (text, line)
+}
+
+#[test]
+fn admin_keys_parse_apart_from_agent_keys() {
+    let (text, _) = with_aggregator(
+        "state_token_env = \"STATE_TOKEN\"\n[aggregator.admin_keys.ops-alice]\nenv = \"ALICE_KEY\"\n",
+        "ops-alice",
+    );
+    let c = FleetConfig::parse(&text, "fleet.toml").unwrap();
+    assert_eq!(
+        c.aggregator.admin_keys["ops-alice"].env.as_deref(),
+        Some("ALICE_KEY")
+    );
+    assert_eq!(
+        c.aggregator.state_token_env.as_ref().unwrap().get_ref(),
+        "STATE_TOKEN"
+    );
+}
+
+#[test]
+fn control_path_mistakes_name_the_key_line_and_fix() {
+    // The old list of agent key ids allowed to override: refused with the way forward.
+    let (text, line) = with_aggregator("override_key_ids = [\"fleet-2026\"]\n", "override_key_ids");
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{line}: aggregator.override_key_ids: was removed"
+        )) && e.contains("[aggregator.admin_keys.<id>]"),
+        "{e}"
+    );
+
+    // An admin key id that is the agents' key id.
+    let (text, line) = with_aggregator(
+        "[aggregator.admin_keys.fleet-2026]\nenv = \"K\"\n",
+        "admin_keys.fleet-2026",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{line}: aggregator.admin_keys.fleet-2026: \"fleet-2026\" is also an agent key id"
+        )),
+        "{e}"
+    );
+
+    // ... or one of [aggregator.keys].
+    let (text, line) = with_aggregator(
+        "[aggregator.keys.k9]\nenv = \"K9\"\n[aggregator.admin_keys.k9]\nenv = \"K\"\n",
+        "admin_keys.k9",
+    );
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!("fleet.toml:{line}: aggregator.admin_keys.k9:"))
+            && e.contains("agent key id"),
+        "{e}"
+    );
+
+    let (text, line) = with_aggregator("[aggregator.admin_keys.ops]\n", "admin_keys.ops");
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!(
+            "fleet.toml:{line}: aggregator.admin_keys.ops: give env"
+        )),
+        "{e}"
+    );
+
+    let text = format!("{EXAMPLE}\n[policy]\nmin_healthy = 0\n");
+    let line = text
+        .lines()
+        .position(|l| l.contains("min_healthy"))
+        .unwrap()
+        + 1;
+    let e = error_of(&text);
+    assert!(
+        e.starts_with(&format!("fleet.toml:{line}: policy.min_healthy: 0 would"))
+            && e.contains("use 1 or more"),
+        "{e}"
+    );
+    let ok = format!("{EXAMPLE}\n[policy]\nmin_healthy = 1\n");
+    assert!(FleetConfig::parse(&ok, "fleet.toml").is_ok());
+}

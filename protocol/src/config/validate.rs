@@ -119,8 +119,66 @@ impl FleetConfig {
                 }
             }
         }
+        self.validate_control_path()?;
         if let Some(route53) = &self.route53 {
             route53.settings().map_err(|p| self.place(p))?;
+        }
+        Ok(())
+    }
+
+    /// The control path: admin keys apart from agent keys, the state token's variable, the
+    /// floor. An agent key must never be able to move traffic, so an id may not be both.
+    fn validate_control_path(&self) -> Result<(), ConfigError> {
+        let a = &self.aggregator;
+        if let Some(old) = &a.override_key_ids {
+            return Err(self.invalid(
+                old,
+                "aggregator.override_key_ids",
+                "was removed: agent keys no longer authorise overrides; give each operator a key \
+                 of their own as [aggregator.admin_keys.<id>] with env = \"VARIABLE\" or \
+                 file = \"path\", and delete override_key_ids",
+            ));
+        }
+        let agent_id = self.agents.auth.key_id.get_ref();
+        for (id, source) in &a.admin_keys {
+            let key = format!("aggregator.admin_keys.{id}");
+            if !valid_name(id) {
+                return Err(self.place(Problem::key(
+                    key,
+                    "use letters, digits, '-', '_' and '.', 1 to 64 characters",
+                )));
+            }
+            if a.keys.contains_key(id) || id == agent_id {
+                return Err(self.place(Problem::key(
+                    key,
+                    format!(
+                        "{id:?} is also an agent key id; admin keys need ids (and keys) of \
+                         their own, e.g. \"ops-{id}\""
+                    ),
+                )));
+            }
+            if source.env.is_none() && source.file.is_none() {
+                return Err(self.place(Problem::key(
+                    key,
+                    "give env = \"VARIABLE\" or file = \"path\" holding the key",
+                )));
+            }
+        }
+        if let Some(var) = &a.state_token_env {
+            if var.get_ref().trim().is_empty() {
+                return Err(self.invalid(
+                    var,
+                    "aggregator.state_token_env",
+                    "name the environment variable that holds the token, or remove the key",
+                ));
+            }
+        }
+        if self.policy.min_healthy == Some(0) {
+            return Err(self.place(Problem::key(
+                "policy.min_healthy",
+                "0 would let automation or pins take every Region out; use 1 or more (the \
+                 default is 1)",
+            )));
         }
         Ok(())
     }

@@ -1,0 +1,304 @@
+//! Manual overrides (`POST /v1/overrides`) once the API has checked the admin key's signature:
+//! the request is validated whole (every Region known, the nonce well formed, the `force` rule
+//! for pins that leave fewer than `min_healthy` Regions able to serve), its nonce is spent, and
+//! only then is it applied, under the one overrides lock, so a refused request changes nothing.
+//! Then the state file is written (nonces included, so a restart cannot be used to replay), the
+//! change goes to the decision log with the key that made it, and the evaluation loop is woken.
+//!
+//! Nonces are remembered for twice the signature's allowed clock skew: a signed request is
+//! only accepted within the skew of its timestamp, so a nonce older than that can never come
+//! back with a valid signature. The memory is bounded; when full, overrides are refused (429)
+//! rather than a nonce forgotten early.
+
+use crate::backend::Backend;
+use crate::model::{AlertKind, Overrides, Pin, SetBy};
+use crate::service::{lock, names, unix_ms, Aggregator};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+use vantage_protocol::auth::DEFAULT_MAX_SKEW_SECS;
+
+/// Shortest and longest nonce, in characters.
+pub const NONCE_CHARS: std::ops::RangeInclusive<usize> = 16..=128;
+/// Longest `reason`, in characters.
+pub const MAX_REASON_CHARS: usize = 512;
+/// How long a spent nonce is remembered: twice the allowed timestamp skew.
+pub const NONCE_MEMORY_MS: u64 = 2 * DEFAULT_MAX_SKEW_SECS * 1000;
+/// Most nonces remembered at once (one admin request every 150 ms for ten minutes).
+pub const MAX_NONCES: usize = 4096;
+
+/// Body of `POST /v1/overrides`; `vantage override` builds and signs it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// Unique per request (16 to 128 printable ASCII characters); a second use is refused.
+    pub nonce: String,
+    /// Region → "up", "down", or null to unpin.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pin: BTreeMap<String, Option<Pin>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<bool>,
+    /// Needed when the pins would leave fewer than `min_healthy` Regions able to serve.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// Why, for the decision log and `GET /v1/state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why an authenticated override was refused. Nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum OverrideError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "these pins leave {eligible} of {regions} Regions able to serve, fewer than \
+         min_healthy ({floor}); send \"force\": true to do it anyway (an alert is raised)"
+    )]
+    ForceRequired {
+        eligible: usize,
+        regions: usize,
+        floor: usize,
+    },
+    #[error("this nonce was already used: a replay, or a retry of a request that was applied")]
+    Replayed,
+    #[error("too many overrides in the last {} s; wait and retry", NONCE_MEMORY_MS / 1000)]
+    TooMany,
+}
+
+impl OverrideError {
+    /// The HTTP status the API answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OverrideError::Invalid(_) | OverrideError::ForceRequired { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            OverrideError::Replayed => StatusCode::CONFLICT,
+            OverrideError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The `result` label of the overrides counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OverrideError::Invalid(_) => "invalid",
+            OverrideError::ForceRequired { .. } => "force_required",
+            OverrideError::Replayed => "replayed",
+            OverrideError::TooMany => "too_many",
+        }
+    }
+}
+
+/// Spent nonces with the Unix time (ms) each was accepted at; persisted with the state.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Nonces(BTreeMap<String, u64>);
+
+impl Nonces {
+    /// Spends `nonce` at `now_ms`: refused if already spent, or if the memory is full.
+    fn spend(&mut self, nonce: &str, now_ms: u64) -> Result<(), OverrideError> {
+        self.0
+            .retain(|_, at| now_ms.saturating_sub(*at) < NONCE_MEMORY_MS);
+        if self.0.contains_key(nonce) {
+            return Err(OverrideError::Replayed);
+        }
+        if self.0.len() >= MAX_NONCES {
+            return Err(OverrideError::TooMany);
+        }
+        self.0.insert(nonce.to_owned(), now_ms);
+        Ok(())
+    }
+}
+
+/// Who asked, for the records: the admin key id and the peer address.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub key_id: &'a str,
+    pub peer: SocketAddr,
+}
+
+/// Checks what can be checked without the current overrides.
+fn check_shape(request: &OverrideRequest, regions: &[String]) -> Result<(), OverrideError> {
+    let n = request.nonce.chars().count();
+    if !NONCE_CHARS.contains(&n) || !request.nonce.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(OverrideError::Invalid(format!(
+            "nonce: use {} to {} printable ASCII characters, new for every request (vantage \
+             override makes one)",
+            NONCE_CHARS.start(),
+            NONCE_CHARS.end()
+        )));
+    }
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS || r.chars().any(char::is_control))
+    {
+        return Err(OverrideError::Invalid(format!(
+            "reason: at most {MAX_REASON_CHARS} characters, one line"
+        )));
+    }
+    if request.pin.is_empty() && request.freeze.is_none() {
+        return Err(OverrideError::Invalid(
+            "nothing to change: give \"pin\" and/or \"freeze\"".into(),
+        ));
+    }
+    let unknown: Vec<&String> = request
+        .pin
+        .keys()
+        .filter(|r| !regions.contains(r))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(OverrideError::Invalid(format!(
+            "unknown Region(s) {unknown:?}; the fleet has {regions:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The overrides after `request`, and whether it needed `force`.
+fn next_overrides(
+    current: &Overrides,
+    request: &OverrideRequest,
+    regions: &[String],
+    min_healthy: usize,
+    set_by: &SetBy,
+) -> Result<(Overrides, bool), OverrideError> {
+    let mut next = current.clone();
+    for (region, pin) in &request.pin {
+        match pin {
+            Some(p) => {
+                next.pinned.insert(region.clone(), *p);
+                next.pinned_by.insert(region.clone(), set_by.clone());
+            }
+            None => {
+                next.pinned.remove(region);
+                next.pinned_by.remove(region);
+            }
+        }
+    }
+    if let Some(f) = request.freeze {
+        next.frozen = f;
+        next.frozen_by = Some(set_by.clone());
+    }
+    // Only pins lower the decision core's floor (it never puts a Region pinned down back), so
+    // the pins alone say whether `min_healthy` can still be met. Lifting pins never needs force.
+    let floor = min_healthy.min(regions.len());
+    let eligible = regions
+        .iter()
+        .filter(|r| next.pinned.get(*r) != Some(&Pin::Down))
+        .count();
+    let pins_down = request.pin.values().any(|p| *p == Some(Pin::Down));
+    let forced = pins_down && eligible < floor;
+    if forced && !request.force {
+        return Err(OverrideError::ForceRequired {
+            eligible,
+            regions: regions.len(),
+            floor,
+        });
+    }
+    if forced {
+        for (region, pin) in &request.pin {
+            if pin.is_some() {
+                if let Some(s) = next.pinned_by.get_mut(region) {
+                    s.forced = true;
+                }
+            }
+        }
+    }
+    Ok((next, forced))
+}
+
+impl<B: Backend> Aggregator<B> {
+    /// Applies an authenticated override request whole, or nothing of it; see the module
+    /// documentation for the order of checks.
+    pub fn set_overrides(
+        &self,
+        caller: Caller<'_>,
+        request: OverrideRequest,
+        now: SystemTime,
+    ) -> Result<Overrides, OverrideError> {
+        let config = self.config();
+        check_shape(&request, &config.regions)?;
+        let now_ms = unix_ms(now);
+        let set_by = SetBy {
+            by: caller.key_id.to_owned(),
+            at_ms: now_ms,
+            reason: request.reason.clone(),
+            forced: false,
+        };
+        let (next, forced) = {
+            let mut current = lock(&self.overrides);
+            let (next, forced) = next_overrides(
+                &current,
+                &request,
+                &config.regions,
+                config.policy.min_healthy,
+                &set_by,
+            )?;
+            lock(&self.nonces).spend(&request.nonce, now_ms)?;
+            *current = next.clone();
+            (next, forced)
+        };
+        self.persist_state();
+        tracing::warn!(
+            target: "vantage::overrides",
+            by = caller.key_id, peer = %caller.peer, forced,
+            "overrides changed: {}", serde_json::to_string(&request).unwrap_or_default()
+        );
+        self.log_event(serde_json::json!({
+            "event": "overrides", "at_ms": now_ms, "by": caller.key_id,
+            "peer": caller.peer.to_string(), "request": request, "overrides": next,
+        }));
+        if forced {
+            let down: Vec<&String> = next
+                .pinned
+                .iter()
+                .filter(|(_, p)| **p == Pin::Down)
+                .map(|(r, _)| r)
+                .collect();
+            metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", AlertKind::Forced))
+                .increment(1);
+            self.log_event(serde_json::json!({
+                "event": "alert", "at_ms": now_ms, "kind": AlertKind::Forced, "region": null,
+                "by": caller.key_id,
+                "reason": format!(
+                    "{} forced pins below min_healthy ({}): pinned down {down:?}{}",
+                    caller.key_id, config.policy.min_healthy,
+                    request.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            }));
+        }
+        self.wake.notify_one();
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_spent_once_remembered_for_twice_the_skew_and_bounded() {
+        let mut n = Nonces::default();
+        n.spend("aaaaaaaaaaaaaaaa", 1_000).unwrap();
+        assert!(matches!(
+            n.spend("aaaaaaaaaaaaaaaa", 1_000 + NONCE_MEMORY_MS - 1),
+            Err(OverrideError::Replayed)
+        ));
+        // Past the memory no signature over it can still be valid: it is forgotten.
+        n.spend("aaaaaaaaaaaaaaaa", 1_000 + NONCE_MEMORY_MS)
+            .unwrap();
+
+        let mut n = Nonces::default();
+        for i in 0..MAX_NONCES {
+            n.spend(&format!("nonce-{i:012}"), 5).unwrap();
+        }
+        assert!(matches!(
+            n.spend("one-too-many-nonce", 5),
+            Err(OverrideError::TooMany)
+        ));
+        assert_eq!(n.0.len(), MAX_NONCES);
+    }
+}

@@ -1,0 +1,269 @@
+//! `vantage override`: builds an override request (pins, freeze, force, reason and a fresh
+//! nonce), signs it with an admin key by the same scheme agents sign reports with
+//! (`vantage_protocol::auth::sign`), posts it to `<aggregator>/v1/overrides` and prints the
+//! answer, so operators never assemble HMAC headers by hand. Everything that can be checked
+//! here is (the key id is one of `aggregator.admin_keys`, every Region is in the fleet), so a
+//! typo costs no round trip. Exit: 0 on 2xx, 1 when refused or unreachable, 2 on bad input.
+//! Its flags and help text live here too, beside the code that reads them.
+
+use super::EXIT_BAD_INPUT;
+use bytes::Bytes;
+use clap::Args;
+use http::header::CONTENT_TYPE;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vantage_aggregator::model::Pin;
+use vantage_aggregator::overrides::OverrideRequest;
+use vantage_probe::spec::{HttpVersionPref, TlsOptions};
+use vantage_probe::tls::build_client_config;
+use vantage_protocol::auth;
+use vantage_protocol::config::FleetConfig;
+
+/// The environment variable holding the admin key when `--key-file` is not given.
+pub const ADMIN_KEY_ENV: &str = "VANTAGE_ADMIN_KEY";
+/// The whole exchange, connect to last byte.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+pub(super) const OVERRIDE_HELP: &str = "\
+Example: take eu-west-1 out by hand and hold automation while you investigate:
+  VANTAGE_ADMIN_KEY=$(cat ops-alice.key) vantage override --config fleet.toml \\
+      --key-id ops-alice --pin eu-west-1=down --freeze --reason 'INC-1234: bad deploy'
+and give it back to automation afterwards:
+  vantage override --config fleet.toml --key-id ops-alice --pin eu-west-1=clear --unfreeze
+The key id must be one of [aggregator.admin_keys] in the fleet file (agent keys are refused);
+the request carries a fresh nonce and is signed like agents' reports, so it cannot be replayed.
+Pins that leave fewer than policy.min_healthy Regions able to serve need --force, and raise an
+alert. Prints the aggregator's answer (the overrides now in force, or why it refused).
+Exit status: 0 applied, 1 refused or unreachable, 2 bad input.";
+
+#[derive(Args, Debug)]
+pub(super) struct OverrideArgs {
+    /// Fleet file (TOML): the aggregator's URL, its Regions and admin key ids.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
+    aggregator_url: Option<String>,
+    /// Extra CA certificates (PEM) for the aggregator's TLS.
+    #[arg(long, value_name = "FILE", env = "VANTAGE_AGGREGATOR_CA_FILE")]
+    aggregator_ca_file: Option<PathBuf>,
+    /// Admin key id: one of [aggregator.admin_keys].
+    #[arg(long, value_name = "ID")]
+    key_id: String,
+    /// File holding the admin key (default: the VANTAGE_ADMIN_KEY variable).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Pin a Region in (up) or out (down) of service, or remove its pin (clear). Repeatable.
+    #[arg(long, value_name = "REGION=up|down|clear", value_parser = pin_arg)]
+    pin: Vec<(String, Option<Pin>)>,
+    /// Freeze automation: only pins change anything.
+    #[arg(long, conflicts_with = "unfreeze")]
+    freeze: bool,
+    /// Lift the freeze.
+    #[arg(long)]
+    unfreeze: bool,
+    /// Accept pins that leave fewer than policy.min_healthy Regions able to serve.
+    #[arg(long)]
+    force: bool,
+    /// Why: recorded in the decision log and shown by GET /v1/state.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+/// Bad input: what to print, exit 2.
+struct BadInput(String);
+
+/// One `--pin REGION=up|down|clear`.
+pub fn pin_arg(s: &str) -> Result<(String, Option<Pin>), String> {
+    let (region, state) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--pin {s:?}: use REGION=up, REGION=down or REGION=clear"))?;
+    let pin = match state {
+        "up" => Some(Pin::Up),
+        "down" => Some(Pin::Down),
+        "clear" => None,
+        other => return Err(format!("--pin {s:?}: {other:?} is not up, down or clear")),
+    };
+    Ok((region.to_owned(), pin))
+}
+
+pub async fn run(args: OverrideArgs) -> ExitCode {
+    let prepared = match prepare(&args) {
+        Ok(p) => p,
+        Err(BadInput(message)) => {
+            eprintln!("vantage: {message}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match tokio::time::timeout(TIMEOUT, send(&args, &prepared)).await {
+        Err(_) => {
+            eprintln!(
+                "vantage: no answer from {} within {TIMEOUT:?}",
+                prepared.url
+            );
+            ExitCode::FAILURE
+        }
+        Ok(Err(message)) => {
+            eprintln!("vantage: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(Ok((status, answer))) => {
+            println!("{answer}");
+            if status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("vantage: the aggregator refused the override ({status})");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// What is sent: the URL, the body and its signature headers.
+struct Prepared {
+    url: Uri,
+    body: Vec<u8>,
+    key_id: String,
+    timestamp: u64,
+    signature: String,
+}
+
+fn prepare(args: &OverrideArgs) -> Result<Prepared, BadInput> {
+    let fleet = FleetConfig::load(&args.config).map_err(|e| BadInput(e.to_string()))?;
+    if !fleet.aggregator.admin_keys.contains_key(&args.key_id) {
+        let known: Vec<&String> = fleet.aggregator.admin_keys.keys().collect();
+        return Err(BadInput(format!(
+            "--key-id {:?} is not in [aggregator.admin_keys] of {} (it has {known:?})",
+            args.key_id,
+            args.config.display()
+        )));
+    }
+    let key = load_key(args)?;
+    let regions: Vec<&String> = fleet.regions.iter().map(|r| r.name.get_ref()).collect();
+    let mut pin = BTreeMap::new();
+    for (region, state) in &args.pin {
+        if !regions.contains(&region) {
+            return Err(BadInput(format!(
+                "--pin {region}: not a Region of the fleet ({regions:?})"
+            )));
+        }
+        if pin.insert(region.clone(), *state).is_some() {
+            return Err(BadInput(format!("--pin {region} is given twice")));
+        }
+    }
+    let freeze = match (args.freeze, args.unfreeze) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    if pin.is_empty() && freeze.is_none() {
+        return Err(BadInput(
+            "nothing to change: give --pin REGION=up|down|clear, --freeze or --unfreeze".into(),
+        ));
+    }
+    let request = OverrideRequest {
+        nonce: format!("{:032x}", rand::random::<u128>()),
+        pin,
+        freeze,
+        force: args.force,
+        reason: args.reason.clone(),
+    };
+    let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
+    let base = args
+        .aggregator_url
+        .as_deref()
+        .unwrap_or(fleet.aggregator.url.get_ref());
+    let url: Uri = format!("{}/v1/overrides", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| BadInput(format!("aggregator URL {base:?}: {e}")))?;
+    if !matches!(url.scheme_str(), Some("https" | "http")) {
+        return Err(BadInput(format!(
+            "aggregator URL {base:?}: use https:// (or http://)"
+        )));
+    }
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let signature = auth::sign(&key, timestamp, &body);
+    Ok(Prepared {
+        url,
+        body,
+        key_id: args.key_id.clone(),
+        timestamp,
+        signature,
+    })
+}
+
+/// The admin key: `--key-file` (trailing newline ignored), else `VANTAGE_ADMIN_KEY`.
+fn load_key(args: &OverrideArgs) -> Result<Vec<u8>, BadInput> {
+    let key = match &args.key_file {
+        Some(path) => {
+            let mut k = std::fs::read(path)
+                .map_err(|e| BadInput(format!("--key-file {}: {e}", path.display())))?;
+            while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                k.pop();
+            }
+            k
+        }
+        None => std::env::var(ADMIN_KEY_ENV)
+            .map_err(|_| {
+                BadInput(format!(
+                    "no admin key: set {ADMIN_KEY_ENV} or give --key-file FILE"
+                ))
+            })?
+            .into_bytes(),
+    };
+    auth::check_key(&key).map_err(|e| BadInput(format!("admin key: {e}")))?;
+    Ok(key)
+}
+
+/// Posts the signed request; the status and the answer, pretty-printed when it is JSON.
+async fn send(args: &OverrideArgs, p: &Prepared) -> Result<(http::StatusCode, String), String> {
+    let options = TlsOptions {
+        insecure: false,
+        ca_file: args.aggregator_ca_file.clone(),
+    };
+    let mut tls = build_client_config(&options, HttpVersionPref::Auto)
+        .map_err(|e| format!("TLS set-up: {e}"))?;
+    // The connector builder sets ALPN itself and refuses a config that already has it.
+    tls.alpn_protocols.clear();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
+    let request = Request::post(p.url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(auth::HEADER_KEY_ID, &p.key_id)
+        .header(auth::HEADER_TIMESTAMP, p.timestamp.to_string())
+        .header(auth::HEADER_SIGNATURE, &p.signature)
+        .body(Full::new(Bytes::from(p.body.clone())))
+        .map_err(|e| format!("building the request: {e}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{}: {}", p.url, vantage_runtime::errors::chain(&e)))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    let text = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&body).into_owned(),
+    };
+    Ok((status, text))
+}
