@@ -188,3 +188,67 @@ fn demo_exits_0_on_sigterm_with_its_summary() {
     demo.wait_for_line("vantage demo: status page on");
     demo.terminate_cleanly();
 }
+
+/// Started where AWS cannot be reached (no credentials, Route 53's endpoint refusing
+/// connections), the aggregator says so in one line and keeps ingesting and deciding instead of
+/// exiting; SIGTERM still stops it cleanly.
+#[test]
+fn aggregator_without_aws_keeps_deciding_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = dir.path().join("fleet.toml");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    std::fs::write(
+        &fleet,
+        format!(
+            r#"
+[fleet]
+name = "no-aws"
+report_interval = "1s"
+[global]
+url = "https://api.example.com/status"
+[[regions]]
+name = "us-east-1"
+status_url = "https://use1.example.com/status"
+[[vantages]]
+region = "us-east-1"
+[aggregator]
+url = "http://127.0.0.1:1"
+backend = "route53"
+[agents.auth]
+key_id = "k1"
+[route53]
+hosted_zone_id = "Z0123456789ABCDEFGHIJ"
+record_name = "api-origin.example.com."
+endpoint_url = "{closed}"
+[route53.regions.us-east-1]
+set_identifier = "use1"
+"#
+        ),
+    )
+    .unwrap();
+    let home = dir.path().to_str().unwrap();
+    let mut aggregator = Running::spawn(
+        &[
+            "aggregator",
+            "--config",
+            fleet.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--decision-log",
+            dir.path().join("decisions.jsonl").to_str().unwrap(),
+        ],
+        &[
+            ("VANTAGE_AGENT_KEY", "signals-test-key-0123456789"),
+            // No credentials anywhere the SDK looks.
+            ("HOME", home),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    aggregator.wait_for_line("no AWS credentials found");
+    aggregator.wait_for_line("vantage aggregator: listening on");
+    aggregator.terminate_cleanly();
+}

@@ -17,9 +17,6 @@
 //!
 //! The tests run as root (CI and the dev container), so "another user" is `nobody`.
 
-
-use vantage_testkit::aggregator::{report_body, Mode, StandIn, KEY, KEY_ID};
-use vantage_testkit::dirs::temp_dir;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -40,6 +37,8 @@ use vantage_agent::identity::{parse_agent_id, AgentIdError};
 use vantage_agent::push::{run_pusher, OutgoingReport, PushConfig, PushSummary};
 use vantage_agent::spool::{Spool, SpoolConfig, SpoolError};
 use vantage_protocol::config::FleetConfig;
+use vantage_testkit::aggregator::{report_body, Mode, StandIn, KEY, KEY_ID};
+use vantage_testkit::dirs::temp_dir;
 
 /// `nobody` on Debian and most Linux systems.
 const NOBODY: u32 = 65534;

@@ -15,6 +15,37 @@ use vantage_protocol::sparse::Shape;
 pub const DEFAULT_EVALUATE_EVERY: Duration = Duration::from_secs(5);
 /// Default cap on a report body.
 pub const DEFAULT_MAX_REPORT_BYTES: u64 = 4 << 20;
+/// Default period of the health heartbeat when nothing changes. A CLOUDWATCH_METRIC health
+/// check's alarm (standard resolution, 60 s periods) needs a data point every period; six keep
+/// one missed publication from leaving a period empty.
+pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// The longest heartbeat period: one data point per 60 s alarm period at least.
+pub const MAX_HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
+/// Default period of the control plane's re-read of Route 53 when it wrote nothing.
+pub const DEFAULT_OBSERVE_EVERY: Duration = Duration::from_secs(300);
+/// Default minimum interval between two weight batches.
+pub const DEFAULT_WEIGHT_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How the two planes are paced (see [`crate::planes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaneTiming {
+    /// Health published at least this often, and at once when it changes.
+    pub heartbeat_every: Duration,
+    /// Route 53 re-read this often when nothing was written.
+    pub observe_every: Duration,
+    /// At most one weight batch per this interval.
+    pub weight_min_interval: Duration,
+}
+
+impl Default for PlaneTiming {
+    fn default() -> Self {
+        PlaneTiming {
+            heartbeat_every: DEFAULT_HEARTBEAT_EVERY,
+            observe_every: DEFAULT_OBSERVE_EVERY,
+            weight_min_interval: DEFAULT_WEIGHT_MIN_INTERVAL,
+        }
+    }
+}
 
 /// Which reconciler backend to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +83,8 @@ pub struct AggregatorConfig {
     pub weights: WeightPolicy,
     /// Quantile of total latency the weights follow.
     pub weight_quantile: f64,
+    /// Heartbeat, observation and weight pacing.
+    pub timing: PlaneTiming,
 }
 
 fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
@@ -216,6 +249,28 @@ impl AggregatorConfig {
                 "must be positive and at most the window",
             ));
         }
+        let timing = PlaneTiming {
+            heartbeat_every: a.heartbeat_every.map_or(DEFAULT_HEARTBEAT_EVERY, |d| d.0),
+            observe_every: a.observe_every.map_or(DEFAULT_OBSERVE_EVERY, |d| d.0),
+            weight_min_interval: fleet
+                .weights
+                .min_interval
+                .map_or(DEFAULT_WEIGHT_MIN_INTERVAL, |d| d.0),
+        };
+        if timing.heartbeat_every.is_zero() || timing.heartbeat_every > MAX_HEARTBEAT_EVERY {
+            return Err(invalid(
+                &fleet,
+                "aggregator.heartbeat_every",
+                "must be positive and at most 60s: a CLOUDWATCH_METRIC health check's alarm needs a data point every 60 s period",
+            ));
+        }
+        if timing.observe_every < evaluate_every {
+            return Err(invalid(
+                &fleet,
+                "aggregator.observe_every",
+                "must be at least evaluate_every",
+            ));
+        }
         let mut keys = HashMap::new();
         if a.keys.is_empty() {
             let auth = &fleet.agents.auth;
@@ -330,6 +385,7 @@ impl AggregatorConfig {
                 0.99,
             )?,
             weight_quantile: fraction(&fleet, "weights.quantile", w.quantile, 0.5)?,
+            timing,
             policy,
             weights,
             fleet,

@@ -1,14 +1,16 @@
 //! The evaluation loop: every `evaluate_every` (and at once when overrides change) the window's
-//! observations go through [`crate::decide::evaluate`] to a decision, the decision is
-//! reconciled, and its transitions, alerts and applied changes go to the decision log and the
-//! metrics before the new state is persisted and published as the [`Snapshot`] that
-//! `GET /v1/state` serves. Time is an argument everywhere below the loop, so tests drive
-//! evaluations at chosen instants.
+//! observations go through [`crate::decide::evaluate`] to a decision; its transitions and
+//! alerts go to the decision log and the metrics, the new state is persisted, the desired state
+//! is handed to [`crate::planes`] (which publish health and move weights on their own tasks,
+//! so no AWS call ever delays a decision) and the [`Snapshot`] that `GET /v1/state` serves is
+//! updated. Time is an argument everywhere below the loop, so tests drive evaluations at
+//! chosen instants.
 
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::model::{Decision, ModelState, Overrides, RegionObservation};
-use crate::reconcile::{desired_of, reconcile, ReconcileResult};
+use crate::planes::HeartbeatStatus;
+use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,7 +27,10 @@ pub struct Snapshot {
     pub overrides: Overrides,
     /// Which Region answered the global endpoint's probes in the window.
     pub global_traffic: BTreeMap<String, u64>,
+    /// The control planes' last passes (they run on their own; this is their latest word).
     pub reconcile: ReconcileResult,
+    /// The data plane's health publication.
+    pub heartbeat: HeartbeatStatus,
 }
 
 /// What the window says at one instant: the decision and what it was made from. Nothing has
@@ -123,8 +128,23 @@ impl<B: Backend> Aggregator<B> {
         Ok((desired, changes))
     }
 
-    /// One evaluation and reconcile pass at `now`.
+    /// One evaluation at `now` with both planes run inline: decide, publish the health
+    /// heartbeat, then one pass of each control plane. The demo and tests use this to see the
+    /// effect of each decision at once; the running aggregator decides with [`Self::decide`]
+    /// and leaves the planes to their own tasks.
     pub async fn evaluate(&self, now: SystemTime) -> Snapshot {
+        let mut snapshot = self.decide(now);
+        // A failed heartbeat is in the snapshot's `heartbeat` and logged by the backend call.
+        let _ = self.heartbeat_now().await;
+        snapshot.reconcile = self.reconcile_now().await;
+        snapshot.heartbeat = self.planes.heartbeat_status();
+        *lock(&self.last) = Some(snapshot.clone());
+        snapshot
+    }
+
+    /// One decision at `now`: the state moves on, transitions and alerts are logged, the state
+    /// is persisted and the desired state handed to the planes. No AWS call is made here.
+    pub fn decide(&self, now: SystemTime) -> Snapshot {
         let now_ms = unix_ms(now);
         let Evaluation {
             next_state,
@@ -134,12 +154,10 @@ impl<B: Backend> Aggregator<B> {
             overrides,
         } = self.decide_now(now_ms);
         *lock(&self.model) = next_state;
-        let desired = desired_of(&decision);
-        let reconcile = reconcile(self.backend(), &desired).await;
+        self.planes.publish(desired_of(&decision));
 
-        self.log_decision(now_ms, &decision, &reconcile);
+        self.log_decision(now_ms, &decision);
         self.record_metrics(&decision, &global_traffic, window_series);
-
         self.persist_state();
         let snapshot = Snapshot {
             at_ms: now_ms,
@@ -147,14 +165,16 @@ impl<B: Backend> Aggregator<B> {
             decision,
             overrides,
             global_traffic,
-            reconcile,
+            reconcile: self.planes.last_result(),
+            heartbeat: self.planes.heartbeat_status(),
         };
         *lock(&self.last) = Some(snapshot.clone());
         snapshot
     }
 
-    /// Transitions, alerts and applied (or failed) plans: counted, and one decision-log line each.
-    fn log_decision(&self, now_ms: u64, decision: &Decision, reconcile: &ReconcileResult) {
+    /// Transitions and alerts: counted, and one decision-log line each. (Applied and failed
+    /// plans are logged by the planes that ran them.)
+    fn log_decision(&self, now_ms: u64, decision: &Decision) {
         for t in &decision.transitions {
             let direction = if t.in_service { "in" } else { "out" };
             metrics::counter!(names::REGION_TRANSITIONS_TOTAL, "region" => t.region.clone(), "direction" => direction).increment(1);
@@ -167,17 +187,6 @@ impl<B: Backend> Aggregator<B> {
             metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind)).increment(1);
             self.log_event(serde_json::json!({
                 "event": "alert", "at_ms": now_ms, "kind": a.kind, "region": a.region, "reason": a.message,
-            }));
-        }
-        if !reconcile.changes.is_empty() || reconcile.error.is_some() {
-            self.log_event(serde_json::json!({
-                "event": if reconcile.ok { "plan_applied" } else { "plan_failed" },
-                "at_ms": now_ms, "backend": self.backend().name(),
-                "changes": reconcile.changes, "error": reconcile.detail, "code": reconcile.error,
-                "reason": decision.regions.iter()
-                    .filter(|r| reconcile.changes.iter().any(|c| c.region() == r.region))
-                    .map(|r| (r.region.clone(), r.reason.clone()))
-                    .collect::<BTreeMap<_, _>>(),
             }));
         }
     }
@@ -207,10 +216,22 @@ impl<B: Backend> Aggregator<B> {
         metrics::gauge!(names::WINDOW_SERIES).set(window_series as f64);
     }
 
-    /// Evaluates every `evaluate_every` (and at once when overrides change) until `stop`.
-    pub async fn run_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Decides every `evaluate_every` (and at once when overrides change) until `stop`, with
+    /// the heartbeat and both control planes running beside it.
+    pub async fn run_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let planes = [
+            tokio::spawn(self.clone().run_heartbeat(stop.clone())),
+            tokio::spawn(self.clone().run_plane(PlaneKind::Health, stop.clone())),
+            tokio::spawn(self.clone().run_plane(PlaneKind::Weights, stop.clone())),
+        ];
+        self.decide_loop(stop).await;
+        for task in planes {
+            let _ = task.await;
+        }
+    }
+
+    async fn decide_loop(&self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config().evaluate_every);
-        // A slow reconcile must not be followed by a burst of catch-up evaluations.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -221,7 +242,7 @@ impl<B: Backend> Aggregator<B> {
             if *stop.borrow() {
                 break;
             }
-            self.evaluate(SystemTime::now()).await;
+            self.decide(SystemTime::now());
         }
     }
 }

@@ -9,8 +9,10 @@
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
-//! - [`evaluate`]: the evaluation loop: window → decision → reconcile → log, metrics, state.
-//! - [`reconcile`]: one pass making the backend agree: observe, plan, apply, heartbeat.
+//! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
+//! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
+//!   each on its own task, so no Route 53 call delays a decision or a health publication.
+//! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
 //! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
@@ -25,6 +27,7 @@ pub mod ingest;
 pub mod model;
 pub mod overrides;
 mod persist;
+pub mod planes;
 pub mod prepare;
 pub mod reconcile;
 pub mod service;

@@ -41,6 +41,8 @@ pub mod names {
     pub const RECONCILE_CHANGES_TOTAL: &str = "vantage_reconcile_changes_total";
     pub const WINDOW_SERIES: &str = "vantage_aggregator_window_series";
     pub const GLOBAL_TRAFFIC_SHARE: &str = "vantage_global_traffic_share";
+    pub const HEARTBEATS_TOTAL: &str = "vantage_health_heartbeats_total";
+    pub const OBSERVE_TOTAL: &str = "vantage_reconcile_observe_total";
 }
 
 /// The aggregator: shared by the HTTP handlers and the evaluation loop.
@@ -62,6 +64,8 @@ pub struct Aggregator<B> {
     decision_log: Option<Mutex<Box<dyn std::io::Write + Send>>>,
     /// Wakes the loop early (overrides changed).
     pub(crate) wake: Notify,
+    /// The heartbeat and the control planes: what they act on and how they did.
+    pub(crate) planes: crate::planes::Planes,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -112,6 +116,7 @@ impl<B: Backend> Aggregator<B> {
             last: Mutex::new(None),
             decision_log: decision_log.map(Mutex::new),
             wake: Notify::new(),
+            planes: crate::planes::Planes::new(),
             config,
         })
     }
@@ -124,8 +129,12 @@ impl<B: Backend> Aggregator<B> {
         &self.backend
     }
 
+    /// The last decision, with the planes' latest results.
     pub fn snapshot(&self) -> Option<Snapshot> {
-        lock(&self.last).clone()
+        let mut snapshot = lock(&self.last).clone()?;
+        snapshot.reconcile = self.planes.last_result();
+        snapshot.heartbeat = self.planes.heartbeat_status();
+        Some(snapshot)
     }
 
     /// The overrides in force.

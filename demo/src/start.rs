@@ -192,11 +192,8 @@ pub(crate) async fn start_aggregator(
             .map_err(|e| start_err("aggregator", e))?
     );
     let first = &links[&options.vantages[0]];
-    let fleet = FleetConfig::parse(
-        &fleet_text(options, first, &url, &work.dir),
-        "demo fleet",
-    )
-    .map_err(|e| start_err("the aggregator", e))?;
+    let fleet = FleetConfig::parse(&fleet_text(options, first, &url, &work.dir), "demo fleet")
+        .map_err(|e| start_err("the aggregator", e))?;
     let config = AggregatorConfig::from_fleet(fleet).map_err(|e| start_err("the aggregator", e))?;
     let evaluate_every = config.evaluate_every;
     let aggregator = Arc::new(

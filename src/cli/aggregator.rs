@@ -54,6 +54,7 @@ async fn with_backend<F, Fut>(
     config: &std::path::Path,
     backend: Option<&str>,
     state_file: Option<&std::path::Path>,
+    long_running: bool,
     then: F,
 ) -> ExitCode
 where
@@ -67,7 +68,13 @@ where
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let result = match AnyBackend::from_config(&config).await {
+    // The aggregator keeps deciding when AWS is unreachable at start; `plan` is one answer now.
+    let backend = if long_running {
+        AnyBackend::from_config_tolerant(&config).await
+    } else {
+        AnyBackend::from_config(&config).await
+    };
+    let result = match backend {
         Ok(backend) => then(config, backend).await,
         Err(e) => Err(e.into()),
     };
@@ -85,6 +92,7 @@ pub async fn run(args: AggregatorArgs) -> ExitCode {
         &args.config,
         args.backend.as_deref(),
         args.state_file.as_deref(),
+        true,
         |config, backend| serve(config, backend, &args),
     )
     .await
@@ -175,6 +183,7 @@ pub async fn plan(args: PlanArgs) -> ExitCode {
         &args.config,
         args.backend.as_deref(),
         args.state_file.as_deref(),
+        false,
         print_plan,
     )
     .await

@@ -19,6 +19,17 @@ impl AnyBackend {
     /// `[route53]` section (endpoint and AWS Region included) and its shape verified, so a
     /// missing record or health check stops start-up rather than the first pass.
     pub async fn from_config(config: &AggregatorConfig) -> Result<Self, BackendError> {
+        Self::build(config, false).await
+    }
+
+    /// [`Self::from_config`] for the long-running aggregator: an unreachable AWS (no
+    /// credentials, no network) is logged and retried instead of stopping start-up, so reports
+    /// are still ingested and decisions made ([`Route53Backend::connect_tolerant`]).
+    pub async fn from_config_tolerant(config: &AggregatorConfig) -> Result<Self, BackendError> {
+        Self::build(config, true).await
+    }
+
+    async fn build(config: &AggregatorConfig, tolerant: bool) -> Result<Self, BackendError> {
         match config.backend {
             BackendKind::DryRun => Ok(AnyBackend::DryRun(DryRun::new())),
             BackendKind::Route53 => {
@@ -27,8 +38,12 @@ impl AnyBackend {
                 })?;
                 let r53 = Route53Config::from_section(section)?;
                 let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
-                let backend =
-                    Route53Backend::connect(r53, endpoint, section.aws_region.clone()).await?;
+                let region = section.aws_region.clone();
+                let backend = if tolerant {
+                    Route53Backend::connect_tolerant(r53, endpoint, region).await?
+                } else {
+                    Route53Backend::connect(r53, endpoint, region).await?
+                };
                 Ok(AnyBackend::Route53(backend))
             }
         }

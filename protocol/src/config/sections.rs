@@ -71,6 +71,12 @@ pub struct AggregatorSection {
     pub window: Option<DurationText>,
     /// How often decisions are made and Route 53 reconciled (default 5 s).
     pub evaluate_every: Option<DurationText>,
+    /// How often the health signal (the CloudWatch metric behind each Region's health check)
+    /// is published even when nothing changed (default 10 s; a change goes out at once).
+    pub heartbeat_every: Option<DurationText>,
+    /// How often the control plane re-reads what Route 53 holds when nothing was written
+    /// (default 5 min; after a write or a failure it reads again at once).
+    pub observe_every: Option<DurationText>,
     /// `dry-run` (the default: plan only, state in memory) or `route53`.
     pub backend: Option<Located<String>>,
     /// Where the decision state is persisted so a restart does not forget an outage.
@@ -155,6 +161,9 @@ pub struct WeightsSection {
     pub floor: Option<u8>,
     /// Weight changes smaller than this are not applied (default 8).
     pub dead_band: Option<u8>,
+    /// At most one batch of weight writes per this interval (default 60 s, about how long a
+    /// change takes to reach Route 53's servers); a take-out never waits for it.
+    pub min_interval: Option<DurationText>,
 }
 
 /// Where an agent's HMAC key comes from. The key itself never sits in the fleet file.

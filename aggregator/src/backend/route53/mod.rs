@@ -70,6 +70,38 @@ impl Route53Backend {
         Self::connect_with(&sdk, config).await
     }
 
+    /// Like [`Self::connect`], for a process that must keep deciding whatever AWS does: when
+    /// Route 53 cannot be reached (no credentials, no network, an API outage) the backend is
+    /// returned unverified with one clear line, and the planes retry with backoff. A shape
+    /// error (a record or health check that is not there) still fails: no retry fixes it.
+    pub async fn connect_tolerant(
+        config: Route53Config,
+        endpoint_url: Option<String>,
+        aws_region: Option<String>,
+    ) -> Result<Self, BackendError> {
+        let sdk = sdk_loader(endpoint_url.as_deref(), aws_region.as_deref())
+            .load()
+            .await;
+        let backend = Self::from_clients(
+            route53::Client::new(&sdk),
+            cloudwatch::Client::new(&sdk),
+            config,
+        );
+        match backend.verify_shape().await {
+            Ok(()) => Ok(backend),
+            Err(e @ (BackendError::Shape(..) | BackendError::Config(_))) => Err(e),
+            Err(e) => {
+                let text = e.to_string();
+                if text.to_ascii_lowercase().contains("credential") {
+                    tracing::error!("no AWS credentials found: {text}; deciding goes on, Route 53 and CloudWatch are retried with backoff");
+                } else {
+                    tracing::error!("cannot reach Route 53 to verify the records: {text}; deciding goes on, AWS calls are retried with backoff");
+                }
+                Ok(backend)
+            }
+        }
+    }
+
     /// Builds the clients from `sdk` and verifies that Route 53 is shaped as configured: every
     /// Region's weighted record exists (and, in control-plane mode, is guarded by its CALCULATED
     /// health check, which must exist). Anything missing is a [`BackendError::Shape`] naming it.
