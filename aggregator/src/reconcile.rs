@@ -5,8 +5,8 @@
 //! raised: the plane that ran it retries with backoff. The heartbeat is not here: it belongs to
 //! the data plane and never waits for a pass (see [`crate::planes`]).
 
+use crate::backend::ObservedState;
 use crate::backend::{plan, Backend, BackendError, Change, DesiredRegion, DesiredState};
-use crate::backend::{ObservedRegion, ObservedState};
 use crate::model::Decision;
 use crate::service::names;
 use serde::Serialize;
@@ -106,9 +106,7 @@ pub(crate) fn planned(
 /// not read it back.
 pub(crate) fn after_applying(observed: &mut ObservedState, changes: &[Change]) {
     for c in changes {
-        let entry = observed
-            .entry(c.region().to_owned())
-            .or_insert_with(ObservedRegion::default);
+        let entry = observed.entry(c.region().to_owned()).or_default();
         match c {
             Change::Health { in_service, .. } => entry.in_service = Some(*in_service),
             Change::Weight { to, .. } => entry.weight = Some(*to),
