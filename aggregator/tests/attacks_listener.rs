@@ -29,7 +29,7 @@ url = "https://api.example.com/status"
 [aggregator]
 url = "http://127.0.0.1:1"
 [aggregator.keys]
-k1 = { env = "VANTAGE_TEST_ATTACK_KEY" }
+k1 = { env = "VANTAGE_TEST_ATTACK_KEY", vantages = ["eu-west-1"] }
 [agents.auth]
 key_id = "k1"
 [[regions]]

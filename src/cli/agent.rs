@@ -127,6 +127,13 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
         key_id,
         key,
         ca_file: args.aggregator_ca_file.clone(),
+        client_cert: match (&args.aggregator_client_cert, &args.aggregator_client_key) {
+            (Some(cert_file), Some(key_file)) => Some(vantage_agent::push::ClientCertFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        },
         ..PushConfig::default()
     };
     push.check().map_err(|e| anyhow!("report delivery: {e}"))?;

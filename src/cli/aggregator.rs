@@ -1,7 +1,9 @@
 //! `vantage aggregator` and `vantage plan`: the fleet file and flags into an [`Aggregator`]
 //! with the configured backend, then serve and evaluate, or print one plan.
 
-use super::{AggregatorArgs, PlanArgs, EXIT_BAD_INPUT};
+use super::{duration_arg, EXIT_BAD_INPUT};
+use clap::Args;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,6 +14,104 @@ use vantage_aggregator::service::{self, Aggregator, ServeOptions};
 use vantage_protocol::config::FleetConfig;
 use vantage_runtime::http_server::Limits;
 use vantage_runtime::tls_server::{ServerTls, TlsFiles, RELOAD_POLL};
+
+pub(super) const AGGREGATOR_HELP: &str = "\
+API: POST /v1/reports (agents, signed with an agent key), GET /v1/state (a bearer token when
+aggregator.state_token_env is set), POST /v1/overrides (from any address, only requests signed
+with a key in [aggregator.admin_keys], each with a fresh nonce; send them with
+`vantage override`; without admin keys overrides are refused).
+The decision log (one JSON line per transition, applied change, override with the key that
+made it, and alert) goes to stdout unless --decision-log names a file. Backend dry-run (the
+default) plans and logs only.
+TLS: with --tls-cert and --tls-key the API is HTTPS only (rustls); the certificate and key are
+reloaded on SIGHUP and when the files change (a failed reload keeps the old pair and logs why);
+--tls-client-ca makes agents present a client certificate from that CA (mTLS). Without them
+the API is plain HTTP, meant for a TLS-terminating load balancer or a private network.
+Limits: a stalled request head is cut after --header-read-timeout, an idle connection after
+--idle-timeout; beyond --max-connections clients wait in the accept backlog.";
+
+#[derive(Args, Debug)]
+pub(super) struct AggregatorArgs {
+    /// Fleet file (TOML).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// Address for the API (reports, state, overrides).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "VANTAGE_LISTEN",
+        default_value = "127.0.0.1:8700"
+    )]
+    listen: std::net::SocketAddr,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    #[arg(long, env = "VANTAGE_BACKEND")]
+    backend: Option<String>,
+    /// Persist decision state here (default: aggregator.state_file).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+    /// JSON-lines decision log: a file, or - for stdout.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_DECISION_LOG",
+        default_value = "-"
+    )]
+    decision_log: String,
+    /// Serve the API over HTTPS with this certificate chain (PEM); without it the API is plain
+    /// HTTP, for a TLS-terminating load balancer in front.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require agents to present a client certificate signed by this CA (PEM): mTLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "VANTAGE_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// API connections served at once; more wait in the accept backlog.
+    #[arg(long, value_name = "N", env = "VANTAGE_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// A client must send its request head (TLS handshake included) within this long.
+    #[arg(long, value_name = "DUR", env = "VANTAGE_HEADER_READ_TIMEOUT", default_value = "10s",
+          value_parser = duration_arg)]
+    header_read_timeout: std::time::Duration,
+    /// A connection with no request and no bytes this long is closed.
+    #[arg(long, value_name = "DUR", env = "VANTAGE_IDLE_TIMEOUT", default_value = "60s",
+          value_parser = duration_arg)]
+    idle_timeout: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct PlanArgs {
+    /// Fleet file (TOML).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
+    config: PathBuf,
+    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    #[arg(long, env = "VANTAGE_BACKEND")]
+    backend: Option<String>,
+    /// Decision state to plan from (default: aggregator.state_file).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
+    state_file: Option<PathBuf>,
+}
+
 
 fn load(
     config: &std::path::Path,

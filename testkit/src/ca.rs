@@ -85,6 +85,17 @@ impl TestCa {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<rcgen::Certificate> {
+        self.sign_for(key, names, not_before, not_after, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn sign_for(
+        &self,
+        key: &KeyPair,
+        names: &[&str],
+        not_before: SystemTime,
+        not_after: SystemTime,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<rcgen::Certificate> {
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -92,7 +103,7 @@ impl TestCa {
             .distinguished_name
             .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before.into();
         params.not_after = not_after.into();
@@ -123,6 +134,30 @@ impl TestCa {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let now = SystemTime::now();
         let cert = self.sign(&key, names, now - DAY, now + 30 * DAY)?;
+        let out = ServerCert {
+            cert: self.dir.path().join(format!("{tag}.crt")),
+            key: self.dir.path().join(format!("{tag}.key")),
+        };
+        std::fs::write(&out.cert, cert.pem()).map_err(io("writing a test certificate"))?;
+        std::fs::write(&out.key, key.serialize_pem()).map_err(io("writing a test key"))?;
+        Ok(out)
+    }
+}
+
+impl TestCa {
+    /// A client certificate (extended key usage clientAuth) named `tag`, valid from yesterday
+    /// for 30 days, written as `<tag>.crt` / `<tag>.key` (PEM) beside the CA: what an agent
+    /// presents to an aggregator that requires mTLS.
+    pub fn client_cert(&self, tag: &str) -> Result<ServerCert> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let now = SystemTime::now();
+        let cert = self.sign_for(
+            &key,
+            &[tag],
+            now - DAY,
+            now + 30 * DAY,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         let out = ServerCert {
             cert: self.dir.path().join(format!("{tag}.crt")),
             key: self.dir.path().join(format!("{tag}.key")),

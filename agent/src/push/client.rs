@@ -2,13 +2,19 @@
 //! TLS set up by the probe engine's `build_client_config` (webpki roots plus an optional CA
 //! file) but, unlike a probe, resuming sessions and keeping connections alive.
 
-use super::config::{PushConfig, PushError};
+use super::config::{ClientCertFiles, PushConfig, PushError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
+use std::sync::Arc;
 use std::time::Duration;
 use vantage_probe::spec::{HttpVersionPref, TlsOptions};
 use vantage_probe::tls::build_client_config;
@@ -24,6 +30,9 @@ pub(super) fn build_client(config: &PushConfig) -> Result<HttpClient, PushError>
     let mut tls = build_client_config(&options, HttpVersionPref::Auto).map_err(PushError::Tls)?;
     // Unlike a probe, the pusher is one long-lived client: resuming sessions is what we want.
     tls.resumption = rustls::client::Resumption::default();
+    if let Some(files) = &config.client_cert {
+        tls.client_auth_cert_resolver = Arc::new(FixedClientCert(load_client_cert(files)?));
+    }
     // The connector builder sets ALPN itself and refuses a config that already has it.
     tls.alpn_protocols.clear();
     let mut http = HttpConnector::new();
@@ -39,4 +48,46 @@ pub(super) fn build_client(config: &PushConfig) -> Result<HttpClient, PushError>
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(https))
+}
+
+/// Reads the chain and key once, at start-up: a bad file fails `check` rather than the first
+/// delivery. The key's bytes never reach an error message.
+fn load_client_cert(files: &ClientCertFiles) -> Result<Arc<CertifiedKey>, PushError> {
+    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+        PushError::ClientCert(format!("{what} {}: {e}", path.display()))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .map_err(|e| bad("reading", &files.cert_file, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("reading", &files.cert_file, &e))?;
+    if chain.is_empty() {
+        return Err(bad(
+            "no certificate in",
+            &files.cert_file,
+            &"expected PEM CERTIFICATE blocks",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| bad("reading the private key", &files.key_file, &e))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| bad("unusable private key", &files.key_file, &e))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| bad("the key does not match the certificate in", &files.cert_file, &e))?;
+    Ok(Arc::new(certified))
+}
+
+/// Presents the one configured certificate whenever the aggregator asks for one.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }

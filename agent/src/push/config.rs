@@ -34,6 +34,15 @@ pub struct PushConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip verification of the aggregator's certificate (the handshake is still checked).
     pub insecure: bool,
+    /// The certificate the agent presents when the aggregator requires one (mTLS).
+    pub client_cert: Option<ClientCertFiles>,
+}
+
+/// A client certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 impl PushConfig {
@@ -49,6 +58,7 @@ impl PushConfig {
             backoff_max: DEFAULT_BACKOFF_MAX,
             ca_file: None,
             insecure: false,
+            client_cert: None,
         }
     }
 
@@ -108,6 +118,7 @@ impl fmt::Debug for PushConfig {
             .field("backoff_max", &self.backoff_max)
             .field("ca_file", &self.ca_file)
             .field("insecure", &self.insecure)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -123,4 +134,7 @@ pub enum PushError {
     KeyId(String),
     #[error("aggregator TLS: {0}")]
     Tls(#[source] SpecError),
+    /// The client certificate or key cannot be used; names the file, never the key's bytes.
+    #[error("aggregator client certificate: {0}")]
+    ClientCert(String),
 }
