@@ -134,7 +134,10 @@ async fn without_a_client_certificate_nothing_gets_in_and_nothing_is_dropped() {
         "the handshake must fail"
     );
     assert_eq!(summary.delivered, 0, "{summary:?}");
-    assert!(summary.retries >= 2, "refused handshakes are retried: {summary:?}");
+    assert!(
+        summary.retries >= 2,
+        "refused handshakes are retried: {summary:?}"
+    );
     assert_eq!(summary.rejected, 0, "and never dropped as bad: {summary:?}");
 }
 
@@ -157,5 +160,8 @@ fn a_key_that_does_not_match_its_certificate_is_refused_up_front() {
     assert!(text.contains("does not match"), "{text}");
     let key_pem = std::fs::read_to_string(&other.key).unwrap();
     let key_body = key_pem.lines().nth(1).unwrap();
-    assert!(!text.contains(key_body), "the key's bytes must never be echoed");
+    assert!(
+        !text.contains(key_body),
+        "the key's bytes must never be echoed"
+    );
 }

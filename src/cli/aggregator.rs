@@ -112,7 +112,6 @@ pub(super) struct PlanArgs {
     state_file: Option<PathBuf>,
 }
 
-
 fn load(
     config: &std::path::Path,
     backend: Option<&str>,

@@ -85,7 +85,13 @@ impl TestCa {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<rcgen::Certificate> {
-        self.sign_for(key, names, not_before, not_after, ExtendedKeyUsagePurpose::ServerAuth)
+        self.sign_for(
+            key,
+            names,
+            not_before,
+            not_after,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 
     fn sign_for(

@@ -72,9 +72,13 @@ fn load_client_cert(files: &ClientCertFiles) -> Result<Arc<CertifiedKey>, PushEr
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| bad("unusable private key", &files.key_file, &e))?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| bad("the key does not match the certificate in", &files.cert_file, &e))?;
+    certified.keys_match().map_err(|e| {
+        bad(
+            "the key does not match the certificate in",
+            &files.cert_file,
+            &e,
+        )
+    })?;
     Ok(Arc::new(certified))
 }
 

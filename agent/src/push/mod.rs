@@ -24,7 +24,8 @@ mod outcome;
 mod queue;
 
 pub use config::{
-    ClientCertFiles, PushConfig, PushError, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_REQUEST_TIMEOUT,
+    ClientCertFiles, PushConfig, PushError, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 use crate::spool::Spool;
