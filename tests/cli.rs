@@ -287,7 +287,10 @@ fn check_config_names_key_line_and_fix() {
         ),
         (
             example.replace("max_bytes = \"64MiB\"", "max_bytes = \"64 lots\""),
-            format!("line {}: bad size", line_of("max_bytes")),
+            format!(
+                "line {}: agents.spool.max_bytes: bad size",
+                line_of("max_bytes")
+            ),
         ),
         (
             example.replace(

@@ -3,7 +3,7 @@
 //! every Region out, a refused request that used to apply half of itself, the state endpoint's
 //! token and what it shows, and the fleet-file settings that opened these holes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,27 +94,7 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Log {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl Log {
-    fn events(&self, kind: &str) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|e| e["event"] == kind)
-            .collect()
-    }
-}
+use vantage_testkit::log::JsonLines as Log;
 
 struct Server<B: Backend> {
     addr: std::net::SocketAddr,
@@ -340,7 +320,7 @@ async fn all_down_needs_force_and_force_raises_an_alert() {
         "{reason}"
     );
     assert_eq!(server.overrides_now().await, no_overrides());
-    assert!(server.log.events("alert").is_empty());
+    assert!(server.log.events_of("alert").is_empty());
 
     // Two of three down leaves one: min_healthy 1 is met, no force needed.
     let (status, _) = server
@@ -356,7 +336,7 @@ async fn all_down_needs_force_and_force_raises_an_alert() {
         .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["pinned_by"]["ap-southeast-1"]["forced"], true);
-    let alerts = server.log.events("alert");
+    let alerts = server.log.events_of("alert");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["kind"], "forced");
     assert_eq!(alerts[0]["by"], "ops-alice");
@@ -437,7 +417,7 @@ async fn a_refused_request_changes_nothing() {
         "{answer}"
     );
     assert_eq!(server.overrides_now().await, no_overrides());
-    assert!(server.log.events("overrides").is_empty());
+    assert!(server.log.events_of("overrides").is_empty());
     // A bad nonce or a bad value: refused whole as well.
     for body in [
         serde_json::json!({"nonce": "short", "pin": {"eu-west-1": "down"}}),
@@ -465,7 +445,7 @@ async fn the_log_and_the_state_say_who_set_each_pin() {
         }))
         .await;
     assert_eq!(status, 200);
-    let events = server.log.events("overrides");
+    let events = server.log.events_of("overrides");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["by"], "ops-alice");
     assert_eq!(events[0]["request"]["pin"]["eu-west-1"], "down");
@@ -549,7 +529,7 @@ async fn state_needs_the_token_and_shows_aws_error_codes_only() {
         "{text}"
     );
     // The operator's own decision log keeps the whole text.
-    let failed = server.log.events("plan_failed");
+    let failed = server.log.events_of("plan_failed");
     assert!(failed[0]["error"].as_str().unwrap().contains(DENIED_TEXT));
 }
 

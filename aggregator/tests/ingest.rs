@@ -2,7 +2,7 @@
 //! out, state that survives a restart.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use vantage_agent::recorder::IntervalStats;
@@ -178,26 +178,7 @@ async fn start(aggregator: Arc<Aggregator<DryRun>>) -> (Api, watch::Sender<bool>
     (Api { base, client }, stop)
 }
 
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-impl std::io::Write for Log {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl Log {
-    fn events(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
+use vantage_testkit::log::JsonLines as Log;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_accepts_good_reports_and_refuses_bad_ones_with_reasons() {

@@ -11,6 +11,7 @@
 //! - [`dirs`]: temp directories (tempfile), private or traversable by `nobody`.
 //! - [`eventually`]: bounded polling and timeouts.
 //! - [`fleet`]: fleet files built for tests.
+//! - [`log`]: a JSON-lines log in memory (the aggregator's decision log), read back as events.
 //! - [`moto`]: moto_server, once per test binary.
 //! - [`postgres`], [`mariadb`]: real database servers (PostgreSQL primary and replica, TLS).
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod eventually;
 pub mod fleet;
 pub mod http;
+pub mod log;
 pub mod mariadb;
 pub mod moto;
 pub mod postgres;
