@@ -196,10 +196,12 @@ async fn a_stop_request_finishes_the_current_interval_and_flushes() {
     let reports = agg.reports();
     assert_eq!(summary.push.delivered, summary.reports);
     let last = reports.iter().map(|r| r.interval_start_ms).max().unwrap();
-    assert_eq!(
-        last,
-        current_interval_end - 1_000,
-        "the interval in progress was reported"
+    // The interval in progress when the stop was handled was finished and reported: it ended
+    // after the request (on a loaded machine the request may be handled in the next one) and
+    // before the daemon returned.
+    assert!(
+        last + 1_000 >= current_interval_end && last + 1_000 <= stopped_at_ms,
+        "the interval in progress was reported: last {last}, asked {asked_at_ms}, stopped {stopped_at_ms}"
     );
     let reported: u64 = reports
         .iter()
