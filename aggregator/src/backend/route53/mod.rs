@@ -64,10 +64,17 @@ impl Route53Backend {
         endpoint_url: Option<String>,
         aws_region: Option<String>,
     ) -> Result<Self, BackendError> {
-        let sdk = sdk_loader(endpoint_url.as_deref(), aws_region.as_deref())
-            .load()
-            .await;
+        let sdk = Self::load_sdk(endpoint_url, aws_region).await;
         Self::connect_with(&sdk, config).await
+    }
+
+    async fn load_sdk(
+        endpoint_url: Option<String>,
+        aws_region: Option<String>,
+    ) -> aws_config::SdkConfig {
+        sdk_loader(endpoint_url.as_deref(), aws_region.as_deref())
+            .load()
+            .await
     }
 
     /// Like [`Self::connect`], for a process that must keep deciding whatever AWS does: when
@@ -79,9 +86,7 @@ impl Route53Backend {
         endpoint_url: Option<String>,
         aws_region: Option<String>,
     ) -> Result<Self, BackendError> {
-        let sdk = sdk_loader(endpoint_url.as_deref(), aws_region.as_deref())
-            .load()
-            .await;
+        let sdk = Self::load_sdk(endpoint_url, aws_region).await;
         let backend = Self::from_clients(
             route53::Client::new(&sdk),
             cloudwatch::Client::new(&sdk),
