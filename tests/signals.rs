@@ -108,10 +108,7 @@ impl Drop for Running {
 
 /// A loopback port nobody listens on right now, for commands that print no bound address.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    vantage_testkit::process::free_port().expect("a free loopback port")
 }
 
 #[test]

@@ -62,7 +62,7 @@ impl ServerTls {
     /// Reads the certificate, key and (if given) client CA; fails on anything unusable.
     pub fn load(files: TlsFiles) -> Result<Self, TlsLoadError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = load_certified_key(&files, &provider)?;
+        let key = read_certified_key(&files.cert_file, &files.key_file, &provider)?;
         let current = Arc::new(Current {
             key: RwLock::new(Arc::new(key)),
         });
@@ -103,7 +103,11 @@ impl ServerTls {
 
     /// Rereads the certificate and key; on failure the pair in use stays.
     pub fn reload(&self) -> Result<(), TlsLoadError> {
-        let key = load_certified_key(&self.files, self.config.crypto_provider())?;
+        let key = read_certified_key(
+            &self.files.cert_file,
+            &self.files.key_file,
+            self.config.crypto_provider(),
+        )?;
         *self.current.key.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
         Ok(())
     }
@@ -188,19 +192,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsLoadError>
     Ok(certs)
 }
 
-fn load_certified_key(
-    files: &TlsFiles,
+/// A PEM certificate chain and its PEM private key as one signing identity, checked to belong
+/// together: the server's pair here, and the agent's client certificate for mTLS. Errors name
+/// the files, never the key's bytes.
+pub fn read_certified_key(
+    cert_file: &Path,
+    key_file: &Path,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsLoadError> {
-    let chain = read_certs(&files.cert_file)?;
+    let chain = read_certs(cert_file)?;
     // The key's own parse error could quote key material; only the file is named.
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|_| TlsLoadError::Read {
-        path: files.key_file.clone(),
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| TlsLoadError::Read {
+        path: key_file.to_owned(),
         reason: "no readable PEM private key".into(),
     })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsLoadError::Key {
-        cert: files.cert_file.clone(),
-        key: files.key_file.clone(),
+        cert: cert_file.to_owned(),
+        key: key_file.to_owned(),
         source,
     })
 }

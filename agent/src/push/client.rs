@@ -10,14 +10,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use std::sync::Arc;
 use std::time::Duration;
 use vantage_probe::spec::{HttpVersionPref, TlsOptions};
 use vantage_probe::tls::build_client_config;
+use vantage_runtime::tls_server::{read_certified_key, TlsLoadError};
 
 pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -50,36 +49,21 @@ pub(super) fn build_client(config: &PushConfig) -> Result<HttpClient, PushError>
         .build(https))
 }
 
-/// Reads the chain and key once, at start-up: a bad file fails `check` rather than the first
-/// delivery. The key's bytes never reach an error message.
+/// Reads the chain and key once, at start-up, with the same loader as the aggregator's own
+/// certificate: a bad file fails `check` rather than the first delivery, and the key's bytes
+/// never reach an error message.
 fn load_client_cert(files: &ClientCertFiles) -> Result<Arc<CertifiedKey>, PushError> {
-    let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
-        PushError::ClientCert(format!("{what} {}: {e}", path.display()))
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
-        .map_err(|e| bad("reading", &files.cert_file, &e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("reading", &files.cert_file, &e))?;
-    if chain.is_empty() {
-        return Err(bad(
-            "no certificate in",
-            &files.cert_file,
-            &"expected PEM CERTIFICATE blocks",
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file)
-        .map_err(|e| bad("reading the private key", &files.key_file, &e))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| bad("unusable private key", &files.key_file, &e))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| {
-        bad(
-            "the key does not match the certificate in",
-            &files.cert_file,
-            &e,
-        )
-    })?;
-    Ok(Arc::new(certified))
+    let provider = rustls::crypto::ring::default_provider();
+    read_certified_key(&files.cert_file, &files.key_file, &provider)
+        .map(Arc::new)
+        .map_err(|e| match e {
+            TlsLoadError::Key { cert, key, source } => PushError::ClientCert(format!(
+                "the key in {} does not match the certificate in {} (or cannot sign): {source}",
+                key.display(),
+                cert.display()
+            )),
+            other => PushError::ClientCert(other.to_string()),
+        })
 }
 
 /// Presents the one configured certificate whenever the aggregator asks for one.
