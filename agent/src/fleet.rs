@@ -247,7 +247,13 @@ pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
         total,
         config.vantages.len(),
         total * 86_400.0,
-        config.aggregator.url.get_ref()
+        config
+            .aggregator
+            .replica_endpoints()
+            .iter()
+            .map(|e| e.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     out
 }

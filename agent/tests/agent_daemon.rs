@@ -53,7 +53,14 @@ fn settings(
     run_for: Option<Duration>,
 ) -> AgentSettings {
     let push = PushConfig {
-        aggregator: fleet.aggregator.url.get_ref().parse().unwrap(),
+        aggregator: fleet
+            .aggregator
+            .url
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .parse()
+            .unwrap(),
         key_id: "k1".into(),
         key: KEY.to_vec(),
         backoff_min: Duration::from_millis(20),

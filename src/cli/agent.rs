@@ -103,7 +103,15 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
     let aggregator_text = args
         .aggregator_url
         .clone()
-        .unwrap_or_else(|| fleet.aggregator.url.get_ref().clone());
+        .or_else(|| {
+            fleet
+                .aggregator
+                .replica_endpoints()
+                .into_iter()
+                .next()
+                .map(|e| e.url)
+        })
+        .ok_or_else(|| anyhow!("the fleet file names no aggregator"))?;
     let aggregator = vantage_probe::spec::parse_url(&aggregator_text)
         .map_err(|e| anyhow!("aggregator URL: {e}"))?;
     // This vantage's own key id, which the aggregator lets report for this vantage only.

@@ -178,10 +178,12 @@ fn prepare(args: &OverrideArgs) -> Result<Prepared, BadInput> {
         reason: args.reason.clone(),
     };
     let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
+    let endpoints = fleet.aggregator.replica_endpoints();
     let base = args
         .aggregator_url
         .as_deref()
-        .unwrap_or(fleet.aggregator.url.get_ref());
+        .or(endpoints.first().map(|e| e.url.as_str()))
+        .ok_or_else(|| BadInput("the fleet file names no aggregator".into()))?;
     let url: Uri = format!("{}/v1/overrides", base.trim_end_matches('/'))
         .parse()
         .map_err(|e| BadInput(format!("aggregator URL {base:?}: {e}")))?;

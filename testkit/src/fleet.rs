@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(fleet.regions.len(), 2, "{text}");
         assert_eq!(fleet.vantages.len(), 1, "{text}");
         assert_eq!(
-            fleet.aggregator.url.get_ref(),
+            fleet.aggregator.url.as_ref().unwrap().get_ref(),
             "http://127.0.0.1:8",
             "{text}"
         );

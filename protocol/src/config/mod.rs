@@ -11,13 +11,15 @@
 //! [`error`] is the `file:line: key: problem; fix` style (shared with the status endpoint's
 //! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
-//! [`route53`] the `[route53]` section and its checks,
+//! [`route53`] the `[route53]` section and its checks, [`replicas`] where the aggregator runs
+//! (one process or replicas, and their lease),
 //! and `validate` the checks across the whole file.
 
 pub mod error;
 mod keys;
 pub mod probe;
 pub mod redact;
+pub mod replicas;
 pub mod route53;
 pub mod sections;
 pub mod units;
@@ -28,6 +30,7 @@ pub use error::{
 };
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
+pub use replicas::{LeaseSection, ReplicaEndpoint, ReplicaSection, MAX_REPLICAS};
 pub use route53::{
     RecordType, Route53Health, Route53Region, Route53RegionSettings, Route53Section,
     Route53Settings,

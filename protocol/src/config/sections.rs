@@ -65,8 +65,15 @@ impl Vantage {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorSection {
-    /// Base URL; agents POST to `<url>/v1/reports`.
-    pub url: Located<String>,
+    /// Base URL of the one aggregator; agents POST to `<url>/v1/reports`. Give this or
+    /// `replicas`, not both.
+    pub url: Option<Located<String>>,
+    /// 2 to 5 aggregator replicas in different Regions, each deciding on its own; agents
+    /// deliver to every one (see the `replicas` module).
+    #[serde(default)]
+    pub replicas: Vec<super::ReplicaSection>,
+    /// The DynamoDB lease that lets one replica at a time write Route 53 weights.
+    pub lease: Option<super::LeaseSection>,
     /// Sliding window the decisions look at (default 30 s).
     pub window: Option<DurationText>,
     /// How often decisions are made and Route 53 reconciled (default 5 s).

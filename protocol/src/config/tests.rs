@@ -402,3 +402,92 @@ fn control_path_mistakes_name_the_key_line_and_fix() {
     let ok = format!("{EXAMPLE}\n[policy]\nmin_healthy = 1\n");
     assert!(FleetConfig::parse(&ok, "fleet.toml").is_ok());
 }
+
+/// The example with its one aggregator replaced by `replicas` (and `rest` after it).
+fn with_replicas(replicas: &str, rest: &str) -> String {
+    EXAMPLE.replace(
+        "url = \"https://aggregator.example.com\"\n",
+        &format!("replicas = [\n{replicas}]\n{rest}"),
+    )
+}
+
+const THREE: &str =
+    "  { id = \"use1\", region = \"us-east-1\", url = \"https://agg-use1.example.com\" },\n  \
+{ id = \"euw1\", region = \"eu-west-1\", url = \"https://agg-euw1.example.com\" },\n  \
+{ id = \"apse1\", region = \"ap-southeast-1\", url = \"https://agg-apse1.example.com\" },\n";
+
+#[test]
+fn replicas_are_where_agents_deliver() {
+    let one = FleetConfig::parse(EXAMPLE, "fleet.toml").unwrap();
+    assert_eq!(
+        one.aggregator.replica_endpoints(),
+        [ReplicaEndpoint {
+            id: None,
+            region: None,
+            url: "https://aggregator.example.com".into()
+        }]
+    );
+    let text = with_replicas(THREE, "[aggregator.lease]\ntable = \"vantage-lease\"\n");
+    let three = FleetConfig::parse(&text, "fleet.toml").unwrap();
+    let endpoints = three.aggregator.replica_endpoints();
+    let ids: Vec<_> = endpoints.iter().map(|e| e.id.as_deref().unwrap()).collect();
+    assert_eq!(ids, ["use1", "euw1", "apse1"]);
+    assert_eq!(endpoints[1].region.as_deref(), Some("eu-west-1"));
+    assert_eq!(endpoints[2].url, "https://agg-apse1.example.com");
+    let lease = three.aggregator.lease.as_ref().unwrap();
+    assert_eq!(lease.duration(), Duration::from_secs(30));
+    assert_eq!(lease.max_clock_skew(), Duration::from_secs(2));
+    assert_eq!(
+        three.aggregator.replica("euw1").unwrap().region.get_ref(),
+        "eu-west-1"
+    );
+}
+
+#[test]
+fn replica_mistakes_name_the_key_line_and_fix() {
+    let both = EXAMPLE.replace(
+        "url = \"https://aggregator.example.com\"\n",
+        &format!("url = \"https://aggregator.example.com\"\nreplicas = [\n{THREE}]\n"),
+    );
+    let e = error_of(&both);
+    assert!(
+        e.contains("aggregator.url") && e.contains("not both"),
+        "{e}"
+    );
+    let neither = EXAMPLE.replace("url = \"https://aggregator.example.com\"\n", "");
+    let e = error_of(&neither);
+    assert!(
+        e.contains("aggregator.url: missing") && e.contains("replicas"),
+        "{e}"
+    );
+    let twice = with_replicas(&THREE.replace("\"euw1\"", "\"use1\""), "");
+    let e = error_of(&twice);
+    assert!(
+        e.contains("aggregator.replicas[1].id") && e.contains("listed twice"),
+        "{e}"
+    );
+    let shared = with_replicas(&THREE.replace("agg-euw1", "agg-use1"), "");
+    let e = error_of(&shared);
+    assert!(
+        e.contains("aggregator.replicas[1].url") && e.contains("own"),
+        "{e}"
+    );
+    let six = with_replicas(&THREE.repeat(2), "");
+    let e = error_of(&six);
+    assert!(
+        e.contains("aggregator.replicas") && e.contains("at most 5"),
+        "{e}"
+    );
+    let no_lease = with_replicas(THREE, "backend = \"route53\"\n");
+    let e = error_of(&no_lease);
+    assert!(e.contains("aggregator.lease: missing"), "{e}");
+    let skew = with_replicas(
+        THREE,
+        "[aggregator.lease]\ntable = \"vantage-lease\"\nduration = \"10s\"\nmax_clock_skew = \"5s\"\n",
+    );
+    let e = error_of(&skew);
+    assert!(e.contains("aggregator.lease.max_clock_skew"), "{e}");
+    let table = with_replicas(THREE, "[aggregator.lease]\ntable = \"a b\"\n");
+    let e = error_of(&table);
+    assert!(e.contains("aggregator.lease.table"), "{e}");
+}

@@ -36,7 +36,7 @@ impl FleetConfig {
             }
         }
         check_url(self, &self.global.url, "global.url")?;
-        check_url(self, &self.aggregator.url, "aggregator.url")?;
+        self.validate_replicas()?;
         if self.regions.is_empty() {
             return Err(self.section_error(
                 "regions",
@@ -185,7 +185,7 @@ impl FleetConfig {
     }
 
     /// A section's problem, on its value's line or else its key's.
-    fn place(&self, problem: Problem) -> ConfigError {
+    pub(super) fn place(&self, problem: Problem) -> ConfigError {
         ConfigText::new(&self.source, &self.origin).place(problem)
     }
 
@@ -199,14 +199,18 @@ impl FleetConfig {
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-fn check_url(config: &FleetConfig, url: &Located<String>, key: &str) -> Result<(), ConfigError> {
+pub(super) fn check_url(
+    config: &FleetConfig,
+    url: &Located<String>,
+    key: &str,
+) -> Result<(), ConfigError> {
     let text = url.get_ref();
     let (scheme, rest) = text.split_once("://").ok_or_else(|| {
         config.invalid(
