@@ -85,6 +85,19 @@ pub struct AggregatorConfig {
     pub weight_quantile: f64,
     /// Heartbeat, observation and weight pacing.
     pub timing: PlaneTiming,
+    /// Which of `aggregator.replicas` this process is (`vantage aggregator --replica ID`);
+    /// `None` for the single-aggregator form.
+    pub replica: Option<ReplicaIdentity>,
+}
+
+/// This process's place among the replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaIdentity {
+    pub id: String,
+    /// The AWS Region it runs in: its health votes go to this Region's CloudWatch.
+    pub region: String,
+    /// How many replicas vote (the CALCULATED check's majority is `count / 2 + 1`).
+    pub count: usize,
 }
 
 fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
@@ -388,7 +401,125 @@ impl AggregatorConfig {
             timing,
             policy,
             weights,
+            replica: None,
             fleet,
         })
+    }
+
+    /// Names the replica this process is. With `aggregator.replicas` in the fleet file an id
+    /// from that list is required; without, none may be given.
+    pub fn for_replica(mut self, id: Option<&str>) -> Result<Self, ConfigError> {
+        let replicas = &self.fleet.aggregator.replicas;
+        let ids = || {
+            replicas
+                .iter()
+                .map(|r| r.id.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.replica = match (id, replicas.is_empty()) {
+            (None, true) => None,
+            (Some(id), true) => {
+                return Err(invalid(
+                    &self.fleet,
+                    "aggregator.replicas",
+                    format!(
+                        "replica {id:?} was asked for, but the fleet file lists no replicas \
+                         (it names one aggregator with aggregator.url); drop --replica"
+                    ),
+                ))
+            }
+            (None, false) => {
+                return Err(invalid(
+                    &self.fleet,
+                    "aggregator.replicas",
+                    format!("say which replica this is: --replica ID, one of {}", ids()),
+                ))
+            }
+            (Some(id), false) => {
+                let Some(r) = self.fleet.aggregator.replica(id) else {
+                    return Err(invalid(
+                        &self.fleet,
+                        "aggregator.replicas",
+                        format!("no replica {id:?}; the fleet file lists {}", ids()),
+                    ));
+                };
+                Some(ReplicaIdentity {
+                    id: id.to_owned(),
+                    region: r.region.get_ref().clone(),
+                    count: replicas.len(),
+                })
+            }
+        };
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLICAS: &str = r#"replicas = [
+  { id = "use1", region = "us-east-1", url = "https://agg-use1.example.com" },
+  { id = "euw1", region = "eu-west-1", url = "https://agg-euw1.example.com" },
+  { id = "apse1", region = "ap-southeast-1", url = "https://agg-apse1.example.com" },
+]
+"#;
+
+    /// A one-Region fleet whose `[aggregator]` table is `aggregator`.
+    fn fleet(aggregator: &str) -> String {
+        format!(
+            r#"
+[fleet]
+name = "orders-api"
+[global]
+url = "https://api.example.com/status"
+[[regions]]
+name = "eu-west-1"
+status_url = "https://euw1.example.com/status"
+[[vantages]]
+region = "eu-west-1"
+[aggregator]
+{aggregator}
+[agents.auth]
+key_id = "k1"
+key_env = "VANTAGE_CONFIG_UNIT_TEST_KEY"
+"#
+        )
+    }
+
+    fn config(text: &str) -> AggregatorConfig {
+        std::env::set_var(
+            "VANTAGE_CONFIG_UNIT_TEST_KEY",
+            "config-unit-test-key-0123456789",
+        );
+        AggregatorConfig::from_fleet(FleetConfig::parse(text, "fleet.toml").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_replica_is_named_from_the_fleet_files_list() {
+        let c = config(&fleet(REPLICAS)).for_replica(Some("euw1")).unwrap();
+        assert_eq!(
+            c.replica,
+            Some(ReplicaIdentity {
+                id: "euw1".into(),
+                region: "eu-west-1".into(),
+                count: 3
+            })
+        );
+        let e = config(&fleet(REPLICAS))
+            .for_replica(None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--replica ID, one of use1, euw1, apse1"), "{e}");
+        let e = config(&fleet(REPLICAS))
+            .for_replica(Some("usw2"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no replica \"usw2\""), "{e}");
+        let c = config(&fleet("url = \"https://agg.example.com\""));
+        assert_eq!(c.clone().for_replica(None).unwrap().replica, None);
+        let e = c.for_replica(Some("use1")).unwrap_err().to_string();
+        assert!(e.contains("lists no replicas"), "{e}");
     }
 }

@@ -49,6 +49,10 @@ pub(super) struct AggregatorArgs {
     /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
     #[arg(long, env = "VANTAGE_BACKEND")]
     backend: Option<String>,
+    /// Which of aggregator.replicas this process is (required when the fleet file lists
+    /// replicas): its health votes carry this id and go to its Region's CloudWatch.
+    #[arg(long, value_name = "ID", env = "VANTAGE_REPLICA")]
+    replica: Option<String>,
     /// Persist decision state here (default: aggregator.state_file).
     #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
     state_file: Option<PathBuf>,
@@ -107,18 +111,42 @@ pub(super) struct PlanArgs {
     /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
     #[arg(long, env = "VANTAGE_BACKEND")]
     backend: Option<String>,
+    /// Plan as this replica of aggregator.replicas (default: the first listed).
+    #[arg(long, value_name = "ID", env = "VANTAGE_REPLICA")]
+    replica: Option<String>,
     /// Decision state to plan from (default: aggregator.state_file).
     #[arg(long, value_name = "FILE", env = "VANTAGE_STATE_FILE")]
     state_file: Option<PathBuf>,
 }
 
+/// Which replica a command speaks for.
+#[derive(Clone, Copy)]
+enum Replica<'a> {
+    /// Exactly the one named (required when the fleet file lists replicas).
+    Named(Option<&'a str>),
+    /// The one named, else the first listed.
+    FirstByDefault(Option<&'a str>),
+}
+
 fn load(
     config: &std::path::Path,
     backend: Option<&str>,
+    replica: Replica<'_>,
     state_file: Option<&std::path::Path>,
 ) -> anyhow::Result<AggregatorConfig> {
     let fleet = FleetConfig::load(config)?;
-    let mut c = AggregatorConfig::from_fleet(fleet)?;
+    let id = match replica {
+        Replica::Named(id) => id.map(str::to_owned),
+        // `plan` speaks for the first replica unless told otherwise.
+        Replica::FirstByDefault(id) => id.map(str::to_owned).or_else(|| {
+            fleet
+                .aggregator
+                .replicas
+                .first()
+                .map(|r| r.id.get_ref().clone())
+        }),
+    };
+    let mut c = AggregatorConfig::from_fleet(fleet)?.for_replica(id.as_deref())?;
     match backend {
         None => {}
         Some("dry-run") => c.backend = BackendKind::DryRun,
@@ -152,6 +180,7 @@ fn decision_log(path: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
 async fn with_backend<F, Fut>(
     config: &std::path::Path,
     backend: Option<&str>,
+    replica: Replica<'_>,
     state_file: Option<&std::path::Path>,
     long_running: bool,
     then: F,
@@ -160,7 +189,7 @@ where
     F: FnOnce(AggregatorConfig, AnyBackend) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let config = match load(config, backend, state_file) {
+    let config = match load(config, backend, replica, state_file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vantage: {e:#}");
@@ -190,6 +219,7 @@ pub async fn run(args: AggregatorArgs) -> ExitCode {
     with_backend(
         &args.config,
         args.backend.as_deref(),
+        Replica::Named(args.replica.as_deref()),
         args.state_file.as_deref(),
         true,
         |config, backend| serve(config, backend, &args),
@@ -281,6 +311,7 @@ pub async fn plan(args: PlanArgs) -> ExitCode {
     with_backend(
         &args.config,
         args.backend.as_deref(),
+        Replica::FirstByDefault(args.replica.as_deref()),
         args.state_file.as_deref(),
         false,
         print_plan,
