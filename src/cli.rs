@@ -443,12 +443,27 @@ fn check_config(args: CheckConfigArgs) -> ExitCode {
                 eprintln!("vantage: warning: {warning}");
             }
             print!("{}", render_plan(&fleet, &targets));
+            print_aws_budget(&fleet);
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("vantage: {e}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// The AWS calls and monthly cost the aggregator's periods imply, with a warning on stderr for
+/// each documented limit they would exceed.
+fn print_aws_budget(fleet: &FleetConfig) {
+    match vantage_aggregator::budget::estimate(fleet) {
+        Some(budget) => {
+            for warning in &budget.warnings {
+                eprintln!("vantage: warning: {warning}");
+            }
+            print!("{}", vantage_aggregator::budget::render(&budget));
+        }
+        None => println!("AWS calls: none (no [route53] section: the dry-run backend plans only)"),
     }
 }
 

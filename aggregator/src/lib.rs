@@ -6,6 +6,7 @@
 //!   weights); no clock, no I/O.
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
+//! - [`budget`]: the AWS calls per minute and the monthly cost the configured periods imply.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod decide;
 pub mod evaluate;
