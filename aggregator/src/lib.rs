@@ -30,6 +30,8 @@ pub mod model;
 pub mod overrides;
 mod persist;
 pub mod planes;
+#[cfg(test)]
+mod planes_route53_tests;
 pub mod prepare;
 pub mod reconcile;
 pub mod service;
