@@ -211,6 +211,45 @@ fn check_config_prints_the_plan() {
     }
 }
 
+/// The example with every section (three replicas, the lease, Route 53): check-config prints
+/// the AWS calls per minute and the monthly cost of its periods; periods beyond Route 53's
+/// account limit are warned about on stderr.
+#[test]
+fn check_config_prints_the_aws_budget() {
+    let example = workspace_file("examples/fleet-replicas.toml");
+    let out = vantage(&["check-config", &example]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "AWS calls per minute (3 Region(s), 3 aggregator replica(s))",
+        "Route 53 total: 0.6 / 10.6 calls/min",
+        "PutItem/UpdateItem (lease)",
+        "12 Route 53 health checks",
+    ] {
+        assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
+    }
+    assert!(!stderr.contains("5 requests/s"), "{stderr}");
+
+    let text = std::fs::read_to_string(&example).unwrap();
+    let busy = text
+        .replace(
+            "backend = \"route53\"",
+            "backend = \"route53\"\nevaluate_every = \"1s\"\nobserve_every = \"1s\"",
+        )
+        .replace("min_interval = \"60s\"", "min_interval = \"1s\"");
+    let dir = temp_dir("cli-budget");
+    let path = dir.path().join("busy.toml");
+    std::fs::write(&path, busy).unwrap();
+    let out = vantage(&["check-config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: Route 53:") && stderr.contains("5 requests/s"),
+        "{stderr}"
+    );
+}
+
 /// A key shared by several vantages is accepted only with allow_shared, and then warned about.
 #[test]
 fn check_config_warns_about_a_shared_key() {
