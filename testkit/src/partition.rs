@@ -66,7 +66,8 @@ impl Drop for Partition {
 }
 
 async fn forward(mut client: TcpStream, target: SocketAddr, mut open: watch::Receiver<bool>) {
-    let Ok(Ok(mut server)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
+    let Ok(Ok(mut server)) =
+        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
     else {
         return;
     };
