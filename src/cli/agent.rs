@@ -283,18 +283,29 @@ async fn run_lambda(prepared: Prepared) -> ExitCode {
                 let summary = daemon::run(prepared.settings(None, Some(budget)), rx)
                     .await
                     .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
-                Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                let mut answer = serde_json::json!({
                     "probes": summary.probes,
                     "missed_slots": summary.missed_slots,
                     "reports": summary.reports,
                     "delivered": summary.push.delivered,
                     "left_in_spool": summary.push.left_in_spool,
-                    "replicas": summary.replicas.iter().map(|q| serde_json::json!({
-                        "id": q.replica,
-                        "delivered": q.push.delivered,
-                        "left_in_spool": q.push.left_in_spool,
-                    })).collect::<Vec<_>>(),
-                }))
+                });
+                // With replicas, each one's delivery; `delivered` and `left_in_spool` above
+                // are then sums over them.
+                if !summary.replicas.is_empty() {
+                    answer["replicas"] = summary
+                        .replicas
+                        .iter()
+                        .map(|q| {
+                            serde_json::json!({
+                                "id": q.replica,
+                                "delivered": q.push.delivered,
+                                "left_in_spool": q.push.left_in_spool,
+                            })
+                        })
+                        .collect();
+                }
+                Ok::<_, lambda_runtime::Error>(answer)
             }
         },
     );
