@@ -430,7 +430,11 @@ fn delivery_queues(
             labels,
         });
     }
-    if let Some(parent) = &spool {
+    // Only when every replica has its spool: adopted reports leave the top directory.
+    if let Some(parent) = spool
+        .as_ref()
+        .filter(|_| queues.iter().all(|q| q.spool.is_some()))
+    {
         let mut spools: Vec<&mut Spool> =
             queues.iter_mut().filter_map(|q| q.spool.as_mut()).collect();
         match spool::adopt_legacy(&parent.dir, &mut spools) {

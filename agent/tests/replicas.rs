@@ -316,6 +316,35 @@ async fn a_lagging_replica_delays_no_one_and_gets_its_backlog_in_order() {
             .any(|l| l.starts_with(deliveries) && !l.contains("replica=")),
         "{text}"
     );
+    promtool_check(&text);
+}
+
+/// Prometheus' own linter on a scrape: the `replica` label keeps the exposition clean.
+fn promtool_check(text: &str) {
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| {
+            panic!("promtool not found: install with apt-get install -y prometheus")
+        });
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\nin:\n{text}"
+    );
 }
 
 /// Lambda mode: the final flush tries every replica within the deadline and leaves each one's
