@@ -151,7 +151,9 @@ struct AgentArgs {
     #[arg(long, env = "VANTAGE_AGENT_ID", value_parser = agent_id_arg)]
     agent_id: Option<String>,
 
-    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    /// Aggregator base URL (default: aggregator.url from the fleet file). Refused when the
+    /// fleet file lists aggregator.replicas: the agent delivers every report to every replica,
+    /// so change their URLs in the fleet file.
     #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
     aggregator_url: Option<String>,
 
