@@ -59,14 +59,15 @@ impl DynamoLeaseStore {
         AttributeValue::S(self.lease_id.clone())
     }
 
-    /// A conditional UpdateItem on the holder's tenure: `set` (with `values`) happens only if
-    /// the item still names `holder` with `token`.
+    /// A conditional UpdateItem on the holder's tenure: `set` happens only if the item still
+    /// names `holder` with `token`. `expires` is the value of `:expires` when `set` writes
+    /// `#expires` (DynamoDB refuses names and values an expression does not use).
     async fn update_if_holder(
         &self,
         holder: &str,
         token: u64,
         set: &str,
-        values: &[(&str, AttributeValue)],
+        expires: Option<u64>,
     ) -> Result<bool, SdkError<dynamodb::operation::update_item::UpdateItemError>> {
         let mut request = self
             .client
@@ -79,8 +80,10 @@ impl DynamoLeaseStore {
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":me", AttributeValue::S(holder.to_owned()))
             .expression_attribute_values(":token", number(token));
-        for (name, value) in values {
-            request = request.expression_attribute_values(*name, value.clone());
+        if let Some(expires_ms) = expires {
+            request = request
+                .expression_attribute_names("#expires", "expires_ms")
+                .expression_attribute_values(":expires", number(expires_ms));
         }
         match request.send().await {
             Ok(_) => Ok(true),
@@ -190,7 +193,7 @@ impl LeaseStore for DynamoLeaseStore {
                 &next.holder,
                 next.token,
                 "SET #expires = :expires",
-                &[(":expires", number(next.expires_ms))],
+                Some(next.expires_ms),
             )
             .await
             .map_err(|e| LeaseError::Renew(describe(&e)))
@@ -201,7 +204,7 @@ impl LeaseStore for DynamoLeaseStore {
         // A write that changes nothing, so the check is DynamoDB's own conditional check on
         // the item as it is now, not a read that could be answered from a stale copy.
         Box::pin(async move {
-            self.update_if_holder(holder, token, "SET #token = :token", &[])
+            self.update_if_holder(holder, token, "SET #token = :token", None)
                 .await
                 .map_err(|e| LeaseError::Fence(describe(&e)))
         })
@@ -209,14 +212,9 @@ impl LeaseStore for DynamoLeaseStore {
 
     fn release<'a>(&'a self, holder: &'a str, token: u64) -> LeaseFuture<'a, bool> {
         Box::pin(async move {
-            self.update_if_holder(
-                holder,
-                token,
-                "SET #expires = :zero",
-                &[(":zero", number(0))],
-            )
-            .await
-            .map_err(|e| LeaseError::Release(describe(&e)))
+            self.update_if_holder(holder, token, "SET #expires = :expires", Some(0))
+                .await
+                .map_err(|e| LeaseError::Release(describe(&e)))
         })
     }
 }
