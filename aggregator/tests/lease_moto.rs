@@ -2,7 +2,8 @@
 //! test in a table of its own): the table is created then adopted, conditional writes take,
 //! renew, fence and release the lease as the in-memory store does, a stale holder's weight
 //! batch is refused by the fence while the new holder's goes through, and the failover time
-//! from a holder's death to the next holder is measured on real time.
+//! from a holder's death to the next holder is measured on real time; the binary's lease is
+//! built from the fleet file and reaches the configured endpoint.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -13,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use vantage_aggregator::backend::route53::sdk_loader;
 use vantage_aggregator::backend::{Change, DryRun};
-use vantage_aggregator::config::AggregatorConfig;
+use vantage_aggregator::config::{AggregatorConfig, BackendKind};
 use vantage_aggregator::lease::{
-    ensure_lease_table, DynamoLeaseStore, Lease, LeaseClock, LeaseError, LeaseEvent, LeaseRecord,
-    LeaseSettings, LeaseStore,
+    ensure_lease_table, lease_from_config, DynamoLeaseStore, Lease, LeaseClock, LeaseError,
+    LeaseEvent, LeaseRecord, LeaseSettings, LeaseStore,
 };
 use vantage_aggregator::reconcile::PlaneKind;
 use vantage_aggregator::service::Aggregator;
@@ -317,4 +318,76 @@ async fn failover_time_from_a_dead_holder_to_the_next() {
         "lease failover on moto (DynamoDB), {duration:?} lease, {skew:?} skew: {} ms",
         failover.as_millis()
     );
+}
+
+#[tokio::test]
+async fn the_binarys_lease_comes_from_the_fleet_file() {
+    // The binary loads credentials from the default chain, as the Route 53 backend does.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("VANTAGE_LEASE_MOTO_KEY", "lease-moto-key-0123456789abcdef");
+    let name = table("from-config");
+    let text = format!(
+        r#"
+[fleet]
+name = "orders-api"
+[global]
+url = "https://api.example.com/status"
+[[regions]]
+name = "eu-west-1"
+status_url = "https://eu-west-1.example.com/status"
+[[vantages]]
+region = "eu-west-1"
+[aggregator]
+replicas = [
+  {{ id = "use1", region = "us-east-1", url = "https://agg-use1.example.com" }},
+  {{ id = "euw1", region = "eu-west-1", url = "https://agg-euw1.example.com" }},
+]
+[aggregator.lease]
+table = "{name}"
+duration = "20s"
+max_clock_skew = "1s"
+endpoint_url = "{}"
+[agents.auth]
+key_id = "k1"
+key_env = "VANTAGE_LEASE_MOTO_KEY"
+"#,
+        Moto::shared().endpoint()
+    );
+    let fleet = vantage_protocol::config::FleetConfig::parse(&text, "fleet.toml").unwrap();
+    let config = AggregatorConfig::from_fleet(fleet)
+        .unwrap()
+        .for_replica(Some("euw1"))
+        .unwrap();
+    // Dry-run never needs a lease, whatever the replicas.
+    assert!(lease_from_config(&config).await.unwrap().is_none());
+
+    let mut config = config;
+    config.backend = BackendKind::Route53;
+    let lease = lease_from_config(&config).await.unwrap().expect("a lease");
+    assert_eq!(
+        lease.settings(),
+        &LeaseSettings {
+            holder: "euw1".into(),
+            duration: Duration::from_secs(20),
+            max_clock_skew: Duration::from_secs(1),
+        }
+    );
+    // It talks to the configured endpoint, in the first replica's Region (moto keeps tables
+    // per Region: a lease in eu-west-1 would not find this us-east-1 table), on the fleet's
+    // item in the configured table.
+    let client = dynamodb().await;
+    ensure_lease_table(&client, &name).await.unwrap();
+    assert!(matches!(
+        lease.step().await,
+        Some(LeaseEvent::Acquired { token: 1, .. })
+    ));
+    let item = DynamoLeaseStore::new(client, &name, "orders-api");
+    let stored = item.read().await.unwrap().unwrap();
+    assert_eq!((stored.holder.as_str(), stored.token), ("euw1", 1));
+
+    // A replica must say which it is.
+    config.replica = None;
+    let err = lease_from_config(&config).await.unwrap_err();
+    assert!(err.to_string().contains("--replica"), "{err}");
 }
