@@ -6,7 +6,7 @@
 use super::*;
 use crate::backend::{Change, DesiredRegion, DesiredState, DryRun};
 use crate::reconcile::PlaneKind;
-use crate::service::{lock, Aggregator};
+use crate::service::{lock, names, Aggregator};
 use std::io::Write;
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -338,4 +338,77 @@ async fn split_brain_the_stale_holders_batch_is_refused_by_the_fence() {
     let next = a.reconcile_plane(PlaneKind::Weights).await;
     assert!(next.ok && next.deferred.len() == 2 && next.changes.is_empty());
     assert_eq!(log_a.events("lease_lost").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_and_the_state_follow_the_lease() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder: &'static DebuggingRecorder = Box::leak(Box::new(DebuggingRecorder::new()));
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(recorder);
+    // A snapshot drains what it reads, so each check point reads all it needs at once.
+    let metrics = || {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, .., v)| {
+                let event = k.key().labels().map(|l| l.value().to_owned()).next();
+                ((k.key().name().to_owned(), event), v)
+            })
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let key = |name: &str, event: Option<&str>| (name.to_owned(), event.map(str::to_owned));
+    let store = MemoryLeaseStore::new();
+    let (a, _) = replica(lease(&store, "a", 0));
+    let state = |agg: &Aggregator<DryRun>| {
+        serde_json::to_value(agg.decide(std::time::SystemTime::now())).unwrap()["lease"].clone()
+    };
+    assert_eq!(state(&a)["held"], false);
+    a.lease_step().await;
+    let json = state(&a);
+    assert_eq!(
+        (
+            json["held"].clone(),
+            json["holder"].clone(),
+            json["token"].clone()
+        ),
+        (true.into(), "a".into(), 1.into())
+    );
+    let m = metrics();
+    assert_eq!(
+        m[&key(names::LEASE_HELD, None)],
+        DebugValue::Gauge(1.0.into())
+    );
+    assert_eq!(
+        m[&key(names::LEASE_TRANSITIONS_TOTAL, Some("acquired"))],
+        DebugValue::Counter(1)
+    );
+
+    // b (a clock far ahead) takes it; a's next renewal is refused.
+    let b = lease(&store, "b", 60_000);
+    assert_eq!(b.step().await, acquired("b", 2));
+    a.lease_step().await;
+    let json = state(&a);
+    assert_eq!(
+        (
+            json["held"].clone(),
+            json["holder"].clone(),
+            json["token"].clone()
+        ),
+        (false.into(), "b".into(), 2.into())
+    );
+    let m = metrics();
+    assert_eq!(
+        m[&key(names::LEASE_HELD, None)],
+        DebugValue::Gauge(0.0.into())
+    );
+    assert_eq!(
+        m[&key(names::LEASE_TRANSITIONS_TOTAL, Some("lost"))],
+        DebugValue::Counter(1)
+    );
+
+    // Without a lease, the state says null.
+    let single = Aggregator::new(a.config().clone(), DryRun::new(), None).unwrap();
+    assert!(state(&single).is_null());
 }
