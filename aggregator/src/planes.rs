@@ -88,6 +88,12 @@ impl Planes {
         )
     }
 
+    /// Makes the next pass read the backend again (this replica just took the weights lease:
+    /// the view it cached is as old as another replica's tenure).
+    pub(crate) fn forget_observed(&self) {
+        *lock(&self.observed) = None;
+    }
+
     pub(crate) fn heartbeat_status(&self) -> HeartbeatStatus {
         lock(&self.heartbeat).clone()
     }
@@ -240,7 +246,7 @@ impl<B: Backend> Aggregator<B> {
             Fence::Passed(token) => Ok(Some(token)),
             Fence::NotHeld => Ok(None),
             Fence::Lost(event) => {
-                self.log_lease_event(&event);
+                self.lease_changed(&event);
                 Err(refused(
                     "lease_lost",
                     "the lease store no longer names this replica's tenure: weight batch refused"

@@ -374,10 +374,12 @@ impl Lease {
 }
 
 impl<B: Backend> Aggregator<B> {
-    /// Writes a lease event to the decision log.
-    pub(crate) fn log_lease_event(&self, event: &LeaseEvent) {
+    /// Acts on a change of hand: logs it, and on a takeover drops the cached view of Route 53,
+    /// which nobody refreshed while another replica wrote the weights.
+    pub(crate) fn lease_changed(&self, event: &LeaseEvent) {
         match event {
             LeaseEvent::Acquired { token, .. } => {
+                self.planes.forget_observed();
                 tracing::info!(token, "weights lease acquired: this replica writes weights")
             }
             LeaseEvent::Lost { token, reason, .. } => {
@@ -396,7 +398,7 @@ impl<B: Backend> Aggregator<B> {
     pub async fn lease_step(&self) -> Option<LeaseStatus> {
         let lease = self.lease()?;
         if let Some(event) = lease.step().await {
-            self.log_lease_event(&event);
+            self.lease_changed(&event);
         }
         Some(lease.status())
     }
@@ -409,7 +411,7 @@ impl<B: Backend> Aggregator<B> {
         };
         loop {
             if let Some(event) = lease.step().await {
-                self.log_lease_event(&event);
+                self.lease_changed(&event);
             }
             tokio::select! {
                 () = tokio::time::sleep(lease.next_wake()) => {}
@@ -420,7 +422,7 @@ impl<B: Backend> Aggregator<B> {
             }
         }
         if let Some(event) = lease.release().await {
-            self.log_lease_event(&event);
+            self.lease_changed(&event);
         }
     }
 }

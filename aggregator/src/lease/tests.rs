@@ -4,7 +4,9 @@
 //! holder, fences every batch and logs its token.
 
 use super::*;
-use crate::backend::{Change, DesiredRegion, DesiredState, DryRun};
+use crate::backend::{
+    Backend, BackendError, Change, DesiredRegion, DesiredState, DryRun, ObservedState,
+};
 use crate::reconcile::PlaneKind;
 use crate::service::{lock, names, Aggregator};
 use std::io::Write;
@@ -163,6 +165,11 @@ impl SharedLog {
 
 /// A replica: an aggregator on a dry-run backend holding `lease`, with its decision log.
 fn replica(lease: Lease) -> (Arc<Aggregator<DryRun>>, SharedLog) {
+    replica_on(lease, DryRun::new())
+}
+
+/// A replica on `backend`.
+fn replica_on<B: Backend>(lease: Lease, backend: B) -> (Arc<Aggregator<B>>, SharedLog) {
     std::env::set_var("VANTAGE_LEASE_TEST_KEY", "lease-test-key-0123456789abcdef");
     let text = r#"
 [fleet]
@@ -188,7 +195,7 @@ region = "a"
     let fleet = vantage_protocol::config::FleetConfig::parse(text, "lease test").unwrap();
     let config = crate::config::AggregatorConfig::from_fleet(fleet).unwrap();
     let log = SharedLog::default();
-    let agg = Aggregator::new(config, DryRun::new(), Some(Box::new(log.clone())))
+    let agg = Aggregator::new(config, backend, Some(Box::new(log.clone())))
         .unwrap()
         .with_lease(lease);
     (Arc::new(agg), log)
@@ -411,4 +418,55 @@ async fn metrics_and_the_state_follow_the_lease() {
     // Without a lease, the state says null.
     let single = Aggregator::new(a.config().clone(), DryRun::new(), None).unwrap();
     assert!(state(&single).is_null());
+}
+
+/// One Route 53 that several replicas write to.
+#[derive(Clone)]
+struct Shared(Arc<DryRun>);
+
+impl Backend for Shared {
+    fn name(&self) -> &'static str {
+        "shared"
+    }
+    async fn observe(&self) -> Result<ObservedState, BackendError> {
+        self.0.observe().await
+    }
+    async fn apply(&self, changes: &[Change], desired: &DesiredState) -> Result<(), BackendError> {
+        self.0.apply(changes, desired).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_holder_reads_route53_again_rather_than_trust_its_old_view() {
+    let store = MemoryLeaseStore::new();
+    let route53 = Shared(Arc::new(DryRun::new()));
+    let (a, _) = replica_on(lease(&store, "a", 0), route53.clone());
+    let (b, _) = replica_on(lease(&store, "b", 0), route53.clone());
+    assert!(a.lease_step().await.unwrap().held);
+    for r in [&a, &b] {
+        r.planes.publish(desired(200, 55));
+    }
+    assert_eq!(a.reconcile_plane(PlaneKind::Weights).await.changes.len(), 2);
+    // b finds nothing to change, and caches that view of Route 53 (200/55).
+    assert_eq!(
+        b.reconcile_plane(PlaneKind::Weights).await.deferred.len(),
+        0
+    );
+
+    // a moves on to 100/155 a minute later (b's decision has not), then dies.
+    a.planes.publish(desired(100, 155));
+    for _ in 0..3 {
+        sleep(Duration::from_secs(20)).await;
+        assert!(a.lease_step().await.unwrap().held);
+    }
+    assert_eq!(a.reconcile_plane(PlaneKind::Weights).await.changes.len(), 2);
+    sleep(DURATION + SKEW + Duration::from_secs(1)).await;
+    assert!(b.lease_step().await.unwrap().held);
+
+    // b's cached view (under observe_every old) says 200/55 is in place; Route 53 says
+    // 100/155. b reads it again and puts its own decision back.
+    let pass = b.reconcile_plane(PlaneKind::Weights).await;
+    assert_eq!(pass.changes.len(), 2, "{pass:?}");
+    let now = route53.observe().await.unwrap();
+    assert_eq!((now["a"].weight, now["b"].weight), (Some(200), Some(55)));
 }
