@@ -13,6 +13,8 @@
 //! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
 //! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
 //!   each on its own task, so no Route 53 call delays a decision or a health publication.
+//! - [`lease`]: the weights lease (DynamoDB, fencing token) that lets one replica of several
+//!   write weights at a time.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
 //! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod decide;
 pub mod evaluate;
 pub mod ingest;
+pub mod lease;
 pub mod model;
 pub mod overrides;
 mod persist;
