@@ -5,6 +5,7 @@
 //! - [`decide`]: the pure decision function (quorum, hysteresis, flap damping, safety rules,
 //!   weights); no clock, no I/O.
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
+//! - [`bootstrap`]: creates or adopts the AWS objects the fleet's health votes need.
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bootstrap;
 pub mod config;
 pub mod decide;
 pub mod evaluate;
