@@ -48,10 +48,19 @@ fn aws_error<E>(
 where
     E: route53::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let mut message = describe(e);
+    // The SDK's text for a missing credential chain is a page of Debug output; say what to do.
+    if matches!(e, route53::error::SdkError::DispatchFailure(_))
+        && message.to_ascii_lowercase().contains("credentials")
+    {
+        message = "no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
+                   AWS_SECRET_ACCESS_KEY, or run with an instance or task role)"
+            .into();
+    }
     BootstrapError::Aws {
         object: object.to_owned(),
         operation,
-        message: describe(e),
+        message,
     }
 }
 

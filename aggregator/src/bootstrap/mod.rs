@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 /// What was found (and done) for one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
     /// Already as the layout wants it: adopted.
     Exists,
