@@ -371,3 +371,239 @@ impl fmt::Display for Layout {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[fleet]
+name = "orders"
+[global]
+url = "https://api.example.com/status"
+[[regions]]
+name = "us-east-1"
+status_url = "https://use1.example.com/status"
+[[regions]]
+name = "eu-west-1"
+status_url = "https://euw1.example.com/status"
+[[vantages]]
+region = "us-east-1"
+[agents.auth]
+key_id = "k1"
+"#;
+
+    const ROUTE53: &str = r#"
+[route53]
+hosted_zone_id = "/hostedzone/Z123"
+record_name = "api-origin.example.com"
+[route53.regions.us-east-1]
+set_identifier = "use1-record"
+[route53.regions.eu-west-1]
+set_identifier = "euw1-record"
+"#;
+
+    fn replicas(n: usize) -> String {
+        let all = [
+            ("use1", "us-east-1"),
+            ("euw1", "eu-west-1"),
+            ("apse1", "ap-southeast-1"),
+            ("usw2", "us-west-2"),
+            ("euc1", "eu-central-1"),
+        ];
+        let list = all[..n]
+            .iter()
+            .map(|(id, r)| {
+                format!("{{ id = \"{id}\", region = \"{r}\", url = \"https://{id}.example.com\" }}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("[aggregator]\nbackend = \"route53\"\nreplicas = [{list}]\n[aggregator.lease]\ntable = \"vantage-lease\"\n")
+    }
+
+    fn layout_of(aggregator: &str, route53: &str) -> Option<Layout> {
+        let text = format!("{BASE}{aggregator}{route53}");
+        layout(&FleetConfig::parse(&text, "fleet.toml").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn replicas_vote_from_their_own_region_and_a_majority_guards_each_record() {
+        let l = layout_of(&replicas(3), ROUTE53).unwrap();
+        assert_eq!(l.voters, 3);
+        assert!(l.data_plane);
+        // [route53.regions] is a sorted map: eu-west-1 first.
+        let euw1 = &l.regions[0];
+        assert_eq!(euw1.region, "eu-west-1");
+        assert_eq!(euw1.set_identifier.as_deref(), Some("euw1-record"));
+        let names: Vec<_> = euw1.votes.iter().map(|v| v.alarm.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "vantage-orders-eu-west-1-use1",
+                "vantage-orders-eu-west-1-euw1",
+                "vantage-orders-eu-west-1-apse1"
+            ]
+        );
+        let apse1 = &euw1.votes[2];
+        assert_eq!(apse1.alarm.aws_region, "ap-southeast-1");
+        assert_eq!(
+            apse1.alarm.dimensions,
+            [
+                ("Region".to_owned(), "eu-west-1".to_owned()),
+                ("Replica".to_owned(), "apse1".to_owned())
+            ]
+        );
+        assert_eq!(
+            (
+                apse1.alarm.namespace.as_str(),
+                apse1.alarm.metric_name.as_str()
+            ),
+            ("Vantage", "RegionHealthy")
+        );
+        assert_eq!(
+            apse1.caller_reference,
+            "vantage:orders:eu-west-1:vote:apse1"
+        );
+        let majority = euw1.majority.as_ref().unwrap();
+        assert_eq!(majority.health_threshold, 2);
+        assert_eq!(
+            majority.caller_reference,
+            "vantage:orders:eu-west-1:majority"
+        );
+        assert_eq!(
+            euw1.record_check_reference(),
+            Some("vantage:orders:eu-west-1:majority")
+        );
+        assert_eq!(
+            l.alarm_regions(),
+            ["ap-southeast-1", "eu-west-1", "us-east-1"]
+        );
+        let records = l.records.as_ref().unwrap();
+        assert_eq!(records.hosted_zone_id, "Z123");
+        assert_eq!(records.record_name, "api-origin.example.com.");
+        // The lease table defaults to the first replica's Region.
+        assert_eq!(
+            l.lease,
+            Some(LeaseTable {
+                table: "vantage-lease".into(),
+                aws_region: "us-east-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_majority_is_more_than_half() {
+        assert_eq!([1, 2, 3, 4, 5].map(majority), [1, 2, 2, 3, 3]);
+        for n in 1..=5 {
+            let l = layout_of(&replicas(n), ROUTE53).unwrap();
+            for r in &l.regions {
+                assert_eq!(r.votes.len(), n);
+                assert_eq!(r.majority.as_ref().unwrap().health_threshold, majority(n));
+            }
+        }
+    }
+
+    #[test]
+    fn one_aggregator_has_one_vote_per_region_that_guards_the_record() {
+        let l = layout_of("[aggregator]\nurl = \"https://agg.example.com\"\n", ROUTE53).unwrap();
+        assert_eq!(l.voters, 1);
+        for r in &l.regions {
+            assert!(r.majority.is_none());
+            let [vote] = r.votes.as_slice() else {
+                panic!("{r:?}")
+            };
+            assert_eq!(vote.replica, None);
+            assert_eq!(vote.alarm.name, format!("vantage-orders-{}", r.region));
+            assert_eq!(
+                vote.alarm.aws_region, "us-east-1",
+                "the Route 53 clients' Region"
+            );
+            assert_eq!(vote.alarm.dimensions.len(), 1, "no Replica dimension");
+            assert_eq!(
+                r.record_check_reference(),
+                Some(vote.caller_reference.as_str())
+            );
+        }
+        assert_eq!(l.lease, None);
+        // aws_region moves the single aggregator's CloudWatch with its clients.
+        let moved = ROUTE53.replace(
+            "[route53.regions.us-east-1]",
+            "aws_region = \"us-west-2\"\n[route53.regions.us-east-1]",
+        );
+        let l = layout_of("[aggregator]\nurl = \"https://agg.example.com\"\n", &moved).unwrap();
+        assert_eq!(l.alarm_regions(), ["us-west-2"]);
+    }
+
+    #[test]
+    fn nothing_to_lay_out_without_replicas_or_route53_and_control_plane_forces_its_checks() {
+        assert_eq!(
+            layout_of("[aggregator]\nurl = \"https://agg.example.com\"\n", ""),
+            None
+        );
+        // Replicas without [route53]: votes over the fleet's Regions, no records.
+        let l = layout_of(&replicas(3).replace("backend = \"route53\"\n", ""), "").unwrap();
+        assert!(l.records.is_none());
+        assert_eq!(l.regions.len(), 2);
+        assert!(l
+            .regions
+            .iter()
+            .all(|r| r.votes.len() == 3 && r.set_identifier.is_none()));
+        let control = ROUTE53
+            .replace("record_name", "health = \"control-plane\"\nrecord_name")
+            .replace(
+                "set_identifier = \"use1-record\"",
+                "set_identifier = \"use1-record\"\nhealth_check_id = \"hc-use1\"",
+            )
+            .replace(
+                "set_identifier = \"euw1-record\"",
+                "set_identifier = \"euw1-record\"\nhealth_check_id = \"hc-euw1\"",
+            );
+        let l = layout_of(
+            "[aggregator]\nurl = \"https://agg.example.com\"\n",
+            &control,
+        )
+        .unwrap();
+        assert!(!l.data_plane);
+        assert!(l
+            .regions
+            .iter()
+            .all(|r| r.votes.is_empty() && r.forced_check_id.is_some()));
+        assert!(
+            l.to_string()
+                .contains("CALCULATED health check hc-use1 forced"),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn caller_references_are_distinct_and_fit_route53s_limit() {
+        let long = "f".repeat(64);
+        let a = caller_reference(&[&long, "ap-southeast-2", "vote", &"r".repeat(64)]);
+        let b = caller_reference(&[&long, "ap-southeast-2", "vote", &"s".repeat(64)]);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b, "same prefix, different objects");
+        assert_eq!(
+            a,
+            caller_reference(&[&long, "ap-southeast-2", "vote", &"r".repeat(64)])
+        );
+        // ':' separates parts no name can contain: a vote and a majority never collide.
+        assert_ne!(
+            caller_reference(&["orders", "eu-west-1", "vote", "majority"]),
+            caller_reference(&["orders", "eu-west-1", "majority"])
+        );
+    }
+
+    #[test]
+    fn the_rendering_names_every_object() {
+        let text = layout_of(&replicas(3), ROUTE53).unwrap().to_string();
+        for needle in [
+            "3 replicas, each voting from its own Region; a Region is healthy while 2 of 3 votes say so",
+            "alarm vantage-orders-us-east-1-apse1 in ap-southeast-1: Vantage/RegionHealthy{Region=us-east-1,Replica=apse1}",
+            "CALCULATED health check \"vantage:orders:us-east-1:majority\": healthy while 2 of its 3 children are",
+            "record \"use1-record\" uses health check \"vantage:orders:us-east-1:majority\"",
+            "lease table vantage-lease in us-east-1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
+}
