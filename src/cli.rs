@@ -417,7 +417,17 @@ pub fn exit_for_parse_error(e: clap::Error) -> ExitCode {
         _ => {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("error: bad arguments");
-            eprintln!("vantage: {}", first.trim_start_matches("error: "));
+            let mut line = first.trim_start_matches("error: ").to_owned();
+            // clap lists the missing arguments on the lines after this one; keep them on it.
+            if e.kind() == K::MissingRequiredArgument {
+                if let Some(clap::error::ContextValue::Strings(missing)) =
+                    e.get(clap::error::ContextKind::InvalidArg)
+                {
+                    line = format!("{} {}", line.trim_end_matches(':'), missing.join(", "))
+                        .replace("were not provided", "were not provided:");
+                }
+            }
+            eprintln!("vantage: {line}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
