@@ -85,9 +85,18 @@ fn seed(moto: &Moto, fleet: &str) -> String {
     id
 }
 
-/// The fleet file, written to a directory of the test's own (removed when the guard drops).
+/// The fleet file on `moto`, written to a directory of the test's own (removed when the guard
+/// drops).
 fn fleet_file(moto: &Moto, fleet: &str, zone: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let endpoint = moto.endpoint();
+    fleet_file_at(&moto.endpoint(), fleet, zone)
+}
+
+/// The fleet file with every AWS endpoint at `endpoint`.
+fn fleet_file_at(
+    endpoint: &str,
+    fleet: &str,
+    zone: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let mut text = format!(
         "[fleet]\nname = \"{fleet}\"\n[global]\nurl = \"https://api.example.com/status\"\n"
     );
@@ -268,4 +277,32 @@ fn aggregator_without_a_subcommand_still_needs_config_and_bootstrap_help_teaches
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
+}
+
+#[test]
+fn check_config_and_a_dry_run_plan_print_the_layout_without_aws() {
+    // An endpoint nobody listens on: any AWS call would fail, and none is made.
+    let closed = format!("http://127.0.0.1:{}", vantage_testkit::closed_port());
+    let (_dir, path) = fleet_file_at(&closed, "offline", "Z0123456789");
+    let config = path.to_str().unwrap();
+    let out = vantage(&["check-config", config]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "AWS layout of fleet offline (3 replicas, each voting from its own Region; a Region is healthy while 2 of 3 votes say so)",
+        "alarm vantage-offline-us-east-1-euw1 in eu-west-1: Vantage/RegionHealthy{Region=us-east-1,Replica=euw1} Minimum < 1 over 60 s",
+        "CLOUDWATCH_METRIC health check \"vantage:offline:us-east-1:vote:euw1\" on it, insufficient data: last known status",
+        "record \"offline-us-east-1\" uses health check \"vantage:offline:us-east-1:majority\"",
+        "lease table offline-lease in ap-southeast-2",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let plan = vantage(&["plan", "--config", config, "--backend", "dry-run"]);
+    assert_eq!(plan.status.code(), Some(0), "{plan:?}");
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("AWS layout of fleet offline"), "{text}");
+    assert!(
+        !text.contains("MISSING"),
+        "a dry-run plan reads no AWS: {text}"
+    );
 }
