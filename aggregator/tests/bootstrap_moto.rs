@@ -400,3 +400,147 @@ async fn a_replicas_heartbeat_lands_with_its_replica_dimension_in_its_own_region
     assert_eq!(observed["ap-southeast-2"].in_service, Some(false));
     assert_eq!(observed["eu-west-1"].in_service, Some(true));
 }
+
+/// moto drops a CLOUDWATCH_METRIC check's AlarmIdentifier, so this runs Route 53 as
+/// aws-smithy-mocks (answering as AWS would, AlarmIdentifier included) and CloudWatch on moto:
+/// a check found by its CallerReference but following another alarm, or counting missing data
+/// as healthy, is reported as different, then corrected with UpdateHealthCheck.
+#[tokio::test]
+async fn a_vote_check_on_the_wrong_alarm_is_corrected() {
+    use aws_sdk_route53::operation::list_health_checks::ListHealthChecksOutput;
+    use aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput;
+    use aws_sdk_route53::operation::update_health_check::UpdateHealthCheckOutput;
+    use aws_sdk_route53::types::{
+        AlarmIdentifier, CloudWatchRegion, HealthCheckConfig, InsufficientDataHealthStatus,
+        ResourceRecord, ResourceRecordSet, RrType,
+    };
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+
+    let moto = Moto::shared();
+    const NAME: &str = "bt-wrongalarm";
+    let name = NAME;
+    let layout = layout(&fleet(moto, name, "ZMOCK", false)).unwrap().unwrap();
+    let check = move |region: &str, alarm: &str, missing: InsufficientDataHealthStatus| {
+        HealthCheck::builder()
+            .id(format!("hc-{region}"))
+            .caller_reference(format!("vantage:{name}:{region}:vote"))
+            .health_check_version(7)
+            .health_check_config(
+                HealthCheckConfig::builder()
+                    .r#type(HealthCheckType::CloudwatchMetric)
+                    .alarm_identifier(
+                        AlarmIdentifier::builder()
+                            .region(CloudWatchRegion::UsEast1)
+                            .name(alarm)
+                            .build()
+                            .unwrap(),
+                    )
+                    .insufficient_data_health_status(missing)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let list_checks = mock!(aws_sdk_route53::Client::list_health_checks).then_output(move || {
+        let last = InsufficientDataHealthStatus::LastKnownStatus;
+        ListHealthChecksOutput::builder()
+            .health_checks(check(
+                "ap-southeast-2",
+                &format!("vantage-{name}-ap-southeast-2"),
+                last.clone(),
+            ))
+            .health_checks(check("eu-west-1", "someone-elses-alarm", last.clone()))
+            .health_checks(check(
+                "us-east-1",
+                &format!("vantage-{name}-us-east-1"),
+                InsufficientDataHealthStatus::Healthy,
+            ))
+            .marker("")
+            .is_truncated(false)
+            .max_items(1000)
+            .build()
+            .unwrap()
+    });
+    let list_records =
+        mock!(aws_sdk_route53::Client::list_resource_record_sets).then_output(move || {
+            let mut out = ListResourceRecordSetsOutput::builder()
+                .is_truncated(false)
+                .max_items(300);
+            for region in REGIONS {
+                out = out.resource_record_sets(
+                    ResourceRecordSet::builder()
+                        .name(support::RECORD)
+                        .r#type(RrType::Cname)
+                        .set_identifier(format!("{name}-{region}"))
+                        .weight(50)
+                        .ttl(60)
+                        .health_check_id(format!("hc-{region}"))
+                        .resource_records(
+                            ResourceRecord::builder()
+                                .value("o.example.com")
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                        .unwrap(),
+                );
+            }
+            out.build().unwrap()
+        });
+    let expected = format!("vantage-{name}-");
+    let update = mock!(aws_sdk_route53::Client::update_health_check)
+        .match_requests(move |r| {
+            r.health_check_version() == Some(7)
+                && r.insufficient_data_health_status()
+                    == Some(&InsufficientDataHealthStatus::LastKnownStatus)
+                && r.alarm_identifier().is_some_and(|a| {
+                    a.region() == &CloudWatchRegion::UsEast1
+                        && a.name()
+                            == format!(
+                                "{expected}{}",
+                                &r.health_check_id().unwrap_or_default()[3..]
+                            )
+                })
+        })
+        .then_output(|| UpdateHealthCheckOutput::builder().build());
+    let route53 = mock_client!(
+        aws_sdk_route53,
+        RuleMode::MatchAny,
+        [&list_checks, &list_records, &update]
+    );
+    let mut clients = clients(moto, &layout).await;
+    clients.route53 = route53;
+
+    let lines = run(&layout, &clients, Mode::Inspect).await;
+    let checks: Vec<_> = lines
+        .iter()
+        .filter(|l| l.object.starts_with("health check"))
+        .collect();
+    let differs: Vec<_> = checks
+        .iter()
+        .filter(|l| l.status == Status::Differs)
+        .collect();
+    assert_eq!(differs.len(), 2, "{lines:#?}");
+    assert!(
+        differs.iter().any(|l| l.object.contains("id hc-eu-west-1")),
+        "{lines:#?}"
+    );
+    assert!(
+        differs.iter().any(|l| l.object.contains("id hc-us-east-1")),
+        "{lines:#?}"
+    );
+    assert_eq!(update.num_calls(), 0, "inspect writes nothing");
+
+    let lines = run(&layout, &clients, Mode::Apply).await;
+    let updated = lines
+        .iter()
+        .filter(|l| l.status == Status::Updated && l.object.starts_with("health check"))
+        .count();
+    assert_eq!(updated, 2, "{lines:#?}");
+    assert_eq!(
+        update.num_calls(),
+        2,
+        "one UpdateHealthCheck per wrong check, each on its own alarm"
+    );
+}
