@@ -300,6 +300,46 @@ async fn one_aggregator_gets_one_alarm_and_one_check_per_region() {
         second.iter().all(|l| l.status == Status::Exists),
         "{second:#?}"
     );
+
+    // Someone loosens an alarm: bootstrap names what differs and puts it back.
+    let tampered = found
+        .iter()
+        .find(|a| a.alarm_name() == Some("vantage-bt-single-eu-west-1"))
+        .unwrap();
+    clients.cloudwatch["us-east-1"]
+        .put_metric_alarm()
+        .alarm_name("vantage-bt-single-eu-west-1")
+        .namespace(tampered.namespace().unwrap())
+        .metric_name(tampered.metric_name().unwrap())
+        .set_dimensions(Some(tampered.dimensions().to_vec()))
+        .statistic(Statistic::Average)
+        .period(60)
+        .evaluation_periods(3)
+        .threshold(0.5)
+        .comparison_operator(ComparisonOperator::LessThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    let dry = run(&layout, &clients, Mode::Inspect).await;
+    let differs: Vec<_> = dry.iter().filter(|l| l.status == Status::Differs).collect();
+    assert_eq!(differs.len(), 1, "{dry:#?}");
+    assert!(
+        differs[0]
+            .object
+            .ends_with("(differs: statistic, evaluation periods, threshold)"),
+        "{differs:?}"
+    );
+    let fixed = run(&layout, &clients, Mode::Apply).await;
+    assert_eq!(
+        fixed.iter().filter(|l| l.status == Status::Updated).count(),
+        1,
+        "{fixed:#?}"
+    );
+    let again = run(&layout, &clients, Mode::Inspect).await;
+    assert!(
+        again.iter().all(|l| l.status == Status::Exists),
+        "{again:#?}"
+    );
 }
 
 #[tokio::test]

@@ -48,9 +48,9 @@ What it builds, from the fleet file alone (`vantage check-config FILE` prints th
   values, TTL and weight;
   the [aggregator.lease] DynamoDB table (partition key lease_id, on demand) when set.
 Everything is read first; health checks are found by a deterministic CallerReference, alarms
-by name, so a second run creates nothing. The records themselves must exist (their values are
-yours). One line per object: created, updated, exists; with --dry-run would create / would
-update, and nothing is written.
+by name, so a second run creates nothing; what differs from the layout is corrected. The
+records themselves must exist (their values are yours). One line per object: created,
+updated, exists; with --dry-run would create / would update, and nothing is written.
 Credentials: the AWS default chain (environment, profile, instance role). Route 53 in
 route53.aws_region (default us-east-1), CloudWatch in each voter's Region, both through
 route53.endpoint_url when set; DynamoDB in aggregator.lease.region through its endpoint_url.

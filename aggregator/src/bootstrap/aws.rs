@@ -33,8 +33,8 @@ pub(super) struct Run<'a> {
     report: &'a mut dyn FnMut(&Line),
     retry: RetryPolicy,
     lines: Vec<Line>,
-    /// (AWS Region, alarm name) of every layout alarm that exists.
-    alarms: BTreeSet<(String, String)>,
+    /// Every layout alarm that exists, by (AWS Region, alarm name).
+    alarms: BTreeMap<(String, String), cloudwatch::types::MetricAlarm>,
     /// Every health check in the account, by CallerReference.
     checks: BTreeMap<String, HealthCheck>,
     /// The weighted records, by set identifier.
@@ -104,7 +104,7 @@ impl<'a> Run<'a> {
             report,
             retry: RetryPolicy::default(),
             lines: Vec::new(),
-            alarms: BTreeSet::new(),
+            alarms: BTreeMap::new(),
             checks: BTreeMap::new(),
             record_sets: BTreeMap::new(),
             table_exists: false,
@@ -185,18 +185,31 @@ impl<'a> Run<'a> {
     }
 
     async fn ensure_alarm(&mut self, a: &AlarmSpec) -> Result<(), BootstrapError> {
-        let object = alarm_label(a);
-        if self
+        let key = (a.aws_region.clone(), a.name.clone());
+        let (object, done) = match self
             .alarms
-            .contains(&(a.aws_region.clone(), a.name.clone()))
+            .get(&key)
+            .map(|found| alarm_differences(a, found))
         {
-            self.emit(Status::Exists, object);
-            return Ok(());
-        }
+            None => (alarm_label(a), Status::Created),
+            Some(differences) if differences.is_empty() => {
+                self.emit(Status::Exists, alarm_label(a));
+                return Ok(());
+            }
+            Some(differences) => (
+                format!("{} (differs: {})", alarm_label(a), differences.join(", ")),
+                Status::Updated,
+            ),
+        };
         if self.mode == Mode::Inspect {
-            self.emit(Status::Missing, object);
+            let status = match done {
+                Status::Created => Status::Missing,
+                _ => Status::Differs,
+            };
+            self.emit(status, object);
             return Ok(());
         }
+        // PutMetricAlarm creates the alarm or replaces its whole definition: one call for both.
         use cloudwatch::types::{ComparisonOperator, Dimension, StandardUnit, Statistic};
         let dimensions = a
             .dimensions
@@ -225,8 +238,7 @@ impl<'a> Run<'a> {
             .run("PutMetricAlarm", || request.clone().send())
             .await
             .map_err(|e| aws_error(&object, "PutMetricAlarm", &e))?;
-        self.alarms.insert((a.aws_region.clone(), a.name.clone()));
-        self.emit(Status::Created, object);
+        self.emit(done, object);
         Ok(())
     }
 
@@ -475,6 +487,54 @@ async fn create_lease_table(
         .billing_mode(BillingMode::PayPerRequest);
     retry.run("CreateTable", || request.clone().send()).await?;
     Ok(())
+}
+
+/// What of an existing alarm differs from the layout's (empty: it is the layout's alarm).
+fn alarm_differences(
+    want: &AlarmSpec,
+    found: &cloudwatch::types::MetricAlarm,
+) -> Vec<&'static str> {
+    use cloudwatch::types::{ComparisonOperator, Statistic};
+    let dimensions: BTreeSet<(&str, &str)> = found
+        .dimensions()
+        .iter()
+        .map(|d| (d.name().unwrap_or_default(), d.value().unwrap_or_default()))
+        .collect();
+    let want_dimensions: BTreeSet<(&str, &str)> = want
+        .dimensions
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    [
+        (
+            "namespace",
+            found.namespace() == Some(want.namespace.as_str()),
+        ),
+        (
+            "metric",
+            found.metric_name() == Some(want.metric_name.as_str()),
+        ),
+        ("dimensions", dimensions == want_dimensions),
+        ("statistic", found.statistic() == Some(&Statistic::Minimum)),
+        ("period", found.period() == Some(ALARM_PERIOD_SECS)),
+        (
+            "evaluation periods",
+            found.evaluation_periods() == Some(ALARM_EVALUATION_PERIODS),
+        ),
+        ("threshold", found.threshold() == Some(ALARM_THRESHOLD)),
+        (
+            "comparison",
+            found.comparison_operator() == Some(&ComparisonOperator::LessThanThreshold),
+        ),
+        (
+            "missing data",
+            found.treat_missing_data().unwrap_or("missing") == ALARM_TREAT_MISSING_DATA,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(field, _)| field)
+    .collect()
 }
 
 fn wrong_type(object: String, kind: Option<HealthCheckType>) -> BootstrapError {

@@ -36,7 +36,8 @@ impl Run<'_> {
                     .map_err(|e| aws_error(&format!("alarms in {region}"), "DescribeAlarms", &e))?;
                 for alarm in out.metric_alarms() {
                     if let Some(name) = alarm.alarm_name() {
-                        self.alarms.insert((region.clone(), name.to_owned()));
+                        self.alarms
+                            .insert((region.clone(), name.to_owned()), alarm.clone());
                     }
                 }
             }
