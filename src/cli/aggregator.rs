@@ -332,7 +332,14 @@ async fn serve<B: Backend>(
     let options = serve_options(args, &rx)?;
     let log = decision_log(&args.decision_log)?;
     let backend_name = backend.name();
-    let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
+    let aggregator = Aggregator::new(config, backend, Some(log))?;
+    // Route 53 with several replicas: only the holder of the DynamoDB lease writes weights.
+    let aggregator = match vantage_aggregator::lease::lease_from_config(aggregator.config()).await?
+    {
+        Some(lease) => aggregator.with_lease(lease),
+        None => aggregator,
+    };
+    let aggregator = Arc::new(aggregator);
     eprintln!(
         "vantage aggregator: listening on {}{}, backend {backend_name}, evaluating every {:?} over {:?}",
         listener.local_addr()?,
@@ -437,7 +444,10 @@ async fn layout_clients(fleet: &FleetConfig, layout: &Layout) -> Clients {
     let aws_region = section.and_then(|s| s.aws_region.as_deref());
     let aws = sdk_loader(endpoint, aws_region).load().await;
     let lease = fleet.aggregator.lease.as_ref();
-    let lease_endpoint = lease.and_then(|l| l.endpoint_url.as_ref().map(|e| e.get_ref().as_str()));
+    // The lease's endpoint, else the [route53] one, as the lease keeper reaches it.
+    let lease_endpoint = lease
+        .and_then(|l| l.endpoint_url.as_ref().map(|e| e.get_ref().as_str()))
+        .or(endpoint);
     let lease_region = layout.lease.as_ref().map(|l| l.aws_region.as_str());
     let lease_sdk = sdk_loader(lease_endpoint, lease_region).load().await;
     Clients::new(layout, &aws, &lease_sdk)

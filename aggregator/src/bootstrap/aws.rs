@@ -8,7 +8,6 @@ use crate::backend::route53::layout::{
 };
 use crate::backend::route53::{describe, RetryPolicy};
 use aws_sdk_cloudwatch as cloudwatch;
-use aws_sdk_dynamodb as dynamodb;
 use aws_sdk_route53 as route53;
 use route53::types::{
     AlarmIdentifier, ChangeAction, ChangeBatch, CloudWatchRegion, HealthCheck, HealthCheckConfig,
@@ -437,56 +436,33 @@ impl<'a> Run<'a> {
             return Ok(());
         };
         let object = format!("lease table {} in {}", lease.table, lease.aws_region);
-        if self.table_exists {
-            self.emit(Status::Exists, object);
-            return Ok(());
-        }
         if self.mode == Mode::Inspect {
-            self.emit(Status::Missing, object);
+            let status = if self.table_exists {
+                Status::Exists
+            } else {
+                Status::Missing
+            };
+            self.emit(status, object);
             return Ok(());
         }
-        create_lease_table(client, &self.retry, &lease.table)
+        // The lease's own: creates or adopts (checking the key schema), then waits for ACTIVE.
+        let created = crate::lease::ensure_lease_table(client, &lease.table)
             .await
-            .map_err(|e| aws_error(&object, "CreateTable", &e))?;
-        self.emit(Status::Created, object);
+            .map_err(|e| BootstrapError::Aws {
+                object: object.clone(),
+                operation: "CreateTable",
+                message: e.to_string(),
+            })?;
+        self.emit(
+            if created {
+                Status::Created
+            } else {
+                Status::Exists
+            },
+            object,
+        );
         Ok(())
     }
-}
-
-/// The lease table: partition key `lease_id` (a string), billed per request.
-// TODO(merge): replace with `crate::lease::ensure_lease_table` once the lease module is on main.
-async fn create_lease_table(
-    client: &dynamodb::Client,
-    retry: &RetryPolicy,
-    table: &str,
-) -> Result<
-    (),
-    dynamodb::error::SdkError<
-        dynamodb::operation::create_table::CreateTableError,
-        dynamodb::config::http::HttpResponse,
-    >,
-> {
-    use dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    let attribute = AttributeDefinition::builder()
-        .attribute_name("lease_id")
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .expect("name and type are set");
-    let key = KeySchemaElement::builder()
-        .attribute_name("lease_id")
-        .key_type(KeyType::Hash)
-        .build()
-        .expect("name and key type are set");
-    let request = client
-        .create_table()
-        .table_name(table)
-        .attribute_definitions(attribute)
-        .key_schema(key)
-        .billing_mode(BillingMode::PayPerRequest);
-    retry.run("CreateTable", || request.clone().send()).await?;
-    Ok(())
 }
 
 /// What of an existing alarm differs from the layout's (empty: it is the layout's alarm).
