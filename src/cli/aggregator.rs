@@ -53,7 +53,8 @@ records themselves must exist (their values are yours). One line per object: cre
 updated, exists; with --dry-run would create / would update, and nothing is written.
 Credentials: the AWS default chain (environment, profile, instance role). Route 53 in
 route53.aws_region (default us-east-1), CloudWatch in each voter's Region, both through
-route53.endpoint_url when set; DynamoDB in aggregator.lease.region through its endpoint_url.
+route53.endpoint_url when set; DynamoDB in aggregator.lease.region through its endpoint_url
+(else route53.endpoint_url).
 Exit status: 0 done, 1 an AWS call failed (the line names the object and the AWS error code),
 2 a bad fleet file.
 Example:
