@@ -145,6 +145,10 @@ pub async fn run(
             _ = stop.changed() => break,
         }
         let fresh = replicas.poll(SystemTime::now()).await;
+        // Lease changes of this round come before what they caused (the weights' writer).
+        while let Ok(line) = replicas.lines.try_recv() {
+            lease_event(&line, &mut events);
+        }
         let routed = decisions.record(&replicas, &fresh, &options.regions, &net, &mut events);
         let view = state_json(&replicas, &decisions.combined, &routed, start, &events.all);
         if outputs.live {
