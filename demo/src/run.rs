@@ -158,8 +158,14 @@ pub async fn run(
         lock(&page_state).state = view;
     }
 
-    // Stop everything, agents first so their last reports are in.
-    agents.stop().await;
+    // Stop everything, agents first so their last reports are in. Reports queued for a
+    // stopped replica cannot be delivered: the agents' flush would wait for its deadline.
+    let patience = if replicas.members.iter().all(|r| r.is_up()) {
+        std::time::Duration::from_secs(10)
+    } else {
+        std::time::Duration::from_secs(1)
+    };
+    agents.stop(patience).await;
     replicas.stop().await;
     while let Ok(line) = replicas.lines.try_recv() {
         lease_event(&line, &mut events);

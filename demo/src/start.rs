@@ -71,11 +71,13 @@ pub(crate) struct Agents {
 }
 
 impl Agents {
-    /// Asks every agent to finish its interval and report, and waits (10 s at most each).
-    pub(crate) async fn stop(self) {
+    /// Asks every agent to finish its interval and report, and waits for them all, `patience`
+    /// at most.
+    pub(crate) async fn stop(self, patience: Duration) {
         let _ = self.stop.send(1);
+        let deadline = tokio::time::Instant::now() + patience;
         for a in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
+            let _ = tokio::time::timeout_at(deadline, a).await;
         }
     }
 }

@@ -75,6 +75,12 @@ impl DemoSummary {
         );
         if self.aggregators > 1 {
             out += &format!(
+                "detected = fault to Route 53's combined view taking the Region out \
+                 (published unhealthy by {} of {} replicas)\n",
+                crate::combine::threshold(self.aggregators),
+                self.aggregators
+            );
+            out += &format!(
                 "replicas stopped {}, lease acquisitions {}\n",
                 self.replica_downs, self.lease_acquisitions
             );
