@@ -164,7 +164,9 @@ struct AgentArgs {
     #[arg(long, env = "VANTAGE_AGENT_ID", value_parser = agent_id_arg)]
     agent_id: Option<String>,
 
-    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    /// Aggregator base URL (default: aggregator.url from the fleet file). Refused when the
+    /// fleet file lists aggregator.replicas: the agent delivers every report to every replica,
+    /// so change their URLs in the fleet file.
     #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
     aggregator_url: Option<String>,
 
@@ -456,12 +458,27 @@ fn check_config(args: CheckConfigArgs) -> ExitCode {
                 eprintln!("vantage: warning: {warning}");
             }
             print!("{}", render_plan(&fleet, &targets));
+            print_aws_budget(&fleet);
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("vantage: {e}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
+    }
+}
+
+/// The AWS calls and monthly cost the aggregator's periods imply, with a warning on stderr for
+/// each documented limit they would exceed.
+fn print_aws_budget(fleet: &FleetConfig) {
+    match vantage_aggregator::budget::estimate(fleet) {
+        Some(budget) => {
+            for warning in &budget.warnings {
+                eprintln!("vantage: warning: {warning}");
+            }
+            print!("{}", vantage_aggregator::budget::render(&budget));
+        }
+        None => println!("AWS calls: none (no [route53] section: the dry-run backend plans only)"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `vantage agent`: probes every target of the fleet from one vantage Region, builds one
 //! [`IntervalReport`](vantage_protocol::report::IntervalReport) per interval and hands it to
-//! the pusher, which spools and delivers it to the aggregator.
+//! the delivery queues, which spool and deliver it to the aggregator, or with
+//! [`AgentSettings::replicas`] to every aggregator replica, each through a queue of its own
+//! (its own spool subdirectory, backoff and metrics label; see [`crate::push::Deliveries`]).
 //!
 //! Intervals are aligned to the wall clock ([`AlignedIntervals`]) so every vantage reports the
 //! same intervals. An interval is collected shortly after it ends ([`SEAL_GRACE`]); a probe
@@ -9,21 +11,26 @@
 //!
 //! Stopping: on the first shutdown signal the agent finishes the current interval, stops
 //! probing, reports everything recorded and flushes; a second signal cuts the interval short.
-//! With `run_for` (Lambda mode) it stops at the last interval boundary inside that time.
+//! With `run_for` (Lambda mode) it stops at the last interval boundary inside that time. Every
+//! queue flushes at the same time within [`FLUSH_DEADLINE`] and keeps what it could not deliver
+//! in its own spool.
 
 use crate::fleet::{build_targets, AgentTarget};
 use crate::identity::parse_agent_id;
-use crate::metrics::{self, TargetLabels};
-use crate::push::{run_pusher, OutgoingReport, PushConfig, PushSummary};
+use crate::metrics::{self, DeliveryLabels, TargetLabels};
+use crate::push::{
+    check_replicas, Deliveries, DeliveryQueue, OutgoingReport, PushConfig, PushSummary,
+    QueueSummary, ReplicaTarget,
+};
 use crate::recorder::{IntervalClock, IntervalStats, TargetRecorder};
 use crate::report::{self, AlignedIntervals, ReportIdentity, TargetInterval};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
-use crate::spool::{Spool, SpoolConfig, SpoolError};
+use crate::spool::{self, Spool, SpoolConfig, SpoolError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use vantage_probe::tls::TlsConfigCache;
 use vantage_probe::Prober;
@@ -64,7 +71,14 @@ pub struct AgentSettings {
     /// The Region this agent probes from.
     pub vantage: String,
     pub agent_id: String,
+    /// Where and how reports are sent. With `replicas`, everything but `aggregator` applies
+    /// to every replica and `aggregator` is ignored.
     pub push: PushConfig,
+    /// Empty: deliver to `push.aggregator` alone, spooling in `spool.dir`. Otherwise deliver
+    /// every report to every replica listed, each through its own queue spooling in
+    /// `<spool.dir>/<id>/` (`max_bytes` and `max_age` bound each replica's spool), with its
+    /// own backoff and metrics label `replica`.
+    pub replicas: Vec<ReplicaTarget>,
     /// None: keep undelivered reports in memory only.
     pub spool: Option<SpoolConfig>,
     /// Serve Prometheus metrics here.
@@ -79,7 +93,12 @@ pub struct AgentSummary {
     pub probes: u64,
     pub missed_slots: u64,
     pub reports: u64,
+    /// The single aggregator's delivery; with replicas, the sum over them (a report delivered
+    /// to three replicas counts three times): see `replicas` for each one.
     pub push: PushSummary,
+    /// Each replica's delivery, in the order of [`AgentSettings::replicas`]; empty with one
+    /// aggregator.
+    pub replicas: Vec<QueueSummary>,
 }
 
 struct Running {
@@ -113,7 +132,11 @@ pub fn check(settings: &AgentSettings) -> Result<Vec<AgentTarget>, AgentError> {
         return Err(AgentError::UnknownVantage(settings.vantage.clone()));
     }
     parse_agent_id(&settings.agent_id)?;
-    settings.push.check()?;
+    if settings.replicas.is_empty() {
+        settings.push.check()?;
+    } else {
+        check_replicas(&settings.push, &settings.replicas)?;
+    }
     Ok(build_targets(&settings.fleet)?)
 }
 
@@ -138,17 +161,8 @@ pub async fn run(
     );
     let clock = IntervalClock::new(aligned.origin, aligned.length);
 
-    // A spool that cannot be opened must not stop probing: reports then wait in memory. One
-    // that someone else could write into is refused: whatever is in it gets signed and sent.
-    let (spool, spool_unavailable) = match settings.spool.map(Spool::open) {
-        None => (None, false),
-        Some(Ok(s)) => (Some(s), false),
-        Some(Err(e @ SpoolError::Unsafe { .. })) => return Err(AgentError::Spool(e)),
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "report spool unavailable; undelivered reports stay in memory");
-            (None, true)
-        }
-    };
+    let (queues, spools_unavailable) =
+        delivery_queues(&settings.push, &settings.replicas, settings.spool)?;
     if let Some(listener) = settings.metrics_listener {
         let handle = metrics::install(&settings.vantage)?;
         tokio::spawn(async move {
@@ -159,17 +173,20 @@ pub async fn run(
         });
     }
 
-    if spool_unavailable {
-        ::metrics::counter!(metrics::SPOOL_WRITE_ERRORS_TOTAL).increment(1);
+    // Counted only now that the recorder is installed.
+    for labels in spools_unavailable {
+        labels.spool_write_errors().increment(1);
     }
     // Sequence numbers must grow across restarts, even on a fresh disk (Lambda's /tmp): start
-    // from the wall clock in milliseconds, which outruns one report per interval.
+    // from the wall clock in milliseconds, which outruns one report per interval. All
+    // replicas get the same numbers, so continue after the largest any spool has seen.
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
-    let mut seq = spool
-        .as_ref()
-        .and_then(Spool::max_seq)
+    let mut seq = queues
+        .iter()
+        .filter_map(|q| q.spool.as_ref().and_then(Spool::max_seq))
+        .max()
         .map_or(now_ms, |m| (m + 1).max(now_ms));
 
     let tls = Arc::new(TlsConfigCache::new());
@@ -209,20 +226,14 @@ pub async fn run(
         })
         .collect();
 
-    let (report_tx, report_rx) = mpsc::channel::<OutgoingReport>(256);
-    let (stop_pusher, pusher_stop_rx) = watch::channel(false);
-    let pusher = tokio::spawn(run_pusher(
-        settings.push,
-        spool,
-        report_rx,
-        pusher_stop_rx,
-        FLUSH_DEADLINE,
-    ));
+    let aggregators = describe_destinations(&settings.push, &settings.replicas);
+    let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,
         targets = running.len(),
         interval = ?aligned.length,
+        %aggregators,
         "agent started"
     );
 
@@ -266,7 +277,7 @@ pub async fn run(
                 if is_last {
                     break;
                 }
-                collect(&running, next, &identity, &aligned, &mut seq, &report_tx, &mut summary).await;
+                collect(&running, next, &identity, &aligned, &mut seq, &deliveries, &mut summary).await;
                 next += 1;
             }
             changed = signals.changed(), if signals_open => {
@@ -286,13 +297,17 @@ pub async fn run(
         &identity,
         &aligned,
         &mut seq,
-        &report_tx,
+        &deliveries,
         &mut summary,
     )
     .await;
-    drop(report_tx);
-    let _ = stop_pusher.send(true);
-    summary.push = pusher.await.unwrap_or_default();
+    let queues = deliveries.finish().await;
+    summary.push = queues
+        .iter()
+        .fold(PushSummary::default(), |sum, q| add(sum, &q.push));
+    if !settings.replicas.is_empty() {
+        summary.replicas = queues;
+    }
     tracing::info!(?summary, "agent stopped");
     Ok(summary)
 }
@@ -304,7 +319,7 @@ async fn collect(
     identity: &ReportIdentity,
     aligned: &AlignedIntervals,
     seq: &mut u64,
-    reports: &mpsc::Sender<OutgoingReport>,
+    deliveries: &Deliveries,
     summary: &mut AgentSummary,
 ) {
     let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
@@ -360,8 +375,102 @@ async fn collect(
             body: body.into(),
         };
         *seq += 1;
-        if reports.send(outgoing).await.is_err() {
-            tracing::error!("report pusher has stopped; report {} not queued", *seq - 1);
+        deliveries.send(outgoing).await;
+    }
+}
+
+/// One delivery queue per replica (or one for the single aggregator), each with its spool
+/// opened, and the labels of the queues whose spool could not be opened. A spool that cannot be
+/// opened must not stop probing: that queue's reports then wait in memory. One that someone
+/// else could write into is refused: whatever is in it gets signed and sent.
+fn delivery_queues(
+    push: &PushConfig,
+    replicas: &[ReplicaTarget],
+    spool: Option<SpoolConfig>,
+) -> Result<(Vec<DeliveryQueue>, Vec<DeliveryLabels>), AgentError> {
+    let open = |config: Option<SpoolConfig>,
+                unavailable: &mut Vec<DeliveryLabels>,
+                labels: &DeliveryLabels| {
+        match config.map(Spool::open) {
+            None => Ok(None),
+            Some(Ok(s)) => Ok(Some(s)),
+            Some(Err(e @ SpoolError::Unsafe { .. })) => Err(AgentError::Spool(e)),
+            Some(Err(e)) => {
+                tracing::error!(replica = labels.replica_id(), error = %e, "report spool unavailable; undelivered reports stay in memory");
+                unavailable.push(labels.clone());
+                Ok(None)
+            }
         }
+    };
+    let mut unavailable = Vec::new();
+    if replicas.is_empty() {
+        let labels = DeliveryLabels::default();
+        let spool = open(spool, &mut unavailable, &labels)?;
+        let queue = DeliveryQueue {
+            config: push.clone(),
+            spool,
+            labels,
+        };
+        return Ok((vec![queue], unavailable));
+    }
+    if let Some(parent) = &spool {
+        match spool::open_parent(&parent.dir) {
+            Err(e @ SpoolError::Unsafe { .. }) => return Err(AgentError::Spool(e)),
+            Err(e) => tracing::error!(error = %e, "report spool directory unavailable"),
+            Ok(()) => {}
+        }
+    }
+    let mut queues = Vec::with_capacity(replicas.len());
+    for r in replicas {
+        let labels = DeliveryLabels::replica(&r.id);
+        let config = spool.as_ref().map(|s| s.for_replica(&r.id));
+        queues.push(DeliveryQueue {
+            config: r.push_config(push),
+            spool: open(config, &mut unavailable, &labels)?,
+            labels,
+        });
+    }
+    // Only when every replica has its spool: adopted reports leave the top directory.
+    if let Some(parent) = spool
+        .as_ref()
+        .filter(|_| queues.iter().all(|q| q.spool.is_some()))
+    {
+        let mut spools: Vec<&mut Spool> =
+            queues.iter_mut().filter_map(|q| q.spool.as_mut()).collect();
+        match spool::adopt_legacy(&parent.dir, &mut spools) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(reports = n, dir = %parent.dir.display(), "undelivered reports of a single-aggregator run now wait for every replica")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand reports of a single-aggregator run to the replicas' spools")
+            }
+        }
+    }
+    Ok((queues, unavailable))
+}
+
+/// Where reports go, for the start-up log: the aggregator's URL, or `id=url` of every replica.
+fn describe_destinations(push: &PushConfig, replicas: &[ReplicaTarget]) -> String {
+    if replicas.is_empty() {
+        return push.aggregator.to_string();
+    }
+    replicas
+        .iter()
+        .map(|r| format!("{}={}", r.id, r.aggregator))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The field-by-field sum of two delivery summaries.
+fn add(a: PushSummary, b: &PushSummary) -> PushSummary {
+    PushSummary {
+        delivered: a.delivered + b.delivered,
+        duplicates: a.duplicates + b.duplicates,
+        rejected: a.rejected + b.rejected,
+        dropped_spool_full: a.dropped_spool_full + b.dropped_spool_full,
+        expired: a.expired + b.expired,
+        retries: a.retries + b.retries,
+        left_in_spool: a.left_in_spool + b.left_in_spool,
     }
 }

@@ -11,7 +11,8 @@
 //! - [`report`]: builds the `IntervalReport` from recorded intervals (pure).
 //! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart,
 //!   in a directory that must be the agent's alone.
-//! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff.
+//! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff;
+//!   [`push::Deliveries`] runs one such queue per aggregator replica.
 //! - [`metrics`]: the agent's Prometheus metric names, labels, buckets and recorder.
 //! - [`daemon`]: `vantage agent` (long-running or one Lambda invocation) built from the above.
 //! - [`oneshot`]: `vantage probe`, the command-line prober.

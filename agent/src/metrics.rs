@@ -16,12 +16,18 @@
 //! integration limit. The exact distributions travel in the interval reports as HDR histograms;
 //! these buckets only have to answer "is it fast, slow or failing" on a dashboard.
 //!
+//! Delivery metrics (attempts, drops, attempt durations, spool depth) belong to one delivery
+//! queue; with `aggregator.replicas` each replica has its own and every such series carries a
+//! `replica` label (the ids from the fleet file), built by [`DeliveryLabels`]. With one
+//! aggregator they carry no `replica` label at all, exactly as before replicas existed.
+//!
 //! Serving: [`vantage_runtime::metrics_http::serve`], which also keeps histogram buffers
 //! drained.
 
-use metrics::Unit;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, Label, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use vantage_probe::ProbeResult;
 use vantage_protocol::{Outcome, Phase};
@@ -37,18 +43,23 @@ pub const MISSED_SLOTS_TOTAL: &str = "vantage_probe_missed_slots_total";
 /// Interval reports built.
 pub const REPORTS_BUILT_TOTAL: &str = "vantage_reports_built_total";
 /// Report delivery attempts by result. Label `result`: `delivered`, `duplicate`, `retry`
-/// (network error, timeout, 5xx, 429...), `rejected` (4xx bad request: logged, dropped).
+/// (network error, timeout, 5xx, 429...), `rejected` (4xx bad request: logged, dropped);
+/// `replica` with `aggregator.replicas`.
 pub const REPORT_DELIVERIES_TOTAL: &str = "vantage_report_deliveries_total";
-/// Reports dropped without delivery. Label `reason`: `spool_full`, `expired`, `rejected`.
+/// Reports dropped without delivery. Label `reason`: `spool_full`, `expired`, `rejected`;
+/// `replica` with `aggregator.replicas`.
 pub const REPORTS_DROPPED_TOTAL: &str = "vantage_reports_dropped_total";
-/// Time of one delivery attempt, seconds.
+/// Time of one delivery attempt, seconds. Label `replica` with `aggregator.replicas`.
 pub const REPORT_DELIVERY_SECONDS: &str = "vantage_report_delivery_duration_seconds";
-/// Reports waiting in the spool.
+/// Reports waiting in the spool. Label `replica` with `aggregator.replicas`.
 pub const SPOOL_REPORTS: &str = "vantage_spool_reports";
-/// Bytes in the spool.
+/// Bytes in the spool. Label `replica` with `aggregator.replicas`.
 pub const SPOOL_BYTES: &str = "vantage_spool_bytes";
-/// Spool writes that failed (disk full, permissions); the agent keeps probing.
+/// Spool writes that failed (disk full, permissions); the agent keeps probing. Label `replica`
+/// with `aggregator.replicas`.
 pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "vantage_spool_write_errors_total";
+/// The label naming the aggregator replica a delivery series is about.
+pub const REPLICA_LABEL: &str = "replica";
 
 /// Histogram buckets for probe phases, seconds: dense where API latency lives (1 ms .. 1 s),
 /// reaching Route 53's 2 s first-byte limit and the 10 s probe deadline.
@@ -85,6 +96,85 @@ impl TargetLabels {
             target: target.into(),
             region: region.unwrap_or(GLOBAL_REGION).to_owned(),
         }
+    }
+}
+
+/// The labels of one delivery queue's series: a `replica` label with the replica's id, or none
+/// for the single aggregator (`DeliveryLabels::default()`). Cheap to clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryLabels {
+    replica: Option<Arc<str>>,
+}
+
+impl DeliveryLabels {
+    /// The series of replica `id`.
+    pub fn replica(id: &str) -> DeliveryLabels {
+        DeliveryLabels {
+            replica: Some(Arc::from(id)),
+        }
+    }
+
+    /// The replica id, `None` for the single aggregator.
+    pub fn replica_id(&self) -> Option<&str> {
+        self.replica.as_deref()
+    }
+
+    fn labels(&self, extra: Option<(&'static str, &'static str)>) -> Vec<Label> {
+        let replica = self
+            .replica
+            .as_ref()
+            .map(|id| Label::new(REPLICA_LABEL, id.to_string()));
+        let extra = extra.map(|(k, v)| Label::new(k, v));
+        replica.into_iter().chain(extra).collect()
+    }
+
+    /// [`REPORT_DELIVERIES_TOTAL`] for `result`.
+    pub fn deliveries(&self, result: &'static str) -> Counter {
+        counter!(
+            REPORT_DELIVERIES_TOTAL,
+            self.labels(Some(("result", result)))
+        )
+    }
+
+    /// [`REPORTS_DROPPED_TOTAL`] for `reason`.
+    pub fn dropped(&self, reason: &'static str) -> Counter {
+        counter!(REPORTS_DROPPED_TOTAL, self.labels(Some(("reason", reason))))
+    }
+
+    /// [`REPORT_DELIVERY_SECONDS`].
+    pub fn delivery_seconds(&self) -> Histogram {
+        histogram!(REPORT_DELIVERY_SECONDS, self.labels(None))
+    }
+
+    /// [`SPOOL_REPORTS`].
+    pub fn spool_reports(&self) -> Gauge {
+        gauge!(SPOOL_REPORTS, self.labels(None))
+    }
+
+    /// [`SPOOL_BYTES`].
+    pub fn spool_bytes(&self) -> Gauge {
+        gauge!(SPOOL_BYTES, self.labels(None))
+    }
+
+    /// [`SPOOL_WRITE_ERRORS_TOTAL`].
+    pub fn spool_write_errors(&self) -> Counter {
+        counter!(SPOOL_WRITE_ERRORS_TOTAL, self.labels(None))
+    }
+
+    /// Creates a replica's counters at zero, so a dashboard sees every replica of the fleet
+    /// file (and `rate()` its first failure) before anything happens to it. Without a replica
+    /// nothing is registered ahead, as before replicas existed.
+    pub fn register(&self) {
+        if self.replica.is_none() {
+            return;
+        }
+        for result in ["delivered", "duplicate", "retry", "rejected"] {
+            self.deliveries(result).increment(0);
+        }
+        for reason in ["spool_full", "expired", "rejected"] {
+            self.dropped(reason).increment(0);
+        }
+        self.spool_write_errors().increment(0);
     }
 }
 

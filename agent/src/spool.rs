@@ -1,7 +1,9 @@
 //! The on-disk spool of reports not yet delivered, so an aggregator outage or an agent restart
 //! loses nothing that fits the configured bounds.
 //!
-//! Layout: one directory owned by one agent. Each report is the exact request body in its own
+//! Layout: one directory owned by one agent, or with `aggregator.replicas` one subdirectory
+//! `<dir>/<replica id>/` per replica ([`SpoolConfig::for_replica`]), each a spool of its own
+//! with the same bounds, inside a parent that is checked like a spool ([`open_parent`]). Each report is the exact request body in its own
 //! file `<seq>.json`, `seq` zero-padded to 20 digits so a directory listing sorts like the
 //! sequence numbers. A file's modification time is set to the moment the report was spooled and
 //! is what `max_age` is measured against, so ages survive a restart. `high-water-seq` holds the
@@ -63,6 +65,18 @@ impl SpoolConfig {
                 .unwrap_or_else(|| std::env::temp_dir().join("vantage-spool")),
             max_bytes: section.max_bytes.map_or(DEFAULT_MAX_BYTES, |b| b.0),
             max_age: section.max_age.as_ref().map_or(DEFAULT_MAX_AGE, |d| d.0),
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The spool of aggregator replica `id`: `<dir>/<id>/`, with the same `max_bytes` and
+    /// `max_age`, which bound each replica's spool on its own. `id` must be a plain file-name
+    /// component ([`check_replicas`](crate::push::check_replicas) makes sure).
+    pub fn for_replica(&self, id: &str) -> SpoolConfig {
+        SpoolConfig {
+            dir: self.dir.join(id),
+            ..self.clone()
         }
     }
 }
@@ -335,6 +349,64 @@ impl Spool {
             tracing::warn!(seq, error = %e, "cannot delete dropped spool file");
         }
     }
+}
+
+/// Creates (mode 0700) the directory that holds the replicas' spools and refuses it on the same
+/// grounds as a spool directory ([`SpoolError::Unsafe`]): whoever can rename entries in it
+/// chooses what the agent signs and sends.
+pub fn open_parent(dir: &Path) -> Result<(), SpoolError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| SpoolError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    check_private(dir)
+}
+
+/// Hands the reports a single-aggregator run left at the top of `dir` (now the parent of the
+/// replicas' spools) to every spool in `spools`, oldest first and with their original spooling
+/// time, then deletes them: they never reached an aggregator the agent still reports to, and
+/// every replica must get them. Returns how many reports were adopted. A report that cannot be
+/// read stays where it is (and is not adopted); one that a spool cannot take stops the
+/// adoption with that error, leaving the rest for the next start.
+pub fn adopt_legacy(dir: &Path, spools: &mut [&mut Spool]) -> Result<u64, SpoolError> {
+    let scan_err = |source| SpoolError::Scan {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut legacy = Vec::new();
+    for item in fs::read_dir(dir).map_err(scan_err)? {
+        let item = item.map_err(scan_err)?;
+        let Some(seq) = item.file_name().to_str().and_then(parse_report_name) else {
+            continue;
+        };
+        let meta = item.metadata().map_err(scan_err)?;
+        if meta.is_file() {
+            legacy.push((seq, item.path(), meta.modified().ok()));
+        }
+    }
+    legacy.sort_unstable_by_key(|(seq, ..)| *seq);
+    let limit = spools.iter().map(|s| s.config.max_bytes).max().unwrap_or(0);
+    let mut adopted = 0;
+    for (seq, path, modified) in legacy {
+        let body = match read_no_follow(&path, limit) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read a report left by a single-aggregator run");
+                continue;
+            }
+        };
+        let at = modified.unwrap_or_else(SystemTime::now);
+        for spool in spools.iter_mut() {
+            spool.put(seq, &body, at)?;
+        }
+        fs::remove_file(&path).map_err(|source| SpoolError::Remove { path, source })?;
+        adopted += 1;
+    }
+    Ok(adopted)
 }
 
 /// Refuses a spool directory someone else could write into: a symbolic link (whoever made it

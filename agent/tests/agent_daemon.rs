@@ -71,6 +71,7 @@ fn settings(
         vantage: "eu-west-1".into(),
         agent_id: "vantage-eu-west-1".into(),
         push,
+        replicas: Vec::new(),
         spool: Some(SpoolConfig {
             dir: spool.to_owned(),
             max_bytes: 16 << 20,

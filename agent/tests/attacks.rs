@@ -280,6 +280,7 @@ region = "eu-west-1"
         vantage: "eu-west-1".into(),
         agent_id: agent_id.into(),
         push: PushConfig::new("http://127.0.0.1:9".parse().unwrap(), "k1", KEY.to_vec()),
+        replicas: Vec::new(),
         spool,
         metrics_listener: None,
         run_for: Some(Duration::from_millis(1)),

@@ -47,6 +47,21 @@ impl Default for PlaneTiming {
     }
 }
 
+impl PlaneTiming {
+    /// The fleet file's periods with their defaults, unchecked (`from_fleet` checks them).
+    pub fn from_fleet(fleet: &FleetConfig) -> Self {
+        let a = &fleet.aggregator;
+        PlaneTiming {
+            heartbeat_every: a.heartbeat_every.map_or(DEFAULT_HEARTBEAT_EVERY, |d| d.0),
+            observe_every: a.observe_every.map_or(DEFAULT_OBSERVE_EVERY, |d| d.0),
+            weight_min_interval: fleet
+                .weights
+                .min_interval
+                .map_or(DEFAULT_WEIGHT_MIN_INTERVAL, |d| d.0),
+        }
+    }
+}
+
 /// Which reconciler backend to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -262,14 +277,7 @@ impl AggregatorConfig {
                 "must be positive and at most the window",
             ));
         }
-        let timing = PlaneTiming {
-            heartbeat_every: a.heartbeat_every.map_or(DEFAULT_HEARTBEAT_EVERY, |d| d.0),
-            observe_every: a.observe_every.map_or(DEFAULT_OBSERVE_EVERY, |d| d.0),
-            weight_min_interval: fleet
-                .weights
-                .min_interval
-                .map_or(DEFAULT_WEIGHT_MIN_INTERVAL, |d| d.0),
-        };
+        let timing = PlaneTiming::from_fleet(&fleet);
         if timing.heartbeat_every.is_zero() || timing.heartbeat_every > MAX_HEARTBEAT_EVERY {
             return Err(invalid(
                 &fleet,
@@ -373,6 +381,20 @@ impl AggregatorConfig {
             ewma_alpha: fraction(&fleet, "weights.ewma_alpha", w.ewma_alpha, dw.ewma_alpha)?,
             floor: w.floor.unwrap_or(dw.floor).max(1),
             dead_band: w.dead_band.unwrap_or(dw.dead_band),
+            dead_band_ratio: match w.dead_band_ratio {
+                None => dw.dead_band_ratio,
+                Some(r) if (0.0..1.0).contains(&r) => r,
+                Some(r) => {
+                    return Err(invalid(
+                        &fleet,
+                        "weights.dead_band_ratio",
+                        format!("{r} is not in [0, 1): 0.1 keeps changes under 10 % unwritten"),
+                    ))
+                }
+            },
+            latency_tolerance: w
+                .latency_tolerance
+                .map_or(dw.latency_tolerance, |d| d.0.as_secs_f64()),
         };
         Ok(AggregatorConfig {
             regions: fleet

@@ -8,6 +8,7 @@
 
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
+use crate::lease::LeaseStatus;
 use crate::model::{Decision, ModelState, Overrides, RegionObservation};
 use crate::planes::HeartbeatStatus;
 use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub reconcile: ReconcileResult,
     /// The data plane's health publication.
     pub heartbeat: HeartbeatStatus,
+    /// The weights lease as this replica sees it; `null` with one aggregator.
+    pub lease: Option<LeaseStatus>,
 }
 
 /// What the window says at one instant: the decision and what it was made from. Nothing has
@@ -138,6 +141,7 @@ impl<B: Backend> Aggregator<B> {
         let _ = self.heartbeat_now().await;
         snapshot.reconcile = self.reconcile_now().await;
         snapshot.heartbeat = self.planes.heartbeat_status();
+        snapshot.lease = self.lease_status();
         *lock(&self.last) = Some(snapshot.clone());
         snapshot
     }
@@ -167,6 +171,7 @@ impl<B: Backend> Aggregator<B> {
             global_traffic,
             reconcile: self.planes.last_result(),
             heartbeat: self.planes.heartbeat_status(),
+            lease: self.lease_status(),
         };
         *lock(&self.last) = Some(snapshot.clone());
         snapshot
@@ -217,12 +222,14 @@ impl<B: Backend> Aggregator<B> {
     }
 
     /// Decides every `evaluate_every` (and at once when overrides change) until `stop`, with
-    /// the heartbeat and both control planes running beside it.
+    /// the heartbeat, both control planes and (with several replicas) the lease keeper running
+    /// beside it.
     pub async fn run_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let planes = [
             tokio::spawn(self.clone().run_heartbeat(stop.clone())),
             tokio::spawn(self.clone().run_plane(PlaneKind::Health, stop.clone())),
             tokio::spawn(self.clone().run_plane(PlaneKind::Weights, stop.clone())),
+            tokio::spawn(self.clone().run_lease(stop.clone())),
         ];
         self.decide_loop(stop).await;
         for task in planes {

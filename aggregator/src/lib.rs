@@ -6,12 +6,15 @@
 //!   weights); no clock, no I/O.
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
+//! - [`budget`]: the AWS calls per minute and the monthly cost the configured periods imply.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
 //! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
 //! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
 //!   each on its own task, so no Route 53 call delays a decision or a health publication.
+//! - [`lease`]: the weights lease (DynamoDB, fencing token) that lets one replica of several
+//!   write weights at a time.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
 //! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
@@ -20,14 +23,18 @@
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod decide;
 pub mod evaluate;
 pub mod ingest;
+pub mod lease;
 pub mod model;
 pub mod overrides;
 mod persist;
 pub mod planes;
+#[cfg(test)]
+mod planes_route53_tests;
 pub mod prepare;
 pub mod reconcile;
 pub mod service;

@@ -71,6 +71,13 @@ pub struct WeightPolicy {
     pub floor: u8,
     /// Weight changes smaller than this keep the previous weight.
     pub dead_band: u8,
+    /// ... and so do changes smaller than this share of the previous weight.
+    #[serde(default)]
+    pub dead_band_ratio: f64,
+    /// Regions whose smoothed latency is within this many seconds of the fastest one's weigh
+    /// as much as it: 1.0 against 1.2 ms is noise, not a reason to move traffic.
+    #[serde(default)]
+    pub latency_tolerance: f64,
 }
 
 impl Default for WeightPolicy {
@@ -79,6 +86,8 @@ impl Default for WeightPolicy {
             ewma_alpha: 0.3,
             floor: 10,
             dead_band: 8,
+            dead_band_ratio: 0.1,
+            latency_tolerance: 0.005,
         }
     }
 }

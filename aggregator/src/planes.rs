@@ -10,7 +10,9 @@
 //! - the **health plane** (control plane): takes Regions out and in where health is a Route 53
 //!   object (forced CALCULATED checks), as soon as the decision changes.
 //! - the **weights plane** (control plane): at most one weight batch per
-//!   `weights.min_interval`; the INSYNC wait after a batch blocks only this task.
+//!   `weights.min_interval`; the INSYNC wait after a batch blocks only this task. With several
+//!   replicas it writes only while this replica holds the weights lease ([`crate::lease`]),
+//!   fences every batch right before writing it, and logs the fencing token with it.
 //!
 //! Both control-plane tasks share one cached view of what Route 53 holds, read again only after
 //! a failure and every `aggregator.observe_every`: after a successful write the view is updated
@@ -18,6 +20,7 @@
 //! nothing. Failures back off on the shared [`Backoff`].
 
 use crate::backend::{Backend, BackendError, DesiredState, ObservedState};
+use crate::lease::{Fence, Lease};
 use crate::reconcile::{self, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
 use serde::Serialize;
@@ -85,6 +88,12 @@ impl Planes {
         )
     }
 
+    /// Makes the next pass read the backend again (this replica just took the weights lease:
+    /// the view it cached is as old as another replica's tenure).
+    pub(crate) fn forget_observed(&self) {
+        *lock(&self.observed) = None;
+    }
+
     pub(crate) fn heartbeat_status(&self) -> HeartbeatStatus {
         lock(&self.heartbeat).clone()
     }
@@ -135,13 +144,13 @@ impl<B: Backend> Aggregator<B> {
                 ..ReconcileResult::default()
             };
         };
-        let result = self.plane_pass(kind, &desired).await;
+        let (result, fencing_token) = self.plane_pass(kind, &desired).await;
         let slot = match kind {
             PlaneKind::Health => &self.planes.health_result,
             PlaneKind::Weights => &self.planes.weights_result,
         };
         *lock(slot) = result.clone();
-        self.log_plane_result(kind, &result);
+        self.log_plane_result(kind, &result, fencing_token);
         result
     }
 
@@ -153,35 +162,59 @@ impl<B: Backend> Aggregator<B> {
         ReconcileResult::combine(health, weights)
     }
 
-    async fn plane_pass(&self, kind: PlaneKind, desired: &DesiredState) -> ReconcileResult {
+    /// One pass, and the fencing token the weight batch it wrote carries (with a lease).
+    async fn plane_pass(
+        &self,
+        kind: PlaneKind,
+        desired: &DesiredState,
+    ) -> (ReconcileResult, Option<u64>) {
         let observed = match self.observed().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, plane = kind.label(), "cannot read the backend's state; retrying with backoff");
-                return ReconcileResult {
-                    ok: false,
-                    error: Some(e.code()),
-                    detail: Some(e.to_string()),
-                    ..ReconcileResult::default()
-                };
+                return (
+                    ReconcileResult {
+                        ok: false,
+                        error: Some(e.code()),
+                        detail: Some(e.to_string()),
+                        ..ReconcileResult::default()
+                    },
+                    None,
+                );
             }
         };
         let changes = reconcile::planned(kind, desired, &observed);
         if changes.is_empty() {
-            return ReconcileResult {
+            return (
+                ReconcileResult {
+                    ok: true,
+                    ..ReconcileResult::default()
+                },
+                None,
+            );
+        }
+        let mut fencing_token = None;
+        if kind == PlaneKind::Weights {
+            let held_back = ReconcileResult {
                 ok: true,
+                deferred: changes.clone(),
                 ..ReconcileResult::default()
             };
-        }
-        if kind == PlaneKind::Weights {
+            // Another replica holds the lease and writes the weights; this one holds back.
+            if self.lease().is_some_and(|l| l.valid_token().is_none()) {
+                return (held_back, None);
+            }
             let min_interval = self.config().timing.weight_min_interval;
             let last = *lock(&self.planes.last_weights);
             if last.is_some_and(|at| at.elapsed() < min_interval) {
-                return ReconcileResult {
-                    ok: true,
-                    deferred: changes,
-                    ..ReconcileResult::default()
-                };
+                return (held_back, None);
+            }
+            if let Some(lease) = self.lease() {
+                match self.fence(lease).await {
+                    Ok(Some(token)) => fencing_token = Some(token),
+                    Ok(None) => return (held_back, None),
+                    Err(refused) => return (refused, None),
+                }
             }
             *lock(&self.planes.last_weights) = Some(Instant::now());
         }
@@ -195,7 +228,36 @@ impl<B: Backend> Aggregator<B> {
             // What the failed write left behind is unknown: read it again next time.
             *cache = None;
         }
-        result
+        let fencing_token = fencing_token.filter(|_| result.ok);
+        (result, fencing_token)
+    }
+
+    /// Fences a weight batch right before it is written: `Ok(Some(token))` to write it,
+    /// `Ok(None)` when the lease is (now) another replica's, `Err` with the refusal when the
+    /// store refused our tenure (logged as `lease_lost`) or could not answer.
+    async fn fence(&self, lease: &Lease) -> Result<Option<u64>, ReconcileResult> {
+        let refused = |code: &str, detail: String| ReconcileResult {
+            ok: false,
+            error: Some(code.to_owned()),
+            detail: Some(detail),
+            ..ReconcileResult::default()
+        };
+        match lease.fence().await {
+            Fence::Passed(token) => Ok(Some(token)),
+            Fence::NotHeld => Ok(None),
+            Fence::Lost(event) => {
+                self.lease_changed(&event);
+                Err(refused(
+                    "lease_lost",
+                    "the lease store no longer names this replica's tenure: weight batch refused"
+                        .into(),
+                ))
+            }
+            Fence::Failed(e) => {
+                tracing::error!(error = %e, "cannot fence the weight batch; holding it back");
+                Err(refused("lease_unavailable", e.to_string()))
+            }
+        }
     }
 
     /// The cached view of the backend, read again when missing or older than `observe_every`.
@@ -213,7 +275,12 @@ impl<B: Backend> Aggregator<B> {
     }
 
     /// One decision-log line per pass that applied something or failed.
-    fn log_plane_result(&self, kind: PlaneKind, result: &ReconcileResult) {
+    fn log_plane_result(
+        &self,
+        kind: PlaneKind,
+        result: &ReconcileResult,
+        fencing_token: Option<u64>,
+    ) {
         if result.changes.is_empty() && result.error.is_none() {
             return;
         }
@@ -228,12 +295,17 @@ impl<B: Backend> Aggregator<B> {
                     .collect()
             })
             .unwrap_or_default();
-        self.log_event(serde_json::json!({
+        let mut line = serde_json::json!({
             "event": if result.ok { "plan_applied" } else { "plan_failed" },
             "at_ms": unix_ms(SystemTime::now()), "backend": self.backend().name(),
             "plane": kind.label(), "changes": result.changes, "error": result.detail, "code": result.error,
             "reason": reasons,
-        }));
+        });
+        // With a lease, every weight change carries the tenure it was written under.
+        if let Some(token) = fencing_token {
+            line["fencing_token"] = token.into();
+        }
+        self.log_event(line);
     }
 
     /// The heartbeat task: publishes health every `heartbeat_every` and at once when it

@@ -9,6 +9,7 @@
 use crate::backend::Backend;
 use crate::config::AggregatorConfig;
 use crate::ingest::Seen;
+use crate::lease::{Lease, LeaseStatus};
 use crate::model::{ModelState, Overrides};
 use crate::overrides::Nonces;
 use crate::persist;
@@ -43,6 +44,10 @@ pub mod names {
     pub const GLOBAL_TRAFFIC_SHARE: &str = "vantage_global_traffic_share";
     pub const HEARTBEATS_TOTAL: &str = "vantage_health_heartbeats_total";
     pub const OBSERVE_TOTAL: &str = "vantage_reconcile_observe_total";
+    /// 1 while this replica holds the weights lease (and it is locally valid), else 0.
+    pub const LEASE_HELD: &str = "vantage_lease_held";
+    /// Changes of hand seen by this replica, `event` = `acquired` | `lost`.
+    pub const LEASE_TRANSITIONS_TOTAL: &str = "vantage_lease_transitions_total";
 }
 
 /// The aggregator: shared by the HTTP handlers and the evaluation loop.
@@ -66,6 +71,8 @@ pub struct Aggregator<B> {
     pub(crate) wake: Notify,
     /// The heartbeat and the control planes: what they act on and how they did.
     pub(crate) planes: crate::planes::Planes,
+    /// The weights lease, with several replicas: only its holder writes weights.
+    lease: Option<Lease>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -117,6 +124,7 @@ impl<B: Backend> Aggregator<B> {
             decision_log: decision_log.map(Mutex::new),
             wake: Notify::new(),
             planes: crate::planes::Planes::new(),
+            lease: None,
             config,
         })
     }
@@ -129,11 +137,28 @@ impl<B: Backend> Aggregator<B> {
         &self.backend
     }
 
+    /// Writes weights only while holding `lease` (several replicas); the keeper runs inside
+    /// [`Aggregator::run_loop`]. Health is never gated: every replica publishes its vote.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The weights lease as this replica sees it; `None` without one.
+    pub fn lease_status(&self) -> Option<LeaseStatus> {
+        self.lease.as_ref().map(Lease::status)
+    }
+
+    pub(crate) fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+
     /// The last decision, with the planes' latest results.
     pub fn snapshot(&self) -> Option<Snapshot> {
         let mut snapshot = lock(&self.last).clone()?;
         snapshot.reconcile = self.planes.last_result();
         snapshot.heartbeat = self.planes.heartbeat_status();
+        snapshot.lease = self.lease_status();
         Some(snapshot)
     }
 

@@ -69,7 +69,13 @@ impl Sim {
     fn new(policy: Policy, regions: &[&str]) -> Sim {
         Sim {
             policy,
-            weights: WeightPolicy::default(),
+            // Exact inverse weights, so the scenarios can state them; the noise bands have
+            // their own test.
+            weights: WeightPolicy {
+                latency_tolerance: 0.0,
+                dead_band_ratio: 0.0,
+                ..WeightPolicy::default()
+            },
             regions: names(regions),
             state: ModelState::default(),
             overrides: Overrides::default(),
@@ -566,7 +572,12 @@ fn flapping_region_is_held_out_until_the_penalty_decays() {
 
 #[test]
 fn weights_follow_inverse_latency_with_floor_and_dead_band() {
-    let w = WeightPolicy::default();
+    // Without the latency tolerance and the relative band, weights are exactly inverse.
+    let w = WeightPolicy {
+        latency_tolerance: 0.0,
+        dead_band_ratio: 0.0,
+        ..WeightPolicy::default()
+    };
     let lat = |pairs: &[(&str, Option<f64>)]| -> BTreeMap<String, Option<f64>> {
         pairs.iter().map(|(r, l)| ((*r).to_owned(), *l)).collect()
     };
@@ -590,16 +601,38 @@ fn weights_follow_inverse_latency_with_floor_and_dead_band() {
     let previous: BTreeMap<String, u8> = [("b".to_owned(), 100u8)].into();
     let got = weights_for(&w, &lat(&[("a", Some(0.05)), ("b", Some(0.1))]), &previous);
     assert_eq!(got["b"], 128);
-    let floor0 = WeightPolicy {
-        floor: 0,
-        ..WeightPolicy::default()
-    };
+    let floor0 = WeightPolicy { floor: 0, ..w };
     let got = weights_for(
         &floor0,
         &lat(&[("a", Some(0.001)), ("b", Some(100.0))]),
         &none,
     );
     assert_eq!(got["b"], 1, "a weight in service is never 0");
+}
+
+#[test]
+fn latency_noise_within_the_tolerance_and_small_changes_move_nothing() {
+    let w = WeightPolicy::default();
+    let lat = |a: f64, b: f64| -> BTreeMap<String, Option<f64>> {
+        [("a".to_owned(), Some(a)), ("b".to_owned(), Some(b))].into()
+    };
+    let none = BTreeMap::new();
+    // 1.0 against 1.2 ms: a 20 % difference, but 0.2 ms is inside the 5 ms tolerance.
+    let got = weights_for(&w, &lat(0.0010, 0.0012), &none);
+    assert_eq!((got["a"], got["b"]), (255, 255));
+    // 20 against 120 ms: only the 95 ms beyond the tolerance counts against b.
+    let got = weights_for(&w, &lat(0.020, 0.120), &none);
+    assert_eq!(got["b"], (0.020f64 / 0.115 * 255.0).round() as u8);
+    // The relative band: 200 → 185 is 7.5 % (under 10 %) and kept; 200 → 170 is written.
+    let previous: BTreeMap<String, u8> = [("b".to_owned(), 200u8)].into();
+    let tolerance0 = WeightPolicy {
+        latency_tolerance: 0.0,
+        ..w
+    };
+    let got = weights_for(&tolerance0, &lat(0.100, 0.100 * 255.0 / 185.0), &previous);
+    assert_eq!(got["b"], 200);
+    let got = weights_for(&tolerance0, &lat(0.100, 0.100 * 255.0 / 170.0), &previous);
+    assert_eq!(got["b"], 170);
 }
 
 #[test]
@@ -681,11 +714,15 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
 }
 
 fn arb_weights() -> impl Strategy<Value = WeightPolicy> {
-    (0.05f64..=1.0, 0u8..50, 0u8..20).prop_map(|(ewma_alpha, floor, dead_band)| WeightPolicy {
-        ewma_alpha,
-        floor,
-        dead_band,
-    })
+    (0.05f64..=1.0, 0u8..50, 0u8..20, 0.0f64..0.5, 0.0f64..0.05).prop_map(
+        |(ewma_alpha, floor, dead_band, dead_band_ratio, latency_tolerance)| WeightPolicy {
+            ewma_alpha,
+            floor,
+            dead_band,
+            dead_band_ratio,
+            latency_tolerance,
+        },
+    )
 }
 
 fn arb_sample() -> impl Strategy<Value = Option<(u64, u64, u64)>> {

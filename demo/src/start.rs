@@ -265,6 +265,7 @@ pub(crate) fn start_agents(
             vantage: v.clone(),
             agent_id: format!("vantage-{v}"),
             push,
+            replicas: Vec::new(),
             spool: None,
             metrics_listener: None,
             run_for: None,

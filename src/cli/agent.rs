@@ -1,5 +1,8 @@
 //! `vantage agent`: turns flags, environment and the fleet file into [`AgentSettings`], then
-//! runs the daemon, or, under AWS Lambda, one bounded run per invocation.
+//! runs the daemon, or, under AWS Lambda, one bounded run per invocation. With
+//! `aggregator.replicas` in the fleet file the agent delivers every report to every replica;
+//! `--aggregator-url`, which replaces the one aggregator's URL, is then refused rather than
+//! quietly delivering to one replica.
 
 use super::{AgentArgs, EXIT_BAD_INPUT};
 use anyhow::{anyhow, bail, Context as _};
@@ -8,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vantage_agent::daemon::{self, AgentError, AgentSettings};
 use vantage_agent::identity::parse_agent_id;
-use vantage_agent::push::PushConfig;
+use vantage_agent::push::{PushConfig, QueueSummary, ReplicaTarget};
 use vantage_agent::spool::SpoolConfig;
 use vantage_protocol::auth::check_key;
 use vantage_protocol::config::FleetConfig;
@@ -25,6 +28,7 @@ struct Prepared {
     vantage: String,
     agent_id: String,
     push: PushConfig,
+    replicas: Vec<ReplicaTarget>,
     spool: Option<SpoolConfig>,
     run_for: Option<Duration>,
 }
@@ -40,6 +44,7 @@ impl Prepared {
             vantage: self.vantage.clone(),
             agent_id: self.agent_id.clone(),
             push: self.push.clone(),
+            replicas: self.replicas.clone(),
             spool: self.spool.clone(),
             metrics_listener,
             run_for,
@@ -100,6 +105,7 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
     })?;
     // The flag is checked as it is parsed; the fleet file's id (or the default) here.
     let agent_id = parse_agent_id(&args.agent_id.clone().unwrap_or_else(|| entry.agent_id()))?;
+    let replicas = replica_targets(&fleet, args.aggregator_url.as_deref())?;
     let aggregator_text = args
         .aggregator_url
         .clone()
@@ -112,6 +118,7 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
                 .map(|e| e.url)
         })
         .ok_or_else(|| anyhow!("the fleet file names no aggregator"))?;
+    // With replicas this is only a placeholder: each replica's URL is in `replicas`.
     let aggregator = vantage_probe::spec::parse_url(&aggregator_text)
         .map_err(|e| anyhow!("aggregator URL: {e}"))?;
     // This vantage's own key id, which the aggregator lets report for this vantage only.
@@ -144,7 +151,12 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
         },
         ..PushConfig::default()
     };
-    push.check().map_err(|e| anyhow!("report delivery: {e}"))?;
+    if replicas.is_empty() {
+        push.check()
+    } else {
+        vantage_agent::push::check_replicas(&push, &replicas)
+    }
+    .map_err(|e| anyhow!("report delivery: {e}"))?;
     // Compile every target now, so a bad fleet file fails before anything starts.
     vantage_agent::fleet::build_targets(&fleet)?;
     Ok(Prepared {
@@ -153,8 +165,57 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
         vantage,
         agent_id,
         push,
+        replicas,
         spool,
     })
+}
+
+/// The replicas of `aggregator.replicas`, with the fleet file's ids; empty for the single
+/// `aggregator.url`. `--aggregator-url` replaces one URL, so with replicas it is refused:
+/// delivering to one replica only would leave the others voting on nothing.
+fn replica_targets(
+    fleet: &FleetConfig,
+    url_flag: Option<&str>,
+) -> anyhow::Result<Vec<ReplicaTarget>> {
+    let endpoints = fleet.aggregator.replica_endpoints();
+    let mut replicas = Vec::new();
+    for e in &endpoints {
+        let Some(id) = &e.id else { continue };
+        let aggregator = vantage_probe::spec::parse_url(&e.url)
+            .map_err(|err| anyhow!("aggregator replica {id:?}: URL: {err}"))?;
+        replicas.push(ReplicaTarget {
+            id: id.clone(),
+            aggregator,
+        });
+    }
+    if url_flag.is_some() && !replicas.is_empty() {
+        let ids: Vec<&str> = replicas.iter().map(|r| r.id.as_str()).collect();
+        bail!(
+            "--aggregator-url (or VANTAGE_AGGREGATOR_URL) replaces the one aggregator's URL, but \
+             the fleet file lists {} aggregator replicas ({}) and the agent delivers every report \
+             to each: remove it and change aggregator.replicas[].url in the fleet file instead",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(replicas)
+}
+
+/// The closing line: totals, then each replica's delivery when there are replicas.
+fn summary_line(summary: &daemon::AgentSummary) -> String {
+    let mut line = format!(
+        "vantage agent: {} probes, {} reports, {} delivered, {} left in the spool",
+        summary.probes, summary.reports, summary.push.delivered, summary.push.left_in_spool
+    );
+    for QueueSummary { replica, push } in &summary.replicas {
+        line.push_str(&format!(
+            "; replica {}: {} delivered, {} left in the spool",
+            replica.as_deref().unwrap_or("-"),
+            push.delivered,
+            push.left_in_spool
+        ));
+    }
+    line
 }
 
 pub async fn run(args: AgentArgs) -> ExitCode {
@@ -181,10 +242,7 @@ pub async fn run(args: AgentArgs) -> ExitCode {
     let settings = prepared.settings(listener, prepared.run_for);
     match daemon::run(settings, vantage_runtime::shutdown::signal_count()).await {
         Ok(summary) => {
-            eprintln!(
-                "vantage agent: {} probes, {} reports, {} delivered, {} left in the spool",
-                summary.probes, summary.reports, summary.push.delivered, summary.push.left_in_spool
-            );
+            eprintln!("{}", summary_line(&summary));
             ExitCode::SUCCESS
         }
         Err(
@@ -225,13 +283,29 @@ async fn run_lambda(prepared: Prepared) -> ExitCode {
                 let summary = daemon::run(prepared.settings(None, Some(budget)), rx)
                     .await
                     .map_err(|e| lambda_runtime::Error::from(e.to_string()))?;
-                Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                let mut answer = serde_json::json!({
                     "probes": summary.probes,
                     "missed_slots": summary.missed_slots,
                     "reports": summary.reports,
                     "delivered": summary.push.delivered,
                     "left_in_spool": summary.push.left_in_spool,
-                }))
+                });
+                // With replicas, each one's delivery; `delivered` and `left_in_spool` above
+                // are then sums over them.
+                if !summary.replicas.is_empty() {
+                    answer["replicas"] = summary
+                        .replicas
+                        .iter()
+                        .map(|q| {
+                            serde_json::json!({
+                                "id": q.replica,
+                                "delivered": q.push.delivered,
+                                "left_in_spool": q.push.left_in_spool,
+                            })
+                        })
+                        .collect();
+                }
+                Ok::<_, lambda_runtime::Error>(answer)
             }
         },
     );

@@ -261,7 +261,14 @@ async fn serve<B: Backend>(
     let options = serve_options(args, &rx)?;
     let log = decision_log(&args.decision_log)?;
     let backend_name = backend.name();
-    let aggregator = Arc::new(Aggregator::new(config, backend, Some(log))?);
+    let aggregator = Aggregator::new(config, backend, Some(log))?;
+    // Route 53 with several replicas: only the holder of the DynamoDB lease writes weights.
+    let aggregator = match vantage_aggregator::lease::lease_from_config(aggregator.config()).await?
+    {
+        Some(lease) => aggregator.with_lease(lease),
+        None => aggregator,
+    };
+    let aggregator = Arc::new(aggregator);
     eprintln!(
         "vantage aggregator: listening on {}{}, backend {backend_name}, evaluating every {:?} over {:?}",
         listener.local_addr()?,

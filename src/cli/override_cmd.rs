@@ -3,8 +3,12 @@
 //! (`vantage_protocol::auth::sign`), posts it to `<aggregator>/v1/overrides` and prints the
 //! answer, so operators never assemble HMAC headers by hand. Everything that can be checked
 //! here is (the key id is one of `aggregator.admin_keys`, every Region is in the fleet), so a
-//! typo costs no round trip. Exit: 0 on 2xx, 1 when refused or unreachable, 2 on bad input.
-//! Its flags and help text live here too, beside the code that reads them.
+//! typo costs no round trip. With `aggregator.replicas` the same override goes to every replica
+//! at once, each copy with a nonce (and so a signature) of its own, and one line per replica
+//! says how it went: each replica applies overrides to its own state, so one that missed it
+//! would keep voting without it. Exit: 0 when every aggregator applied it (2xx), 1 when any
+//! refused or was unreachable (named on stderr), 2 on bad input. Its flags and help text live
+//! here too, beside the code that reads them.
 
 use super::EXIT_BAD_INPUT;
 use bytes::Bytes;
@@ -19,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
 use vantage_aggregator::model::Pin;
 use vantage_aggregator::overrides::OverrideRequest;
 use vantage_probe::spec::{HttpVersionPref, TlsOptions};
@@ -43,14 +48,19 @@ The key id must be one of [aggregator.admin_keys] in the fleet file (agent keys 
 the request carries a fresh nonce and is signed like agents' reports, so it cannot be replayed.
 Pins that leave fewer than policy.min_healthy Regions able to serve need --force, and raise an
 alert. Prints the aggregator's answer (the overrides now in force, or why it refused).
-Exit status: 0 applied, 1 refused or unreachable, 2 bad input.";
+With aggregator.replicas in the fleet file the override goes to every replica (a fresh nonce
+for each) and one line per replica says `<id>: applied|refused|unreachable ...`; --aggregator-url
+is then refused (change the replicas' URLs in the fleet file).
+Exit status: 0 applied (by every replica), 1 refused or unreachable (by any replica, named on
+stderr), 2 bad input.";
 
 #[derive(Args, Debug)]
 pub(super) struct OverrideArgs {
     /// Fleet file (TOML): the aggregator's URL, its Regions and admin key ids.
     #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
     config: PathBuf,
-    /// Aggregator base URL (default: aggregator.url from the fleet file).
+    /// Aggregator base URL (default: aggregator.url from the fleet file); refused when the fleet
+    /// file lists aggregator.replicas, which all get the override.
     #[arg(long, value_name = "URL", env = "VANTAGE_AGGREGATOR_URL")]
     aggregator_url: Option<String>,
     /// Extra CA certificates (PEM) for the aggregator's TLS.
@@ -104,20 +114,30 @@ pub async fn run(args: OverrideArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    match tokio::time::timeout(TIMEOUT, send(&args, &prepared)).await {
-        Err(_) => {
-            eprintln!(
-                "vantage: no answer from {} within {TIMEOUT:?}",
-                prepared.url
-            );
-            ExitCode::FAILURE
+    let client = match client(&args) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("vantage: {message}");
+            return ExitCode::FAILURE;
         }
-        Ok(Err(message)) => {
+    };
+    if let [single] = prepared.as_slice() {
+        if single.replica.is_none() {
+            return report_single(&client, single).await;
+        }
+    }
+    report_replicas(&client, prepared).await
+}
+
+/// One aggregator: its answer as it came, pretty-printed when JSON.
+async fn report_single(client: &HttpClient, p: &Prepared) -> ExitCode {
+    match send(client, p).await {
+        Err(message) => {
             eprintln!("vantage: {message}");
             ExitCode::FAILURE
         }
-        Ok(Ok((status, answer))) => {
-            println!("{answer}");
+        Ok((status, answer)) => {
+            println!("{}", pretty(&answer));
             if status.is_success() {
                 ExitCode::SUCCESS
             } else {
@@ -128,16 +148,69 @@ pub async fn run(args: OverrideArgs) -> ExitCode {
     }
 }
 
-/// What is sent: the URL, the body and its signature headers.
+/// Every replica at once, one line each in the fleet file's order; the ones that did not apply
+/// it are named on stderr.
+async fn report_replicas(client: &HttpClient, prepared: Vec<Prepared>) -> ExitCode {
+    let mut sends = JoinSet::new();
+    for (i, p) in prepared.iter().enumerate() {
+        let (client, p) = (client.clone(), p.clone());
+        sends.spawn(async move { (i, send(&client, &p).await) });
+    }
+    let mut results: Vec<Option<Result<(http::StatusCode, Bytes), String>>> =
+        vec![None; prepared.len()];
+    while let Some(joined) = sends.join_next().await {
+        if let Ok((i, result)) = joined {
+            results[i] = Some(result);
+        }
+    }
+    let mut failed = Vec::new();
+    for (p, result) in prepared.iter().zip(results) {
+        let id = p.replica.as_deref().unwrap_or("aggregator");
+        match result {
+            Some(Ok((status, answer))) if status.is_success() => {
+                println!("{id}: applied ({status}) {}", compact(&answer));
+            }
+            Some(Ok((status, answer))) => {
+                println!("{id}: refused ({status}) {}", compact(&answer));
+                failed.push(format!("{id} refused it ({status})"));
+            }
+            Some(Err(why)) => {
+                println!("{id}: unreachable: {why}");
+                failed.push(format!("{id} was unreachable"));
+            }
+            None => {
+                println!("{id}: unreachable: the request task failed");
+                failed.push(format!("{id} was unreachable"));
+            }
+        }
+    }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "vantage: the override did not reach every replica ({} of {}): {}; send it again once \
+         they answer (replicas that applied it already keep it)",
+        prepared.len() - failed.len(),
+        prepared.len(),
+        failed.join(", ")
+    );
+    ExitCode::FAILURE
+}
+
+/// One signed request, ready to send: the URL, the body and its signature headers.
+#[derive(Clone)]
 struct Prepared {
+    /// The replica's id; `None` for the single `aggregator.url`.
+    replica: Option<String>,
     url: Uri,
-    body: Vec<u8>,
+    body: Bytes,
     key_id: String,
     timestamp: u64,
     signature: String,
 }
 
-fn prepare(args: &OverrideArgs) -> Result<Prepared, BadInput> {
+/// One signed request per aggregator (every replica, or the one aggregator).
+fn prepare(args: &OverrideArgs) -> Result<Vec<Prepared>, BadInput> {
     let fleet = FleetConfig::load(&args.config).map_err(|e| BadInput(e.to_string()))?;
     if !fleet.aggregator.admin_keys.contains_key(&args.key_id) {
         let known: Vec<&String> = fleet.aggregator.admin_keys.keys().collect();
@@ -170,39 +243,58 @@ fn prepare(args: &OverrideArgs) -> Result<Prepared, BadInput> {
             "nothing to change: give --pin REGION=up|down|clear, --freeze or --unfreeze".into(),
         ));
     }
-    let request = OverrideRequest {
-        nonce: format!("{:032x}", rand::random::<u128>()),
-        pin,
-        freeze,
-        force: args.force,
-        reason: args.reason.clone(),
-    };
-    let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
     let endpoints = fleet.aggregator.replica_endpoints();
-    let base = args
-        .aggregator_url
-        .as_deref()
-        .or(endpoints.first().map(|e| e.url.as_str()))
-        .ok_or_else(|| BadInput("the fleet file names no aggregator".into()))?;
-    let url: Uri = format!("{}/v1/overrides", base.trim_end_matches('/'))
-        .parse()
-        .map_err(|e| BadInput(format!("aggregator URL {base:?}: {e}")))?;
-    if !matches!(url.scheme_str(), Some("https" | "http")) {
-        return Err(BadInput(format!(
-            "aggregator URL {base:?}: use https:// (or http://)"
-        )));
+    let destinations: Vec<(Option<String>, String)> = match &args.aggregator_url {
+        Some(_) if endpoints.iter().any(|e| e.id.is_some()) => {
+            let ids: Vec<&str> = endpoints.iter().filter_map(|e| e.id.as_deref()).collect();
+            return Err(BadInput(format!(
+                "--aggregator-url (or VANTAGE_AGGREGATOR_URL) replaces the one aggregator's URL, \
+                 but the fleet file lists {} aggregator replicas ({}) and the override goes to \
+                 each: remove it and change aggregator.replicas[].url in the fleet file instead",
+                ids.len(),
+                ids.join(", ")
+            )));
+        }
+        Some(url) => vec![(None, url.clone())],
+        None => endpoints.into_iter().map(|e| (e.id, e.url)).collect(),
+    };
+    if destinations.is_empty() {
+        return Err(BadInput("the fleet file names no aggregator".into()));
     }
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let signature = auth::sign(&key, timestamp, &body);
-    Ok(Prepared {
-        url,
-        body,
-        key_id: args.key_id.clone(),
-        timestamp,
-        signature,
-    })
+    let mut prepared = Vec::with_capacity(destinations.len());
+    for (replica, base) in destinations {
+        let url: Uri = format!("{}/v1/overrides", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| BadInput(format!("aggregator URL {base:?}: {e}")))?;
+        if !matches!(url.scheme_str(), Some("https" | "http")) {
+            return Err(BadInput(format!(
+                "aggregator URL {base:?}: use https:// (or http://)"
+            )));
+        }
+        // A nonce of its own for each replica: a replica that saw one copy must not take the
+        // next for a replay, and a copy captured on its way to one cannot be replayed to another.
+        let request = OverrideRequest {
+            nonce: format!("{:032x}", rand::random::<u128>()),
+            pin: pin.clone(),
+            freeze,
+            force: args.force,
+            reason: args.reason.clone(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = auth::sign(&key, timestamp, &body);
+        prepared.push(Prepared {
+            replica,
+            url,
+            body: Bytes::from(body),
+            key_id: args.key_id.clone(),
+            timestamp,
+            signature,
+        });
+    }
+    Ok(prepared)
 }
 
 /// The admin key: `--key-file` (trailing newline ignored), else `VANTAGE_ADMIN_KEY`.
@@ -228,8 +320,10 @@ fn load_key(args: &OverrideArgs) -> Result<Vec<u8>, BadInput> {
     Ok(key)
 }
 
-/// Posts the signed request; the status and the answer, pretty-printed when it is JSON.
-async fn send(args: &OverrideArgs, p: &Prepared) -> Result<(http::StatusCode, String), String> {
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client every request goes through: webpki roots plus `--aggregator-ca-file`.
+fn client(args: &OverrideArgs) -> Result<HttpClient, String> {
     let options = TlsOptions {
         insecure: false,
         ca_file: args.aggregator_ca_file.clone(),
@@ -245,27 +339,51 @@ async fn send(args: &OverrideArgs, p: &Prepared) -> Result<(http::StatusCode, St
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// Posts one signed request within [`TIMEOUT`]; the status and the (bounded) answer.
+async fn send(client: &HttpClient, p: &Prepared) -> Result<(http::StatusCode, Bytes), String> {
     let request = Request::post(p.url.clone())
         .header(CONTENT_TYPE, "application/json")
         .header(auth::HEADER_KEY_ID, &p.key_id)
         .header(auth::HEADER_TIMESTAMP, p.timestamp.to_string())
         .header(auth::HEADER_SIGNATURE, &p.signature)
-        .body(Full::new(Bytes::from(p.body.clone())))
+        .body(Full::new(p.body.clone()))
         .map_err(|e| format!("building the request: {e}"))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("{}: {}", p.url, vantage_runtime::errors::chain(&e)))?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
-    let text = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(&body).into_owned(),
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{}: {}", p.url, vantage_runtime::errors::chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     };
-    Ok((status, text))
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {} within {TIMEOUT:?}", p.url)))
+}
+
+/// The answer pretty-printed when it is JSON, else as text.
+fn pretty(answer: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(answer) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(answer).into_owned(),
+    }
+}
+
+/// The answer on one line: compact JSON, or the text with its line breaks folded.
+fn compact(answer: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(answer) {
+        Ok(v) => v.to_string(),
+        Err(_) => String::from_utf8_lossy(answer)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }

@@ -13,6 +13,7 @@
 //! - [`fleet`]: fleet files built for tests.
 //! - [`log`]: a JSON-lines log in memory (the aggregator's decision log), read back as events.
 //! - [`moto`]: moto_server, once per test binary.
+//! - [`partition`]: a TCP forwarder a test can cut and heal (a partition in user space).
 //! - [`postgres`], [`mariadb`]: real database servers (PostgreSQL primary and replica, TLS).
 
 pub mod aggregator;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod log;
 pub mod mariadb;
 pub mod moto;
+pub mod partition;
 pub mod postgres;
 pub mod process;
 pub mod server;

@@ -10,7 +10,7 @@
 
 use super::client::{build_client, HttpClient};
 use super::config::PushConfig;
-use crate::metrics::REPORT_DELIVERY_SECONDS;
+use crate::metrics::DeliveryLabels;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Request, StatusCode, Uri};
@@ -53,10 +53,11 @@ pub(super) struct Sender {
     key_id: Arc<str>,
     key: Arc<[u8]>,
     request_timeout: Duration,
+    labels: DeliveryLabels,
 }
 
 impl Sender {
-    pub(super) fn new(config: &PushConfig) -> Sender {
+    pub(super) fn new(config: &PushConfig, labels: DeliveryLabels) -> Sender {
         let client = build_client(config).map_err(|e| {
             tracing::error!(error = %e, "cannot set up the aggregator client; reports will wait in the spool");
             Arc::from(e.to_string())
@@ -71,6 +72,7 @@ impl Sender {
             key_id: Arc::from(config.key_id.as_str()),
             key: Arc::from(config.key.as_slice()),
             request_timeout: config.request_timeout,
+            labels,
         }
     }
 
@@ -109,7 +111,9 @@ impl Sender {
             Ok::<_, String>((parts.status, parts.headers, text))
         })
         .await;
-        metrics::histogram!(REPORT_DELIVERY_SECONDS).record(started.elapsed().as_secs_f64());
+        self.labels
+            .delivery_seconds()
+            .record(started.elapsed().as_secs_f64());
         match answer {
             Err(_) => Attempt::Retry {
                 why: format!("no answer within {:?}", self.request_timeout),

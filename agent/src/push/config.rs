@@ -137,4 +137,7 @@ pub enum PushError {
     /// The client certificate or key cannot be used; names the file, never the key's bytes.
     #[error("aggregator client certificate: {0}")]
     ClientCert(String),
+    /// An aggregator replica that cannot get a delivery queue of its own.
+    #[error("aggregator replica {id:?}: {reason}")]
+    ReplicaId { id: String, reason: String },
 }

@@ -16,18 +16,23 @@
 //! - `attempt`: one signed attempt and the classification of the answer.
 //! - `queue`: the spool and the bounded in-memory queue, oldest first, with their bounds.
 //! - `outcome`: acting on an attempt's result; retries on the shared backoff.
+//! - `replicas`: one queue per aggregator replica ([`ReplicaTarget`]), each its own pusher
+//!   with its own spool, backoff and `replica` metrics label; [`Deliveries`] fans reports out.
 
 mod attempt;
 mod client;
 mod config;
 mod outcome;
 mod queue;
+mod replicas;
 
 pub use config::{
     ClientCertFiles, PushConfig, PushError, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN,
     DEFAULT_REQUEST_TIMEOUT,
 };
+pub use replicas::{check_replicas, Deliveries, DeliveryQueue, QueueSummary, ReplicaTarget};
 
+use crate::metrics::DeliveryLabels;
 use crate::spool::Spool;
 use attempt::{Attempt, Sender};
 use bytes::Bytes;
@@ -67,16 +72,31 @@ pub struct PushSummary {
 
 /// Delivers reports from `reports` until it is closed or `shutdown` turns true (or its sender
 /// is dropped), then tries to deliver everything queued within `flush_deadline` and leaves the
-/// rest in the spool. Reports already in `spool` (from an earlier run) go first.
+/// rest in the spool. Reports already in `spool` (from an earlier run) go first. Its metrics
+/// carry no `replica` label: this is the single aggregator's queue ([`Deliveries`] runs one
+/// per replica).
 pub async fn run_pusher(
+    config: PushConfig,
+    spool: Option<Spool>,
+    reports: mpsc::Receiver<OutgoingReport>,
+    shutdown: watch::Receiver<bool>,
+    flush_deadline: Duration,
+) -> PushSummary {
+    let labels = DeliveryLabels::default();
+    run_queue(config, spool, reports, shutdown, flush_deadline, labels).await
+}
+
+/// [`run_pusher`] with its metrics labelled by `labels`.
+async fn run_queue(
     config: PushConfig,
     spool: Option<Spool>,
     mut reports: mpsc::Receiver<OutgoingReport>,
     mut shutdown: watch::Receiver<bool>,
     flush_deadline: Duration,
+    labels: DeliveryLabels,
 ) -> PushSummary {
-    let sender = Sender::new(&config);
-    let mut p = Pusher::new(&config, spool);
+    let sender = Sender::new(&config, labels.clone());
+    let mut p = Pusher::new(&config, spool, labels);
     let expire_every = (p.max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
     let mut next_expiry = Instant::now();
     // Shutdown asked for, or no more reports coming: stop taking new reports and flush.

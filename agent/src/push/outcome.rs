@@ -6,7 +6,6 @@
 
 use super::attempt::Attempt;
 use super::queue::Pusher;
-use crate::metrics::{REPORTS_DROPPED_TOTAL, REPORT_DELIVERIES_TOTAL};
 use tokio::time::Instant;
 
 impl Pusher {
@@ -26,29 +25,29 @@ impl Pusher {
         match outcome {
             Attempt::Delivered => {
                 self.summary.delivered += 1;
-                metrics::counter!(REPORT_DELIVERIES_TOTAL, "result" => "delivered").increment(1);
+                self.labels.deliveries("delivered").increment(1);
                 tracing::debug!(seq, "report delivered");
                 self.answered();
                 self.forget(seq);
             }
             Attempt::Duplicate => {
                 self.summary.duplicates += 1;
-                metrics::counter!(REPORT_DELIVERIES_TOTAL, "result" => "duplicate").increment(1);
+                self.labels.deliveries("duplicate").increment(1);
                 tracing::debug!(seq, "aggregator already had the report");
                 self.answered();
                 self.forget(seq);
             }
             Attempt::Rejected { status, reason } => {
                 self.summary.rejected += 1;
-                metrics::counter!(REPORT_DELIVERIES_TOTAL, "result" => "rejected").increment(1);
-                metrics::counter!(REPORTS_DROPPED_TOTAL, "reason" => "rejected").increment(1);
+                self.labels.deliveries("rejected").increment(1);
+                self.labels.dropped("rejected").increment(1);
                 tracing::warn!(seq, %status, %reason, "aggregator rejected the report; dropping it");
                 self.answered();
                 self.forget(seq);
             }
             Attempt::Retry { why, retry_after } => {
                 self.summary.retries += 1;
-                metrics::counter!(REPORT_DELIVERIES_TOTAL, "result" => "retry").increment(1);
+                self.labels.deliveries("retry").increment(1);
                 self.failures = self.failures.saturating_add(1);
                 let mut delay = self.backoff.delay(self.failures);
                 if let Some(asked) = retry_after {

@@ -5,7 +5,7 @@
 //! and the last-chance move of the memory queue to the spool at exit.
 
 use super::{OutgoingReport, PushConfig, PushSummary};
-use crate::metrics::{REPORTS_DROPPED_TOTAL, SPOOL_BYTES, SPOOL_REPORTS, SPOOL_WRITE_ERRORS_TOTAL};
+use crate::metrics::DeliveryLabels;
 use crate::spool::{Spool, SpoolError, DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES};
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -21,6 +21,8 @@ struct Held {
 
 /// The pusher's state between attempts.
 pub(super) struct Pusher {
+    /// The labels of this queue's metrics (`replica`, or none for the single aggregator).
+    pub(super) labels: DeliveryLabels,
     spool: Option<Spool>,
     /// Reports the spool could not take (or all reports, without a spool), by seq.
     memory: BTreeMap<u64, Held>,
@@ -42,7 +44,7 @@ pub(super) struct Pusher {
 }
 
 impl Pusher {
-    pub(super) fn new(config: &PushConfig, spool: Option<Spool>) -> Pusher {
+    pub(super) fn new(config: &PushConfig, spool: Option<Spool>, labels: DeliveryLabels) -> Pusher {
         let (memory_max_bytes, max_age) = spool
             .as_ref()
             .map_or((DEFAULT_MAX_BYTES, DEFAULT_MAX_AGE), |s| {
@@ -56,7 +58,9 @@ impl Pusher {
                 "resuming delivery of spooled reports"
             );
         }
+        labels.register();
         let p = Pusher {
+            labels,
             spool,
             memory: BTreeMap::new(),
             memory_bytes: 0,
@@ -93,7 +97,7 @@ impl Pusher {
                 }
             }
             Some(Err(e)) => {
-                metrics::counter!(SPOOL_WRITE_ERRORS_TOTAL).increment(1);
+                self.labels.spool_write_errors().increment(1);
                 tracing::warn!(seq = report.seq, error = %e, "cannot spool report; holding it in memory");
                 self.hold(report, now);
             }
@@ -164,7 +168,7 @@ impl Pusher {
             return;
         }
         self.summary.dropped_spool_full += 1;
-        metrics::counter!(REPORTS_DROPPED_TOTAL, "reason" => "spool_full").increment(1);
+        self.labels.dropped("spool_full").increment(1);
         tracing::warn!(
             seq,
             max_bytes = self.memory_max_bytes,
@@ -218,7 +222,7 @@ impl Pusher {
         expired.sort_unstable();
         let n = expired.len() as u64;
         self.summary.expired += n;
-        metrics::counter!(REPORTS_DROPPED_TOTAL, "reason" => "expired").increment(n);
+        self.labels.dropped("expired").increment(n);
         tracing::warn!(
             reports = n,
             first_seq = expired[0],
@@ -244,8 +248,12 @@ impl Pusher {
 
     pub(super) fn update_gauges(&self) {
         let (n, bytes) = self.spool.as_ref().map_or((0, 0), |s| (s.len(), s.bytes()));
-        metrics::gauge!(SPOOL_REPORTS).set((n + self.memory.len()) as f64);
-        metrics::gauge!(SPOOL_BYTES).set((bytes + self.memory_bytes) as f64);
+        self.labels
+            .spool_reports()
+            .set((n + self.memory.len()) as f64);
+        self.labels
+            .spool_bytes()
+            .set((bytes + self.memory_bytes) as f64);
     }
 
     /// Moves what waits in memory to the spool if it can take it now, and summarises.
@@ -263,7 +271,7 @@ impl Pusher {
                 Some(Err(_)) | None => {
                     lost += 1;
                     self.summary.dropped_spool_full += 1;
-                    metrics::counter!(REPORTS_DROPPED_TOTAL, "reason" => "spool_full").increment(1);
+                    self.labels.dropped("spool_full").increment(1);
                 }
             }
         }

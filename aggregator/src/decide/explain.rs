@@ -220,8 +220,12 @@ fn describe_weight(weights: &WeightPolicy, calc: &WeightCalc) -> String {
     };
     if calc.kept_by_dead_band {
         format!(
-            "weight {} (kept: computed {} is within dead_band {}; {})",
-            calc.weight, calc.computed, weights.dead_band, source
+            "weight {} (kept: computed {} is within dead_band {} or {:.0} % of it; {})",
+            calc.weight,
+            calc.computed,
+            weights.dead_band,
+            weights.dead_band_ratio * 100.0,
+            source
         )
     } else {
         format!("weight {} ({})", calc.weight, source)

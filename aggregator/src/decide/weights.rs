@@ -1,7 +1,10 @@
 //! Rule 7: how latency becomes Route 53 weights. Latency is smoothed (EWMA of the vantages'
 //! median) so one slow window does not swing traffic; weights are inverse to it, never below
-//! the floor while in service (0 would mean "only when all others fail" to Route 53), and a
-//! dead band keeps small wobbles from turning into record updates.
+//! the floor while in service (0 would mean "only when all others fail" to Route 53), and
+//! three bands keep noise from turning into record updates: latency within
+//! `latency_tolerance` of the fastest Region's counts as the fastest, and a new weight is
+//! written only when it differs from the last by at least `dead_band` and by at least
+//! `dead_band_ratio` of it.
 
 use super::Work;
 use crate::model::WeightPolicy;
@@ -112,15 +115,22 @@ fn compute(
             .filter(|l| l.is_finite() && *l >= 0.0)
             .map(|l| l.max(MIN_LATENCY_SECONDS))
     };
-    let best_inverse = in_service_latency
+    let fastest = in_service_latency
         .values()
         .filter_map(|l| usable(*l))
-        .map(|l| 1.0 / l)
-        .fold(None, |best: Option<f64>, inverse| {
-            Some(best.map_or(inverse, |b| b.max(inverse)))
+        .fold(None, |best: Option<f64>, l| {
+            Some(best.map_or(l, |b| b.min(l)))
         });
-    let raw_of = |latency: f64| match best_inverse {
-        Some(best) => (1.0 / latency) / best * 255.0,
+    let best_inverse = fastest.map(|l| 1.0 / l);
+    let tolerance = if weights.latency_tolerance.is_finite() {
+        weights.latency_tolerance.max(0.0)
+    } else {
+        0.0
+    };
+    let raw_of = |latency: f64| match fastest {
+        // Within the tolerance of the fastest counts as the fastest; beyond it, only the
+        // excess counts.
+        Some(fastest) => fastest / (latency - tolerance).max(fastest) * 255.0,
         None => 255.0,
     };
     let raws: Vec<f64> = in_service_latency
@@ -140,8 +150,14 @@ fn compute(
             let raw = latency.map_or(share, raw_of);
             let computed = raw.round().clamp(f64::from(floor), 255.0) as u8;
             let before = previous.get(region).copied().unwrap_or(0);
+            let ratio = if weights.dead_band_ratio.is_finite() {
+                weights.dead_band_ratio.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            let band = f64::from(weights.dead_band).max(f64::from(before) * ratio);
             let kept_by_dead_band =
-                before != 0 && computed.abs_diff(before) < weights.dead_band && computed != before;
+                before != 0 && f64::from(computed.abs_diff(before)) < band && computed != before;
             let weight = if kept_by_dead_band {
                 before.max(floor)
             } else {

@@ -168,6 +168,11 @@ pub struct WeightsSection {
     pub floor: Option<u8>,
     /// Weight changes smaller than this are not applied (default 8).
     pub dead_band: Option<u8>,
+    /// ... nor changes smaller than this share of the current weight (default 0.1).
+    pub dead_band_ratio: Option<f64>,
+    /// Latency within this of the fastest Region's counts as the fastest (default 5ms), so
+    /// 1.0 against 1.2 ms moves no traffic.
+    pub latency_tolerance: Option<DurationText>,
     /// At most one batch of weight writes per this interval (default 60 s, about how long a
     /// change takes to reach Route 53's servers); a take-out never waits for it.
     pub min_interval: Option<DurationText>,

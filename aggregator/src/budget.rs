@@ -1,0 +1,433 @@
+//! What driving Route 53 costs, before it runs: the AWS calls per minute the configured periods
+//! make (in steady state, and while weights are moving), checked against the account's
+//! documented limits, and the monthly bill at list prices. `vantage check-config` prints it.
+//!
+//! The Route 53 API allows 5 requests per second per account, shared with every other tool
+//! (Terraform, CI, other controllers); a controller that spends it in steady state leaves
+//! nothing for the moment a failover needs it. The figures follow the planes' schedule
+//! ([`crate::planes`]): the heartbeat publishes every `heartbeat_every`, each replica re-reads
+//! Route 53 every `observe_every`, and weights move at most once per `weights.min_interval`,
+//! by the lease holder only.
+
+use crate::config::PlaneTiming;
+use std::fmt::Write as _;
+use std::time::Duration;
+use vantage_protocol::config::{FleetConfig, Route53Health};
+
+/// Route 53's API limit: 5 requests per second per account, every caller together.
+pub const ROUTE53_REQUESTS_PER_MINUTE: f64 = 5.0 * 60.0;
+/// CloudWatch GetMetricData: 50 transactions per second per account and Region.
+pub const GET_METRIC_DATA_PER_MINUTE: f64 = 50.0 * 60.0;
+/// CloudWatch PutMetricData: 500 transactions per second per account and Region.
+pub const PUT_METRIC_DATA_PER_MINUTE: f64 = 500.0 * 60.0;
+
+/// GetChange polls until a batch is INSYNC: 1, 2, 4, 8 s, then every 10 s; about 9 for the
+/// usual 60 s (see `backend::route53::records`).
+const GET_CHANGE_POLLS_PER_BATCH: f64 = 9.0;
+/// Weighted records ListResourceRecordSets returns per page.
+const RECORDS_PER_PAGE: usize = 300;
+/// Minutes in a month of 730 hours, as AWS prices monthly quantities.
+const MINUTES_PER_MONTH: f64 = 730.0 * 60.0;
+
+/// List prices in USD (us-east-1, December 2026): what the estimate multiplies by. Check the
+/// AWS pricing pages for your Region; first-tier free allowances are not subtracted.
+mod price {
+    /// A Route 53 health check on an AWS resource (CLOUDWATCH_METRIC and CALCULATED checks
+    /// are billed as basic checks), per month.
+    pub const HEALTH_CHECK_MONTH: f64 = 0.50;
+    /// A CloudWatch custom metric (one per Region and replica), per month.
+    pub const METRIC_MONTH: f64 = 0.30;
+    /// A standard-resolution CloudWatch alarm, per month.
+    pub const ALARM_MONTH: f64 = 0.10;
+    /// PutMetricData, per 1,000 requests.
+    pub const PUT_METRIC_DATA_PER_1000: f64 = 0.01;
+    /// GetMetricData, per 1,000 metrics requested.
+    pub const GET_METRIC_DATA_PER_1000_METRICS: f64 = 0.01;
+    /// DynamoDB on-demand, per million write request units (a lease write is one).
+    pub const DYNAMODB_WRITE_PER_MILLION: f64 = 0.625;
+}
+
+/// Which AWS service a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// The Route 53 control plane (us-east-1), limited per account.
+    Route53,
+    /// CloudWatch in each replica's own Region.
+    CloudWatch,
+    /// The lease table's Region.
+    DynamoDb,
+}
+
+impl Service {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Service::Route53 => "route53",
+            Service::CloudWatch => "cloudwatch",
+            Service::DynamoDb => "dynamodb",
+        }
+    }
+}
+
+/// One operation's calls per minute, all replicas together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRate {
+    pub service: Service,
+    pub operation: &'static str,
+    /// Nothing failing, latency noise only.
+    pub steady_per_minute: f64,
+    /// While weights move as fast as `weights.min_interval` lets them.
+    pub moving_per_minute: f64,
+    /// Who makes the calls.
+    pub by: &'static str,
+}
+
+/// One line of the monthly bill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostLine {
+    pub item: String,
+    pub usd_per_month: f64,
+}
+
+/// The estimate for one fleet file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    pub replicas: usize,
+    pub regions: usize,
+    pub rates: Vec<ApiRate>,
+    pub costs: Vec<CostLine>,
+    /// Limits the configured periods would exceed.
+    pub warnings: Vec<String>,
+}
+
+impl Budget {
+    /// Calls per minute to one service, steady or moving.
+    pub fn per_minute(&self, service: Service, moving: bool) -> f64 {
+        self.rates
+            .iter()
+            .filter(|r| r.service == service)
+            .map(|r| {
+                if moving {
+                    r.moving_per_minute
+                } else {
+                    r.steady_per_minute
+                }
+            })
+            .sum()
+    }
+
+    pub fn monthly_usd(&self) -> f64 {
+        self.costs.iter().map(|c| c.usd_per_month).sum()
+    }
+}
+
+fn per_minute(every: Duration) -> f64 {
+    60.0 / every.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+/// The estimate, or `None` when the fleet file has no `[route53]` section (the dry-run
+/// backend makes no AWS calls).
+pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
+    let route53 = fleet.route53.as_ref()?;
+    let health = route53
+        .settings()
+        .map(|s| s.health)
+        .unwrap_or(Route53Health::DataPlane);
+    let timing = PlaneTiming::from_fleet(fleet);
+    let replicas = fleet.aggregator.replicas.len().max(1);
+    let regions = fleet.regions.len();
+    let n = replicas as f64;
+    let r = regions as f64;
+    let observes = n * per_minute(timing.observe_every);
+    let weight_batches = per_minute(timing.weight_min_interval);
+    let pages = regions.div_ceil(RECORDS_PER_PAGE).max(1) as f64;
+    let mut rates = vec![ApiRate {
+        service: Service::Route53,
+        operation: "ListResourceRecordSets",
+        steady_per_minute: observes * pages,
+        moving_per_minute: observes * pages,
+        by: "every replica, every observe_every",
+    }];
+    if health == Route53Health::ControlPlane {
+        rates.push(ApiRate {
+            service: Service::Route53,
+            operation: "GetHealthCheck",
+            steady_per_minute: observes * r,
+            moving_per_minute: observes * r,
+            by: "the aggregator, per Region, every observe_every",
+        });
+    }
+    rates.extend([
+        ApiRate {
+            service: Service::Route53,
+            operation: "ChangeResourceRecordSets",
+            steady_per_minute: 0.0,
+            moving_per_minute: weight_batches,
+            by: "the weight writer, at most once per weights.min_interval",
+        },
+        ApiRate {
+            service: Service::Route53,
+            operation: "GetChange",
+            steady_per_minute: 0.0,
+            moving_per_minute: weight_batches * GET_CHANGE_POLLS_PER_BATCH,
+            by: "the weight writer, until INSYNC",
+        },
+        ApiRate {
+            service: Service::CloudWatch,
+            operation: "PutMetricData",
+            steady_per_minute: n * per_minute(timing.heartbeat_every),
+            moving_per_minute: n * per_minute(timing.heartbeat_every),
+            by: "every replica, every heartbeat_every (all Regions in one request)",
+        },
+    ]);
+    if health == Route53Health::DataPlane {
+        rates.push(ApiRate {
+            service: Service::CloudWatch,
+            operation: "GetMetricData",
+            steady_per_minute: observes,
+            moving_per_minute: observes,
+            by: "every replica, every observe_every",
+        });
+    }
+    let lease = fleet
+        .aggregator
+        .lease
+        .as_ref()
+        .filter(|_| replicas > 1)
+        .map(|l| l.duration());
+    if let Some(duration) = lease {
+        // Held or wanted, every replica writes the item every third of the lease.
+        let renewals = n * per_minute(duration / 3);
+        rates.push(ApiRate {
+            service: Service::DynamoDb,
+            operation: "PutItem/UpdateItem (lease)",
+            steady_per_minute: renewals,
+            moving_per_minute: renewals + weight_batches,
+            by: "every replica, every third of the lease; a fence per weight batch",
+        });
+    }
+
+    let mut warnings = Vec::new();
+    let route53_moving: f64 = rates
+        .iter()
+        .filter(|r| r.service == Service::Route53)
+        .map(|r| r.moving_per_minute)
+        .sum();
+    if route53_moving > ROUTE53_REQUESTS_PER_MINUTE {
+        warnings.push(format!(
+            "Route 53: {route53_moving:.0} calls/min while weights move, above the account's \
+             5 requests/s ({ROUTE53_REQUESTS_PER_MINUTE:.0}/min) shared with every other tool; \
+             raise aggregator.observe_every or weights.min_interval"
+        ));
+    }
+    let per_replica_get = per_minute(timing.observe_every);
+    if health == Route53Health::DataPlane && per_replica_get > GET_METRIC_DATA_PER_MINUTE {
+        warnings.push(format!(
+            "CloudWatch GetMetricData: {per_replica_get:.0} calls/min per replica Region, above \
+             its 50/s quota; raise aggregator.observe_every"
+        ));
+    }
+    let per_replica_put = per_minute(timing.heartbeat_every);
+    if per_replica_put > PUT_METRIC_DATA_PER_MINUTE {
+        warnings.push(format!(
+            "CloudWatch PutMetricData: {per_replica_put:.0} calls/min per replica Region, above \
+             its 500/s quota; raise aggregator.heartbeat_every"
+        ));
+    }
+
+    let checks = if replicas > 1 { r * (n + 1.0) } else { r };
+    let puts_month = n * per_minute(timing.heartbeat_every) * MINUTES_PER_MONTH;
+    let mut costs = vec![
+        CostLine {
+            item: format!(
+                "{checks:.0} Route 53 health checks ({})",
+                if replicas > 1 {
+                    "per Region: one CLOUDWATCH_METRIC per replica and one CALCULATED"
+                } else {
+                    "one CLOUDWATCH_METRIC per Region"
+                }
+            ),
+            usd_per_month: checks * price::HEALTH_CHECK_MONTH,
+        },
+        CostLine {
+            item: format!("{:.0} CloudWatch custom metrics (Region × replica)", r * n),
+            usd_per_month: r * n * price::METRIC_MONTH,
+        },
+        CostLine {
+            item: format!("{:.0} CloudWatch alarms (standard resolution)", r * n),
+            usd_per_month: r * n * price::ALARM_MONTH,
+        },
+        CostLine {
+            item: format!("{puts_month:.0} PutMetricData requests"),
+            usd_per_month: puts_month / 1000.0 * price::PUT_METRIC_DATA_PER_1000,
+        },
+    ];
+    if health == Route53Health::DataPlane {
+        let metrics_month = observes * r * MINUTES_PER_MONTH;
+        costs.push(CostLine {
+            item: format!("{metrics_month:.0} metrics read by GetMetricData"),
+            usd_per_month: metrics_month / 1000.0 * price::GET_METRIC_DATA_PER_1000_METRICS,
+        });
+    }
+    if let Some(duration) = lease {
+        let writes = n * per_minute(duration / 3) * MINUTES_PER_MONTH;
+        costs.push(CostLine {
+            item: format!("{writes:.0} DynamoDB lease writes (on-demand)"),
+            usd_per_month: writes / 1e6 * price::DYNAMODB_WRITE_PER_MILLION,
+        });
+    }
+    costs.push(CostLine {
+        item: "Route 53 API calls".into(),
+        usd_per_month: 0.0,
+    });
+    Some(Budget {
+        replicas,
+        regions,
+        rates,
+        costs,
+        warnings,
+    })
+}
+
+/// The estimate as `check-config` prints it.
+pub fn render(budget: &Budget) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "AWS calls per minute ({} Region(s), {} aggregator replica(s)): steady state / while weights move",
+        budget.regions, budget.replicas
+    );
+    for rate in &budget.rates {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<27} {:>7.1} / {:>7.1}   {}",
+            rate.service.as_str(),
+            rate.operation,
+            rate.steady_per_minute,
+            rate.moving_per_minute,
+            rate.by
+        );
+    }
+    let route53 = budget.per_minute(Service::Route53, true);
+    let _ = writeln!(
+        out,
+        "  Route 53 total: {:.1} / {:.1} calls/min, {:.1} % of the account's 5 requests/s at most",
+        budget.per_minute(Service::Route53, false),
+        route53,
+        route53 / ROUTE53_REQUESTS_PER_MINUTE * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "Monthly cost at list prices (USD, us-east-1; free tiers not subtracted):"
+    );
+    for cost in &budget.costs {
+        let _ = writeln!(out, "  {:>8.2}  {}", cost.usd_per_month, cost.item);
+    }
+    let _ = writeln!(out, "  {:>8.2}  total", budget.monthly_usd());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(aggregator: &str, route53: &str) -> FleetConfig {
+        let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+        let mut text = String::from(
+            "[fleet]\nname = \"orders-api\"\n[global]\nurl = \"https://api.example.com/status\"\n",
+        );
+        for r in regions {
+            text += &format!(
+                "[[regions]]\nname = \"{r}\"\nstatus_url = \"https://{r}.example.com/status\"\n"
+            );
+        }
+        text += "[[vantages]]\nregion = \"us-east-1\"\n[agents.auth]\nkey_id = \"k1\"\n";
+        text += &format!("[aggregator]\n{aggregator}\n");
+        text += &format!(
+            "[route53]\nhosted_zone_id = \"Z1\"\nrecord_name = \"api.example.com\"\n{route53}\n"
+        );
+        for r in regions {
+            text += &format!("[route53.regions.{r}]\nset_identifier = \"{r}\"\n");
+            if route53.contains("control-plane") {
+                text += &format!("health_check_id = \"hc-{r}\"\n");
+            }
+        }
+        FleetConfig::parse(&text, "fleet.toml").unwrap()
+    }
+
+    #[track_caller]
+    fn approx(got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
+    }
+
+    const THREE: &str = "backend = \"route53\"\nreplicas = [\n\
+        { id = \"use1\", region = \"us-east-1\", url = \"https://a.example.com\" },\n\
+        { id = \"euw1\", region = \"eu-west-1\", url = \"https://b.example.com\" },\n\
+        { id = \"apse1\", region = \"ap-southeast-1\", url = \"https://c.example.com\" },\n]\n\
+        [aggregator.lease]\ntable = \"vantage-lease\"\n";
+
+    #[test]
+    fn steady_state_writes_nothing_and_reads_a_handful() {
+        let b = estimate(&fleet("url = \"https://agg.example.com\"", "")).unwrap();
+        // Defaults: heartbeat 10 s, observe 5 min, weights at most once a minute.
+        approx(b.per_minute(Service::Route53, false), 0.2);
+        approx(b.per_minute(Service::CloudWatch, false), 6.2);
+        approx(b.per_minute(Service::Route53, true), 0.2 + 1.0 + 9.0);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        // 3 checks, 3 metrics, 3 alarms, 262,800 PutMetricData, 26,280 metrics read (730 h).
+        let usd = b.monthly_usd();
+        assert!(
+            (usd - (1.5 + 0.9 + 0.3 + 2.628 + 0.2628)).abs() < 1e-6,
+            "{usd}"
+        );
+    }
+
+    #[test]
+    fn replicas_multiply_the_data_plane_and_add_the_lease() {
+        let b = estimate(&fleet(THREE, "")).unwrap();
+        assert_eq!(b.replicas, 3);
+        approx(b.per_minute(Service::CloudWatch, false), 3.0 * 6.2);
+        approx(b.per_minute(Service::Route53, false), 0.6);
+        // A 30 s lease renewed every 10 s by each of three replicas.
+        approx(b.per_minute(Service::DynamoDb, false), 18.0);
+        let checks = &b.costs[0];
+        assert!(
+            checks.item.starts_with("12 Route 53 health checks"),
+            "{}",
+            checks.item
+        );
+        let text = render(&b);
+        assert!(text.contains("3 aggregator replica(s)"), "{text}");
+        assert!(text.contains("dynamodb"), "{text}");
+    }
+
+    #[test]
+    fn periods_beyond_the_route53_limit_are_warned_about() {
+        let b = estimate(&fleet(
+            "url = \"https://agg.example.com\"\nevaluate_every = \"1s\"\nobserve_every = \"1s\"",
+            "health = \"control-plane\"\n",
+        ))
+        .unwrap();
+        // One ListResourceRecordSets and three GetHealthCheck a second: 240/min, plus the
+        // weights' 10/min. Under 300: no warning yet.
+        approx(b.per_minute(Service::Route53, false), 240.0);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        let fast = fleet(
+            "url = \"https://agg.example.com\"\nevaluate_every = \"1s\"\nobserve_every = \"1s\"",
+            "health = \"control-plane\"\n",
+        );
+        let mut fast = fast;
+        fast.weights.min_interval = Some(vantage_protocol::config::DurationText(
+            Duration::from_secs(1),
+        ));
+        let b = estimate(&fast).unwrap();
+        assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
+        assert!(b.warnings[0].contains("5 requests/s"), "{}", b.warnings[0]);
+    }
+
+    #[test]
+    fn dry_run_without_route53_makes_no_calls() {
+        let mut f = fleet("url = \"https://agg.example.com\"", "");
+        f.route53 = None;
+        assert!(estimate(&f).is_none());
+    }
+}
