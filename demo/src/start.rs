@@ -265,7 +265,6 @@ pub(crate) fn start_agents(
             vantage: v.clone(),
             agent_id: format!("vantage-{v}"),
             push,
-            replicas: Vec::new(),
             spool: None,
             metrics_listener: None,
             run_for: None,
