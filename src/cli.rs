@@ -121,10 +121,11 @@ struct DemoArgs {
     /// votes as Route 53 would (majority), and a lease picks the one that writes weights.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     aggregators: u8,
-    /// Stop aggregator replica ID (1..N): its API and loop; its votes freeze. Repeatable.
+    /// Stop aggregator replica ID (1..N) at SECS: its API and decisions; its votes freeze.
+    /// Repeatable.
     #[arg(long, value_name = "ID@SECS")]
     kill_aggregator: Vec<String>,
-    /// Start a killed replica again from its state file. Repeatable.
+    /// Start a killed replica again at SECS, from its state file. Repeatable.
     #[arg(long, value_name = "ID@SECS")]
     revive_aggregator: Vec<String>,
     /// Run without the embedded fault scenario when no fault flag is given.

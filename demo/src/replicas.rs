@@ -1,12 +1,14 @@
 //! The aggregator replicas of a run (`--aggregators N`, ids `1`..`N`): each its own
 //! [`Aggregator`] with the dry-run backend, its own API listener (the address agents deliver
 //! to, kept across a restart), its own state file in the run's work directory and its own
-//! decision log, all fed by the same agents. One replica is today's single aggregator, which
-//! the run evaluates inline, as before. With more, each runs its own loop, as deployed
-//! replicas do, and all share one in-memory lease store so that one at a time writes weights.
+//! decision log, all fed by the same agents. The run evaluates every running replica inline at
+//! the same instants (one replica is exactly today's single aggregator); with more than one,
+//! all share one in-memory lease store and each takes a step of its lease keeper
+//! (`Aggregator::lease_step`) before deciding, so that one at a time writes weights.
 //!
-//! `--kill-aggregator` stops a replica's API and loop (agents then back off and queue for it;
-//! its Route 53 votes freeze); `--revive-aggregator` starts it again from its state file on
+//! `--kill-aggregator` stops a replica's API and its evaluations (agents then back off and
+//! queue for it; its Route 53 votes freeze; a lease it held is not released, as in a crash, so
+//! another replica takes it only once it has expired); `--revive-aggregator` starts it again from its state file on
 //! the same address, so it resumes as a restarted process would. What each replica last
 //! published (its votes) is kept here for [`crate::combine`].
 
@@ -93,7 +95,7 @@ pub(crate) struct Replica {
     running: Option<Running>,
     /// What it last published: the votes Route 53 holds for it.
     pub(crate) votes: ReplicaVotes,
-    /// Its last decision, and when it was made (Unix ms): a snapshot is acted on once.
+    /// Its last decision (kept while it is down: what it last published).
     pub(crate) last: Option<Snapshot>,
     /// Its lease as it last saw it (none for a single aggregator).
     pub(crate) lease: Option<LeaseStatus>,
@@ -176,7 +178,7 @@ impl Replicas {
         Ok(replicas)
     }
 
-    /// More than one replica: each runs its own loop and the lease decides who writes weights.
+    /// More than one replica: the lease decides who writes weights.
     pub(crate) fn replicated(&self) -> bool {
         self.store.is_some()
     }
@@ -234,7 +236,8 @@ impl Replicas {
         Ok(())
     }
 
-    /// Stops replica `id`: API and loop. Its votes stay as they were (frozen).
+    /// Stops replica `id`: its API, and the run evaluates it no more. Its votes stay as they
+    /// were (frozen). Returns its lease as it last saw it, `None` if it was not running.
     pub(crate) async fn kill(&mut self, id: &str) -> Option<Option<LeaseStatus>> {
         let replica = self.members.iter_mut().find(|r| r.id == id)?;
         let running = replica.running.take()?;
@@ -246,7 +249,7 @@ impl Replicas {
             relay.abort();
         }
         for task in tasks {
-            // The loop ends at its next select; the server after draining (5 s at most).
+            // The server ends after draining requests in flight (5 s at most).
             let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
         }
         replica.votes.live = false;
@@ -265,7 +268,7 @@ impl Replicas {
         let listener = rebind(addr).await?;
         let mut replica = self.members.remove(i);
         let launched = self.launch(&mut replica, listener);
-        // Its last decision is from before the restart; the next one comes from its loop.
+        // Its last decision is from before the restart; its next comes at the next round.
         replica.last = None;
         self.members.insert(i, replica);
         launched
