@@ -54,7 +54,7 @@ enum Command {
     Agent(AgentArgs),
     /// Run the aggregator: ingest reports, decide Region health and weights, drive Route 53.
     #[command(after_help = aggregator::AGGREGATOR_HELP)]
-    Aggregator(aggregator::AggregatorArgs),
+    Aggregator(aggregator::AggregatorCommand),
     /// Print what the aggregator's reconciler would change right now.
     Plan(aggregator::PlanArgs),
     /// Pin Regions up or down, or freeze automation: a request signed with an admin key.
@@ -69,7 +69,9 @@ enum Command {
 }
 
 const CHECK_CONFIG_HELP: &str = "\
-Prints which vantage probes what, how often, and the probes per second in total.
+Prints which vantage probes what, how often, and the probes per second in total; with
+aggregator.replicas or a [route53] section, also the AWS layout the health votes need
+(alarms, health checks, records; `vantage aggregator bootstrap` creates it).
 Exit status: 0 valid, 2 invalid (the message names the key, the line and the fix).";
 
 const AGENT_HELP: &str = "\
@@ -431,7 +433,17 @@ pub fn exit_for_parse_error(e: clap::Error) -> ExitCode {
         _ => {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("error: bad arguments");
-            eprintln!("vantage: {}", first.trim_start_matches("error: "));
+            let mut line = first.trim_start_matches("error: ").to_owned();
+            // clap lists the missing arguments on the lines after this one; keep them on it.
+            if e.kind() == K::MissingRequiredArgument {
+                if let Some(clap::error::ContextValue::Strings(missing)) =
+                    e.get(clap::error::ContextKind::InvalidArg)
+                {
+                    line = format!("{} {}", line.trim_end_matches(':'), missing.join(", "))
+                        .replace("were not provided", "were not provided:");
+                }
+            }
+            eprintln!("vantage: {line}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
     }
@@ -442,7 +454,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Probe(args) => probe(args).await,
         Command::CheckConfig(args) => check_config(args),
         Command::Agent(args) => agent::run(args).await,
-        Command::Aggregator(args) => aggregator::run(args).await,
+        Command::Aggregator(args) => aggregator::command(args).await,
         Command::Plan(args) => aggregator::plan(args).await,
         Command::Override(args) => override_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -459,6 +471,7 @@ fn check_config(args: CheckConfigArgs) -> ExitCode {
                 eprintln!("vantage: warning: {warning}");
             }
             print!("{}", render_plan(&fleet, &targets));
+            aggregator::print_layout(&fleet);
             print_aws_budget(&fleet);
             ExitCode::SUCCESS
         }

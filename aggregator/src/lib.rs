@@ -5,6 +5,7 @@
 //! - [`decide`]: the pure decision function (quorum, hysteresis, flap damping, safety rules,
 //!   weights); no clock, no I/O.
 //! - [`backend`]: reconciler backends behind one trait: dry-run and Route 53.
+//! - [`bootstrap`]: creates or adopts the AWS objects the fleet's health votes need.
 //! - [`config`]: the fleet file's aggregator settings, checked, with defaults applied.
 //! - [`budget`]: the AWS calls per minute and the monthly cost the configured periods imply.
 //! - [`window`]: the recent intervals' merged histograms and counts, per vantage and target.
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bootstrap;
 pub mod budget;
 pub mod config;
 pub mod decide;

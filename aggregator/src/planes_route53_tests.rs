@@ -341,6 +341,7 @@ fn aggregator(aws: &Arc<Aws>, health: HealthMode) -> Arc<Aggregator<Route53Backe
         health,
         insync_timeout: Duration::from_secs(120),
         retry: RetryPolicy::default(),
+        replica: None,
     };
     let backend = Route53Backend::from_clients(route53, cloudwatch, backend_config);
     Arc::new(Aggregator::new(config, backend, None).unwrap())

@@ -44,6 +44,7 @@ fn config(health: HealthMode) -> Route53Config {
         health,
         insync_timeout: Duration::from_secs(60),
         retry: RetryPolicy::default(),
+        replica: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn config(zone: &str, health: HealthMode, checks: &BTreeMap<String, String>) -> 
         health,
         insync_timeout: std::time::Duration::from_secs(30),
         retry: RetryPolicy::default(),
+        replica: None,
     }
 }
 

@@ -1,14 +1,19 @@
-//! `vantage aggregator` and `vantage plan`: the fleet file and flags into an [`Aggregator`]
-//! with the configured backend, then serve and evaluate, or print one plan.
+//! `vantage aggregator`, `vantage aggregator bootstrap` and `vantage plan`: the fleet file and
+//! flags into an [`Aggregator`] with the configured backend, then serve and evaluate, or print
+//! one plan; or the AWS layout the fleet's health votes need, created (bootstrap) or compared
+//! with AWS (plan) or only shown (check-config).
 
 use super::{duration_arg, EXIT_BAD_INPUT};
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::watch;
+use vantage_aggregator::backend::route53::layout::{layout, Layout};
+use vantage_aggregator::backend::route53::sdk_loader;
 use vantage_aggregator::backend::{AnyBackend, Backend};
+use vantage_aggregator::bootstrap::{self, BootstrapError, Clients, Mode};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
 use vantage_aggregator::service::{self, Aggregator, ServeOptions};
 use vantage_protocol::config::FleetConfig;
@@ -30,11 +35,65 @@ the API is plain HTTP, meant for a TLS-terminating load balancer or a private ne
 Limits: a stalled request head is cut after --header-read-timeout, an idle connection after
 --idle-timeout; beyond --max-connections clients wait in the accept backlog.";
 
+pub(super) const BOOTSTRAP_HELP: &str = "\
+What it builds, from the fleet file alone (`vantage check-config FILE` prints the same layout):
+  per Region and per voter (each of aggregator.replicas, or the one aggregator), a CloudWatch
+  alarm vantage-<fleet>-<region>[-<replica>] in the voter's own AWS Region on RegionHealthy
+  {Region[, Replica]} (Minimum < 1 over 60 s; missing data leaves it INSUFFICIENT_DATA), and a
+  CLOUDWATCH_METRIC health check on it (insufficient data: last known status), so a silent
+  voter keeps its last vote;
+  with replicas, per Region a CALCULATED health check healthy while a majority of those are;
+  each Region's weighted record ([route53.regions.<r>] set_identifier) then uses the
+  CALCULATED check (replicas) or the one check (one aggregator): an UPSERT that keeps its
+  values, TTL and weight;
+  the [aggregator.lease] DynamoDB table (partition key lease_id, on demand) when set.
+Everything is read first; health checks are found by a deterministic CallerReference, alarms
+by name, so a second run creates nothing; what differs from the layout is corrected. The
+records themselves must exist (their values are yours). One line per object: created,
+updated, exists; with --dry-run would create / would update, and nothing is written.
+Credentials: the AWS default chain (environment, profile, instance role). Route 53 in
+route53.aws_region (default us-east-1), CloudWatch in each voter's Region, both through
+route53.endpoint_url when set; DynamoDB in aggregator.lease.region through its endpoint_url
+(else route53.endpoint_url).
+Exit status: 0 done, 1 an AWS call failed (the line names the object and the AWS error code),
+2 a bad fleet file.
+Example:
+  vantage aggregator bootstrap --config fleet.toml --dry-run
+  vantage aggregator bootstrap --config fleet.toml";
+
+/// `vantage aggregator`: serve, unless a subcommand is named.
 #[derive(Args, Debug)]
-pub(super) struct AggregatorArgs {
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(super) struct AggregatorCommand {
+    #[command(subcommand)]
+    command: Option<AggregatorSubcommand>,
+    #[command(flatten)]
+    run: AggregatorArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AggregatorSubcommand {
+    /// Create or adopt the AWS objects the fleet's health votes need (alarms, health checks,
+    /// the records' health checks, the lease table); idempotent.
+    #[command(after_help = BOOTSTRAP_HELP)]
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Args, Debug)]
+pub(super) struct BootstrapArgs {
     /// Fleet file (TOML).
     #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
     config: PathBuf,
+    /// Read AWS and print what would be created; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct AggregatorArgs {
+    /// Fleet file (TOML).
+    #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Address for the API (reports, state, overrides).
     #[arg(
         long,
@@ -215,9 +274,22 @@ where
     }
 }
 
-pub async fn run(args: AggregatorArgs) -> ExitCode {
+/// `vantage aggregator [bootstrap]`.
+pub async fn command(args: AggregatorCommand) -> ExitCode {
+    match args.command {
+        Some(AggregatorSubcommand::Bootstrap(b)) => run_bootstrap(b).await,
+        None => run(args.run).await,
+    }
+}
+
+async fn run(args: AggregatorArgs) -> ExitCode {
+    let Some(config) = args.config.clone() else {
+        // clap requires --config (or VANTAGE_CONFIG) when no subcommand is named.
+        eprintln!("vantage: --config FILE is required");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    };
     with_backend(
-        &args.config,
+        &config,
         args.backend.as_deref(),
         Replica::Named(args.replica.as_deref()),
         args.state_file.as_deref(),
@@ -328,6 +400,8 @@ pub async fn plan(args: PlanArgs) -> ExitCode {
 
 async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow::Result<()> {
     let state = config.state_file.clone();
+    let fleet = config.fleet.clone();
+    let kind = config.backend;
     let aggregator = Aggregator::new(config, backend, None)?;
     let (desired, changes) = aggregator.plan_now(SystemTime::now()).await?;
     println!(
@@ -359,6 +433,115 @@ async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow:
         for c in &changes {
             println!("  {c}");
         }
+    }
+    plan_layout(&fleet, kind).await
+}
+
+/// The clients for `layout`: Route 53 and CloudWatch through `[route53]`'s endpoint and Region,
+/// DynamoDB through `[aggregator.lease]`'s.
+async fn layout_clients(fleet: &FleetConfig, layout: &Layout) -> Clients {
+    let section = fleet.route53.as_ref();
+    let endpoint = section.and_then(|s| s.endpoint_url.as_ref().map(|e| e.get_ref().as_str()));
+    let aws_region = section.and_then(|s| s.aws_region.as_deref());
+    let aws = sdk_loader(endpoint, aws_region).load().await;
+    let lease = fleet.aggregator.lease.as_ref();
+    // The lease's endpoint, else the [route53] one, as the lease keeper reaches it.
+    let lease_endpoint = lease
+        .and_then(|l| l.endpoint_url.as_ref().map(|e| e.get_ref().as_str()))
+        .or(endpoint);
+    let lease_region = layout.lease.as_ref().map(|l| l.aws_region.as_str());
+    let lease_sdk = sdk_loader(lease_endpoint, lease_region).load().await;
+    Clients::new(layout, &aws, &lease_sdk)
+}
+
+async fn run_bootstrap(args: BootstrapArgs) -> ExitCode {
+    let bad_input = |e: &dyn std::fmt::Display| {
+        eprintln!("vantage: {e}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    };
+    let fleet = match FleetConfig::load(&args.config) {
+        Ok(f) => f,
+        Err(e) => return bad_input(&e),
+    };
+    let layout = match layout(&fleet) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return bad_input(
+                &"nothing to bootstrap: the fleet file has neither \
+                aggregator.replicas nor a [route53] section",
+            )
+        }
+        Err(e) => return bad_input(&e),
+    };
+    let clients = layout_clients(&fleet, &layout).await;
+    let mode = if args.dry_run {
+        Mode::Inspect
+    } else {
+        Mode::Apply
+    };
+    match bootstrap::bootstrap(&layout, &clients, mode, &mut |line| println!("{line}")).await {
+        Ok(lines) => {
+            let count =
+                |f: fn(bootstrap::Status) -> bool| lines.iter().filter(|l| f(l.status)).count();
+            let todo = count(|s| !s.is_done());
+            let changed =
+                count(|s| matches!(s, bootstrap::Status::Created | bootstrap::Status::Updated));
+            if args.dry_run {
+                eprintln!(
+                    "vantage: dry run: {todo} object(s) to create or update, nothing written"
+                );
+            } else {
+                eprintln!(
+                    "vantage: {changed} object(s) created or updated, {} already there",
+                    lines.len() - changed
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ BootstrapError::Unsupported(_)) => bad_input(&e),
+        Err(e) => {
+            eprintln!("vantage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-config`'s section: the AWS layout of a fleet with replicas or `[route53]`, offline.
+pub(super) fn print_layout(fleet: &FleetConfig) {
+    match layout(fleet) {
+        Ok(Some(l)) => print!("\n{l}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("vantage: warning: the AWS layout cannot be computed: {e}"),
+    }
+}
+
+/// `plan`'s section: the layout, and with the route53 backend what AWS lacks of it.
+async fn plan_layout(fleet: &FleetConfig, backend: BackendKind) -> anyhow::Result<()> {
+    let Some(layout) = layout(fleet)? else {
+        return Ok(());
+    };
+    if backend != BackendKind::Route53 || !layout.data_plane {
+        print!("\n{layout}");
+        return Ok(());
+    }
+    println!("\nAWS layout of fleet {} against AWS now:", layout.fleet);
+    let clients = layout_clients(fleet, &layout).await;
+    let found = bootstrap::bootstrap(&layout, &clients, Mode::Inspect, &mut |line| {
+        println!("  {:<8} {}", line.status.plan_verb(), line.object);
+    })
+    .await;
+    // The plan above stands on its own: a layout AWS will not show us (no DescribeAlarms
+    // permission, say) is a warning, not a failed plan.
+    let lines = match found {
+        Ok(lines) => lines,
+        Err(e) => {
+            eprintln!("vantage: warning: cannot compare the layout with AWS: {e}");
+            return Ok(());
+        }
+    };
+    let todo = lines.iter().filter(|l| !l.status.is_done()).count();
+    if todo > 0 {
+        println!("{todo} object(s) missing or different: `vantage aggregator bootstrap --config FILE` creates them");
     }
     Ok(())
 }

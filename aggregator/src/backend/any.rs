@@ -36,7 +36,11 @@ impl AnyBackend {
                 let section = config.fleet.route53.as_ref().ok_or_else(|| {
                     BackendError::Config("backend \"route53\" needs a [route53] section".into())
                 })?;
-                let r53 = Route53Config::from_section(section)?;
+                let mut r53 = Route53Config::from_section(section)?;
+                // A replica votes under its own id, in its own Region's CloudWatch.
+                if let Some(replica) = &config.replica {
+                    r53 = r53.with_replica(&replica.id, &replica.region);
+                }
                 let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
                 let region = section.aws_region.clone();
                 let backend = if tolerant {

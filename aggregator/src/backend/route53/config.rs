@@ -51,6 +51,18 @@ pub struct Route53Config {
     /// How long to wait for a record change to reach INSYNC before reporting it.
     pub insync_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Set when this process is one of `aggregator.replicas`: its health metric carries a
+    /// `Replica` dimension and goes to its own AWS Region's CloudWatch.
+    pub replica: Option<ReplicaVote>,
+}
+
+/// One replica's vote: who publishes it and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaVote {
+    /// The replica id, the `Replica` dimension's value.
+    pub id: String,
+    /// The AWS Region whose CloudWatch receives the metric (the replica's own).
+    pub aws_region: String,
 }
 
 impl Route53Config {
@@ -89,7 +101,17 @@ impl Route53Config {
             health,
             insync_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            replica: None,
         })
+    }
+
+    /// The same objects, published as replica `id` running in `aws_region`.
+    pub fn with_replica(mut self, id: &str, aws_region: &str) -> Self {
+        self.replica = Some(ReplicaVote {
+            id: id.to_owned(),
+            aws_region: aws_region.to_owned(),
+        });
+        self
     }
 }
 

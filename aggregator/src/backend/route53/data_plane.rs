@@ -1,5 +1,7 @@
 //! Data-plane health: a CloudWatch metric per Region (dimension `Region`, 1 in service, 0 out)
-//! that a CLOUDWATCH_METRIC health check's alarm follows. PutMetricData is a data-plane call,
+//! that a CLOUDWATCH_METRIC health check's alarm follows. A replica adds the dimension
+//! `Replica` (its id) and publishes to its own AWS Region's CloudWatch (the client `mod.rs`
+//! builds for it), so each replica's vote is its own metric, alarm and health check. PutMetricData is a data-plane call,
 //! so taking a Region out keeps working while the Route 53 control plane (us-east-1) is down.
 //! Values are published on every change and every heartbeat, so the alarm never runs out of
 //! data; observing reads the latest one-minute `Minimum` back with one GetMetricData for all
@@ -14,12 +16,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The metric's dimension naming the vantage Region.
 pub const REGION_DIMENSION: &str = "Region";
+/// The dimension naming the replica whose vote a metric is (absent for one aggregator).
+pub const REPLICA_DIMENSION: &str = "Replica";
 /// Standard resolution: CLOUDWATCH_METRIC health checks do not support high-resolution metrics.
 const STORAGE_RESOLUTION: i32 = 60;
 /// How far back observe looks for the latest published health value.
 const METRIC_LOOKBACK: Duration = Duration::from_secs(300);
 
 impl Inner {
+    /// The dimensions of `region`'s health metric as this process publishes it.
+    fn dimensions(&self, region: &str) -> Vec<cloudwatch::types::Dimension> {
+        use cloudwatch::types::Dimension;
+        let mut dimensions = vec![Dimension::builder()
+            .name(REGION_DIMENSION)
+            .value(region)
+            .build()];
+        if let Some(replica) = &self.config.replica {
+            dimensions.push(
+                Dimension::builder()
+                    .name(REPLICA_DIMENSION)
+                    .value(&replica.id)
+                    .build(),
+            );
+        }
+        dimensions
+    }
+
     /// PutMetricData: one datum per Region, 1 in service and 0 out, standard resolution.
     pub(super) async fn put_health(
         &self,
@@ -27,19 +49,14 @@ impl Inner {
         metric_name: &str,
         values: &[(&str, bool)],
     ) -> Result<(), String> {
-        use cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        use cloudwatch::types::{MetricDatum, StandardUnit};
         let now = cloudwatch::primitives::DateTime::from(SystemTime::now());
         let data = values
             .iter()
             .map(|(region, in_service)| {
                 MetricDatum::builder()
                     .metric_name(metric_name)
-                    .dimensions(
-                        Dimension::builder()
-                            .name(REGION_DIMENSION)
-                            .value(*region)
-                            .build(),
-                    )
+                    .set_dimensions(Some(self.dimensions(region)))
                     .timestamp(now)
                     .value(if *in_service { 1.0 } else { 0.0 })
                     .unit(StandardUnit::Count)
@@ -76,7 +93,7 @@ impl Inner {
         namespace: &str,
         metric_name: &str,
     ) -> BTreeMap<String, Option<bool>> {
-        use cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+        use cloudwatch::types::{Metric, MetricDataQuery, MetricStat, ScanBy};
         let regions: Vec<&String> = self.config.regions.keys().collect();
         let mut health: BTreeMap<String, Option<bool>> =
             regions.iter().map(|r| ((*r).clone(), None)).collect();
@@ -93,12 +110,7 @@ impl Inner {
                                 Metric::builder()
                                     .namespace(namespace)
                                     .metric_name(metric_name)
-                                    .dimensions(
-                                        Dimension::builder()
-                                            .name(REGION_DIMENSION)
-                                            .value(region.as_str())
-                                            .build(),
-                                    )
+                                    .set_dimensions(Some(self.dimensions(region)))
                                     .build(),
                             )
                             .period(STORAGE_RESOLUTION)

@@ -4,26 +4,31 @@
 //! the weights (one UPSERT batch, then INSYNC); health goes through `data_plane` (a CloudWatch
 //! metric behind a CLOUDWATCH_METRIC health check, the default) or `control_plane` (forced
 //! CALCULATED health checks); `retry` wraps every call and `sdk` sets up the clients; this
-//! module wires them into one [`Backend`].
+//! module wires them into one [`Backend`]. `layout` computes, from the fleet file alone, every
+//! object the health votes need (alarms, health checks, the records' checks, the lease table),
+//! which `vantage aggregator bootstrap` creates and `plan` / `check-config` show.
 
 mod config;
 mod control_plane;
 mod data_plane;
+pub mod layout;
 mod records;
 mod retry;
 mod sdk;
 
 pub use config::{
-    HealthMode, RegionRecord, Route53Config, DEFAULT_METRIC_NAME, DEFAULT_METRIC_NAMESPACE,
+    HealthMode, RegionRecord, ReplicaVote, Route53Config, DEFAULT_METRIC_NAME,
+    DEFAULT_METRIC_NAMESPACE,
 };
-pub use data_plane::REGION_DIMENSION;
+pub use data_plane::{REGION_DIMENSION, REPLICA_DIMENSION};
+pub(crate) use records::list_weighted_records;
+pub(crate) use retry::describe;
 pub use retry::RetryPolicy;
 pub use sdk::sdk_loader;
 
 use super::{Backend, BackendError, Change, DesiredState, ObservedRegion, ObservedState};
 use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_route53 as route53;
-use retry::describe;
 use route53::error::ProvideErrorMetadata;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,7 +94,7 @@ impl Route53Backend {
         let sdk = Self::load_sdk(endpoint_url, aws_region).await;
         let backend = Self::from_clients(
             route53::Client::new(&sdk),
-            cloudwatch::Client::new(&sdk),
+            cloudwatch_client(&sdk, &config),
             config,
         );
         match backend.verify_shape().await {
@@ -116,7 +121,7 @@ impl Route53Backend {
     ) -> Result<Self, BackendError> {
         let backend = Self::from_clients(
             route53::Client::new(sdk),
-            cloudwatch::Client::new(sdk),
+            cloudwatch_client(sdk, &config),
             config,
         );
         backend.verify_shape().await?;
@@ -355,6 +360,17 @@ impl Backend for Route53Backend {
                 message: format!("PutMetricData: {message}"),
             })
     }
+}
+
+/// CloudWatch in the SDK's Region, or in the replica's own Region when this process is one of
+/// several replicas (its vote must survive the loss of any other Region). The endpoint
+/// override, if any, stays the same.
+fn cloudwatch_client(sdk: &aws_config::SdkConfig, config: &Route53Config) -> cloudwatch::Client {
+    let mut builder = cloudwatch::config::Builder::from(sdk);
+    if let Some(replica) = &config.replica {
+        builder = builder.region(cloudwatch::config::Region::new(replica.aws_region.clone()));
+    }
+    cloudwatch::Client::from_conf(builder.build())
 }
 
 impl Inner {

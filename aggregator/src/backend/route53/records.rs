@@ -5,7 +5,7 @@
 //! [`INSYNC_METRIC`].
 
 use super::retry::describe;
-use super::{Inner, RegionRecord, INSYNC_METRIC};
+use super::{Inner, RegionRecord, RetryPolicy, INSYNC_METRIC};
 use crate::backend::{BackendError, Change};
 use aws_sdk_route53 as route53;
 use route53::config::http::HttpResponse;
@@ -35,62 +35,16 @@ impl Inner {
     /// Route 53 returns them.
     pub(super) async fn weighted_records(
         &self,
-    ) -> Result<
-        BTreeMap<String, ResourceRecordSet>,
-        SdkError<
-            route53::operation::list_resource_record_sets::ListResourceRecordSetsError,
-            HttpResponse,
-        >,
-    > {
-        let config = &self.config;
-        let rr_type = RrType::from(config.record_type.as_str());
-        let mut found = BTreeMap::new();
-        let mut start = (config.record_name.clone(), rr_type.clone(), None::<String>);
-        for _ in 0..LIST_MAX_PAGES {
-            let request = self
-                .route53
-                .list_resource_record_sets()
-                .hosted_zone_id(&config.hosted_zone_id)
-                .start_record_name(&start.0)
-                .start_record_type(start.1.clone())
-                .set_start_record_identifier(start.2.clone())
-                .max_items(LIST_PAGE_SIZE);
-            let page = self
-                .config
-                .retry
-                .run("ListResourceRecordSets", || request.clone().send())
-                .await?;
-            let mut past_ours = false;
-            for record in page.resource_record_sets() {
-                let ours = record
-                    .name
-                    .trim_end_matches('.')
-                    .eq_ignore_ascii_case(config.record_name.trim_end_matches('.'))
-                    && record.r#type == rr_type;
-                if !ours {
-                    past_ours = true;
-                    break;
-                }
-                if let Some(id) = &record.set_identifier {
-                    found.insert(id.clone(), record.clone());
-                }
-            }
-            if past_ours || !page.is_truncated() {
-                break;
-            }
-            let next = (
-                page.next_record_name().unwrap_or_default().to_owned(),
-                page.next_record_type().cloned().unwrap_or(rr_type.clone()),
-                page.next_record_identifier().map(str::to_owned),
-            );
-            if next == start {
-                // A service that cannot page inside a weighted group (moto ignores
-                // StartRecordIdentifier) would hand back the same page forever.
-                break;
-            }
-            start = next;
-        }
-        Ok(found)
+    ) -> Result<BTreeMap<String, ResourceRecordSet>, ListError> {
+        let c = &self.config;
+        list_weighted_records(
+            &self.route53,
+            &c.retry,
+            &c.hosted_zone_id,
+            &c.record_name,
+            &c.record_type,
+        )
+        .await
     }
 
     /// One ChangeResourceRecordSets batch with every weight change, then INSYNC.
@@ -203,4 +157,66 @@ impl Inner {
             pause = (pause * 2).min(INSYNC_POLL_MAX);
         }
     }
+}
+
+/// What listing the records can fail with.
+pub(crate) type ListError = SdkError<
+    route53::operation::list_resource_record_sets::ListResourceRecordSetsError,
+    HttpResponse,
+>;
+
+/// The records named `record_name` of `record_type` in `zone` that have a set identifier, by
+/// set identifier, exactly as Route 53 returns them (paged, with a bound on pages).
+pub(crate) async fn list_weighted_records(
+    client: &route53::Client,
+    retry: &RetryPolicy,
+    zone: &str,
+    record_name: &str,
+    record_type: &str,
+) -> Result<BTreeMap<String, ResourceRecordSet>, ListError> {
+    let rr_type = RrType::from(record_type);
+    let mut found = BTreeMap::new();
+    let mut start = (record_name.to_owned(), rr_type.clone(), None::<String>);
+    for _ in 0..LIST_MAX_PAGES {
+        let request = client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(&start.0)
+            .start_record_type(start.1.clone())
+            .set_start_record_identifier(start.2.clone())
+            .max_items(LIST_PAGE_SIZE);
+        let page = retry
+            .run("ListResourceRecordSets", || request.clone().send())
+            .await?;
+        let mut past_ours = false;
+        for record in page.resource_record_sets() {
+            let ours = record
+                .name
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(record_name.trim_end_matches('.'))
+                && record.r#type == rr_type;
+            if !ours {
+                past_ours = true;
+                break;
+            }
+            if let Some(id) = &record.set_identifier {
+                found.insert(id.clone(), record.clone());
+            }
+        }
+        if past_ours || !page.is_truncated() {
+            break;
+        }
+        let next = (
+            page.next_record_name().unwrap_or_default().to_owned(),
+            page.next_record_type().cloned().unwrap_or(rr_type.clone()),
+            page.next_record_identifier().map(str::to_owned),
+        );
+        if next == start {
+            // A service that cannot page inside a weighted group (moto ignores
+            // StartRecordIdentifier) would hand back the same page forever.
+            break;
+        }
+        start = next;
+    }
+    Ok(found)
 }

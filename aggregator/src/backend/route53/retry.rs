@@ -55,7 +55,7 @@ impl RetryPolicy {
 
     /// Runs `call` until it succeeds, fails with a non-retryable error, or runs out of
     /// attempts; every retry is counted under `operation`.
-    pub(super) async fn run<T, E, F, Fut>(
+    pub(crate) async fn run<T, E, F, Fut>(
         &self,
         operation: &'static str,
         mut call: F,
@@ -107,7 +107,7 @@ fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> boo
 /// "Code: message" for service errors (InvalidChangeBatch's list of messages included);
 /// otherwise the error with its sources, because the SDK's own text ("dispatch failure") hides
 /// the cause in them, followed by its Debug form.
-pub(super) fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
