@@ -89,9 +89,12 @@ Without fault flags it runs the embedded default: us-east-1 fails at 10 s and re
   vantage demo --fail eu-west-1@5 --recover eu-west-1@20 --duration 40
   vantage demo --flaky ap-southeast-1@3:0.5 --duration 30     (one vantage's own network drops half)
   vantage demo --slow eu-west-1@5:+300 --duration 30          (slower, stays in, weight drops)
+  vantage demo --aggregators 3 --fail eu-west-1@5 --kill-aggregator 1@8 --duration 30
+                                   (three replicas; out by majority; the lease moves on)
 Round-trip times between vantages and Regions follow public inter-Region medians
 (demo/src/rtt.rs). Events: fault, region_out, region_in, weights, plan_applied, alert,
-traffic_moved, summary; --events writes them as JSON lines with t (seconds since start).";
+traffic_moved, replica_down, replica_up, lease_acquired, lease_lost, summary; --events
+writes them as JSON lines with t (seconds since start).";
 
 #[derive(Args, Debug)]
 struct DemoArgs {
@@ -116,6 +119,17 @@ struct DemoArgs {
     /// Make one vantage's own network drop a share of its connections. Repeatable.
     #[arg(long, value_name = "VANTAGE@SECS:RATIO")]
     flaky: Vec<String>,
+    /// Aggregator replicas, each deciding on its own; the global endpoint combines their
+    /// votes as Route 53 would (majority), and a lease picks the one that writes weights.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    aggregators: u8,
+    /// Stop aggregator replica ID (1..N) at SECS: its API and decisions; its votes freeze.
+    /// Repeatable.
+    #[arg(long, value_name = "ID@SECS")]
+    kill_aggregator: Vec<String>,
+    /// Start a killed replica again at SECS, from its state file. Repeatable.
+    #[arg(long, value_name = "ID@SECS")]
+    revive_aggregator: Vec<String>,
     /// Run without the embedded fault scenario when no fault flag is given.
     #[arg(long)]
     no_faults: bool,

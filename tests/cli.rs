@@ -854,3 +854,156 @@ fn agent_id_with_path_characters_exits_2_in_one_line() {
         assert!(stderr.contains("agent id"), "{id}: {stderr}");
     }
 }
+
+/// `vantage demo` as a user runs it, its events read back from `--events`.
+fn demo_events(args: &[&str], budget: std::time::Duration) -> (Vec<serde_json::Value>, String) {
+    let dir = temp_dir("demo");
+    let events = dir.path().join("events.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .arg("demo")
+        .args(args)
+        .args(["--no-live", "--listen", "127.0.0.1:0", "--events"])
+        .arg(&events)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run vantage demo");
+    // Bounded: one look every 100 ms for the budget.
+    let mut looks = budget.as_millis() / 100;
+    while child.try_wait().expect("wait").is_none() {
+        if looks == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vantage demo {args:?} still running after {budget:?}");
+        }
+        looks -= 1;
+        thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "vantage demo {args:?}: {}",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = std::fs::read_to_string(&events).expect("events file");
+    let parsed = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+        .collect();
+    (parsed, stdout)
+}
+
+#[test]
+fn demo_with_three_replicas_goes_out_by_majority_and_moves_the_lease_without_flapping() {
+    let (events, stdout) = demo_events(
+        &[
+            "--aggregators",
+            "3",
+            "--fail",
+            "eu-west-1@4",
+            "--kill-aggregator",
+            "1@7",
+            "--duration",
+            "20",
+        ],
+        std::time::Duration::from_secs(45),
+    );
+    let named = |name: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["event"] == name).collect()
+    };
+    let t = |e: &serde_json::Value| e["t"].as_f64().unwrap();
+    let all = || {
+        events
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Out by majority, once, and never back while failing (no flap).
+    let outs = named("region_out");
+    assert_eq!(outs.len(), 1, "one take-out:\n{}", all());
+    let out = outs[0];
+    assert_eq!(out["region"], "eu-west-1");
+    let voters = out["detail"]["voters"].as_array().expect("voters");
+    assert!(voters.len() >= 2, "a majority voted it out: {out}");
+    assert_eq!(out["detail"]["threshold"], 2);
+    assert!(named("region_in").is_empty(), "no flap:\n{}", all());
+    // Replica 1 stopped; the lease moved on if it held it.
+    let down = named("replica_down");
+    assert_eq!(down.len(), 1, "{}", all());
+    assert_eq!(down[0]["detail"]["replica"], "1");
+    let killed_at = t(down[0]);
+    let acquired = named("lease_acquired");
+    let holder_at_kill = acquired
+        .iter()
+        .rev()
+        .find(|e| t(e) <= killed_at)
+        .and_then(|e| e["detail"]["holder"].as_str())
+        .unwrap_or_else(|| panic!("someone held the lease before the kill:\n{}", all()))
+        .to_owned();
+    let holder = if holder_at_kill == "1" {
+        // The holder died without letting go: another takes the lease once it has expired.
+        let taken = acquired
+            .iter()
+            .find(|e| t(e) > killed_at)
+            .unwrap_or_else(|| panic!("lease taken over:\n{}", all()));
+        assert_ne!(taken["detail"]["holder"], "1");
+        assert!(
+            t(taken) - killed_at >= 5.0,
+            "not before the 6 s lease expired: {taken}"
+        );
+        taken["detail"]["holder"].as_str().unwrap().to_owned()
+    } else {
+        holder_at_kill
+    };
+    // Weights resume from the holder after the kill.
+    assert!(
+        named("weights")
+            .iter()
+            .any(|e| t(e) > killed_at && e["detail"]["writer"] == holder.as_str()),
+        "weights written by {holder} after the kill:\n{}",
+        all()
+    );
+    assert!(stdout.contains("3 aggregator replicas"), "{stdout}");
+    assert!(stdout.contains("false transitions 0, flaps 0"), "{stdout}");
+}
+
+#[test]
+fn demo_replica_flags_are_checked_before_anything_starts() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--aggregators", "6"], "6"),
+        (
+            &["--aggregators", "3", "--kill-aggregator", "4@5"],
+            "no replica 4",
+        ),
+        (&["--kill-aggregator", "2@5"], "--aggregators"),
+        (
+            &["--aggregators", "3", "--revive-aggregator", "2@5"],
+            "not down",
+        ),
+        (
+            &[
+                "--aggregators",
+                "3",
+                "--kill-aggregator",
+                "2@40",
+                "--duration",
+                "30",
+            ],
+            "after the end",
+        ),
+        (
+            &["--aggregators", "3", "--kill-aggregator", "two@5"],
+            "ID@SECS",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["demo", "--no-live", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let out = vantage(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -1,15 +1,18 @@
-//! Each evaluation of the aggregator during a run: when it happens (just after an interval's
-//! reports have landed, so every evaluation sees the same complete intervals) and what it
-//! turns into: the global endpoint routed by the new weights, `region_out`/`region_in`,
-//! `alert`, `weights` and `plan_applied` events, and `traffic_moved` once a failed Region's
-//! weight is 0 and the global endpoint has since routed connections, none of them to it.
+//! Each evaluation during a run: when it happens (just after an interval's reports have
+//! landed, so every evaluation sees the same complete intervals) and what it turns into: the
+//! replicas' votes combined as Route 53 would ([`crate::combine`]), the global endpoint routed
+//! by the lease holder's weights, `region_out`/`region_in` (the single aggregator's, or
+//! Route 53's with the votes behind it), `alert`, `weights` and `plan_applied` events, and
+//! `traffic_moved` once a failed Region's weight is 0 and the global endpoint has since routed
+//! connections, none of them to it.
 
+use crate::combine::{combine, weight_writer, write_weights, CombinedRegion};
 use crate::events::Events;
 use crate::net::Network;
+use crate::replicas::{Replica, Replicas};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use vantage_aggregator::service::Snapshot;
 
 /// Ticks every `evaluate_every`, at 60 % into each wall-clock period (agents collect an
 /// interval a quarter interval after it ends).
@@ -30,8 +33,13 @@ pub(crate) fn evaluation_ticks(start: Instant, evaluate_every: Duration) -> Inte
 /// What the run remembers between evaluations.
 pub(crate) struct Decisions {
     start: Instant,
-    /// The weights last announced.
+    /// The weights last announced (what the global endpoint routes by).
     weights: BTreeMap<String, u8>,
+    /// The weighted records as the lease holder last wrote them, and which replica that was.
+    records: BTreeMap<String, u8>,
+    writer: Option<String>,
+    /// Route 53's view after the last evaluation.
+    pub(crate) combined: BTreeMap<String, CombinedRegion>,
     /// Failed Region → (time its weight went to 0, connections routed in all then, to it
     /// then, traffic_moved reported).
     zeroed: BTreeMap<String, (f64, u64, u64, bool)>,
@@ -42,75 +50,205 @@ impl Decisions {
         Decisions {
             start,
             weights: BTreeMap::new(),
+            records: BTreeMap::new(),
+            writer: None,
+            combined: BTreeMap::new(),
             zeroed: BTreeMap::new(),
         }
     }
 
-    /// Acts on one evaluation: routes the global endpoint and emits what changed. Returns
-    /// the connections the global endpoint has routed per Region, for the view.
+    /// Acts on one round of decisions (`fresh`: the replicas that decided since the last
+    /// round): combines the replicas' votes as Route 53 would, routes the global endpoint and
+    /// emits what changed. Returns the connections the global endpoint has routed per
+    /// Region, for the view.
     pub(crate) fn record(
         &mut self,
-        snapshot: &Snapshot,
+        replicas: &Replicas,
+        fresh: &[String],
         regions: &[String],
         net: &Network,
         events: &mut Events,
     ) -> BTreeMap<String, (u64, u64)> {
-        let new_weights: BTreeMap<String, u8> = snapshot
-            .decision
-            .regions
+        let single = !replicas.replicated();
+        for replica in replicas.members.iter().filter(|r| fresh.contains(&r.id)) {
+            let Some(snapshot) = &replica.last else {
+                continue;
+            };
+            if single {
+                // The single aggregator's transitions are the Region's transitions.
+                for t in &snapshot.decision.transitions {
+                    let name = if t.in_service {
+                        "region_in"
+                    } else {
+                        "region_out"
+                    };
+                    events.emit(
+                        name,
+                        Some(&t.region),
+                        None,
+                        t.reason.clone(),
+                        serde_json::Value::Null,
+                    );
+                }
+            }
+            for a in &snapshot.decision.alerts {
+                let detail = if single {
+                    serde_json::json!({"kind": a.kind})
+                } else {
+                    serde_json::json!({"kind": a.kind, "replica": replica.id})
+                };
+                events.emit(
+                    "alert",
+                    a.region.as_deref(),
+                    None,
+                    a.message.clone(),
+                    detail,
+                );
+            }
+        }
+
+        // Weights: only the lease holder's reach the records; without one they stay put.
+        let writer = if single {
+            replicas.members.first().filter(|r| r.is_up())
+        } else {
+            let holders = replicas
+                .members
+                .iter()
+                .filter_map(|r| Some((r.id.as_str(), r.holds_lease()?)));
+            weight_writer(holders).and_then(|id| replicas.members.iter().find(|r| r.id == id))
+        };
+        let written: Option<BTreeMap<String, u8>> = writer.and_then(|r| r.last.as_ref()).map(|s| {
+            s.decision
+                .regions
+                .iter()
+                .map(|r| (r.region.clone(), if r.in_service { r.weight } else { 0 }))
+                .collect()
+        });
+        self.records = write_weights(&self.records, written.as_ref());
+        let combined = combine(regions, &replicas.votes(), &self.records);
+        if !single {
+            self.combined_transitions(replicas, &combined, events);
+        }
+        self.combined = combined;
+
+        let new_weights: BTreeMap<String, u8> = self
+            .combined
             .iter()
-            .map(|r| (r.region.clone(), if r.in_service { r.weight } else { 0 }))
+            .map(|(region, c)| (region.clone(), c.weight))
             .collect();
         net.routing.set_weights(new_weights.clone());
-        for t in &snapshot.decision.transitions {
-            let name = if t.in_service {
+        let writer = writer.map(|r| r.id.clone());
+        // With replicas, a new writer is news too: weights resume after a lease failover.
+        let new_writer = !single && writer.is_some() && writer != self.writer;
+        if new_weights != self.weights || new_writer {
+            let reason = match (&writer, single) {
+                (_, true) => format!("{new_weights:?}"),
+                (Some(id), false) => format!("{new_weights:?} (written by lease holder {id})"),
+                (None, false) => format!("{new_weights:?} (no lease holder: records unchanged)"),
+            };
+            let detail = if single {
+                serde_json::to_value(&new_weights).unwrap_or_default()
+            } else {
+                serde_json::json!({"weights": new_weights, "writer": writer})
+            };
+            events.emit("weights", None, None, reason, detail);
+            self.weights = new_weights;
+        }
+        if writer.is_some() {
+            self.writer = writer;
+        }
+        if single {
+            let changes: Vec<String> = replicas
+                .members
+                .iter()
+                .filter(|r| fresh.contains(&r.id))
+                .filter_map(|r| r.last.as_ref())
+                .flat_map(|s| s.reconcile.changes.iter().map(|c| c.to_string()))
+                .collect();
+            if !changes.is_empty() {
+                let all: Vec<_> = replicas
+                    .members
+                    .iter()
+                    .filter_map(|r| r.last.as_ref())
+                    .flat_map(|s| s.reconcile.changes.clone())
+                    .collect();
+                events.emit(
+                    "plan_applied",
+                    None,
+                    None,
+                    changes.join("; "),
+                    serde_json::to_value(&all).unwrap_or_default(),
+                );
+            }
+        }
+        self.traffic_moved(regions, net, events)
+    }
+
+    /// `region_out` / `region_in` when Route 53's CALCULATED check changes, naming the votes.
+    fn combined_transitions(
+        &self,
+        replicas: &Replicas,
+        combined: &BTreeMap<String, CombinedRegion>,
+        events: &mut Events,
+    ) {
+        for (region, c) in combined {
+            let was = self.combined.get(region).is_none_or(|p| p.in_service);
+            if was == c.in_service {
+                continue;
+            }
+            // The reason of a live replica that voted this way, preferring one that has just
+            // moved the Region itself.
+            let agreeing = replicas.members.iter().filter(|r| {
+                r.is_up()
+                    && c.votes
+                        .get(&r.id)
+                        .is_some_and(|v| v.healthy == c.in_service)
+            });
+            let reason_of = |r: &Replica| -> Option<(String, bool)> {
+                let s = r.last.as_ref()?;
+                let moved = s.decision.transitions.iter().find(|t| &t.region == region);
+                let text = match moved {
+                    Some(t) => t.reason.clone(),
+                    None => s
+                        .decision
+                        .regions
+                        .iter()
+                        .find(|d| &d.region == region)?
+                        .reason
+                        .clone(),
+                };
+                Some((format!("replica {}: {text}", r.id), moved.is_some()))
+            };
+            let mut reasons: Vec<(String, bool)> = agreeing.filter_map(reason_of).collect();
+            reasons.sort_by_key(|(_, moved)| !moved);
+            let voters: Vec<&String> = c
+                .votes
+                .iter()
+                .filter(|(_, v)| v.healthy == c.in_service)
+                .map(|(id, _)| id)
+                .collect();
+            let name = if c.in_service {
                 "region_in"
             } else {
                 "region_out"
             };
+            let reason = format!(
+                "Route 53: {} of {} replicas vote healthy (threshold {}); {}",
+                c.healthy_votes,
+                c.votes.len(),
+                c.threshold,
+                reasons
+                    .first()
+                    .map_or("no live replica agrees", |(r, _)| r.as_str())
+            );
             events.emit(
                 name,
-                Some(&t.region),
+                Some(region),
                 None,
-                t.reason.clone(),
-                serde_json::Value::Null,
+                reason,
+                serde_json::json!({"voters": voters, "votes": c.votes, "threshold": c.threshold}),
             );
         }
-        for a in &snapshot.decision.alerts {
-            events.emit(
-                "alert",
-                a.region.as_deref(),
-                None,
-                a.message.clone(),
-                serde_json::json!({"kind": a.kind}),
-            );
-        }
-        if new_weights != self.weights {
-            events.emit(
-                "weights",
-                None,
-                None,
-                format!("{new_weights:?}"),
-                serde_json::to_value(&new_weights).unwrap_or_default(),
-            );
-            self.weights = new_weights;
-        }
-        if !snapshot.reconcile.changes.is_empty() {
-            let changes: Vec<String> = snapshot
-                .reconcile
-                .changes
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
-            events.emit(
-                "plan_applied",
-                None,
-                None,
-                changes.join("; "),
-                serde_json::to_value(&snapshot.reconcile.changes).unwrap_or_default(),
-            );
-        }
-        self.traffic_moved(regions, net, events)
     }
 
     /// Traffic has moved once the failed Region's weight is 0 and the global endpoint has

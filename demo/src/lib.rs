@@ -4,12 +4,18 @@
 //! ([`rtt`]) and the faults of a [`scenario`], and a global endpoint per vantage that follows
 //! the aggregator's weights, so a failover can be watched from detection to traffic moving.
 //!
-//! - [`scenario`]: Regions, vantages, duration and the fault timeline (`--fail`, `--recover`,
-//!   `--slow`, `--flaky`), with the embedded default.
+//! - [`scenario`]: Regions, vantages, replicas, duration and the fault timeline (`--fail`,
+//!   `--recover`, `--slow`, `--flaky`, `--kill-aggregator`, `--revive-aggregator`), with the
+//!   embedded default.
 //! - [`rtt`]: approximate round-trip times between AWS Regions.
 //! - [`net`]: the links (latency and faults in user space) and the weighted global endpoint.
 //! - [`run`]: the run as a short sequence: start, apply faults, evaluate, show, stop, summarise.
-//! - `start`: the work directory and key, status endpoints, links, aggregator and agents.
+//! - `start`: the work directory and keys, status endpoints, links, the replicas' fleet file
+//!   and agents.
+//! - `replicas`: the aggregator replicas (`--aggregators N`): start, kill, revive, their
+//!   latest decisions and votes, the shared demo lease.
+//! - [`combine`]: the simulated Route 53 over the replicas (majority of votes, last known
+//!   status for a silent one, weights from the lease holder); pure.
 //! - `schedule`: the fault timeline, applied to the network as each fault comes due.
 //! - `decisions`: when to evaluate, and each evaluation turned into routing and events.
 //! - `events`: the event stream (JSON lines, printed lines, kept for page and summary).
@@ -17,10 +23,12 @@
 //! - `summary`: detection, traffic-moved and recovery times, false transitions, flaps.
 //! - [`page`]: the status page (HTML, no build step) and every component's `/metrics`.
 
+pub mod combine;
 mod decisions;
 mod events;
 pub mod net;
 pub mod page;
+mod replicas;
 pub mod rtt;
 pub mod run;
 pub mod scenario;

@@ -1,5 +1,8 @@
 //! The demo's status page: one HTML file (no build step), the JSON it polls, and every
-//! component's `/metrics`, served by the shared server loop.
+//! component's `/metrics`, served by the shared server loop. The page shows the Regions as
+//! traffic sees them, each aggregator replica's verdicts side by side with Route 53's
+//! combined view (lease holder marked, down replicas with their frozen votes), and the
+//! timeline.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -134,6 +137,7 @@ const INDEX_HTML: &str = r#"<!doctype html>
  .in { color: #070; font-weight: bold; } .out { color: #b00; font-weight: bold; }
  .reason { color: #555; font-size: .9em; max-width: 40em; }
  #events li { margin: .2em 0; } .t { color: #888; font-family: monospace; }
+ .down { color: #888; background: #eee; } .frozen { font-style: italic; }
 </style></head>
 <body>
 <h1>vantage demo <span id="clock" class="t"></span></h1>
@@ -141,6 +145,12 @@ const INDEX_HTML: &str = r#"<!doctype html>
 Metrics: <a href="/metrics">agents and aggregator</a> <span id="statuslinks"></span></p>
 <table id="regions"><thead><tr><th>Region</th><th>verdict</th><th>service</th><th>weight</th>
 <th>traffic</th><th>latency p50 / p99 by vantage</th><th>reason</th></tr></thead><tbody></tbody></table>
+<h2>Replicas and Route 53</h2>
+<p class="reason" id="replicanote">Each aggregator replica's own verdict per Region (its vote: the CLOUDWATCH_METRIC
+health check it publishes), beside the CALCULATED health check Route 53 combines them into (healthy when a
+majority of votes are). A down replica's vote is frozen at its last value. &#9733; marks the lease holder,
+the only replica whose weights are written.</p>
+<table id="replicas"><thead><tr></tr></thead><tbody></tbody></table>
 <h2>Timeline</h2><ul id="events"></ul>
 <script>
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
@@ -156,6 +166,19 @@ async function refresh() {
         '</td><td>' + (r.traffic_share * 100).toFixed(0) + '%</td><td>' + lat + '</td><td class="reason">' + esc(r.reason) + '</td></tr>';
     });
     document.querySelector('#regions tbody').innerHTML = rows.join('');
+    const reps = s.replicas || [];
+    document.querySelector('#replicas thead tr').innerHTML = '<th>Region</th>' + reps.map(r =>
+      '<th data-replica="' + esc(r.id) + '" class="' + (r.up ? 'up' : 'down') + '">replica ' + esc(r.id) +
+      (r.holder ? ' &#9733;' : '') + (r.up ? '' : ' (down)') + '</th>').join('') + '<th>Route 53</th>';
+    document.querySelector('#replicas tbody').innerHTML = Object.entries(s.route53 || {}).map(([region, c]) =>
+      '<tr data-replica-region="' + esc(region) + '"><td>' + esc(region) + '</td>' + reps.map(r => {
+        const own = (r.regions || {})[region] || {};
+        const vote = own.vote === false ? 'OUT' : 'in';
+        const text = r.up ? esc(own.verdict || 'unknown') + ' · ' + vote : 'down · frozen ' + vote;
+        return '<td data-replica="' + esc(r.id) + '" class="' + (r.up ? (own.vote === false ? 'out' : 'in') : 'down frozen') +
+          '">' + text + '</td>';
+      }).join('') + '<td data-route53="1" class="' + (c.in_service ? 'in">in service' : 'out">OUT') + ' (' + c.healthy_votes +
+      '/' + Object.keys(c.votes || {}).length + ' healthy, need ' + c.threshold + ')</td></tr>').join('');
     document.getElementById('statuslinks').innerHTML = (s.regions || []).map(r =>
       ' · <a href="/metrics/status/' + esc(r.region) + '">status ' + esc(r.region) + '</a>').join('');
     document.getElementById('events').innerHTML = (s.events || []).slice().reverse().map(e =>

@@ -1,14 +1,16 @@
-//! Runs the whole fleet: start it ([`crate::start`]), apply the faults on schedule
-//! ([`crate::schedule`]), evaluate and turn each decision into events ([`crate::decisions`]),
-//! show it ([`crate::view`], [`crate::events`]), stop it and summarise ([`crate::summary`]).
+//! Runs the whole fleet: start it ([`crate::start`], [`crate::replicas`]), apply the faults
+//! on schedule ([`crate::schedule`]; killing and reviving replicas here), evaluate and turn
+//! each round of decisions into events ([`crate::decisions`]), show it ([`crate::view`],
+//! [`crate::events`]), stop it and summarise ([`crate::summary`]).
 
 use crate::decisions::{evaluation_ticks, Decisions};
 use crate::events::Events;
 use crate::net::Network;
 use crate::page::{self, PageState};
-use crate::scenario::DemoOptions;
+use crate::replicas::{bind_replicas, LeaseLine, Replicas};
+use crate::scenario::{DemoOptions, Fault};
 use crate::schedule::FaultSchedule;
-use crate::start::{start_agents, start_aggregator, start_links, start_regions, WorkDir};
+use crate::start::{replica_configs, start_agents, start_links, start_regions, WorkDir};
 use crate::view::{live_view, state_json};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -64,8 +66,19 @@ pub async fn run(
     let status_addrs = start_regions(&options, &halted).await?;
     let net = Network::new(status_addrs.clone(), start);
     let links = start_links(&options, &net, &halted).await?;
-    let agg = start_aggregator(&options, &links, &work, &halted).await?;
-    let agents = start_agents(&options, &links, &agg.url, &work)?;
+    let listeners = bind_replicas(options.aggregators).await?;
+    let urls: Vec<(String, String)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let addr = l.local_addr().map_err(|e| start_err("aggregator", e))?;
+            Ok(((i + 1).to_string(), format!("http://{addr}")))
+        })
+        .collect::<Result<_, DemoError>>()?;
+    let configs = replica_configs(&options, &links, &urls, &work)?;
+    let evaluate_every = configs[0].evaluate_every;
+    let mut replicas = Replicas::start(configs, listeners, &halted)?;
+    let agents = start_agents(&options, &links, &urls, &work)?;
 
     let page_state = Arc::new(Mutex::new(PageState {
         status_endpoints: status_addrs,
@@ -87,37 +100,57 @@ pub async fn run(
         all: Vec::new(),
         print: outputs.print_events && !outputs.live,
     };
+    let replicas_note = if replicas.replicated() {
+        format!(
+            ", {} aggregator replicas (majority {}, lease {} s)",
+            options.aggregators,
+            crate::combine::threshold(options.aggregators),
+            crate::replicas::DEMO_LEASE.as_secs()
+        )
+    } else {
+        String::new()
+    };
     events.emit(
         "start",
         None,
         None,
         format!(
-            "{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run)",
+            "{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run){replicas_note}",
             options.regions.len(),
             options.vantages.len(),
             options.probe_interval,
-            agg.evaluate_every
+            evaluate_every
         ),
         serde_json::Value::Null,
     );
 
     let mut faults = FaultSchedule::new(&options.faults);
-    let mut tick = evaluation_ticks(start, agg.evaluate_every);
+    let mut tick = evaluation_ticks(start, evaluate_every);
     let mut decisions = Decisions::new(start);
     let end_at = options.duration.map(|d| start + d);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = sleep_until_some(faults.next_at(start)) => {
-                faults.apply_next(&net, &mut events);
+                if let Some(fault) = faults.apply_next(&net, &mut events) {
+                    replica_fault(&mut replicas, &fault, &mut events).await?;
+                }
+                continue;
+            }
+            Some(line) = replicas.lines.recv() => {
+                lease_event(&line, &mut events);
                 continue;
             }
             _ = sleep_until_some(end_at) => break,
             _ = stop.changed() => break,
         }
-        let snapshot = agg.aggregator.evaluate(SystemTime::now()).await;
-        let routed = decisions.record(&snapshot, &options.regions, &net, &mut events);
-        let view = state_json(&agg.aggregator, &snapshot, &routed, start, &events.all);
+        let fresh = replicas.poll(SystemTime::now()).await;
+        // Lease changes of this round come before what they caused (the weights' writer).
+        while let Ok(line) = replicas.lines.try_recv() {
+            lease_event(&line, &mut events);
+        }
+        let routed = decisions.record(&replicas, &fresh, &options.regions, &net, &mut events);
+        let view = state_json(&replicas, &decisions.combined, &routed, start, &events.all);
         if outputs.live {
             print!("{}", live_view(&view));
             let _ = std::io::stdout().flush();
@@ -125,8 +158,18 @@ pub async fn run(
         lock(&page_state).state = view;
     }
 
-    // Stop everything, agents first so their last reports are in.
-    agents.stop().await;
+    // Stop everything, agents first so their last reports are in. Reports queued for a
+    // stopped replica cannot be delivered: the agents' flush would wait for its deadline.
+    let patience = if replicas.members.iter().all(|r| r.is_up()) {
+        std::time::Duration::from_secs(10)
+    } else {
+        std::time::Duration::from_secs(1)
+    };
+    agents.stop(patience).await;
+    replicas.stop().await;
+    while let Ok(line) = replicas.lines.try_recv() {
+        lease_event(&line, &mut events);
+    }
     let _ = halt.send(true);
     let summary = summarize(&options, &events.all, start.elapsed());
     events.emit(
@@ -144,6 +187,76 @@ pub async fn run(
         events: events.all,
         ..summary
     })
+}
+
+/// Stops or starts a replica, with its `replica_down` / `replica_up` event.
+async fn replica_fault(
+    replicas: &mut Replicas,
+    fault: &Fault,
+    events: &mut Events,
+) -> Result<(), DemoError> {
+    match fault {
+        Fault::KillAggregator { id } => {
+            let Some(lease) = replicas.kill(id).await else {
+                return Ok(());
+            };
+            let votes = replicas
+                .members
+                .iter()
+                .find(|r| &r.id == id)
+                .map(|r| r.votes.health.clone())
+                .unwrap_or_default();
+            let holder = lease.as_ref().and_then(|l| l.holder.clone());
+            let token = lease.as_ref().and_then(|l| l.token);
+            let held = lease.as_ref().is_some_and(|l| l.held);
+            events.emit(
+                "replica_down",
+                None,
+                None,
+                format!(
+                    "aggregator {id} stopped{}; its Route 53 votes stay at their last value",
+                    if held { " while holding the lease" } else { "" }
+                ),
+                serde_json::json!({"replica": id, "holder": holder, "token": token, "held_lease": held, "frozen_votes": votes}),
+            );
+        }
+        Fault::ReviveAggregator { id } => {
+            replicas.revive(id).await?;
+            events.emit(
+                "replica_up",
+                None,
+                None,
+                format!("aggregator {id} started again from its state file"),
+                serde_json::json!({"replica": id}),
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `lease_acquired` / `lease_lost` from a replica's decision log.
+fn lease_event(line: &LeaseLine, events: &mut Events) {
+    let name = line.line["event"].as_str().unwrap_or("lease");
+    let holder = line.line["holder"].as_str().unwrap_or("?");
+    let token = &line.line["token"];
+    let reason = match (name, line.line["reason"].as_str()) {
+        ("lease_acquired", _) => {
+            format!("replica {} holds the lease (token {token})", line.replica)
+        }
+        (_, Some(why)) => format!(
+            "replica {} lost the lease (token {token}): {why}",
+            line.replica
+        ),
+        _ => format!("replica {} lost the lease (token {token})", line.replica),
+    };
+    events.emit(
+        name,
+        None,
+        None,
+        reason,
+        serde_json::json!({"replica": line.replica, "holder": holder, "token": token, "reason": line.line["reason"]}),
+    );
 }
 
 /// Sleeps until `at`, or forever without one.

@@ -1,9 +1,10 @@
-//! Starting the fleet on loopback: a work directory holding each vantage's agent key, a real
-//! status endpoint per simulated Region, the links from every vantage to every Region and to
-//! its global endpoint, the dry-run aggregator and one real agent per vantage, each from a
-//! fleet file written for it (the agents see their own links; the aggregator sees the
-//! Regions). Everything started here stops when `halted` turns true, agents when [`Agents`]
-//! is told to.
+//! Starting the fleet on loopback: a work directory holding each vantage's agent key and each
+//! replica's state file, a real status endpoint per simulated Region, the links from every
+//! vantage to every Region and to its global endpoint, the aggregator replicas' configuration
+//! (started by [`crate::replicas`]) and one real agent per vantage delivering to every
+//! replica, each from a fleet file written for it (the agents see their own links; the
+//! aggregator sees the Regions). Everything started here stops when `halted` turns true,
+//! agents when [`Agents`] is told to.
 
 use crate::net::{serve_link, Destination, Network};
 use crate::run::{start_err, DemoError};
@@ -17,15 +18,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vantage_agent::daemon::{self, AgentError, AgentSettings, AgentSummary};
-use vantage_agent::push::PushConfig;
-use vantage_aggregator::backend::DryRun;
+use vantage_agent::push::{PushConfig, ReplicaTarget};
 use vantage_aggregator::config::AggregatorConfig;
-use vantage_aggregator::service::{self, Aggregator};
 use vantage_protocol::config::FleetConfig;
 
 /// The run's scratch directory with one agent key per vantage in it; removed on drop.
 pub(crate) struct WorkDir {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Vantage → the HMAC key its agent signs with; the aggregator accepts each key for its
     /// own vantage only, as a real fleet should be set up.
     keys: BTreeMap<String, String>,
@@ -72,11 +71,13 @@ pub(crate) struct Agents {
 }
 
 impl Agents {
-    /// Asks every agent to finish its interval and report, and waits (10 s at most each).
-    pub(crate) async fn stop(self) {
+    /// Asks every agent to finish its interval and report, and waits for them all, `patience`
+    /// at most.
+    pub(crate) async fn stop(self, patience: Duration) {
         let _ = self.stop.send(1);
+        let deadline = tokio::time::Instant::now() + patience;
         for a in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
+            let _ = tokio::time::timeout_at(deadline, a).await;
         }
     }
 }
@@ -168,56 +169,87 @@ pub(crate) async fn start_links(
     Ok(links)
 }
 
-/// The running aggregator.
-pub(crate) struct StartedAggregator {
-    pub(crate) aggregator: Arc<Aggregator<DryRun>>,
-    /// Its API's base URL, for the agents.
-    pub(crate) url: String,
-    /// How often the run asks it to evaluate.
-    pub(crate) evaluate_every: Duration,
-}
-
-/// The aggregator with the dry-run backend, serving its API.
-pub(crate) async fn start_aggregator(
+/// Each replica's configuration (ids `1`..`N`, in order), from the fleet file the aggregator
+/// sees: the Regions' links as seen from the first vantage, the replicas' URLs, and a state
+/// file per replica in the work directory. Also how often they decide.
+pub(crate) fn replica_configs(
     options: &DemoOptions,
     links: &BTreeMap<String, Links>,
+    urls: &[(String, String)],
     work: &WorkDir,
-    halted: &watch::Receiver<bool>,
-) -> Result<StartedAggregator, DemoError> {
-    let listener = bind().await?;
-    let url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map_err(|e| start_err("aggregator", e))?
-    );
+) -> Result<Vec<AggregatorConfig>, DemoError> {
     let first = &links[&options.vantages[0]];
-    let fleet = FleetConfig::parse(&fleet_text(options, first, &url, &work.dir), "demo fleet")
-        .map_err(|e| start_err("the aggregator", e))?;
-    let config = AggregatorConfig::from_fleet(fleet).map_err(|e| start_err("the aggregator", e))?;
-    let evaluate_every = config.evaluate_every;
-    let aggregator = Arc::new(
-        Aggregator::new(config, DryRun::new(), None).map_err(|e| start_err("the aggregator", e))?,
+    let text = fleet_text(
+        options,
+        first,
+        &aggregator_section(options, urls),
+        &work.dir,
     );
-    tokio::spawn(service::serve(aggregator.clone(), listener, halted.clone()));
-    Ok(StartedAggregator {
-        aggregator,
-        url,
-        evaluate_every,
-    })
+    let mut configs = Vec::new();
+    for (id, _) in urls {
+        let what = || format!("aggregator {id}");
+        let fleet = FleetConfig::parse(&text, "demo fleet").map_err(|e| start_err(what(), e))?;
+        let mut config = AggregatorConfig::from_fleet(fleet).map_err(|e| start_err(what(), e))?;
+        if urls.len() > 1 {
+            config = config
+                .for_replica(Some(id))
+                .map_err(|e| start_err(what(), e))?;
+        }
+        config.state_file = Some(crate::replicas::state_file(&work.dir, id));
+        configs.push(config);
+    }
+    Ok(configs)
 }
 
-/// One agent per vantage, reporting to `aggregator_url` with short backoffs and no spool.
+/// The fleet file's `[aggregator]` entries: one URL, or the replicas, each placed in one of
+/// the demo's Regions in turn.
+fn aggregator_section(options: &DemoOptions, urls: &[(String, String)]) -> String {
+    match urls {
+        [(_, url)] => format!("url = \"{url}\"\n"),
+        _ => {
+            let entries: Vec<String> = urls
+                .iter()
+                .enumerate()
+                .map(|(i, (id, url))| {
+                    let region = &options.regions[i % options.regions.len()];
+                    format!("  {{ id = \"{id}\", region = \"{region}\", url = \"{url}\" }},\n")
+                })
+                .collect();
+            format!("replicas = [\n{}]\n", entries.concat())
+        }
+    }
+}
+
+/// One agent per vantage, reporting to every replica (`urls`: id and base URL) with short
+/// backoffs and no spool (undelivered reports wait in memory, one queue per replica).
 pub(crate) fn start_agents(
     options: &DemoOptions,
     links: &BTreeMap<String, Links>,
-    aggregator_url: &str,
+    urls: &[(String, String)],
     work: &WorkDir,
 ) -> Result<Agents, DemoError> {
     let (stop, signals) = watch::channel(0u32);
     let mut tasks = Vec::new();
+    let aggregator_url = &urls[0].1;
+    let replicas = if urls.len() > 1 {
+        urls.iter()
+            .map(|(id, url)| {
+                Ok(ReplicaTarget {
+                    id: id.clone(),
+                    aggregator: url.parse().map_err(|e| start_err("agent", e))?,
+                })
+            })
+            .collect::<Result<Vec<_>, DemoError>>()?
+    } else {
+        Vec::new()
+    };
     for v in &options.vantages {
-        let text = fleet_text(options, &links[v], aggregator_url, &work.dir);
+        let text = fleet_text(
+            options,
+            &links[v],
+            &aggregator_section(options, urls),
+            &work.dir,
+        );
         let fleet = FleetConfig::parse(&text, &format!("demo fleet ({v})"))
             .map_err(|e| start_err(format!("agent {v}"), e))?;
         let push = PushConfig {
@@ -233,10 +265,10 @@ pub(crate) fn start_agents(
             vantage: v.clone(),
             agent_id: format!("vantage-{v}"),
             push,
-            replicas: Vec::new(),
             spool: None,
             metrics_listener: None,
             run_for: None,
+            replicas: replicas.clone(),
         };
         tasks.push(tokio::spawn(daemon::run(settings, signals.clone())));
     }
@@ -245,6 +277,7 @@ pub(crate) fn start_agents(
 
 /// The fleet file one vantage sees: its own links as the Regions' status URLs and global URL.
 fn fleet_text(options: &DemoOptions, links: &Links, aggregator: &str, key_dir: &Path) -> String {
+    // `aggregator`: the `[aggregator]` section's `url` or `replicas` entry.
     let interval = format!("{}ms", options.probe_interval.as_millis());
     let global = &links.global;
     let mut t = format!(
@@ -259,8 +292,7 @@ first_byte_timeout = "2s"
 [global]
 url = "{global}"
 [aggregator]
-url = "{aggregator}"
-[agents.auth]
+{aggregator}[agents.auth]
 key_id = "demo-{first}"
 "#,
         first = options.vantages[0],

@@ -13,7 +13,8 @@ use std::time::Duration;
 pub struct FaultOutcome {
     pub fault: String,
     pub at: f64,
-    /// Fault → `region_out`, for `fail`.
+    /// Fault → `region_out`, for `fail`: the detection-to-published-unhealthy time (with
+    /// replicas, until Route 53's combined view took the Region out).
     pub detected_after: Option<f64>,
     /// Fault → the global endpoint stopped routing to the Region (its weight went to 0), as
     /// confirmed by connections routed elsewhere afterwards.
@@ -33,13 +34,27 @@ pub struct DemoSummary {
     /// Take-outs beyond one per `fail`.
     pub flaps: usize,
     pub alerts: usize,
+    /// Aggregator replicas in the run (1: the single aggregator).
+    pub aggregators: usize,
+    /// Replicas stopped, and times a replica took the weights lease.
+    pub replica_downs: usize,
+    pub lease_acquisitions: usize,
     pub events: Vec<Event>,
 }
 
 impl DemoSummary {
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out += &format!("\nvantage demo summary ({:.0} s)\n", self.seconds);
+        let replicas = if self.aggregators > 1 {
+            format!(
+                ", {} aggregator replicas, majority {}",
+                self.aggregators,
+                crate::combine::threshold(self.aggregators)
+            )
+        } else {
+            String::new()
+        };
+        out += &format!("\nvantage demo summary ({:.0} s{replicas})\n", self.seconds);
         out += &format!(
             "{:<34} {:>12} {:>15} {:>14}\n",
             "fault", "detected", "traffic moved", "back in"
@@ -58,6 +73,18 @@ impl DemoSummary {
             "transitions {}, false transitions {}, flaps {}, alerts {}\n",
             self.transitions, self.false_transitions, self.flaps, self.alerts
         );
+        if self.aggregators > 1 {
+            out += &format!(
+                "detected = fault to Route 53's combined view taking the Region out \
+                 (published unhealthy by {} of {} replicas)\n",
+                crate::combine::threshold(self.aggregators),
+                self.aggregators
+            );
+            out += &format!(
+                "replicas stopped {}, lease acquisitions {}\n",
+                self.replica_downs, self.lease_acquisitions
+            );
+        }
         out += "Route 53's own health checks: about 30 s at best (fast 10 s checks x 3), then DNS TTL.\n";
         out
     }
@@ -156,6 +183,12 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         false_transitions,
         flaps,
         alerts: events.iter().filter(|e| e.event == "alert").count(),
+        aggregators: options.aggregators,
+        replica_downs: events.iter().filter(|e| e.event == "replica_down").count(),
+        lease_acquisitions: events
+            .iter()
+            .filter(|e| e.event == "lease_acquired")
+            .count(),
         events: Vec::new(),
     }
 }

@@ -1,36 +1,50 @@
 //! What a run shows while it runs: the state as JSON (each Region's verdict, weight,
-//! per-vantage latency and traffic share, recent events, alerts) for the status page, and the
-//! same state drawn as a terminal table for the live view.
+//! per-vantage latency and traffic share, recent events, alerts, and with replicas each
+//! replica's own verdicts beside Route 53's combined view) for the status page, and the same
+//! state drawn as a terminal table for the live view.
 
+use crate::combine::CombinedRegion;
 use crate::events::Event;
+use crate::replicas::Replicas;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 use tokio::time::Instant;
-use vantage_aggregator::backend::DryRun;
-use vantage_aggregator::service::{Aggregator, Snapshot};
 
-/// The state the status page and the live view show, after one evaluation.
+/// The state the status page and the live view show, after one round of decisions: the
+/// Regions as Route 53 serves them (service and weight from the combined view; verdict,
+/// latency and reason from the first running replica), and each replica's own view.
 pub(crate) fn state_json(
-    aggregator: &Aggregator<DryRun>,
-    snapshot: &Snapshot,
+    replicas: &Replicas,
+    combined: &BTreeMap<String, CombinedRegion>,
     routed: &BTreeMap<String, (u64, u64)>,
     start: Instant,
     events: &[Event],
 ) -> serde_json::Value {
-    let view = aggregator.window_view(SystemTime::now(), 0.99, 0.5);
-    let total_routed: u64 = routed.values().map(|(n, _)| n).sum();
-    let traffic = &snapshot.global_traffic;
-    let answered: u64 = traffic.values().sum();
-    let regions: Vec<serde_json::Value> = snapshot
-        .decision
-        .regions
+    let primary = replicas
+        .members
         .iter()
-        .map(|r| {
-            let vantages: serde_json::Map<String, serde_json::Value> = view
-                .iter()
-                .find(|o| o.region == r.region)
-                .map(|o| {
-                    o.vantages
+        .find(|r| r.is_up() && r.last.is_some())
+        .or_else(|| replicas.members.iter().find(|r| r.last.is_some()));
+    let snapshot = primary.and_then(|r| r.last.as_ref());
+    let view = primary
+        .and_then(|r| r.aggregator())
+        .map(|a| a.window_view(SystemTime::now(), 0.99, 0.5))
+        .unwrap_or_default();
+    let total_routed: u64 = routed.values().map(|(n, _)| n).sum();
+    let empty = BTreeMap::new();
+    let traffic = snapshot.map_or(&empty, |s| &s.global_traffic);
+    let answered: u64 = traffic.values().sum();
+    let regions: Vec<serde_json::Value> =
+        snapshot
+            .map(|s| s.decision.regions.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let vantages: serde_json::Map<String, serde_json::Value> =
+                    view.iter()
+                        .find(|o| o.region == r.region)
+                        .map(|o| {
+                            o.vantages
                         .iter()
                         .map(|v| {
                             (v.vantage.clone(), serde_json::json!({
@@ -42,19 +56,51 @@ pub(crate) fn state_json(
                             }))
                         })
                         .collect()
+                        })
+                        .unwrap_or_default();
+                let share = if answered > 0 {
+                    traffic.get(&r.region).copied().unwrap_or(0) as f64 / answered as f64
+                } else {
+                    0.0
+                };
+                let route53 = combined.get(&r.region);
+                serde_json::json!({
+                    "region": r.region, "verdict": r.verdict,
+                    "in_service": route53.map_or(r.in_service, |c| c.in_service),
+                    "weight": route53.map_or(r.weight, |c| c.weight),
+                    "reason": r.reason, "vantages": vantages, "traffic_share": share,
                 })
-                .unwrap_or_default();
-            let share = if answered > 0 {
-                traffic.get(&r.region).copied().unwrap_or(0) as f64 / answered as f64
-            } else {
-                0.0
-            };
-            serde_json::json!({
-                "region": r.region, "verdict": r.verdict, "in_service": r.in_service, "weight": r.weight,
-                "reason": r.reason, "vantages": vantages, "traffic_share": share,
             })
-        })
-        .collect();
+            .collect();
+    let holder = replicas
+        .members
+        .iter()
+        .filter_map(|r| Some((r.id.as_str(), r.holds_lease()?)))
+        .max_by_key(|(_, token)| *token)
+        .map(|(id, _)| id.to_owned());
+    let replica_views: Vec<serde_json::Value> =
+        replicas
+            .members
+            .iter()
+            .map(|rep| {
+                let own: serde_json::Map<String, serde_json::Value> = rep
+                .last
+                .iter()
+                .flat_map(|s| s.decision.regions.iter())
+                .map(|d| {
+                    (d.region.clone(), serde_json::json!({
+                        "verdict": d.verdict, "in_service": d.in_service, "weight": d.weight,
+                        "vote": rep.votes.health.get(&d.region).copied().unwrap_or(true),
+                    }))
+                })
+                .collect();
+                serde_json::json!({
+                    "id": rep.id, "up": rep.is_up(), "lease": rep.lease,
+                    "holder": holder.as_deref() == Some(rep.id.as_str()),
+                    "decided_ms": rep.last.as_ref().map(|s| s.at_ms), "regions": own,
+                })
+            })
+            .collect();
     let recent: Vec<&Event> = events
         .iter()
         .rev()
@@ -68,7 +114,11 @@ pub(crate) fn state_json(
         "regions": regions,
         "routed": total_routed,
         "events": recent,
-        "alerts": snapshot.decision.alerts,
+        "alerts": snapshot.map(|s| s.decision.alerts.clone()).unwrap_or_default(),
+        "aggregators": replicas.members.len(),
+        "lease_holder": holder,
+        "replicas": replica_views,
+        "route53": combined,
     })
 }
 
@@ -107,6 +157,9 @@ pub(crate) fn live_view(state: &serde_json::Value) -> String {
             lat.join("  ")
         );
     }
+    if state["aggregators"].as_u64().unwrap_or(1) > 1 {
+        out += &replica_table(state);
+    }
     out += "\nlast decisions:\n";
     for e in state["events"]
         .as_array()
@@ -126,6 +179,51 @@ pub(crate) fn live_view(state: &serde_json::Value) -> String {
             e["event"].as_str().unwrap_or(""),
             e["region"].as_str().or(e["vantage"].as_str()).unwrap_or(""),
             reason
+        );
+    }
+    out
+}
+
+/// Each replica's vote per Region beside Route 53's, `*` marking the lease holder; a down
+/// replica's vote is its frozen last value.
+fn replica_table(state: &serde_json::Value) -> String {
+    let replicas = state["replicas"].as_array().cloned().unwrap_or_default();
+    let mut out = format!("\n{:<16}", "votes");
+    for r in &replicas {
+        let mark = if r["holder"].as_bool().unwrap_or(false) {
+            "*"
+        } else {
+            ""
+        };
+        out += &format!(
+            " {:<12}",
+            format!("replica {}{mark}", r["id"].as_str().unwrap_or(""))
+        );
+    }
+    out += " Route 53\n";
+    for (region, c) in state["route53"].as_object().into_iter().flatten() {
+        out += &format!("{region:<16}");
+        for r in &replicas {
+            let vote = r["regions"][region.as_str()]["vote"]
+                .as_bool()
+                .unwrap_or(true);
+            let up = r["up"].as_bool().unwrap_or(false);
+            let text = match (up, vote) {
+                (true, true) => "in".to_owned(),
+                (true, false) => "OUT".to_owned(),
+                (false, v) => format!("DOWN ({})", if v { "in" } else { "OUT" }),
+            };
+            out += &format!(" {text:<12}");
+        }
+        out += &format!(
+            " {} ({}/{} healthy)\n",
+            if c["in_service"].as_bool().unwrap_or(true) {
+                "in"
+            } else {
+                "OUT"
+            },
+            c["healthy_votes"],
+            c["votes"].as_object().map_or(0, |v| v.len())
         );
     }
     out

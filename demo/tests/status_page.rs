@@ -221,6 +221,32 @@ fn row(dom: &str, region: &str) -> Option<Row> {
     })
 }
 
+/// The part of the dump the page's script rendered (the script's own text comes after).
+fn rendered(dom: &str) -> &str {
+    &dom[..dom.find("<script").unwrap_or(dom.len())]
+}
+
+/// The replica columns' headers as the browser rendered them: id, class (`up`/`down`), text.
+fn replica_headers(dom: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = rendered(dom);
+    while let Some(i) = rest.find("<th data-replica=\"") {
+        let after = &rest[i + "<th data-replica=\"".len()..];
+        let Some(id_end) = after.find('"') else { break };
+        let id = after[..id_end].to_owned();
+        let class = after
+            .find("class=\"")
+            .map(|c| &after[c + 7..])
+            .and_then(|c| c.find('"').map(|e| c[..e].to_owned()))
+            .unwrap_or_default();
+        let text_start = after.find('>').map_or(0, |x| x + 1);
+        let text_end = after.find("</th>").unwrap_or(text_start);
+        out.push((id, class, after[text_start..text_end].to_owned()));
+        rest = &after[text_end..];
+    }
+    out
+}
+
 /// The page's clock, `t = 2.4 s`: the time of the state it shows, from the start of the run.
 fn clock(dom: &str) -> Option<f64> {
     let after = &dom[dom.find("id=\"clock\"")?..];
@@ -302,6 +328,11 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
             }
             let us = &rows[0].1;
             assert_eq!(us.service, "in service", "before the fault:\n{dom}");
+            // One aggregator: one replica column beside Route 53's, holding no lease.
+            let headers = replica_headers(&dom);
+            assert_eq!(headers.len(), 1, "{headers:?}\n{dom}");
+            assert_eq!((headers[0].0.as_str(), headers[0].1.as_str()), ("1", "up"));
+            assert!(rendered(&dom).contains("<th>Route 53</th>"), "{dom}");
             println!("page at t = {t:.1} s, before the fault: {rows:?}");
             break;
         }
@@ -344,6 +375,79 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
         tokio::time::sleep_until(began + Duration::from_secs(1)).await;
     }
 
+    let _ = stop.send(true);
+    let summary = tokio::time::timeout(Duration::from_secs(15), demo)
+        .await
+        .expect("the demo stops")
+        .expect("the demo task")
+        .expect("the demo runs");
+    print!("{}", summary.render());
+    drop(scratch);
+}
+
+/// Three replicas: the page shows a column per replica beside Route 53's, marks the lease
+/// holder, and once replica 2 is killed shows it down with its frozen votes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_each_replica_side_by_side_with_route53() {
+    let chromium = chromium();
+    let scratch = Scratch::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
+    let url = format!("http://{}/", listener.local_addr().expect("page addr"));
+    let mut options = DemoOptions::embedded_default();
+    options.aggregators = 3;
+    options.faults =
+        vec![
+            vantage_demo::scenario::parse_aggregator_at("--kill-aggregator", "2@3", false)
+                .expect("fault"),
+        ];
+    options.duration = Some(Duration::from_secs(20));
+    let (stop, stopped) = watch::channel(false);
+    let outputs = Outputs {
+        page: Some(listener),
+        events_file: None,
+        live: false,
+        print_events: true,
+        metrics: None,
+    };
+    let start = Instant::now();
+    let demo = tokio::spawn(vantage_demo::run(options, outputs, stopped));
+    tokio::time::sleep_until(start + Duration::from_secs(4)).await;
+    let mut n = 0;
+    let mut last = String::new();
+    loop {
+        assert!(
+            Instant::now() < start + Duration::from_secs(17),
+            "the page never showed replica 2 down beside the others; last:\n{last}"
+        );
+        n += 1;
+        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+            .await
+            .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
+        let headers = replica_headers(&dom);
+        let ids: Vec<&str> = headers.iter().map(|h| h.0.as_str()).collect();
+        let two_down = headers.iter().any(|h| h.0 == "2" && h.1 == "down");
+        if ids == ["1", "2", "3"] && two_down {
+            assert!(rendered(&dom).contains("<th>Route 53</th>"), "{dom}");
+            let holders: Vec<_> = headers
+                .iter()
+                .filter(|h| h.2.contains('\u{2605}'))
+                .collect();
+            assert_eq!(holders.len(), 1, "one lease holder marked: {headers:?}");
+            assert_ne!(holders[0].0, "2", "a down replica holds nothing it can use");
+            for region in REGIONS {
+                let row = format!("<tr data-replica-region=\"{region}\"");
+                assert!(rendered(&dom).contains(&row), "{region}:\n{dom}");
+            }
+            assert!(
+                rendered(&dom).contains("down frozen") && rendered(&dom).contains("frozen in"),
+                "replica 2's votes shown frozen:\n{dom}"
+            );
+            println!("replica columns: {headers:?}");
+            break;
+        }
+        last = dom;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let _ = stop.send(true);
     let summary = tokio::time::timeout(Duration::from_secs(15), demo)
         .await

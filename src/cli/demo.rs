@@ -5,7 +5,9 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_demo::scenario::{parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS};
+use vantage_demo::scenario::{
+    parse_aggregator_at, parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS,
+};
 use vantage_demo::{DemoOptions, Outputs};
 
 fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
@@ -37,7 +39,17 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
     for f in &args.flaky {
         faults.push(parse_flaky(f).map_err(|e| e.to_string())?);
     }
+    let mut replica_faults = Vec::new();
+    for f in &args.kill_aggregator {
+        replica_faults
+            .push(parse_aggregator_at("--kill-aggregator", f, false).map_err(|e| e.to_string())?);
+    }
+    for f in &args.revive_aggregator {
+        replica_faults
+            .push(parse_aggregator_at("--revive-aggregator", f, true).map_err(|e| e.to_string())?);
+    }
     let mut duration = args.duration.map(Duration::from_secs_f64);
+    // Killing a replica alone is not a scenario: without a Region fault the embedded one runs.
     if faults.is_empty() && !args.no_faults {
         // The embedded default: watch a Region fail and come back.
         let default = DemoOptions::embedded_default();
@@ -46,12 +58,14 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
             duration = duration.or(default.duration);
         }
     }
+    faults.extend(replica_faults);
     let o = DemoOptions {
         regions,
         vantages,
         duration,
         faults,
         probe_interval: Duration::from_secs(1),
+        aggregators: usize::from(args.aggregators),
     };
     o.validate()?;
     Ok(o)
@@ -82,10 +96,15 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let stop_rx = vantage_runtime::shutdown::stop_flag();
     let live = !args.no_live && std::io::stdout().is_terminal();
     eprintln!(
-        "vantage demo: status page on http://{}/ ; {} Regions, {} vantages{}",
+        "vantage demo: status page on http://{}/ ; {} Regions, {} vantages{}{}",
         page.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         options.regions.len(),
         options.vantages.len(),
+        if options.aggregators > 1 {
+            format!(", {} aggregator replicas", options.aggregators)
+        } else {
+            String::new()
+        },
         options
             .duration
             .map_or(", until Ctrl-C".to_owned(), |d| format!(
