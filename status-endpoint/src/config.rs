@@ -32,6 +32,12 @@
 //! [[tcp]]
 //! name = "cache"
 //! address = "cache.internal:6379"
+//!
+//! [[dynamodb]]
+//! table = "rates"
+//! canary_key = { pk = "rate#EURUSD" }   # an item that always exists (its whole primary key)
+//! # name = "dynamodb-rates"   peers = ["us-east-1"]   heartbeat = true   heartbeat_every = "5s"
+//! # partition_key = "pk"      lag_warn = "5s"         lag_fail = "30s"
 //! ```
 
 use serde::{Deserialize, Deserializer};
@@ -57,6 +63,14 @@ pub const DEFAULT_LAG_FAIL: Duration = Duration::from_secs(10);
 pub const WRITER: &str = "aurora-writer";
 pub const READER: &str = "aurora-reader";
 pub const LAMBDA: &str = "lambda";
+
+/// DynamoDB heartbeat defaults: how often this Region writes its item, and the lag (now − a
+/// peer's write time − its period) at which the check warns and fails.
+pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+pub const DEFAULT_DYNAMODB_LAG_WARN: Duration = Duration::from_secs(5);
+pub const DEFAULT_DYNAMODB_LAG_FAIL: Duration = Duration::from_secs(30);
+/// The partition key attribute heartbeat items are written under, unless `partition_key` says.
+pub const DEFAULT_PARTITION_KEY: &str = "pk";
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +99,8 @@ pub struct Config {
     pub http: Vec<HttpDependency>,
     #[serde(default)]
     pub tcp: Vec<TcpDependency>,
+    #[serde(default)]
+    pub dynamodb: Vec<DynamoTable>,
     /// The file the values came from, to put errors on its lines (set by [`Config::from_file`]
     /// and [`Config::from_toml`]; public so that `..Default::default()` works outside).
     #[serde(skip)]
@@ -157,6 +173,38 @@ pub struct TcpDependency {
     pub critical: bool,
 }
 
+/// [`Config::validate`]'s rule for a check's timeout (key, value → the value or its error).
+type TimeoutRule<'a> = dyn Fn(&str, Option<Duration>) -> Result<Duration, ConfigError> + 'a;
+
+/// A DynamoDB table (a global table's replica in this Region) to check; see
+/// [`crate::checks::dynamodb`].
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoTable {
+    pub table: String,
+    /// Component name; default `dynamodb-<table>` (lowercased, other characters as `-`).
+    pub name: Option<String>,
+    /// The whole primary key of an item that always exists, attribute name → string value.
+    #[serde(default)]
+    pub canary_key: std::collections::BTreeMap<String, String>,
+    /// Regions whose heartbeats are read; default: the replicas DescribeTable lists.
+    pub peers: Option<Vec<String>>,
+    /// Default true; false is read-only mode (no heartbeat writer in this Region).
+    pub heartbeat: Option<bool>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub heartbeat_every: Option<Duration>,
+    /// Name of the table's partition key attribute (a string), for heartbeat items.
+    pub partition_key: Option<String>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lag_warn: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lag_fail: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Default true.
+    pub critical: Option<bool>,
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     vantage_protocol::duration::parse_duration(&text)
@@ -197,6 +245,22 @@ pub struct Settings {
     pub lambda: Option<LambdaSettings>,
     pub http: Vec<HttpDependency>,
     pub tcp: Vec<TcpDependency>,
+    pub dynamodb: Vec<DynamoSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamoSettings {
+    pub name: String,
+    pub table: String,
+    pub canary_key: Vec<(String, String)>,
+    pub peers: Option<Vec<String>>,
+    /// `None`: read-only mode; `Some(period)`: write this Region's heartbeat every period.
+    pub heartbeat_every: Option<Duration>,
+    pub partition_key: String,
+    pub lag_warn: Duration,
+    pub lag_fail: Duration,
+    pub timeout: Duration,
+    pub critical: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -379,6 +443,15 @@ impl Config {
             }
             timeout(&format!("tcp[{i}].timeout"), t.timeout)?;
         }
+        let dynamodb = self
+            .dynamodb
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.dynamo(i, t, &region, &timeout))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        for (i, d) in dynamodb.iter().enumerate() {
+            self.name_ok(&format!("dynamodb[{i}].name"), &d.name, &mut names)?;
+        }
         let fill = |t: Option<Duration>| Some(t.unwrap_or(DEFAULT_CHECK_TIMEOUT.min(deadline)));
         Ok(Settings {
             service_id: self
@@ -410,6 +483,114 @@ impl Config {
                     ..t.clone()
                 })
                 .collect(),
+            dynamodb,
+        })
+    }
+
+    /// One `[[dynamodb]]` table, checked and with its defaults.
+    fn dynamo(
+        &self,
+        i: usize,
+        t: &DynamoTable,
+        region: &str,
+        timeout: &TimeoutRule<'_>,
+    ) -> Result<DynamoSettings, ConfigError> {
+        let key = |k: &str| format!("dynamodb[{i}].{k}");
+        // DynamoDB's own rule for table names: 3 to 255 of [a-zA-Z0-9_.-].
+        if !(3..=255).contains(&t.table.len())
+            || !t
+                .table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(self.invalid(
+                &key("table"),
+                format!(
+                    "{:?} is not a table name (3 to 255 of letters, digits, '_', '-', '.')",
+                    t.table
+                ),
+            ));
+        }
+        if t.canary_key.is_empty() || t.canary_key.len() > 2 {
+            return Err(self.invalid(
+                &key("canary_key"),
+                "name the whole primary key of an item that always exists, e.g. canary_key = { pk = \"rate#EURUSD\" } (--dynamodb-canary-key TABLE:pk=VALUE)",
+            ));
+        }
+        if let Some((k, _)) = t
+            .canary_key
+            .iter()
+            .find(|(k, v)| k.is_empty() || v.is_empty() || k.len() > 255 || v.len() > 1024)
+        {
+            return Err(self.invalid(
+                &key("canary_key"),
+                format!("{k:?}: attribute names and values must be non-empty (names up to 255 bytes, values up to 1024)"),
+            ));
+        }
+        if let Some(peers) = &t.peers {
+            if let Some(p) = peers.iter().find(|p| {
+                p.is_empty()
+                    || p.as_str() == region
+                    || !p
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            }) {
+                return Err(self.invalid(
+                    &key("peers"),
+                    format!("{p:?}: name other Regions (like us-east-1), not this one"),
+                ));
+            }
+        }
+        let every = t.heartbeat_every.unwrap_or(DEFAULT_HEARTBEAT_EVERY);
+        if every < Duration::from_millis(100) || every > Duration::from_secs(300) {
+            return Err(self.invalid(
+                &key("heartbeat_every"),
+                format!("{every:?} must be between 100ms and 300s"),
+            ));
+        }
+        let lag_warn = t.lag_warn.unwrap_or(DEFAULT_DYNAMODB_LAG_WARN);
+        let lag_fail = t.lag_fail.unwrap_or(DEFAULT_DYNAMODB_LAG_FAIL);
+        if lag_warn > lag_fail {
+            return Err(self.invalid(
+                &key("lag_warn"),
+                format!("{lag_warn:?} is above lag_fail ({lag_fail:?})"),
+            ));
+        }
+        let partition_key = t
+            .partition_key
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PARTITION_KEY.to_owned());
+        if partition_key.is_empty() || partition_key.len() > 255 {
+            return Err(self.invalid(&key("partition_key"), "must be 1 to 255 bytes"));
+        }
+        let name = match &t.name {
+            Some(n) => n.clone(),
+            None => format!(
+                "dynamodb-{}",
+                t.table
+                    .chars()
+                    .map(|c| match c.to_ascii_lowercase() {
+                        c @ ('a'..='z' | '0'..='9' | '_') => c,
+                        _ => '-',
+                    })
+                    .collect::<String>()
+            ),
+        };
+        Ok(DynamoSettings {
+            name,
+            table: t.table.clone(),
+            canary_key: t
+                .canary_key
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            peers: t.peers.clone(),
+            heartbeat_every: t.heartbeat.unwrap_or(true).then_some(every),
+            partition_key,
+            lag_warn,
+            lag_fail,
+            timeout: timeout(&key("timeout"), t.timeout)?,
+            critical: t.critical.unwrap_or(true),
         })
     }
 

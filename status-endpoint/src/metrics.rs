@@ -4,7 +4,9 @@
 //! several servers in one process (tests) keep separate numbers.
 //!
 //! Labels come from small fixed sets: `check` is a configured check name, `status` is
-//! pass | warn | fail, `path` is status | deep.
+//! pass | warn | fail, `path` is status | deep; the DynamoDB lag gauge adds `table` (a
+//! configured table) and `peer` (a Region name, configured or checked as one when listed by
+//! DescribeTable).
 
 use crate::checks::{Round, Status};
 use std::collections::BTreeMap;
@@ -33,6 +35,9 @@ struct CheckMetrics {
     count: u64,
     sum_seconds: f64,
     lag_seconds: Option<f64>,
+    /// DynamoDB heartbeat lag by peer Region, with the table (the check's component id).
+    peer_lag_seconds: BTreeMap<String, f64>,
+    table: String,
 }
 
 /// Which endpoint answered.
@@ -63,12 +68,25 @@ impl Metrics {
             }
             m.count += 1;
             m.sum_seconds += seconds;
+            let lag_ms = |o: &crate::checks::Observation| {
+                (o.measurement == "replicationLag")
+                    .then(|| o.value.as_ref()?.as_f64())
+                    .flatten()
+            };
             m.lag_seconds = r
                 .observations
                 .iter()
-                .find(|o| o.measurement == "replicationLag")
-                .and_then(|o| o.value.as_ref()?.as_f64())
+                .filter(|o| o.peer.is_none())
+                .find_map(lag_ms)
                 .map(|ms| ms / 1000.0);
+            // A peer whose lag could not be read this round has no value: its gauge goes away
+            // rather than repeat an old number.
+            m.peer_lag_seconds = r
+                .observations
+                .iter()
+                .filter_map(|o| Some((o.peer.clone()?, lag_ms(o)? / 1000.0)))
+                .collect();
+            m.table.clone_from(&r.component_id);
         }
     }
 
@@ -142,6 +160,16 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "vantage_status_replication_lag_seconds{{check=\"{name}\"}} {lag}"
+                );
+            }
+        }
+        out.push_str("# HELP vantage_status_dynamodb_replication_lag_seconds Replication lag from each peer Region, from its heartbeat item in this Region's replica.\n# TYPE vantage_status_dynamodb_replication_lag_seconds gauge\n");
+        for (name, m) in checks.iter() {
+            for (peer, lag) in &m.peer_lag_seconds {
+                let _ = writeln!(
+                    out,
+                    "vantage_status_dynamodb_replication_lag_seconds{{check=\"{name}\",table=\"{}\",peer=\"{peer}\"}} {lag}",
+                    m.table
                 );
             }
         }
