@@ -471,6 +471,66 @@ mod tests {
     }
 
     #[test]
+    fn dynamodb_flags_add_tables_and_replace_canary_keys() {
+        let dir = std::env::temp_dir().join(format!("vantage-se-cli-ddb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "region = \"eu-west-1\"\n[[dynamodb]]\ntable = \"rates\"\ncanary_key = { pk = \"old\" }\nlag_warn = \"2s\"\n",
+        )
+        .unwrap();
+        let w = Wrapper::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--dynamodb-table",
+            "rates",
+            "--dynamodb-table",
+            "orders",
+            "--dynamodb-canary-key",
+            "rates:pk=rate#EURUSD",
+            "--dynamodb-canary-key",
+            "orders:id=canary",
+            "--dynamodb-canary-key",
+            "orders:sk=a=b",
+            "--dynamodb-read-only",
+        ]);
+        let s = w.args.config().unwrap().validate().unwrap();
+        let bad = Wrapper::parse_from(["x", "--dynamodb-canary-key", "rates=pk"])
+            .args
+            .config()
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.dynamodb.len(), 2);
+        let rates = &s.dynamodb[0];
+        assert_eq!(
+            rates.canary_key,
+            [("pk".to_owned(), "rate#EURUSD".to_owned())]
+        );
+        assert_eq!(
+            rates.lag_warn,
+            Duration::from_secs(2),
+            "the file's value stays"
+        );
+        assert_eq!(rates.heartbeat_every, None);
+        let orders = &s.dynamodb[1];
+        assert_eq!(orders.name, "dynamodb-orders");
+        assert_eq!(
+            orders.canary_key,
+            [
+                ("id".to_owned(), "canary".to_owned()),
+                ("sk".to_owned(), "a=b".to_owned())
+            ]
+        );
+        assert!(
+            bad.starts_with("dynamodb.canary_key: ") && bad.contains("TABLE:ATTRIBUTE=VALUE"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn a_bad_flag_is_named_without_the_files_line() {
         let dir = std::env::temp_dir().join(format!("vantage-se-cli-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -660,6 +660,91 @@ critical = true
     }
 
     #[test]
+    fn dynamodb_tables_parse_with_defaults() {
+        let s = parse(
+            r#"
+region = "eu-west-1"
+[[dynamodb]]
+table = "Rates.v2"
+canary_key = { pk = "rate#EURUSD", sk = "latest" }
+[[dynamodb]]
+table = "orders"
+name = "orders-table"
+canary_key = { id = "canary" }
+peers = ["us-east-1"]
+heartbeat = false
+partition_key = "id"
+lag_warn = "2s"
+lag_fail = "4s"
+critical = false
+"#,
+        )
+        .unwrap();
+        let rates = &s.dynamodb[0];
+        assert_eq!(rates.name, "dynamodb-rates-v2");
+        assert_eq!(
+            rates.canary_key,
+            [
+                ("pk".to_owned(), "rate#EURUSD".to_owned()),
+                ("sk".to_owned(), "latest".to_owned())
+            ]
+        );
+        assert_eq!(rates.peers, None);
+        assert_eq!(rates.heartbeat_every, Some(DEFAULT_HEARTBEAT_EVERY));
+        assert_eq!(rates.partition_key, "pk");
+        assert_eq!(
+            (rates.lag_warn, rates.lag_fail),
+            (DEFAULT_DYNAMODB_LAG_WARN, DEFAULT_DYNAMODB_LAG_FAIL)
+        );
+        assert_eq!(rates.timeout, DEFAULT_CHECK_TIMEOUT);
+        assert!(rates.critical);
+        let orders = &s.dynamodb[1];
+        assert_eq!(orders.name, "orders-table");
+        assert_eq!(orders.heartbeat_every, None, "read-only mode");
+        assert_eq!(orders.peers.as_deref(), Some(&["us-east-1".to_owned()][..]));
+        assert_eq!(orders.partition_key, "id");
+        assert!(!orders.critical);
+    }
+
+    #[test]
+    fn dynamodb_validation_names_the_key() {
+        let table = |extra: &str| {
+            format!("region = \"eu-west-1\"\n[[dynamodb]]\ntable = \"rates\"\ncanary_key = {{ pk = \"c\" }}\n{extra}")
+        };
+        let cases = [
+            (
+                "region = \"a\"\n[[dynamodb]]\ntable = \"no/slash\"\ncanary_key = { pk = \"c\" }"
+                    .to_owned(),
+                "dynamodb[0].table",
+            ),
+            (
+                "region = \"a\"\n[[dynamodb]]\ntable = \"rates\"".to_owned(),
+                "dynamodb[0].canary_key",
+            ),
+            (table("peers = [\"eu-west-1\"]"), "dynamodb[0].peers"),
+            (table("peers = [\"US East\"]"), "dynamodb[0].peers"),
+            (
+                table("heartbeat_every = \"10ms\""),
+                "dynamodb[0].heartbeat_every",
+            ),
+            (
+                table("lag_warn = \"9s\"\nlag_fail = \"1s\""),
+                "dynamodb[0].lag_warn",
+            ),
+            (table("timeout = \"5s\""), "dynamodb[0].timeout"),
+            (table("name = \"lambda\""), "dynamodb[0].name"),
+        ];
+        for (text, key) in cases {
+            match parse(&text) {
+                Err(e @ (ConfigError::Invalid { .. } | ConfigError::Setting { .. })) => {
+                    assert_eq!(e.key(), Some(key), "{text}")
+                }
+                other => panic!("{text}: expected an error on {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let e = parse("region = \"eu-west-1\"\ndeadlin = \"1s\"").unwrap_err();
         assert!(e.to_string().contains("deadlin"), "{e}");

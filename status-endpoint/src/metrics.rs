@@ -189,20 +189,46 @@ mod tests {
         m.answer(Path::Deep, Status::Fail);
         m.round(&Round {
             elapsed: Duration::from_millis(3),
-            results: vec![CheckResult {
-                name: "aurora-reader".into(),
-                critical: true,
-                component_type: ComponentType::Datastore,
-                component_id: String::new(),
-                time: SystemTime::now(),
-                elapsed: Duration::from_millis(3),
-                observations: vec![
-                    Observation::new("responseTime", Status::Pass),
-                    Observation::new("replicationLag", Status::Warn).value(1500u64, Some("ms")),
-                ],
-            }],
+            results: vec![
+                CheckResult {
+                    name: "aurora-reader".into(),
+                    critical: true,
+                    component_type: ComponentType::Datastore,
+                    component_id: String::new(),
+                    time: SystemTime::now(),
+                    elapsed: Duration::from_millis(3),
+                    observations: vec![
+                        Observation::new("responseTime", Status::Pass),
+                        Observation::new("replicationLag", Status::Warn).value(1500u64, Some("ms")),
+                    ],
+                },
+                CheckResult {
+                    name: "dynamodb-rates".into(),
+                    critical: true,
+                    component_type: ComponentType::Datastore,
+                    component_id: "rates".into(),
+                    time: SystemTime::now(),
+                    elapsed: Duration::from_millis(2),
+                    observations: vec![
+                        Observation::new("responseTime", Status::Pass),
+                        Observation::new("replicaStatus", Status::Pass)
+                            .value("ACTIVE", None)
+                            .peer("us-east-1"),
+                        Observation::new("replicationLag", Status::Pass)
+                            .value(250u64, Some("ms"))
+                            .peer("us-east-1"),
+                        // Unread this round: no gauge.
+                        Observation::new("replicationLag", Status::Warn).peer("ap-south-1"),
+                    ],
+                },
+            ],
         });
         let text = m.render();
+        assert!(!text.contains("peer=\"ap-south-1\""), "{text}");
+        assert!(
+            !text.contains("vantage_status_replication_lag_seconds{check=\"dynamodb-rates\"}"),
+            "{text}"
+        );
         for line in [
             "vantage_status_answers_total{path=\"deep\",status=\"fail\"} 1",
             "vantage_status_rounds_total 1",
@@ -211,6 +237,7 @@ mod tests {
             "vantage_status_check_duration_seconds_bucket{check=\"aurora-reader\",le=\"0.005\"} 1",
             "vantage_status_check_duration_seconds_count{check=\"aurora-reader\"} 1",
             "vantage_status_replication_lag_seconds{check=\"aurora-reader\"} 1.5",
+            "vantage_status_dynamodb_replication_lag_seconds{check=\"dynamodb-rates\",table=\"rates\",peer=\"us-east-1\"} 0.25",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
