@@ -177,6 +177,7 @@ pub async fn build_checks(
                 warn: d.lag_warn,
                 fail: d.lag_fail,
             },
+            timeout: d.timeout,
         };
         let client = checks::dynamodb::client(sdk, d.timeout);
         specs.push(CheckSpec {

@@ -41,6 +41,7 @@ fn spec(peers: Option<Vec<String>>) -> DynamoSpec {
             warn: Duration::from_secs(5),
             fail: Duration::from_secs(30),
         },
+        timeout: TIMEOUT,
     }
 }
 

@@ -338,3 +338,52 @@ async fn missing_canary_item_fails_and_the_writer_writes() {
     let a = server.deep("", Some(TOKEN)).await.unwrap();
     assert_eq!((a.status, a.check(key)), (200, "pass"), "{:#}", a.body);
 }
+
+/// DynamoDB that accepts connections and never answers (a black hole in place of moto): the
+/// deep answer still comes within the deadline with the reason, and the heartbeat writer,
+/// stuck in its own PutItem, never delays `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_dynamodb_costs_the_check_timeout_and_never_delays_liveness() {
+    let hole = vantage_testkit::black_hole().await;
+    let sdk = vantage_status_endpoint::checks::lambda::sdk_loader(
+        EU,
+        Some(&format!("http://127.0.0.1:{}", hole.port())),
+        Duration::from_secs(5),
+    )
+    .credentials_provider(vantage_testkit::moto::credentials())
+    .load()
+    .await;
+    let server = Server::start(
+        &config(
+            EU,
+            "rates-hung",
+            "peers = [\"us-east-1\"]\nheartbeat_every = \"300ms\"\ntimeout = \"600ms\"",
+        ),
+        Some(sdk),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let live = server.get("/status", &[]).await.unwrap();
+        assert_eq!(live.status, 200);
+        assert!(
+            live.elapsed < Duration::from_millis(200),
+            "{:?}",
+            live.elapsed
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = server.deep("", Some(TOKEN)).await.unwrap();
+    assert_eq!(a.status, 503, "{:#}", a.body);
+    assert!(a.elapsed < Duration::from_millis(1200), "{:?}", a.elapsed);
+    let out = output(&a, "dynamodb-rates-hung:responseTime", 0);
+    // The client's own operation timeout (90 % of the check's) ends the calls first.
+    assert!(
+        out.contains("DescribeTable failed: timed out")
+            && out.contains("canary GetItem failed: timed out"),
+        "{out}"
+    );
+    let lag = output(&a, "dynamodb-rates-hung:replicationLag", 0);
+    assert_eq!(lag, "reading us-east-1's heartbeat failed: timed out");
+    assert_schema(&a.body);
+}

@@ -155,6 +155,9 @@ pub struct DynamoSpec {
     pub peers: Option<Vec<String>>,
     pub partition_key: String,
     pub lag: LagLimits,
+    /// The check's timeout: heartbeat reads still unanswered at 90 % of it are reported as
+    /// timed out, so the rest of the round's findings are not lost to the check's timeout.
+    pub timeout: Duration,
 }
 
 pub struct DynamoCheck {
@@ -195,12 +198,21 @@ impl DynamoCheck {
     }
 
     pub async fn run(&self) -> Result<Probe, CheckError> {
+        let until = tokio::time::Instant::now() + self.spec.timeout * 9 / 10;
         let describe = self
             .client
             .describe_table()
             .table_name(&self.spec.table)
             .send();
-        let (describe, canary) = tokio::join!(describe, self.canary());
+        // Configured peers are read at once with the rest; the listed replicas only once
+        // DescribeTable has named them.
+        let configured = async {
+            match &self.spec.peers {
+                Some(peers) => Some(self.heartbeats(peers, until).await),
+                None => None,
+            }
+        };
+        let (describe, canary, configured) = tokio::join!(describe, self.canary(), configured);
         let mut probe = Probe::pass();
         let mut listed = Vec::new();
         match describe {
@@ -245,11 +257,16 @@ impl DynamoCheck {
                 format!("this Region's heartbeat PutItem failed: {error}"),
             );
         }
-        let peers = match &self.spec.peers {
-            Some(configured) => configured.clone(),
-            None => listed,
+        let lags = match configured {
+            Some(lags) => lags,
+            None => self.heartbeats(&listed, until).await,
         };
-        self.heartbeats(peers, &mut probe).await;
+        for o in lags {
+            if o.status != Status::Pass {
+                probe.raise(o.status, o.output.clone().unwrap_or_default());
+            }
+            probe.extra.push(o);
+        }
         Ok(probe)
     }
 
@@ -340,33 +357,41 @@ impl DynamoCheck {
         parts.join(",")
     }
 
-    /// One `replicationLag` observation per peer, read at once.
-    async fn heartbeats(&self, peers: Vec<String>, probe: &mut Probe) {
+    /// One `replicationLag` observation per peer, read at once; a read not answered by
+    /// `until` warns as timed out.
+    async fn heartbeats(&self, peers: &[String], until: tokio::time::Instant) -> Vec<Observation> {
+        let peers = &peers[..peers.len().min(MAX_PEERS)];
         let mut reads = tokio::task::JoinSet::new();
-        for (i, peer) in peers.into_iter().take(MAX_PEERS).enumerate() {
+        for (i, peer) in peers.iter().enumerate() {
             let get = self
                 .client
                 .get_item()
                 .table_name(&self.spec.table)
                 .key(
                     &self.spec.partition_key,
-                    AttributeValue::S(heartbeat::item_key(&peer)),
+                    AttributeValue::S(heartbeat::item_key(peer)),
                 )
                 .projection_expression("#a, #p")
                 .expression_attribute_names("#a", heartbeat::AT_MS)
                 .expression_attribute_names("#p", heartbeat::PERIOD_MS);
-            reads.spawn(async move { (i, peer, get.send().await.map_err(|e| AwsFailure::of(&e))) });
+            reads.spawn(async move { (i, get.send().await.map_err(|e| AwsFailure::of(&e))) });
         }
-        let mut seen = Vec::with_capacity(reads.len());
-        while let Some(joined) = reads.join_next().await {
-            if let Ok(read) = joined {
-                seen.push(read);
+        let mut seen: Vec<_> = peers.iter().map(|_| None).collect();
+        while let Ok(Some(joined)) = tokio::time::timeout_at(until, reads.join_next()).await {
+            if let Ok((i, read)) = joined {
+                seen[i] = Some(read);
             }
         }
-        // Peers in their configured (or listed) order, whatever order the reads finished in.
-        seen.sort_by_key(|(i, _, _)| *i);
         let now_ms = heartbeat::unix_ms(SystemTime::now());
-        for (_, peer, read) in seen {
+        let mut out = Vec::with_capacity(peers.len());
+        // Peers in their configured (or listed) order, whatever order the reads finished in.
+        for (peer, read) in peers.iter().zip(seen) {
+            let read = read.unwrap_or_else(|| {
+                Err(AwsFailure {
+                    code: None,
+                    text: "timed out".into(),
+                })
+            });
             let source = format!("{peer}'s heartbeat");
             let o = match read {
                 Ok(out) => match out.item().map(heartbeat::Beat::from_item) {
@@ -380,11 +405,9 @@ impl DynamoCheck {
                 Err(f) => Observation::new("replicationLag", Status::Warn)
                     .output(format!("reading {source} failed: {f}")),
             };
-            if o.status != Status::Pass {
-                probe.raise(o.status, o.output.clone().unwrap_or_default());
-            }
-            probe.extra.push(o.peer(&peer));
+            out.push(o.peer(peer));
         }
+        out
     }
 }
 
