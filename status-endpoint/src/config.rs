@@ -47,6 +47,12 @@ use std::path::Path;
 use std::time::Duration;
 use vantage_protocol::config::{redact_userinfo, ConfigText};
 
+mod dynamodb;
+pub use dynamodb::{
+    DynamoSettings, DynamoTable, DEFAULT_DYNAMODB_LAG_FAIL, DEFAULT_DYNAMODB_LAG_WARN,
+    DEFAULT_HEARTBEAT_EVERY, DEFAULT_PARTITION_KEY,
+};
+
 pub use vantage_protocol::config::ConfigError;
 
 /// The `/status/deep` deadline: the whole answer, with room to spare under Route 53's 2 s
@@ -63,14 +69,6 @@ pub const DEFAULT_LAG_FAIL: Duration = Duration::from_secs(10);
 pub const WRITER: &str = "aurora-writer";
 pub const READER: &str = "aurora-reader";
 pub const LAMBDA: &str = "lambda";
-
-/// DynamoDB heartbeat defaults: how often this Region writes its item, and the lag (now − a
-/// peer's write time − its period) at which the check warns and fails.
-pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-pub const DEFAULT_DYNAMODB_LAG_WARN: Duration = Duration::from_secs(5);
-pub const DEFAULT_DYNAMODB_LAG_FAIL: Duration = Duration::from_secs(30);
-/// The partition key attribute heartbeat items are written under, unless `partition_key` says.
-pub const DEFAULT_PARTITION_KEY: &str = "pk";
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -173,38 +171,6 @@ pub struct TcpDependency {
     pub critical: bool,
 }
 
-/// [`Config::validate`]'s rule for a check's timeout (key, value → the value or its error).
-type TimeoutRule<'a> = dyn Fn(&str, Option<Duration>) -> Result<Duration, ConfigError> + 'a;
-
-/// A DynamoDB table (a global table's replica in this Region) to check; see
-/// [`crate::checks::dynamodb`].
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DynamoTable {
-    pub table: String,
-    /// Component name; default `dynamodb-<table>` (lowercased, other characters as `-`).
-    pub name: Option<String>,
-    /// The whole primary key of an item that always exists, attribute name → string value.
-    #[serde(default)]
-    pub canary_key: std::collections::BTreeMap<String, String>,
-    /// Regions whose heartbeats are read; default: the replicas DescribeTable lists.
-    pub peers: Option<Vec<String>>,
-    /// Default true; false is read-only mode (no heartbeat writer in this Region).
-    pub heartbeat: Option<bool>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub heartbeat_every: Option<Duration>,
-    /// Name of the table's partition key attribute (a string), for heartbeat items.
-    pub partition_key: Option<String>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub lag_warn: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub lag_fail: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Default true.
-    pub critical: Option<bool>,
-}
-
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     vantage_protocol::duration::parse_duration(&text)
@@ -246,21 +212,6 @@ pub struct Settings {
     pub http: Vec<HttpDependency>,
     pub tcp: Vec<TcpDependency>,
     pub dynamodb: Vec<DynamoSettings>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DynamoSettings {
-    pub name: String,
-    pub table: String,
-    pub canary_key: Vec<(String, String)>,
-    pub peers: Option<Vec<String>>,
-    /// `None`: read-only mode; `Some(period)`: write this Region's heartbeat every period.
-    pub heartbeat_every: Option<Duration>,
-    pub partition_key: String,
-    pub lag_warn: Duration,
-    pub lag_fail: Duration,
-    pub timeout: Duration,
-    pub critical: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -487,113 +438,6 @@ impl Config {
         })
     }
 
-    /// One `[[dynamodb]]` table, checked and with its defaults.
-    fn dynamo(
-        &self,
-        i: usize,
-        t: &DynamoTable,
-        region: &str,
-        timeout: &TimeoutRule<'_>,
-    ) -> Result<DynamoSettings, ConfigError> {
-        let key = |k: &str| format!("dynamodb[{i}].{k}");
-        // DynamoDB's own rule for table names: 3 to 255 of [a-zA-Z0-9_.-].
-        if !(3..=255).contains(&t.table.len())
-            || !t
-                .table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(self.invalid(
-                &key("table"),
-                format!(
-                    "{:?} is not a table name (3 to 255 of letters, digits, '_', '-', '.')",
-                    t.table
-                ),
-            ));
-        }
-        if t.canary_key.is_empty() || t.canary_key.len() > 2 {
-            return Err(self.invalid(
-                &key("canary_key"),
-                "name the whole primary key of an item that always exists, e.g. canary_key = { pk = \"rate#EURUSD\" } (--dynamodb-canary-key TABLE:pk=VALUE)",
-            ));
-        }
-        if let Some((k, _)) = t
-            .canary_key
-            .iter()
-            .find(|(k, v)| k.is_empty() || v.is_empty() || k.len() > 255 || v.len() > 1024)
-        {
-            return Err(self.invalid(
-                &key("canary_key"),
-                format!("{k:?}: attribute names and values must be non-empty (names up to 255 bytes, values up to 1024)"),
-            ));
-        }
-        if let Some(peers) = &t.peers {
-            if let Some(p) = peers.iter().find(|p| {
-                p.is_empty()
-                    || p.as_str() == region
-                    || !p
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            }) {
-                return Err(self.invalid(
-                    &key("peers"),
-                    format!("{p:?}: name other Regions (like us-east-1), not this one"),
-                ));
-            }
-        }
-        let every = t.heartbeat_every.unwrap_or(DEFAULT_HEARTBEAT_EVERY);
-        if every < Duration::from_millis(100) || every > Duration::from_secs(300) {
-            return Err(self.invalid(
-                &key("heartbeat_every"),
-                format!("{every:?} must be between 100ms and 300s"),
-            ));
-        }
-        let lag_warn = t.lag_warn.unwrap_or(DEFAULT_DYNAMODB_LAG_WARN);
-        let lag_fail = t.lag_fail.unwrap_or(DEFAULT_DYNAMODB_LAG_FAIL);
-        if lag_warn > lag_fail {
-            return Err(self.invalid(
-                &key("lag_warn"),
-                format!("{lag_warn:?} is above lag_fail ({lag_fail:?})"),
-            ));
-        }
-        let partition_key = t
-            .partition_key
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PARTITION_KEY.to_owned());
-        if partition_key.is_empty() || partition_key.len() > 255 {
-            return Err(self.invalid(&key("partition_key"), "must be 1 to 255 bytes"));
-        }
-        let name = match &t.name {
-            Some(n) => n.clone(),
-            None => format!(
-                "dynamodb-{}",
-                t.table
-                    .chars()
-                    .map(|c| match c.to_ascii_lowercase() {
-                        c @ ('a'..='z' | '0'..='9' | '_') => c,
-                        _ => '-',
-                    })
-                    .collect::<String>()
-            ),
-        };
-        Ok(DynamoSettings {
-            name,
-            table: t.table.clone(),
-            canary_key: t
-                .canary_key
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            peers: t.peers.clone(),
-            heartbeat_every: t.heartbeat.unwrap_or(true).then_some(every),
-            partition_key,
-            lag_warn,
-            lag_fail,
-            timeout: timeout(&key("timeout"), t.timeout)?,
-            critical: t.critical.unwrap_or(true),
-        })
-    }
-
     fn name_ok<'a>(
         &self,
         key: &str,
@@ -657,91 +501,6 @@ critical = true
         assert!(!s.http[0].critical);
         assert_eq!(s.http[0].timeout, Some(DEFAULT_CHECK_TIMEOUT));
         assert!(s.tcp[0].critical);
-    }
-
-    #[test]
-    fn dynamodb_tables_parse_with_defaults() {
-        let s = parse(
-            r#"
-region = "eu-west-1"
-[[dynamodb]]
-table = "Rates.v2"
-canary_key = { pk = "rate#EURUSD", sk = "latest" }
-[[dynamodb]]
-table = "orders"
-name = "orders-table"
-canary_key = { id = "canary" }
-peers = ["us-east-1"]
-heartbeat = false
-partition_key = "id"
-lag_warn = "2s"
-lag_fail = "4s"
-critical = false
-"#,
-        )
-        .unwrap();
-        let rates = &s.dynamodb[0];
-        assert_eq!(rates.name, "dynamodb-rates-v2");
-        assert_eq!(
-            rates.canary_key,
-            [
-                ("pk".to_owned(), "rate#EURUSD".to_owned()),
-                ("sk".to_owned(), "latest".to_owned())
-            ]
-        );
-        assert_eq!(rates.peers, None);
-        assert_eq!(rates.heartbeat_every, Some(DEFAULT_HEARTBEAT_EVERY));
-        assert_eq!(rates.partition_key, "pk");
-        assert_eq!(
-            (rates.lag_warn, rates.lag_fail),
-            (DEFAULT_DYNAMODB_LAG_WARN, DEFAULT_DYNAMODB_LAG_FAIL)
-        );
-        assert_eq!(rates.timeout, DEFAULT_CHECK_TIMEOUT);
-        assert!(rates.critical);
-        let orders = &s.dynamodb[1];
-        assert_eq!(orders.name, "orders-table");
-        assert_eq!(orders.heartbeat_every, None, "read-only mode");
-        assert_eq!(orders.peers.as_deref(), Some(&["us-east-1".to_owned()][..]));
-        assert_eq!(orders.partition_key, "id");
-        assert!(!orders.critical);
-    }
-
-    #[test]
-    fn dynamodb_validation_names_the_key() {
-        let table = |extra: &str| {
-            format!("region = \"eu-west-1\"\n[[dynamodb]]\ntable = \"rates\"\ncanary_key = {{ pk = \"c\" }}\n{extra}")
-        };
-        let cases = [
-            (
-                "region = \"a\"\n[[dynamodb]]\ntable = \"no/slash\"\ncanary_key = { pk = \"c\" }"
-                    .to_owned(),
-                "dynamodb[0].table",
-            ),
-            (
-                "region = \"a\"\n[[dynamodb]]\ntable = \"rates\"".to_owned(),
-                "dynamodb[0].canary_key",
-            ),
-            (table("peers = [\"eu-west-1\"]"), "dynamodb[0].peers"),
-            (table("peers = [\"US East\"]"), "dynamodb[0].peers"),
-            (
-                table("heartbeat_every = \"10ms\""),
-                "dynamodb[0].heartbeat_every",
-            ),
-            (
-                table("lag_warn = \"9s\"\nlag_fail = \"1s\""),
-                "dynamodb[0].lag_warn",
-            ),
-            (table("timeout = \"5s\""), "dynamodb[0].timeout"),
-            (table("name = \"lambda\""), "dynamodb[0].name"),
-        ];
-        for (text, key) in cases {
-            match parse(&text) {
-                Err(e @ (ConfigError::Invalid { .. } | ConfigError::Setting { .. })) => {
-                    assert_eq!(e.key(), Some(key), "{text}")
-                }
-                other => panic!("{text}: expected an error on {key}, got {other:?}"),
-            }
-        }
     }
 
     #[test]
