@@ -259,7 +259,7 @@ impl StatusEndpointArgs {
                 return Err(ConfigError::Setting {
                     key: "dynamodb.canary_key".into(),
                     message: format!(
-                        "{given:?}: use TABLE:ATTRIBUTE=VALUE, e.g. rates:pk=rate#EURUSD"
+                        "{given}: use TABLE:ATTRIBUTE=VALUE, e.g. rates:pk=rate#EURUSD"
                     ),
                 });
             };

@@ -89,7 +89,7 @@ impl Config {
         if t.canary_key.is_empty() || t.canary_key.len() > 2 {
             return Err(self.invalid(
                 &key("canary_key"),
-                "name the whole primary key of an item that always exists, e.g. canary_key = { pk = \"rate#EURUSD\" } (--dynamodb-canary-key TABLE:pk=VALUE)",
+                "missing or too long: name the whole primary key (1 or 2 string attributes) of an item that always exists, as canary_key = { ATTRIBUTE = VALUE } or --dynamodb-canary-key TABLE:ATTRIBUTE=VALUE",
             ));
         }
         if let Some((k, _)) = t
@@ -99,7 +99,7 @@ impl Config {
         {
             return Err(self.invalid(
                 &key("canary_key"),
-                format!("{k:?}: attribute names and values must be non-empty (names up to 255 bytes, values up to 1024)"),
+                format!("attribute {k}: names and values must be non-empty (names up to 255 bytes, values up to 1024)"),
             ));
         }
         if let Some(peers) = &t.peers {
@@ -254,6 +254,13 @@ critical = false
             (table("timeout = \"5s\""), "dynamodb[0].timeout"),
             (table("name = \"lambda\""), "dynamodb[0].name"),
         ];
+        let e = parse("region = \"a\"\n[[dynamodb]]\ntable = \"rates\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("as canary_key = { ATTRIBUTE = VALUE } or --dynamodb-canary-key TABLE:ATTRIBUTE=VALUE"),
+            "{e}"
+        );
         for (text, key) in cases {
             match parse(&text) {
                 Err(e @ (ConfigError::Invalid { .. } | ConfigError::Setting { .. })) => {
