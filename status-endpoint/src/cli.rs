@@ -4,7 +4,7 @@
 //! Exit codes: 0 clean shutdown, 1 the server failed, 2 bad configuration. At start it warns
 //! about database TLS that is not verified ([`tls_warnings`]).
 
-use crate::config::{Config, Database, Engine, LambdaConfig, Settings};
+use crate::config::{Config, ConfigError, Database, DynamoTable, Engine, LambdaConfig, Settings};
 use crate::{lambda_adapter, router};
 use clap::Args;
 use std::net::SocketAddr;
@@ -55,6 +55,31 @@ pub struct StatusEndpointArgs {
     /// Lambda function (name or ARN) to check with a DryRun Invoke and GetFunction.
     #[arg(long, env = "VANTAGE_LAMBDA_FUNCTION", value_name = "NAME")]
     pub lambda_function: Option<String>,
+
+    /// DynamoDB table to check in this Region (repeatable; the environment variable takes a
+    /// comma-separated list). Each needs a canary key.
+    #[arg(
+        long = "dynamodb-table",
+        env = "VANTAGE_DYNAMODB_TABLES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub dynamodb_tables: Vec<String>,
+
+    /// An item that always exists in a DynamoDB table, as TABLE:ATTRIBUTE=VALUE (a string
+    /// attribute of its primary key; repeat for a sort key). Replaces the file's canary_key.
+    #[arg(
+        long = "dynamodb-canary-key",
+        env = "VANTAGE_DYNAMODB_CANARY_KEYS",
+        value_name = "TABLE:ATTR=VALUE",
+        value_delimiter = ','
+    )]
+    pub dynamodb_canary_keys: Vec<String>,
+
+    /// Read-only mode for the tables named by --dynamodb-table: read the peers' heartbeats,
+    /// write none (for a table the service owns).
+    #[arg(long, env = "VANTAGE_DYNAMODB_READ_ONLY")]
+    pub dynamodb_read_only: bool,
 
     /// Endpoint URL for AWS APIs (moto in tests, VPC endpoints).
     #[arg(long, env = "VANTAGE_AWS_ENDPOINT_URL", value_name = "URL")]
@@ -191,10 +216,63 @@ impl StatusEndpointArgs {
             c.lambda.get_or_insert_with(LambdaConfig::default).function = f.clone();
             overridden.push("lambda.function");
         }
+        let mut overridden: Vec<String> = overridden.into_iter().map(str::to_owned).collect();
+        self.dynamodb_flags(&mut c, &mut overridden)?;
         for key in overridden {
-            c.set_overridden(key);
+            c.set_overridden(&key);
         }
         Ok(c)
+    }
+
+    /// Lays `--dynamodb-table`, `--dynamodb-canary-key` and `--dynamodb-read-only` over the
+    /// file's `[[dynamodb]]` tables (matched by table name; a new name adds a table).
+    fn dynamodb_flags(
+        &self,
+        c: &mut Config,
+        overridden: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let index =
+            |c: &mut Config, table: &str| match c.dynamodb.iter().position(|t| t.table == table) {
+                Some(i) => i,
+                None => {
+                    c.dynamodb.push(DynamoTable {
+                        table: table.to_owned(),
+                        ..DynamoTable::default()
+                    });
+                    c.dynamodb.len() - 1
+                }
+            };
+        for table in &self.dynamodb_tables {
+            let i = index(c, table);
+            overridden.push(format!("dynamodb[{i}].table"));
+            if self.dynamodb_read_only {
+                c.dynamodb[i].heartbeat = Some(false);
+                overridden.push(format!("dynamodb[{i}].heartbeat"));
+            }
+        }
+        let mut replaced = std::collections::BTreeSet::new();
+        for given in &self.dynamodb_canary_keys {
+            let parsed = given
+                .split_once(':')
+                .and_then(|(table, kv)| Some((table, kv.split_once('=')?)));
+            let Some((table, (attr, value))) = parsed else {
+                return Err(ConfigError::Setting {
+                    key: "dynamodb.canary_key".into(),
+                    message: format!(
+                        "{given}: use TABLE:ATTRIBUTE=VALUE, e.g. rates:pk=rate#EURUSD"
+                    ),
+                });
+            };
+            let i = index(c, table);
+            if replaced.insert(i) {
+                c.dynamodb[i].canary_key.clear();
+                overridden.push(format!("dynamodb[{i}].canary_key"));
+            }
+            c.dynamodb[i]
+                .canary_key
+                .insert(attr.to_owned(), value.to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -390,6 +468,66 @@ mod tests {
         assert_eq!(writer.timeout, Duration::from_millis(300));
         assert_eq!(s.lambda.unwrap().function, "f");
         assert_eq!(s.cache_ttl, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn dynamodb_flags_add_tables_and_replace_canary_keys() {
+        let dir = std::env::temp_dir().join(format!("vantage-se-cli-ddb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "region = \"eu-west-1\"\n[[dynamodb]]\ntable = \"rates\"\ncanary_key = { pk = \"old\" }\nlag_warn = \"2s\"\n",
+        )
+        .unwrap();
+        let w = Wrapper::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--dynamodb-table",
+            "rates",
+            "--dynamodb-table",
+            "orders",
+            "--dynamodb-canary-key",
+            "rates:pk=rate#EURUSD",
+            "--dynamodb-canary-key",
+            "orders:id=canary",
+            "--dynamodb-canary-key",
+            "orders:sk=a=b",
+            "--dynamodb-read-only",
+        ]);
+        let s = w.args.config().unwrap().validate().unwrap();
+        let bad = Wrapper::parse_from(["x", "--dynamodb-canary-key", "rates=pk"])
+            .args
+            .config()
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(s.dynamodb.len(), 2);
+        let rates = &s.dynamodb[0];
+        assert_eq!(
+            rates.canary_key,
+            [("pk".to_owned(), "rate#EURUSD".to_owned())]
+        );
+        assert_eq!(
+            rates.lag_warn,
+            Duration::from_secs(2),
+            "the file's value stays"
+        );
+        assert_eq!(rates.heartbeat_every, None);
+        let orders = &s.dynamodb[1];
+        assert_eq!(orders.name, "dynamodb-orders");
+        assert_eq!(
+            orders.canary_key,
+            [
+                ("id".to_owned(), "canary".to_owned()),
+                ("sk".to_owned(), "a=b".to_owned())
+            ]
+        );
+        assert!(
+            bad.starts_with("dynamodb.canary_key: ") && bad.contains("TABLE:ATTRIBUTE=VALUE"),
+            "{bad}"
+        );
     }
 
     #[test]

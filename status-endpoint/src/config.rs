@@ -32,6 +32,12 @@
 //! [[tcp]]
 //! name = "cache"
 //! address = "cache.internal:6379"
+//!
+//! [[dynamodb]]
+//! table = "rates"
+//! canary_key = { pk = "rate#EURUSD" }   # an item that always exists (its whole primary key)
+//! # name = "dynamodb-rates"   peers = ["us-east-1"]   heartbeat = true   heartbeat_every = "5s"
+//! # partition_key = "pk"      lag_warn = "5s"         lag_fail = "30s"
 //! ```
 
 use serde::{Deserialize, Deserializer};
@@ -40,6 +46,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use vantage_protocol::config::{redact_userinfo, ConfigText};
+
+mod dynamodb;
+pub use dynamodb::{
+    DynamoSettings, DynamoTable, DEFAULT_DYNAMODB_LAG_FAIL, DEFAULT_DYNAMODB_LAG_WARN,
+    DEFAULT_HEARTBEAT_EVERY, DEFAULT_PARTITION_KEY,
+};
 
 pub use vantage_protocol::config::ConfigError;
 
@@ -85,6 +97,8 @@ pub struct Config {
     pub http: Vec<HttpDependency>,
     #[serde(default)]
     pub tcp: Vec<TcpDependency>,
+    #[serde(default)]
+    pub dynamodb: Vec<DynamoTable>,
     /// The file the values came from, to put errors on its lines (set by [`Config::from_file`]
     /// and [`Config::from_toml`]; public so that `..Default::default()` works outside).
     #[serde(skip)]
@@ -197,6 +211,7 @@ pub struct Settings {
     pub lambda: Option<LambdaSettings>,
     pub http: Vec<HttpDependency>,
     pub tcp: Vec<TcpDependency>,
+    pub dynamodb: Vec<DynamoSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -379,6 +394,15 @@ impl Config {
             }
             timeout(&format!("tcp[{i}].timeout"), t.timeout)?;
         }
+        let dynamodb = self
+            .dynamodb
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.dynamo(i, t, &region, &timeout))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        for (i, d) in dynamodb.iter().enumerate() {
+            self.name_ok(&format!("dynamodb[{i}].name"), &d.name, &mut names)?;
+        }
         let fill = |t: Option<Duration>| Some(t.unwrap_or(DEFAULT_CHECK_TIMEOUT.min(deadline)));
         Ok(Settings {
             service_id: self
@@ -410,6 +434,7 @@ impl Config {
                     ..t.clone()
                 })
                 .collect(),
+            dynamodb,
         })
     }
 

@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: the TOML file, flag and environment overrides, validation naming the key.
 //! - [`checks`]: one module per dependency (Aurora PostgreSQL and MySQL writer/reader with
-//!   replication lag, Lambda, extra HTTP and TCP), and [`checks::run_round`], which runs them
+//!   replication lag, Lambda, DynamoDB tables with heartbeat replication lag, extra HTTP and
+//!   TCP), and [`checks::run_round`], which runs them
 //!   all under per-check timeouts and the round deadline.
 //! - [`cache`]: the TTL cache with single flight, a pure state machine plus its async driver.
 //! - [`health`]: the `application/health+json` answer, `?verbose`, `?exclude=`, token gating.

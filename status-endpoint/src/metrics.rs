@@ -4,7 +4,9 @@
 //! several servers in one process (tests) keep separate numbers.
 //!
 //! Labels come from small fixed sets: `check` is a configured check name, `status` is
-//! pass | warn | fail, `path` is status | deep.
+//! pass | warn | fail, `path` is status | deep; the DynamoDB lag gauge adds `table` (a
+//! configured table) and `peer` (a Region name, configured or checked as one when listed by
+//! DescribeTable).
 
 use crate::checks::{Round, Status};
 use std::collections::BTreeMap;
@@ -33,6 +35,9 @@ struct CheckMetrics {
     count: u64,
     sum_seconds: f64,
     lag_seconds: Option<f64>,
+    /// DynamoDB heartbeat lag by peer Region, with the table (the check's component id).
+    peer_lag_seconds: BTreeMap<String, f64>,
+    table: String,
 }
 
 /// Which endpoint answered.
@@ -63,12 +68,25 @@ impl Metrics {
             }
             m.count += 1;
             m.sum_seconds += seconds;
+            let lag_ms = |o: &crate::checks::Observation| {
+                (o.measurement == "replicationLag")
+                    .then(|| o.value.as_ref()?.as_f64())
+                    .flatten()
+            };
             m.lag_seconds = r
                 .observations
                 .iter()
-                .find(|o| o.measurement == "replicationLag")
-                .and_then(|o| o.value.as_ref()?.as_f64())
+                .filter(|o| o.peer.is_none())
+                .find_map(lag_ms)
                 .map(|ms| ms / 1000.0);
+            // A peer whose lag could not be read this round has no value: its gauge goes away
+            // rather than repeat an old number.
+            m.peer_lag_seconds = r
+                .observations
+                .iter()
+                .filter_map(|o| Some((o.peer.clone()?, lag_ms(o)? / 1000.0)))
+                .collect();
+            m.table.clone_from(&r.component_id);
         }
     }
 
@@ -145,6 +163,16 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP vantage_status_dynamodb_replication_lag_seconds Replication lag from each peer Region, from its heartbeat item in this Region's replica.\n# TYPE vantage_status_dynamodb_replication_lag_seconds gauge\n");
+        for (name, m) in checks.iter() {
+            for (peer, lag) in &m.peer_lag_seconds {
+                let _ = writeln!(
+                    out,
+                    "vantage_status_dynamodb_replication_lag_seconds{{check=\"{name}\",table=\"{}\",peer=\"{peer}\"}} {lag}",
+                    m.table
+                );
+            }
+        }
         out
     }
 }
@@ -161,20 +189,46 @@ mod tests {
         m.answer(Path::Deep, Status::Fail);
         m.round(&Round {
             elapsed: Duration::from_millis(3),
-            results: vec![CheckResult {
-                name: "aurora-reader".into(),
-                critical: true,
-                component_type: ComponentType::Datastore,
-                component_id: String::new(),
-                time: SystemTime::now(),
-                elapsed: Duration::from_millis(3),
-                observations: vec![
-                    Observation::new("responseTime", Status::Pass),
-                    Observation::new("replicationLag", Status::Warn).value(1500u64, Some("ms")),
-                ],
-            }],
+            results: vec![
+                CheckResult {
+                    name: "aurora-reader".into(),
+                    critical: true,
+                    component_type: ComponentType::Datastore,
+                    component_id: String::new(),
+                    time: SystemTime::now(),
+                    elapsed: Duration::from_millis(3),
+                    observations: vec![
+                        Observation::new("responseTime", Status::Pass),
+                        Observation::new("replicationLag", Status::Warn).value(1500u64, Some("ms")),
+                    ],
+                },
+                CheckResult {
+                    name: "dynamodb-rates".into(),
+                    critical: true,
+                    component_type: ComponentType::Datastore,
+                    component_id: "rates".into(),
+                    time: SystemTime::now(),
+                    elapsed: Duration::from_millis(2),
+                    observations: vec![
+                        Observation::new("responseTime", Status::Pass),
+                        Observation::new("replicaStatus", Status::Pass)
+                            .value("ACTIVE", None)
+                            .peer("us-east-1"),
+                        Observation::new("replicationLag", Status::Pass)
+                            .value(250u64, Some("ms"))
+                            .peer("us-east-1"),
+                        // Unread this round: no gauge.
+                        Observation::new("replicationLag", Status::Warn).peer("ap-south-1"),
+                    ],
+                },
+            ],
         });
         let text = m.render();
+        assert!(!text.contains("peer=\"ap-south-1\""), "{text}");
+        assert!(
+            !text.contains("vantage_status_replication_lag_seconds{check=\"dynamodb-rates\"}"),
+            "{text}"
+        );
         for line in [
             "vantage_status_answers_total{path=\"deep\",status=\"fail\"} 1",
             "vantage_status_rounds_total 1",
@@ -183,6 +237,7 @@ mod tests {
             "vantage_status_check_duration_seconds_bucket{check=\"aurora-reader\",le=\"0.005\"} 1",
             "vantage_status_check_duration_seconds_count{check=\"aurora-reader\"} 1",
             "vantage_status_replication_lag_seconds{check=\"aurora-reader\"} 1.5",
+            "vantage_status_dynamodb_replication_lag_seconds{check=\"dynamodb-rates\",table=\"rates\",peer=\"us-east-1\"} 0.25",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -92,8 +92,9 @@ struct AppState {
     region: HeaderValue,
 }
 
-/// Builds the checks named in `settings`. `aws` is the SDK configuration for the Lambda check;
-/// when `None` and a Lambda check is configured, it is loaded from the environment.
+/// Builds the checks named in `settings`. `aws` is the SDK configuration for the Lambda and
+/// DynamoDB checks; when `None` and one is configured, it is loaded from the environment.
+/// DynamoDB heartbeat writers start here (they stop when the checks are dropped).
 pub async fn build_checks(
     settings: &Settings,
     aws: Option<aws_config::SdkConfig>,
@@ -136,23 +137,58 @@ pub async fn build_checks(
             check,
         });
     }
-    if let Some(l) = &settings.lambda {
-        let sdk = match aws {
-            Some(sdk) => sdk,
-            None => {
+    let aws = match aws {
+        Some(sdk) => Some(sdk),
+        None if settings.lambda.is_some() || !settings.dynamodb.is_empty() => {
+            // The per-attempt timeout of this configuration serves the Lambda check; the
+            // DynamoDB client sets its own (checks::dynamodb::configure).
+            let timeout = settings
+                .lambda
+                .as_ref()
+                .map_or(config::DEFAULT_CHECK_TIMEOUT, |l| l.timeout);
+            Some(
                 checks::lambda::sdk_config(
                     &settings.region,
                     settings.aws_endpoint_url.as_deref(),
-                    l.timeout,
+                    timeout,
                 )
-                .await
-            }
-        };
+                .await,
+            )
+        }
+        None => None,
+    };
+    if let (Some(l), Some(sdk)) = (&settings.lambda, &aws) {
         specs.push(CheckSpec {
             name: config::LAMBDA.to_owned(),
             critical: l.critical,
             timeout: l.timeout,
-            check: Check::Lambda(checks::lambda::LambdaCheck::new(&sdk, &l.function)),
+            check: Check::Lambda(checks::lambda::LambdaCheck::new(sdk, &l.function)),
+        });
+    }
+    for d in &settings.dynamodb {
+        let Some(sdk) = &aws else { break };
+        let spec = checks::dynamodb::DynamoSpec {
+            table: d.table.clone(),
+            region: settings.region.clone(),
+            canary_key: d.canary_key.clone(),
+            peers: d.peers.clone(),
+            partition_key: d.partition_key.clone(),
+            lag: LagLimits {
+                warn: d.lag_warn,
+                fail: d.lag_fail,
+            },
+            timeout: d.timeout,
+        };
+        let client = checks::dynamodb::client(sdk, d.timeout);
+        specs.push(CheckSpec {
+            name: d.name.clone(),
+            critical: d.critical,
+            timeout: d.timeout,
+            check: Check::Dynamodb(checks::dynamodb::DynamoCheck::new(
+                client,
+                spec,
+                d.heartbeat_every,
+            )),
         });
     }
     for (i, h) in settings.http.iter().enumerate() {

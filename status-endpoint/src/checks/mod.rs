@@ -1,5 +1,6 @@
 //! Dependency checks and their results. A [`CheckSpec`] pairs one dependency ([`Check`]: an
-//! Aurora writer or reader, the Region's Lambda function, an extra HTTP or TCP dependency) with
+//! Aurora writer or reader, the Region's Lambda function, a DynamoDB table, an extra HTTP or
+//! TCP dependency) with
 //! its name, timeout and criticality; [`run_round`] runs every check at once under one deadline
 //! and returns a [`Round`] that is cached and rendered by the rest of the crate.
 //!
@@ -7,6 +8,7 @@
 //! timeout (never longer than the round's deadline), and a check that does not finish in time
 //! is reported as `fail` with "timed out after …".
 
+pub mod dynamodb;
 pub mod http;
 pub mod lambda;
 pub mod mysql;
@@ -65,6 +67,9 @@ pub struct Observation {
     pub status: Status,
     /// Detail for authorised callers: error text, why a warning was raised.
     pub output: Option<String>,
+    /// The other Region this measurement is about (a DynamoDB replica or heartbeat peer):
+    /// a label of its metric.
+    pub peer: Option<String>,
 }
 
 impl Observation {
@@ -75,7 +80,13 @@ impl Observation {
             unit: None,
             status,
             output: None,
+            peer: None,
         }
+    }
+
+    pub fn peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
     }
 
     pub fn value(
@@ -149,6 +160,8 @@ pub enum CheckError {
     Lambda(String),
     #[error("{0}")]
     Http(String),
+    #[error("{0}")]
+    Dynamodb(String),
 }
 
 /// A database URL that cannot work (bad TLS parameters, unreadable CA bundle, a driver's parse
@@ -204,6 +217,7 @@ pub enum Check {
     Postgres(Box<postgres::PostgresCheck>),
     Mysql(mysql::MysqlCheck),
     Lambda(lambda::LambdaCheck),
+    Dynamodb(dynamodb::DynamoCheck),
     Http(http::HttpCheck),
     Tcp(tcp::TcpCheck),
 }
@@ -214,6 +228,7 @@ impl Check {
             Check::Postgres(c) => c.run().await,
             Check::Mysql(c) => c.run().await,
             Check::Lambda(c) => c.run().await,
+            Check::Dynamodb(c) => c.run().await,
             Check::Http(c) => c.run().await,
             Check::Tcp(c) => c.run().await,
         }
@@ -221,7 +236,7 @@ impl Check {
 
     fn component_type(&self) -> ComponentType {
         match self {
-            Check::Postgres(_) | Check::Mysql(_) => ComponentType::Datastore,
+            Check::Postgres(_) | Check::Mysql(_) | Check::Dynamodb(_) => ComponentType::Datastore,
             Check::Lambda(_) | Check::Http(_) => ComponentType::Component,
             Check::Tcp(_) => ComponentType::System,
         }
@@ -233,6 +248,7 @@ impl Check {
             Check::Postgres(c) => c.target().to_owned(),
             Check::Mysql(c) => c.target().to_owned(),
             Check::Lambda(c) => c.target().to_owned(),
+            Check::Dynamodb(c) => c.target().to_owned(),
             Check::Http(c) => c.target().to_owned(),
             Check::Tcp(c) => c.target().to_owned(),
         }
