@@ -9,7 +9,11 @@ use std::time::Duration;
 /// peer's write time − its period) at which the check warns and fails.
 pub const DEFAULT_HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 pub const DEFAULT_DYNAMODB_LAG_WARN: Duration = Duration::from_secs(5);
-pub const DEFAULT_DYNAMODB_LAG_FAIL: Duration = Duration::from_secs(30);
+/// Never, unless `lag_fail` is set: a peer Region that is down stops writing its heartbeat,
+/// which looks exactly like a replication stall from here. Failing on it by default would let
+/// one dead Region fail every healthy Region's deep check at once — the correlated take-out
+/// failover must never cause.
+pub const DEFAULT_DYNAMODB_LAG_FAIL: Duration = Duration::MAX;
 /// The partition key attribute heartbeat items are written under, unless `partition_key` says.
 pub const DEFAULT_PARTITION_KEY: &str = "pk";
 
