@@ -487,6 +487,11 @@ fn replica_mistakes_name_the_key_line_and_fix() {
     );
     let e = error_of(&skew);
     assert!(e.contains("aggregator.lease.max_clock_skew"), "{e}");
+    let e = error_of(&EXAMPLE.replace("agent_id = \"probe-euw1\"", "agent_id = \"..\""));
+    assert!(e.contains("vantages[1].agent_id"), "{e}");
+    let dots = with_replicas(&THREE.replace("\"euw1\"", "\"..\""), "");
+    let e = error_of(&dots);
+    assert!(e.contains("aggregator.replicas[1].id"), "{e}");
     let table = with_replicas(THREE, "[aggregator.lease]\ntable = \"a b\"\n");
     let e = error_of(&table);
     assert!(e.contains("aggregator.lease.table"), "{e}");

@@ -199,11 +199,15 @@ impl FleetConfig {
     }
 }
 
+/// A name that may also become a file name (agent ids and replica ids name spool directories):
+/// letters, digits, '-', '_' and '.', 1 to 64 of them, and never only dots ("." and ".." are
+/// directories already).
 pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !s.chars().all(|c| c == '.')
 }
 
 pub(super) fn check_url(
