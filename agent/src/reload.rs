@@ -278,10 +278,13 @@ impl Targets {
             // A grid from now: its first slot is within one interval, none counts as missed.
             let offset = target.interval.mul_f64(rng.random::<f64>());
             let grid = SlotGrid::new(now, offset, target.interval);
+            // A changed target, or one removed by an earlier reload whose last interval is not
+            // reported yet: either way it carries on in the same recorder, so one report never
+            // holds the same target twice.
             let at = self
                 .running
                 .iter()
-                .position(|r| r.retired_in.is_none() && r.target.plan.id == target.plan.id);
+                .position(|r| r.target.plan.id == target.plan.id);
             match at {
                 Some(i) => {
                     let old = &self.running[i];
