@@ -14,6 +14,9 @@
 //! With `run_for` (Lambda mode) it stops at the last interval boundary inside that time. Every
 //! queue flushes at the same time within [`FLUSH_DEADLINE`] and keeps what it could not deliver
 //! in its own spool.
+//!
+//! Reloading: [`run_with_reload`] also rereads the fleet file when asked (SIGHUP, or a changed
+//! file with `--watch-config`) and applies it to the running targets by id ([`crate::reload`]).
 
 use crate::fleet::{build_targets, AgentTarget};
 use crate::identity::parse_agent_id;

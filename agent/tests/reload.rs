@@ -329,3 +329,73 @@ async fn a_broken_file_keeps_the_targets_and_names_file_line_and_key() {
     assert_eq!(attempts(&seen["status:eu-west-1"]), euw1.requests() as u64);
     assert_eq!(attempts(&seen["global"]), global.requests() as u64);
 }
+
+#[tokio::test]
+async fn a_key_that_needs_a_restart_keeps_its_value_and_the_rest_applies() {
+    let log = Captured::default();
+    let _guard = tracing::subscriber::set_default(log.subscriber());
+    let (global, euw1, use1) = (
+        status_server("us-east-1").await,
+        status_server("eu-west-1").await,
+        status_server("us-east-1").await,
+    );
+    let agg = StandIn::builder()
+        .key("k1", KEY)
+        .mode(Mode::Healthy)
+        .start()
+        .await;
+    let dir = vantage_testkit::dirs::temp_dir("agent-reload-restart");
+    let path = dir.path().join("fleet.toml");
+    let first = fleet_text(
+        &global.url("/status"),
+        &[("eu-west-1", &euw1.url("/status"))],
+        &agg.url(),
+        "",
+    );
+    std::fs::write(&path, &first).unwrap();
+    let fleet = FleetConfig::load(&path).unwrap();
+    let (hangup, hangups) = watch::channel(0u64);
+    let (_signals, signals) = watch::channel(0u32);
+    let run = tokio::spawn(daemon::run_with_reload(
+        settings(fleet, &agg.url(), Duration::from_millis(3_500)),
+        signals,
+        Some(FleetReload {
+            path: path.clone(),
+            trigger: ReloadTrigger::new(hangups),
+        }),
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Reports every 2 s (needs a restart) and one more Region (applies now).
+    let second = fleet_text(
+        &global.url("/status"),
+        &[
+            ("eu-west-1", &euw1.url("/status")),
+            ("us-east-1", &use1.url("/status")),
+        ],
+        &agg.url(),
+        "",
+    )
+    .replace("report_interval = \"1s\"", "report_interval = \"2s\"");
+    assert!(second.contains("\"2s\""), "{second}");
+    std::fs::write(&path, &second).unwrap();
+    hangup.send_modify(|n| *n += 1);
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the agent stops within its run_for")
+        .unwrap()
+        .unwrap();
+    let logged = log.text();
+    assert!(
+        logged.contains("fleet.report_interval changed: restart the agent to apply it"),
+        "{logged}"
+    );
+    assert!(logged.contains(r#"added=["status:us-east-1"]"#), "{logged}");
+    let reports = agg.reports();
+    assert!(
+        reports.iter().all(|r| r.interval_ms == 1_000),
+        "the interval in use stays"
+    );
+    let seen = by_target(&reports);
+    assert_eq!(attempts(&seen["status:us-east-1"]), use1.requests() as u64);
+    assert!(use1.requests() > 0);
+}
