@@ -212,6 +212,10 @@ struct AgentArgs {
     /// Stop after this long (the default under Lambda: agents.lambda_run_for or 50s).
     #[arg(long, value_name = "DUR", env = "VANTAGE_RUN_FOR", value_parser = duration_arg)]
     run_for: Option<Duration>,
+    /// Reload the fleet file also when its modification time changes (looked at every 2s),
+    /// not only on SIGHUP. Needs --config FILE.
+    #[arg(long, env = "VANTAGE_WATCH_CONFIG")]
+    watch_config: bool,
 }
 
 const PROBE_EXAMPLES: &str = "\

@@ -14,6 +14,9 @@
 //! With `run_for` (Lambda mode) it stops at the last interval boundary inside that time. Every
 //! queue flushes at the same time within [`FLUSH_DEADLINE`] and keeps what it could not deliver
 //! in its own spool.
+//!
+//! Reloading: [`run_with_reload`] also rereads the fleet file when asked (SIGHUP, or a changed
+//! file with `--watch-config`) and applies it to the running targets by id ([`crate::reload`]).
 
 use crate::fleet::{build_targets, AgentTarget};
 use crate::identity::parse_agent_id;
@@ -22,17 +25,15 @@ use crate::push::{
     check_replicas, Deliveries, DeliveryQueue, OutgoingReport, PushConfig, PushSummary,
     QueueSummary, ReplicaTarget,
 };
-use crate::recorder::{IntervalClock, IntervalStats, TargetRecorder};
+use crate::recorder::{IntervalClock, IntervalStats};
+use crate::reload::{self as fleet_reload, FleetReload, ReloadError, Running, Targets};
 use crate::report::{self, AlignedIntervals, ReportIdentity, TargetInterval};
-use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
 use crate::spool::{self, Spool, SpoolConfig, SpoolError};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
-use vantage_probe::tls::TlsConfigCache;
 use vantage_probe::Prober;
 use vantage_protocol::config::{ConfigError, FleetConfig};
 
@@ -101,15 +102,10 @@ pub struct AgentSummary {
     pub replicas: Vec<QueueSummary>,
 }
 
-struct Running {
-    target: AgentTarget,
-    scheduled: Arc<ScheduledTarget<LabelledProber>>,
-}
-
 /// A prober that also feeds the Prometheus metrics.
 pub struct LabelledProber {
-    prober: Prober,
-    labels: TargetLabels,
+    pub(crate) prober: Prober,
+    pub(crate) labels: TargetLabels,
 }
 
 impl crate::scheduler::ProbeTarget for LabelledProber {
@@ -145,7 +141,16 @@ pub fn check(settings: &AgentSettings) -> Result<Vec<AgentTarget>, AgentError> {
 /// interval, at 2 it stops at once.
 pub async fn run(
     settings: AgentSettings,
+    signals: watch::Receiver<u32>,
+) -> Result<AgentSummary, AgentError> {
+    run_with_reload(settings, signals, None).await
+}
+
+/// [`run`], rereading the fleet file whenever `reload`'s trigger asks (see [`crate::reload`]).
+pub async fn run_with_reload(
+    settings: AgentSettings,
     mut signals: watch::Receiver<u32>,
+    mut reload: Option<FleetReload>,
 ) -> Result<AgentSummary, AgentError> {
     let targets = check(&settings)?;
     let precision = settings.fleet.histogram_precision();
@@ -165,6 +170,7 @@ pub async fn run(
         delivery_queues(&settings.push, &settings.replicas, settings.spool)?;
     if let Some(listener) = settings.metrics_listener {
         let handle = metrics::install(&settings.vantage)?;
+        fleet_reload::register_metrics();
         tokio::spawn(async move {
             let never = std::future::pending::<()>();
             if let Err(e) = vantage_runtime::metrics_http::serve(listener, handle, never).await {
@@ -189,49 +195,18 @@ pub async fn run(
         .max()
         .map_or(now_ms, |m| (m + 1).max(now_ms));
 
-    let tls = Arc::new(TlsConfigCache::new());
     let start = Instant::now();
-    let intervals: Vec<Duration> = targets.iter().map(|t| t.interval).collect();
-    let offsets = spread_offsets(&intervals, &mut rand::rng());
-    let mut running = Vec::with_capacity(targets.len());
-    for (target, offset) in targets.into_iter().zip(offsets) {
-        let prober =
-            Prober::new(target.spec.clone(), tls.clone()).map_err(|source| AgentError::Probe {
-                target: target.plan.id.clone(),
-                source,
-            })?;
-        let labels = TargetLabels {
-            target: target.plan.id.clone(),
-            region: target.region_label().to_owned(),
-        };
-        metrics::register_target(&labels);
-        let scheduled = Arc::new(ScheduledTarget {
-            probe: LabelledProber { prober, labels },
-            grid: SlotGrid::new(start, offset, target.interval),
-            recorder: Arc::new(Mutex::new(TargetRecorder::new(precision))),
-        });
-        running.push(Running { target, scheduled });
-    }
-
-    let (stop_probes, stop_rx) = watch::channel(false);
-    let tasks: Vec<_> = running
-        .iter()
-        .map(|r| {
-            tokio::spawn(run_target(
-                r.scheduled.clone(),
-                clock,
-                None,
-                stop_rx.clone(),
-            ))
-        })
-        .collect();
+    let mut targets = Targets::start(targets, start, clock, precision).map_err(|e| match e {
+        ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
+        other => unreachable!("starting compiles probers only: {other}"),
+    })?;
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
     let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,
-        targets = running.len(),
+        targets = targets.probing(),
         interval = ?aligned.length,
         %aggregators,
         "agent started"
@@ -277,22 +252,27 @@ pub async fn run(
                 if is_last {
                     break;
                 }
-                collect(&running, next, &identity, &aligned, &mut seq, &deliveries, &mut summary).await;
+                targets.before_collect();
+                collect(targets.running(), next, &identity, &aligned, &mut seq, &deliveries, &mut summary).await;
+                targets.forget_reported(next);
                 next += 1;
             }
             changed = signals.changed(), if signals_open => {
                 // A dropped sender means nobody can ask us to stop: run on.
                 signals_open = changed.is_ok();
             }
+            why = next_reload(&mut reload) => {
+                let path = &reload.as_ref().expect("a reload was asked for").path;
+                let result = targets.reload(path, &settings.fleet, &settings.vantage);
+                fleet_reload::log_result(&result, why.as_str());
+            }
         }
     }
 
-    let _ = stop_probes.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    targets.stop().await;
+    targets.before_collect();
     collect(
-        &running,
+        targets.running(),
         u64::MAX,
         &identity,
         &aligned,
@@ -310,6 +290,14 @@ pub async fn run(
     }
     tracing::info!(?summary, "agent stopped");
     Ok(summary)
+}
+
+/// The next reload request; never without a fleet file to reread.
+async fn next_reload(reload: &mut Option<FleetReload>) -> vantage_runtime::reload::ReloadCause {
+    match reload {
+        Some(r) => r.trigger.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes every interval up to `through` from every target and sends one report per interval.

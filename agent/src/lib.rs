@@ -8,6 +8,7 @@
 //!   interval, and accounts late starts and missed slots (coordinated omission).
 //! - [`recorder`]: per-target interval statistics and HDR histograms whose memory follows the
 //!   samples actually recorded, rotated by interval without losing or double-counting a sample.
+//! - [`reload`]: the running targets, and a reloaded fleet file applied to them by target id.
 //! - [`report`]: builds the `IntervalReport` from recorded intervals (pure).
 //! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart,
 //!   in a directory that must be the agent's alone.
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod oneshot;
 pub mod push;
 pub mod recorder;
+pub mod reload;
 pub mod report;
 pub mod scheduler;
 pub mod spool;

@@ -149,6 +149,7 @@ impl<B: Backend> Aggregator<B> {
     /// One decision at `now`: the state moves on, transitions and alerts are logged, the state
     /// is persisted and the desired state handed to the planes. No AWS call is made here.
     pub fn decide(&self, now: SystemTime) -> Snapshot {
+        let _turn = lock(&self.config_turn);
         let now_ms = unix_ms(now);
         let Evaluation {
             next_state,
@@ -210,7 +211,7 @@ impl<B: Backend> Aggregator<B> {
                 .set(f64::from(r.weight));
         }
         let answered: u64 = global_traffic.values().sum();
-        for region in &self.config().regions {
+        for region in &self.config().regions.clone() {
             let share = if answered == 0 {
                 0.0
             } else {

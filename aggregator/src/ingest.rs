@@ -211,7 +211,7 @@ impl<B: Backend> Aggregator<B> {
             report.validate()?;
             return Ok(Ingested::Stale);
         }
-        let prepared = prepare(report, config)?;
+        let prepared = prepare(report, &config)?;
         // Deduplication and merge under one window lock: a concurrent ingest or pruning
         // evaluation sees both or neither. Nothing is decoded while it is held.
         let mut window = lock(&self.window);

@@ -17,6 +17,7 @@
 //! - [`lease`]: the weights lease (DynamoDB, fencing token) that lets one replica of several
 //!   write weights at a time.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
+//! - [`reload`]: a new fleet file put in force while running, or refused whole.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
 //! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
@@ -39,5 +40,6 @@ pub mod planes;
 mod planes_route53_tests;
 pub mod prepare;
 pub mod reconcile;
+pub mod reload;
 pub mod service;
 pub mod window;

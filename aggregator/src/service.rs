@@ -15,7 +15,7 @@ use crate::overrides::Nonces;
 use crate::persist;
 use crate::window::Window;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -52,7 +52,11 @@ pub mod names {
 
 /// The aggregator: shared by the HTTP handlers and the evaluation loop.
 pub struct Aggregator<B> {
-    config: AggregatorConfig,
+    /// Swapped whole by a reload ([`crate::reload`]); readers take the one in force.
+    config: RwLock<Arc<AggregatorConfig>>,
+    /// Held by a decision and by a reload, so a decision is made under one configuration and
+    /// a reload never lands between reading the state and storing the next.
+    pub(crate) config_turn: Mutex<()>,
     backend: B,
     pub(crate) window: Mutex<Window>,
     pub(crate) seen: Mutex<Seen>,
@@ -125,12 +129,22 @@ impl<B: Backend> Aggregator<B> {
             wake: Notify::new(),
             planes: crate::planes::Planes::new(),
             lease: None,
-            config,
+            config: RwLock::new(Arc::new(config)),
+            config_turn: Mutex::new(()),
         })
     }
 
-    pub fn config(&self) -> &AggregatorConfig {
-        &self.config
+    /// The configuration in force (a reload may replace it; this one stays whole).
+    pub fn config(&self) -> Arc<AggregatorConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `config` in force for every request and evaluation from now on.
+    pub(crate) fn set_config(&self, config: AggregatorConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
     pub fn backend(&self) -> &B {
@@ -171,7 +185,8 @@ impl<B: Backend> Aggregator<B> {
     /// and spent nonces. Writers take turns, and each writes what is current when its turn
     /// comes, so an evaluation can never put back overrides or nonces older than the file's.
     pub(crate) fn persist_state(&self) {
-        let Some(path) = &self.config.state_file else {
+        let config = self.config();
+        let Some(path) = &config.state_file else {
             return;
         };
         let _turn = lock(&self.persisting);

@@ -234,6 +234,13 @@ impl Window {
         merged
     }
 
+    /// Forgets every series of the targets `keep` refuses (a reload took them out of the
+    /// fleet): nothing decides from them any more.
+    pub fn forget_targets(&mut self, keep: impl Fn(&str) -> bool) {
+        self.series.retain(|(target, _), _| keep(target));
+        self.kinds.retain(|target, _| keep(target));
+    }
+
     /// Forgets intervals that ended before `oldest_ms`.
     pub fn prune(&mut self, oldest_start_ms: u64) {
         self.series.retain(|_, intervals| {

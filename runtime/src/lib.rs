@@ -6,6 +6,7 @@
 //! - [`sync`]: a mutex lock that survives a panicked holder.
 //! - [`http_server`]: the one HTTP server loop (limits, connection cap, TLS, drain) every
 //!   listener runs.
+//! - [`reload`]: SIGHUP, observed once per process, and file watches: what asks for a reload.
 //! - [`tls_server`]: server TLS from PEM files, reloaded on SIGHUP or when the files change.
 //! - [`metrics_http`]: the `/metrics` listener the agent and the aggregator both serve.
 
@@ -13,6 +14,7 @@ pub mod backoff;
 pub mod errors;
 pub mod http_server;
 pub mod metrics_http;
+pub mod reload;
 pub mod shutdown;
 pub mod sync;
 pub mod tls_server;

@@ -1,10 +1,12 @@
 //! Server-side TLS for [`crate::http_server`]: a rustls configuration (ring, TLS 1.2 and 1.3,
 //! ALPN h2 and http/1.1) whose certificate and key come from PEM files and can be replaced
-//! while connections are served. [`ServerTls::watch`] reloads them on SIGHUP and whenever a
+//! while connections are served. [`ServerTls::watch`] reloads them on SIGHUP (the process's one
+//! count, [`crate::reload`]) and whenever a
 //! file's modification time changes; a reload that fails (unreadable, half-written, key not
 //! matching the certificate) keeps the certificate in use and logs why. With a client CA,
 //! every client must present a certificate signed by it (mTLS) or the handshake is refused.
 
+use crate::reload::ReloadTrigger;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -13,7 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 
 /// How often [`ServerTls::watch`] looks at the files' modification times by default.
@@ -112,54 +114,32 @@ impl ServerTls {
         Ok(())
     }
 
-    /// Reloads on SIGHUP and when the certificate's or key's modification time changes
-    /// (looked at every `poll`), until `shutdown` resolves.
-    pub async fn watch(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut seen = self.mtimes();
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Reloads on every SIGHUP counted by `hangups` (see [`crate::reload::hangup_count`]) and
+    /// when the certificate's or key's modification time changes (looked at every `poll`),
+    /// until `shutdown` resolves.
+    pub async fn watch(
+        self,
+        hangups: tokio::sync::watch::Receiver<u64>,
+        poll: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let files = vec![self.files.cert_file.clone(), self.files.key_file.clone()];
+        let mut trigger = ReloadTrigger::new(hangups).watching(files, poll);
         tokio::pin!(shutdown);
         loop {
-            #[cfg(unix)]
-            let signalled = async {
-                match hangup.as_mut() {
-                    Some(h) => drop(h.recv().await),
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let signalled = std::future::pending::<()>();
             let why = tokio::select! {
                 () = &mut shutdown => return,
-                () = signalled => "SIGHUP",
-                _ = tick.tick() => {
-                    let now = self.mtimes();
-                    if now == seen {
-                        continue;
-                    }
-                    // Remembered even if the reload fails: a half-written pair is retried
-                    // when a file changes again, not logged every poll.
-                    seen = now;
-                    "the files changed"
-                }
+                why = trigger.next() => why,
             };
             match self.reload() {
                 Ok(()) => {
-                    tracing::info!(cert = %self.files.cert_file.display(), why, "TLS certificate reloaded")
+                    tracing::info!(cert = %self.files.cert_file.display(), %why, "TLS certificate reloaded")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, why, "TLS reload failed; keeping the certificate in use")
+                    tracing::warn!(error = %e, %why, "TLS reload failed; keeping the certificate in use")
                 }
             }
         }
-    }
-
-    fn mtimes(&self) -> (Option<SystemTime>, Option<SystemTime>) {
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        (mtime(&self.files.cert_file), mtime(&self.files.key_file))
     }
 }
 

@@ -224,9 +224,10 @@ async fn a_changed_certificate_is_served_and_a_broken_one_is_not() {
     let files = write_pair(dir.path(), &first);
     let tls = ServerTls::load(files.clone()).unwrap();
     let addr = start(&tls).await;
+    let (_hangup, hangups) = tokio::sync::watch::channel(0u64);
     tokio::spawn(
         tls.clone()
-            .watch(Duration::from_millis(50), std::future::pending()),
+            .watch(hangups, Duration::from_millis(50), std::future::pending()),
     );
     let connector = client(&ca, None);
     assert_eq!(get(addr, &connector).await.unwrap().0, first.der);

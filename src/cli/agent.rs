@@ -12,12 +12,16 @@ use tokio::sync::watch;
 use vantage_agent::daemon::{self, AgentError, AgentSettings};
 use vantage_agent::identity::parse_agent_id;
 use vantage_agent::push::{PushConfig, QueueSummary, ReplicaTarget};
+use vantage_agent::reload::FleetReload;
 use vantage_agent::spool::SpoolConfig;
 use vantage_protocol::auth::check_key;
 use vantage_protocol::config::FleetConfig;
+use vantage_runtime::reload::{hangup_count, ReloadTrigger};
 
 /// Lambda: probe this long per invocation unless configured (a one-minute schedule).
 const DEFAULT_LAMBDA_RUN_FOR: Duration = Duration::from_secs(50);
+/// `--watch-config`: how often the fleet file's modification time is looked at.
+const WATCH_CONFIG_POLL: Duration = Duration::from_secs(2);
 /// Lambda: time kept back from the invocation deadline for reporting and flushing.
 const LAMBDA_FLUSH_RESERVE: Duration = Duration::from_secs(10);
 
@@ -219,6 +223,10 @@ fn summary_line(summary: &daemon::AgentSummary) -> String {
 }
 
 pub async fn run(args: AgentArgs) -> ExitCode {
+    if args.watch_config && args.config.is_none() {
+        eprintln!("vantage: --watch-config needs the fleet file as --config FILE (text in VANTAGE_CONFIG_TOML cannot change)");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let prepared = match prepare(&args) {
         Ok(p) => p,
         Err(e) => {
@@ -240,7 +248,20 @@ pub async fn run(args: AgentArgs) -> ExitCode {
         },
     };
     let settings = prepared.settings(listener, prepared.run_for);
-    match daemon::run(settings, vantage_runtime::shutdown::signal_count()).await {
+    // SIGHUP rereads the fleet file (from --config: text from the environment cannot change),
+    // and is always handled, so that it never kills an agent.
+    let hangups = hangup_count();
+    let reload = args.config.clone().map(|path| {
+        let trigger = ReloadTrigger::new(hangups);
+        let trigger = if args.watch_config {
+            trigger.watching(vec![path.clone()], WATCH_CONFIG_POLL)
+        } else {
+            trigger
+        };
+        FleetReload { path, trigger }
+    });
+    let signals = vantage_runtime::shutdown::signal_count();
+    match daemon::run_with_reload(settings, signals, reload).await {
         Ok(summary) => {
             eprintln!("{}", summary_line(&summary));
             ExitCode::SUCCESS

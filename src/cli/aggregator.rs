@@ -15,10 +15,15 @@ use vantage_aggregator::backend::route53::sdk_loader;
 use vantage_aggregator::backend::{AnyBackend, Backend};
 use vantage_aggregator::bootstrap::{self, BootstrapError, Clients, Mode};
 use vantage_aggregator::config::{AggregatorConfig, BackendKind};
+use vantage_aggregator::reload::ConfigReload;
 use vantage_aggregator::service::{self, Aggregator, ServeOptions};
 use vantage_protocol::config::FleetConfig;
 use vantage_runtime::http_server::Limits;
+use vantage_runtime::reload::{hangup_count, ReloadTrigger};
 use vantage_runtime::tls_server::{ServerTls, TlsFiles, RELOAD_POLL};
+
+/// `--watch-config`: how often the fleet file's modification time is looked at.
+const WATCH_CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) const AGGREGATOR_HELP: &str = "\
 API: POST /v1/reports (agents, signed with an agent key), GET /v1/state (a bearer token when
@@ -30,6 +35,9 @@ made it, and alert) goes to stdout unless --decision-log names a file. Backend d
 default) plans and logs only.
 TLS: with --tls-cert and --tls-key the API is HTTPS only (rustls); the certificate and key are
 reloaded on SIGHUP and when the files change (a failed reload keeps the old pair and logs why);
+SIGHUP (and with --watch-config a change of the file) also rereads the fleet file: Regions,
+agent and admin keys, [policy] and [weights] apply live; a bad file or a change to a key that
+needs a restart (backend, [route53], replicas, lease, window, periods) keeps the file in use.
 --tls-client-ca makes agents present a client certificate from that CA (mTLS). Without them
 the API is plain HTTP, meant for a TLS-terminating load balancer or a private network.
 Limits: a stalled request head is cut after --header-read-timeout, an idle connection after
@@ -160,6 +168,10 @@ pub(super) struct AggregatorArgs {
     #[arg(long, value_name = "DUR", env = "VANTAGE_IDLE_TIMEOUT", default_value = "60s",
           value_parser = duration_arg)]
     idle_timeout: std::time::Duration,
+    /// Reload the fleet file also when its modification time changes (looked at every 2s),
+    /// not only on SIGHUP.
+    #[arg(long, env = "VANTAGE_WATCH_CONFIG")]
+    watch_config: bool,
 }
 
 #[derive(Args, Debug)]
@@ -329,18 +341,33 @@ async fn serve<B: Backend>(
     // SIGTERM (ECS, systemd) or Ctrl-C: stop accepting, finish the requests in flight, exit 0.
     // Handlers are installed before the readiness line, so a signal right after it counts.
     let rx = vantage_runtime::shutdown::stop_flag();
+    // SIGHUP is counted from here on (and no longer kills the process): the TLS pair and the
+    // fleet file both reload on it.
+    let hangups = hangup_count();
     // TLS files are read before anything says the API is listening.
-    let options = serve_options(args, &rx)?;
+    let options = serve_options(args, &rx, &hangups)?;
     let log = decision_log(&args.decision_log)?;
     let backend_name = backend.name();
     let aggregator = Aggregator::new(config, backend, Some(log))?;
     // Route 53 with several replicas: only the holder of the DynamoDB lease writes weights.
-    let aggregator = match vantage_aggregator::lease::lease_from_config(aggregator.config()).await?
-    {
-        Some(lease) => aggregator.with_lease(lease),
-        None => aggregator,
-    };
+    let aggregator =
+        match vantage_aggregator::lease::lease_from_config(&aggregator.config()).await? {
+            Some(lease) => aggregator.with_lease(lease),
+            None => aggregator,
+        };
     let aggregator = Arc::new(aggregator);
+    let trigger = ReloadTrigger::new(hangups);
+    let trigger = if args.watch_config {
+        trigger.watching(vec![args.config.clone()], WATCH_CONFIG_POLL)
+    } else {
+        trigger
+    };
+    let reload = ConfigReload {
+        path: args.config.clone(),
+        replica: args.replica.clone(),
+        trigger,
+    };
+    tokio::spawn(aggregator.clone().run_reloads(reload, rx.clone()));
     eprintln!(
         "vantage aggregator: listening on {}{}, backend {backend_name}, evaluating every {:?} over {:?}",
         listener.local_addr()?,
@@ -361,6 +388,7 @@ async fn serve<B: Backend>(
 fn serve_options(
     args: &AggregatorArgs,
     stop: &watch::Receiver<bool>,
+    hangups: &watch::Receiver<u64>,
 ) -> anyhow::Result<ServeOptions> {
     let limits = Limits {
         max_connections: args.max_connections as usize,
@@ -376,7 +404,7 @@ fn serve_options(
                 client_ca_file: args.tls_client_ca.clone(),
             })?;
             let mut stop = stop.clone();
-            tokio::spawn(tls.clone().watch(RELOAD_POLL, async move {
+            tokio::spawn(tls.clone().watch(hangups.clone(), RELOAD_POLL, async move {
                 let _ = stop.wait_for(|s| *s).await;
             }));
             Some(tls.acceptor())

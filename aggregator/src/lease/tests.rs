@@ -416,7 +416,7 @@ async fn metrics_and_the_state_follow_the_lease() {
     );
 
     // Without a lease, the state says null.
-    let single = Aggregator::new(a.config().clone(), DryRun::new(), None).unwrap();
+    let single = Aggregator::new((*a.config()).clone(), DryRun::new(), None).unwrap();
     assert!(state(&single).is_null());
 }
 

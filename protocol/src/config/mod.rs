@@ -15,6 +15,7 @@
 //! (one process or replicas, and their lease),
 //! and `validate` the checks across the whole file.
 
+mod diff;
 pub mod error;
 mod keys;
 pub mod probe;
