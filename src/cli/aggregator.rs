@@ -295,18 +295,18 @@ pub async fn command(args: AggregatorCommand) -> ExitCode {
 }
 
 async fn run(args: AggregatorArgs) -> ExitCode {
-    let Some(config) = args.config.clone() else {
+    let Some(path) = args.config.clone() else {
         // clap requires --config (or VANTAGE_CONFIG) when no subcommand is named.
         eprintln!("vantage: --config FILE is required");
         return ExitCode::from(EXIT_BAD_INPUT);
     };
     with_backend(
-        &config,
+        &path,
         args.backend.as_deref(),
         Replica::Named(args.replica.as_deref()),
         args.state_file.as_deref(),
         true,
-        |config, backend| serve(config, backend, &args),
+        |config, backend| serve(config, backend, &args, &path),
     )
     .await
 }
@@ -315,6 +315,7 @@ async fn serve<B: Backend>(
     config: AggregatorConfig,
     backend: B,
     args: &AggregatorArgs,
+    config_path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -358,12 +359,12 @@ async fn serve<B: Backend>(
     let aggregator = Arc::new(aggregator);
     let trigger = ReloadTrigger::new(hangups);
     let trigger = if args.watch_config {
-        trigger.watching(vec![args.config.clone()], WATCH_CONFIG_POLL)
+        trigger.watching(vec![config_path.to_owned()], WATCH_CONFIG_POLL)
     } else {
         trigger
     };
     let reload = ConfigReload {
-        path: args.config.clone(),
+        path: config_path.to_owned(),
         replica: args.replica.clone(),
         trigger,
     };
