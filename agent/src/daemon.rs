@@ -15,7 +15,7 @@
 //! queue flushes at the same time within [`FLUSH_DEADLINE`] and keeps what it could not deliver
 //! in its own spool.
 
-use crate::fleet::{build_targets, AgentTarget};
+use crate::fleet::{build_targets, AgentTarget, TargetProber};
 use crate::identity::parse_agent_id;
 use crate::metrics::{self, DeliveryLabels, TargetLabels};
 use crate::push::{
@@ -33,7 +33,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use vantage_probe::tls::TlsConfigCache;
-use vantage_probe::Prober;
 use vantage_protocol::config::{ConfigError, FleetConfig};
 
 /// How long after an interval ends it is collected: long enough for probes that started at
@@ -55,7 +54,7 @@ pub enum AgentError {
     Probe {
         target: String,
         #[source]
-        source: vantage_probe::spec::SpecError,
+        source: crate::fleet::ProberSetupError,
     },
     #[error("report spool: {0}")]
     Spool(#[source] SpoolError),
@@ -108,7 +107,7 @@ struct Running {
 
 /// A prober that also feeds the Prometheus metrics.
 pub struct LabelledProber {
-    prober: Prober,
+    prober: TargetProber,
     labels: TargetLabels,
 }
 
@@ -196,7 +195,7 @@ pub async fn run(
     let mut running = Vec::with_capacity(targets.len());
     for (target, offset) in targets.into_iter().zip(offsets) {
         let prober =
-            Prober::new(target.spec.clone(), tls.clone()).map_err(|source| AgentError::Probe {
+            TargetProber::new(&target.probe, tls.clone()).map_err(|source| AgentError::Probe {
                 target: target.plan.id.clone(),
                 source,
             })?;
