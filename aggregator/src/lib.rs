@@ -11,6 +11,7 @@
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
 //! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
+//! - [`traffic`]: where traffic goes by layer (HTTP Region header, DNS answers), for `/v1/state`.
 //! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
 //!   each on its own task, so no Route 53 call delays a decision or a health publication.
 //! - [`lease`]: the weights lease (DynamoDB, fencing token) that lets one replica of several
@@ -38,4 +39,5 @@ mod planes_route53_tests;
 pub mod prepare;
 pub mod reconcile;
 pub mod service;
+pub mod traffic;
 pub mod window;
