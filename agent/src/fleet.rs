@@ -21,7 +21,7 @@ use vantage_protocol::config::{
 #[derive(Debug, Clone)]
 pub enum TargetProbe {
     /// One HTTP(S) exchange (global, status and deep targets).
-    Http(ProbeSpec),
+    Http(Box<ProbeSpec>),
     /// One resolution of the global name (the `dns` target).
     Dns(DnsPlan),
 }
@@ -46,14 +46,14 @@ pub enum ProberSetupError {
 /// The prober of either kind of target.
 pub enum TargetProber {
     Http(Prober),
-    Dns(DnsProber),
+    Dns(Box<DnsProber>),
 }
 
 impl TargetProber {
     pub fn new(probe: &TargetProbe, tls: Arc<TlsConfigCache>) -> Result<Self, ProberSetupError> {
         Ok(match probe {
-            TargetProbe::Http(spec) => TargetProber::Http(Prober::new(spec.clone(), tls)?),
-            TargetProbe::Dns(plan) => TargetProber::Dns(DnsProber::new(plan)?),
+            TargetProbe::Http(spec) => TargetProber::Http(Prober::new((**spec).clone(), tls)?),
+            TargetProbe::Dns(plan) => TargetProber::Dns(Box::new(DnsProber::new(plan)?)),
         })
     }
 
@@ -88,7 +88,7 @@ pub fn build_targets(config: &FleetConfig) -> Result<Vec<AgentTarget>, ConfigErr
         .map(|plan| {
             let probe = match (plan.kind, config.dns_plan()) {
                 (TargetKind::Dns, Some(dns)) => TargetProbe::Dns(dns),
-                _ => TargetProbe::Http(compile(config, &plan)?),
+                _ => TargetProbe::Http(Box::new(compile(config, &plan)?)),
             };
             let interval = plan
                 .settings
