@@ -81,3 +81,33 @@ async fn answers_map_to_regions_and_failures_have_codes() {
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
     assert!(r.timings.get(Phase::Dns).unwrap() < Duration::from_secs(3));
 }
+
+/// Without `resolvers` the prober reads the system's configuration (`/etc/resolv.conf`); it is
+/// only built here, never asked, so the test sends nothing off the machine.
+#[test]
+fn without_resolvers_the_system_configuration_is_read() {
+    if !std::path::Path::new("/etc/resolv.conf").is_file() {
+        // hickory's error names the file: that is what an agent without one reports.
+        let e = DnsProber::new(&DnsPlan {
+            resolvers: Vec::new(),
+            ..plan(
+                "api.example.test",
+                "127.0.0.1:53".parse().unwrap(),
+                Duration::from_secs(1),
+            )
+        })
+        .err()
+        .expect("no system configuration");
+        assert!(e.to_string().contains("resolv.conf"), "{e}");
+        return;
+    }
+    DnsProber::new(&DnsPlan {
+        resolvers: Vec::new(),
+        ..plan(
+            "api.example.test",
+            "127.0.0.1:53".parse().unwrap(),
+            Duration::from_secs(1),
+        )
+    })
+    .unwrap();
+}
