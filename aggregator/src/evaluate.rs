@@ -175,6 +175,7 @@ impl<B: Backend> Aggregator<B> {
         self.planes.publish(desired_of(&decision));
 
         self.log_decision(now_ms, &decision);
+        self.log_traffic_moved(now_ms, &decision, &traffic);
         self.record_metrics(&decision, &global_traffic, &traffic, window_series);
         self.persist_state();
         let snapshot = Snapshot {
@@ -207,6 +208,27 @@ impl<B: Backend> Aggregator<B> {
             metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind)).increment(1);
             self.log_event(serde_json::json!({
                 "event": "alert", "at_ms": now_ms, "kind": a.kind, "region": a.region, "reason": a.message,
+            }));
+        }
+    }
+
+    /// `traffic_moved` lines: a layer (HTTP Region header, DNS answers) that sent traffic to a
+    /// Region now out of service at the previous evaluation and sends none now, with the start
+    /// of the last interval in which it still did.
+    fn log_traffic_moved(&self, now_ms: u64, decision: &Decision, traffic: &TrafficEvidence) {
+        let Some(previous) = lock(&self.last).as_ref().map(|s| s.traffic.clone()) else {
+            return;
+        };
+        let out: Vec<&str> = decision
+            .regions
+            .iter()
+            .filter(|r| !r.in_service)
+            .map(|r| r.region.as_str())
+            .collect();
+        for m in crate::traffic::moved(&previous, traffic, &out) {
+            self.log_event(serde_json::json!({
+                "event": "traffic_moved", "at_ms": now_ms, "region": m.region,
+                "layer": m.layer, "last_seen_ms": m.last_ms,
             }));
         }
     }

@@ -29,6 +29,10 @@ pub struct RegionTraffic {
     pub http_last_ms: Option<u64>,
     /// Start (Unix ms) of the latest interval in which a DNS answer mapped to it.
     pub dns_last_ms: Option<u64>,
+    /// The layers that answered in a later interval than their last answer from this Region
+    /// (or that never answered from it in the window): they confirm traffic has moved away,
+    /// since `http_last_ms` / `dns_last_ms`.
+    pub moved_away: Vec<&'static str>,
 }
 
 /// The traffic evidence of the window: per configured Region, and the DNS answers that named
@@ -61,12 +65,25 @@ impl TrafficEvidence {
                     .filter(|(_, s)| s.is_some_and(|s| s > 0.0))
                     .map(|(layer, _)| layer)
                     .collect();
+                let (http_last_ms, dns_last_ms) = (
+                    http.last_interval_ms.get(r).copied(),
+                    dns.last_interval_ms.get(r).copied(),
+                );
+                let moved_away = [
+                    (HTTP_LAYER, http, http_last_ms),
+                    (DNS_LAYER, dns, dns_last_ms),
+                ]
+                .into_iter()
+                .filter(|(_, layer, last)| layer.latest_ms.is_some() && layer.latest_ms > *last)
+                .map(|(name, _, _)| name)
+                .collect();
                 let traffic = RegionTraffic {
                     http_share,
                     dns_share,
                     confirmed_by,
-                    http_last_ms: http.last_interval_ms.get(r).copied(),
-                    dns_last_ms: dns.last_interval_ms.get(r).copied(),
+                    http_last_ms,
+                    dns_last_ms,
+                    moved_away,
                 };
                 (r.clone(), traffic)
             })
@@ -78,6 +95,43 @@ impl TrafficEvidence {
     }
 }
 
+/// A layer that has just stopped sending traffic to a Region taken out of service: the
+/// `traffic_moved` evidence of the decision log, one per (Region, layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub region: String,
+    pub layer: &'static str,
+    /// Start of the last interval in which this layer still sent traffic there.
+    pub last_ms: Option<u64>,
+}
+
+/// The layers that newly confirm traffic left an out-of-service Region: in `moved_away` now,
+/// not at the `previous` evaluation (so each is logged once per move).
+pub fn moved(previous: &TrafficEvidence, next: &TrafficEvidence, out: &[&str]) -> Vec<Moved> {
+    let mut found = Vec::new();
+    for region in out {
+        let Some(now) = next.regions.get(*region) else {
+            continue;
+        };
+        let before = previous.regions.get(*region);
+        for layer in &now.moved_away {
+            if before.is_some_and(|b| b.moved_away.contains(layer)) {
+                continue;
+            }
+            found.push(Moved {
+                region: (*region).to_owned(),
+                layer,
+                last_ms: if *layer == HTTP_LAYER {
+                    now.http_last_ms
+                } else {
+                    now.dns_last_ms
+                },
+            });
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +141,7 @@ mod tests {
             counts: counts.iter().map(|(r, n, _)| (r.to_string(), *n)).collect(),
             unmatched,
             last_interval_ms: counts.iter().map(|(r, _, t)| (r.to_string(), *t)).collect(),
+            latest_ms: counts.iter().map(|(_, _, t)| *t).max(),
         }
     }
 
@@ -125,5 +180,43 @@ mod tests {
             "no DNS data is not 0 %"
         );
         assert_eq!(none.regions["us-east-1"].confirmed_by, ["http"]);
+    }
+
+    #[test]
+    fn a_layer_confirms_the_move_once_it_answers_later_without_the_region() {
+        let regions = ["us-east-1", "eu-west-1"].map(String::from);
+        let both = [("us-east-1", 2, 1_000), ("eu-west-1", 2, 1_000)];
+        let before = TrafficEvidence::of(&regions, &layer(&both, 0), &layer(&both, 0));
+        assert!(before.regions["eu-west-1"].moved_away.is_empty());
+        // DNS answers us-east-1 only from 2 000 on; HTTP still lands in eu-west-1 as well.
+        let http = [("us-east-1", 4, 2_000), ("eu-west-1", 4, 2_000)];
+        let dns = [("us-east-1", 3, 2_000), ("eu-west-1", 1, 1_000)];
+        let dns_moved = TrafficEvidence::of(&regions, &layer(&http, 0), &layer(&dns, 0));
+        assert_eq!(dns_moved.regions["eu-west-1"].moved_away, ["dns"]);
+        assert_eq!(
+            moved(&before, &dns_moved, &["eu-west-1"]),
+            [Moved {
+                region: "eu-west-1".into(),
+                layer: "dns",
+                last_ms: Some(1_000)
+            }]
+        );
+        assert!(
+            moved(&before, &dns_moved, &[]).is_empty(),
+            "only Regions taken out"
+        );
+        assert!(
+            moved(&dns_moved, &dns_moved, &["eu-west-1"]).is_empty(),
+            "logged once"
+        );
+        let http = [("us-east-1", 6, 3_000), ("eu-west-1", 4, 2_000)];
+        let both_moved = TrafficEvidence::of(&regions, &layer(&http, 0), &layer(&dns, 0));
+        let found = moved(&dns_moved, &both_moved, &["eu-west-1"]);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].layer, found[0].last_ms), ("http", Some(2_000)));
+        // No data is no evidence.
+        let silent =
+            TrafficEvidence::of(&regions, &LayerTraffic::default(), &LayerTraffic::default());
+        assert!(moved(&before, &silent, &["eu-west-1"]).is_empty());
     }
 }

@@ -132,6 +132,8 @@ pub struct LayerTraffic {
     pub unmatched: u64,
     /// Per Region, the start (Unix ms) of the latest interval in which it answered.
     pub last_interval_ms: BTreeMap<String, u64>,
+    /// Start of the latest interval in which this layer answered at all.
+    pub latest_ms: Option<u64>,
 }
 
 impl Bucket {
@@ -396,6 +398,9 @@ impl Window {
             }
             for (start, b) in intervals.range(from_ms..to_ms) {
                 out.unmatched = out.unmatched.saturating_add(b.unmatched);
+                if b.unmatched > 0 || b.answered_by.values().any(|n| *n > 0) {
+                    out.latest_ms = out.latest_ms.max(Some(*start));
+                }
                 for (r, n) in &b.answered_by {
                     if *n == 0 {
                         continue;

@@ -35,6 +35,7 @@ fn fleet(resolver: SocketAddr) -> FleetConfig {
     let vantages: Vec<&str> = REGIONS.iter().map(|(r, _)| *r).collect();
     let mut fleet = FleetToml::new("orders-api")
         .aggregator("window", &quoted("5s"))
+        .extra("[policy]\nfail_after = 2\n")
         .aggregator_key_from_env("k1", "VANTAGE_TEST_DNS_AGG_KEY", &vantages)
         .extra(&format!(
             "[dns]\nresolvers = [{}]\n",
@@ -52,8 +53,9 @@ fn fleet(resolver: SocketAddr) -> FleetConfig {
     .unwrap()
 }
 
-/// One interval of one vantage: three resolutions of the global name through `prober`, and
-/// three global-endpoint answers carrying `http_region` in the Region header.
+/// One interval of one vantage: three resolutions of the global name through `prober`, three
+/// global-endpoint answers carrying `http_region` in the Region header, and each Region's
+/// status target (eu-west-1's failing, so the aggregator takes it out).
 async fn report(
     prober: &DnsProber,
     vantage: &str,
@@ -77,7 +79,26 @@ async fn report(
         agent_id: format!("vantage-{vantage}"),
         vantage: vantage.into(),
     };
-    let targets = [
+    let status: Vec<(String, String, IntervalStats)> = REGIONS
+        .iter()
+        .map(|(region, _)| {
+            let mut s = IntervalStats::new(3);
+            for _ in 0..5 {
+                let mut t = PhaseTimings::default();
+                t.set(Phase::Total, Duration::from_millis(20));
+                let outcome = if *region == "eu-west-1" {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Ok
+                };
+                let mut r = ProbeResult::synthetic(outcome, t);
+                r.status = outcome.is_ok().then_some(200);
+                s.record(&r, Duration::ZERO);
+            }
+            (format!("status:{region}"), region.to_string(), s)
+        })
+        .collect();
+    let mut targets = vec![
         TargetInterval {
             id: "global",
             kind: TargetKind::Global,
@@ -91,6 +112,14 @@ async fn report(
             stats: &dns,
         },
     ];
+    for (id, region, stats) in &status {
+        targets.push(TargetInterval {
+            id,
+            kind: TargetKind::Status,
+            region: Some(region),
+            stats,
+        });
+    }
     serde_json::to_vec(&build(
         &identity,
         seq,
@@ -128,14 +157,10 @@ async fn the_state_says_which_layer_shows_traffic_where() {
         DnsServer::start("example.test.", &[DnsRecord::a(NAME, 1, "127.0.0.10")]).unwrap();
     let fleet = fleet(dns.addr);
     let prober = DnsProber::new(&fleet.dns_plan().unwrap()).unwrap();
-    let agg = Arc::new(
-        Aggregator::new(
-            AggregatorConfig::from_fleet(fleet).unwrap(),
-            DryRun::new(),
-            None,
-        )
-        .unwrap(),
-    );
+    let log = vantage_testkit::log::JsonLines::default();
+    let config = AggregatorConfig::from_fleet(fleet).unwrap();
+    let agg =
+        Arc::new(Aggregator::new(config, DryRun::new(), Some(Box::new(log.clone()))).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_stop, rx) = watch::channel(false);
@@ -189,6 +214,31 @@ async fn the_state_says_which_layer_shows_traffic_where() {
         "DNS stopped answering eu-west-1: {s}"
     );
     assert_eq!(euw1["http_last_ms"], second);
+    assert_eq!(euw1["moved_away"], serde_json::json!(["dns"]), "{s}");
+    // eu-west-1 failed everywhere twice: it is out, and the decision log says DNS confirmed
+    // traffic left it (HTTP has not yet: clients still land there).
+    let out = s["decision"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == "eu-west-1")
+        .unwrap()
+        .clone();
+    assert_eq!(out["in_service"], false, "{s}");
+    let moved = log.events_of("traffic_moved");
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(
+        (
+            &moved[0]["region"],
+            &moved[0]["layer"],
+            &moved[0]["last_seen_ms"]
+        ),
+        (
+            &serde_json::json!("eu-west-1"),
+            &serde_json::json!("dns"),
+            &serde_json::json!(first)
+        )
+    );
     let (a, b) = (
         use1["dns_share"].as_f64().unwrap(),
         euw1["dns_share"].as_f64().unwrap(),
