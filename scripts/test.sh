@@ -15,6 +15,8 @@ declare -A debian_packages=(
   [/usr/sbin/mariadbd]=mariadb-server
   [/usr/bin/wrk]=wrk
   [/usr/bin/chromium]=chromium
+  [/usr/sbin/named]=bind9
+  [/usr/bin/nsupdate]=bind9-dnsutils
 )
 missing=()
 for binary in "${!debian_packages[@]}"; do

@@ -18,7 +18,7 @@
 //! Reloading: [`run_with_reload`] also rereads the fleet file when asked (SIGHUP, or a changed
 //! file with `--watch-config`) and applies it to the running targets by id ([`crate::reload`]).
 
-use crate::fleet::{build_targets, AgentTarget};
+use crate::fleet::{build_targets, AgentTarget, TargetProber};
 use crate::identity::parse_agent_id;
 use crate::metrics::{self, DeliveryLabels, TargetLabels};
 use crate::push::{
@@ -34,7 +34,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
-use vantage_probe::Prober;
 use vantage_protocol::config::{ConfigError, FleetConfig};
 
 /// How long after an interval ends it is collected: long enough for probes that started at
@@ -56,7 +55,7 @@ pub enum AgentError {
     Probe {
         target: String,
         #[source]
-        source: vantage_probe::spec::SpecError,
+        source: crate::fleet::ProberSetupError,
     },
     #[error("report spool: {0}")]
     Spool(#[source] SpoolError),
@@ -104,7 +103,7 @@ pub struct AgentSummary {
 
 /// A prober that also feeds the Prometheus metrics.
 pub struct LabelledProber {
-    pub(crate) prober: Prober,
+    pub(crate) prober: TargetProber,
     pub(crate) labels: TargetLabels,
 }
 

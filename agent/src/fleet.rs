@@ -1,25 +1,79 @@
 //! From the fleet file to probes: overlays each target's settings, compiles them into
 //! [`ProbeSpec`]s (assertions, timeouts, TLS), and reports problems with the key and line they
-//! come from. Also renders the probe plan that `vantage check-config` prints.
+//! come from. Also renders the probe plan that `vantage check-config` prints. The DNS target
+//! (`[dns]`) is not an HTTP exchange: it keeps its checked [`DnsPlan`] and is probed by a
+//! [`DnsProber`]; [`TargetProber`] lets the scheduler run both kinds alike.
 
 use http::{HeaderName, HeaderValue, Method};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
-use vantage_probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride};
+use vantage_probe::dns::{DnsProber, DnsSetupError};
+use vantage_probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, SpecError};
+use vantage_probe::tls::TlsConfigCache;
+use vantage_probe::{ProbeResult, Prober};
 use vantage_protocol::config::{
-    ConfigError, FleetConfig, Located, TargetPlan, DEFAULT_PROBE_INTERVAL,
+    ConfigError, DnsPlan, FleetConfig, Located, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL,
 };
+
+/// How a target is probed.
+#[derive(Debug, Clone)]
+pub enum TargetProbe {
+    /// One HTTP(S) exchange (global, status and deep targets).
+    Http(Box<ProbeSpec>),
+    /// One resolution of the global name (the `dns` target).
+    Dns(DnsPlan),
+}
 
 /// A target ready to schedule.
 #[derive(Debug, Clone)]
 pub struct AgentTarget {
     pub plan: TargetPlan,
-    pub spec: ProbeSpec,
+    pub probe: TargetProbe,
     pub interval: Duration,
 }
 
+/// Why a target's prober could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProberSetupError {
+    #[error(transparent)]
+    Http(#[from] SpecError),
+    #[error(transparent)]
+    Dns(#[from] DnsSetupError),
+}
+
+/// The prober of either kind of target.
+pub enum TargetProber {
+    Http(Prober),
+    Dns(Box<DnsProber>),
+}
+
+impl TargetProber {
+    pub fn new(probe: &TargetProbe, tls: Arc<TlsConfigCache>) -> Result<Self, ProberSetupError> {
+        Ok(match probe {
+            TargetProbe::Http(spec) => TargetProber::Http(Prober::new((**spec).clone(), tls)?),
+            TargetProbe::Dns(plan) => TargetProber::Dns(Box::new(DnsProber::new(plan)?)),
+        })
+    }
+
+    pub async fn probe(&self) -> ProbeResult {
+        match self {
+            TargetProber::Http(p) => p.probe().await,
+            TargetProber::Dns(p) => p.probe().await,
+        }
+    }
+}
+
 impl AgentTarget {
+    /// The HTTP probe's spec; `None` for the DNS target.
+    pub fn http(&self) -> Option<&ProbeSpec> {
+        match &self.probe {
+            TargetProbe::Http(spec) => Some(spec),
+            TargetProbe::Dns(_) => None,
+        }
+    }
+
     /// The `region` label: the target's Region, or `global`.
     pub fn region_label(&self) -> &str {
         self.plan.region.as_deref().unwrap_or("global")
@@ -32,14 +86,17 @@ pub fn build_targets(config: &FleetConfig) -> Result<Vec<AgentTarget>, ConfigErr
         .targets()
         .into_iter()
         .map(|plan| {
-            let spec = compile(config, &plan)?;
+            let probe = match (plan.kind, config.dns_plan()) {
+                (TargetKind::Dns, Some(dns)) => TargetProbe::Dns(dns),
+                _ => TargetProbe::Http(Box::new(compile(config, &plan)?)),
+            };
             let interval = plan
                 .settings
                 .interval
                 .map_or(DEFAULT_PROBE_INTERVAL, |d| d.0);
             Ok(AgentTarget {
                 plan,
-                spec,
+                probe,
                 interval,
             })
         })
@@ -198,6 +255,22 @@ fn compile(config: &FleetConfig, plan: &TargetPlan) -> Result<ProbeSpec, ConfigE
     Ok(spec)
 }
 
+/// `name via resolvers; answer → Region, ...` for the plan.
+fn dns_description(dns: &DnsPlan) -> String {
+    let via = if dns.resolvers.is_empty() {
+        "the system's resolvers".to_owned()
+    } else {
+        let list: Vec<String> = dns.resolvers.iter().map(ToString::to_string).collect();
+        list.join(", ")
+    };
+    let map: Vec<String> = dns
+        .answers
+        .iter()
+        .map(|(answer, region)| format!("{answer} → {region}"))
+        .collect();
+    format!("{} via {via}; {}", dns.name, map.join(", "))
+}
+
 /// The plan `vantage check-config` prints: what each vantage probes and how often.
 pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
     let mut out = String::new();
@@ -218,15 +291,27 @@ pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
         "target", "kind", "interval", "timeout", "expect"
     );
     for t in targets {
+        let (timeout, expect, what) = match &t.probe {
+            TargetProbe::Http(spec) => (
+                spec.timeouts.overall,
+                spec.assertions.status.to_string(),
+                spec.url.to_string(),
+            ),
+            TargetProbe::Dns(dns) => (
+                dns.timeout,
+                format!("{} answers", dns.record_type.as_str()),
+                dns_description(dns),
+            ),
+        };
         let _ = writeln!(
             out,
             "{:<24} {:<8} {:>9} {:>9} {:<14} {}",
             t.plan.id,
             t.plan.kind,
             format!("{:?}", t.interval),
-            format!("{:?}", t.spec.timeouts.overall),
-            t.spec.assertions.status.to_string(),
-            t.spec.url
+            format!("{timeout:?}"),
+            expect,
+            what
         );
     }
     let _ = writeln!(out);
@@ -297,18 +382,45 @@ key_id = "k1"
         let t = build_targets(&c).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].interval, Duration::from_secs(2));
-        assert_eq!(t[0].spec.assertions.headers.len(), 1);
-        assert_eq!(t[0].spec.headers["x-api-key"], "k");
+        assert_eq!(t[0].http().unwrap().assertions.headers.len(), 1);
+        assert_eq!(t[0].http().unwrap().headers["x-api-key"], "k");
         assert_eq!(t[1].interval, Duration::from_secs(1));
-        assert_eq!(t[1].spec.timeouts.overall, Duration::from_secs(3));
-        assert_eq!(t[1].spec.http_version, HttpVersionPref::Http2);
+        assert_eq!(
+            t[1].http().unwrap().timeouts.overall,
+            Duration::from_secs(3)
+        );
+        assert_eq!(t[1].http().unwrap().http_version, HttpVersionPref::Http2);
         assert!(
-            t[1].spec.assertions.status.contains(200) && !t[1].spec.assertions.status.contains(204)
+            t[1].http().unwrap().assertions.status.contains(200)
+                && !t[1].http().unwrap().assertions.status.contains(204)
         );
         assert_eq!(t[1].region_label(), "us-east-1");
         assert_eq!(t[0].region_label(), "global");
         let plan = render_plan(&c, &t);
         assert!(plan.contains("1.50 probes/s"), "{plan}");
+    }
+
+    #[test]
+    fn the_dns_target_keeps_its_plan_and_shows_in_the_plan() {
+        let text = FLEET.replace(
+            "[[vantages]]",
+            "dns_answers = [\"192.0.2.7\"]\n\n[[vantages]]",
+        ) + "\n[dns]\nresolvers = [\"127.0.0.1:5353\"]\ninterval = \"5s\"\n";
+        let c = FleetConfig::parse(&text, "fleet.toml").unwrap();
+        let t = build_targets(&c).unwrap();
+        let dns = t.last().unwrap();
+        assert_eq!(dns.plan.id, "dns");
+        assert_eq!(dns.interval, Duration::from_secs(5));
+        assert!(dns.http().is_none());
+        let TargetProbe::Dns(plan) = &dns.probe else {
+            panic!("not a DNS probe");
+        };
+        assert_eq!(plan.answers["192.0.2.7"], "us-east-1");
+        let text = render_plan(&c, &t);
+        assert!(
+            text.contains("api.example.com via 127.0.0.1:5353; 192.0.2.7 → us-east-1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -60,6 +60,13 @@ pub const SPOOL_BYTES: &str = "vantage_spool_bytes";
 pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "vantage_spool_write_errors_total";
 /// The label naming the aggregator replica a delivery series is about.
 pub const REPLICA_LABEL: &str = "replica";
+/// DNS answer records of the `dns` target, by the Region they map to (`region`), or
+/// `region="unmatched"`: `rate()` of it per Region is the share of DNS answers per Region.
+pub const DNS_ANSWERS_TOTAL: &str = "vantage_dns_answers_total";
+/// Smallest remaining TTL among the last resolution's answers.
+pub const DNS_ANSWER_TTL_SECONDS: &str = "vantage_dns_answer_ttl_seconds";
+/// The `region` value of DNS answers that map to no Region.
+pub const UNMATCHED_REGION: &str = "unmatched";
 
 /// Histogram buckets for probe phases, seconds: dense where API latency lives (1 ms .. 1 s),
 /// reaching Route 53's 2 s first-byte limit and the 10 s probe deadline.
@@ -265,6 +272,17 @@ pub fn describe() {
     );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes held by the report spool.");
     describe_counter!(
+        DNS_ANSWERS_TOTAL,
+        Unit::Count,
+        "DNS answer records of the global name, by the Region they map to (region=\"unmatched\" \
+         for none); the resolution time is vantage_probe_phase_duration_seconds{phase=\"dns\"}."
+    );
+    describe_gauge!(
+        DNS_ANSWER_TTL_SECONDS,
+        Unit::Seconds,
+        "Smallest remaining TTL among the last DNS resolution's answers."
+    );
+    describe_counter!(
         SPOOL_WRITE_ERRORS_TOTAL,
         Unit::Count,
         "Spool writes that failed (disk full, permissions); probing goes on."
@@ -326,6 +344,21 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
             "region" => labels.region.clone(),
         )
         .set(unix_seconds(not_after));
+    }
+    if let Some(dns) = &result.dns {
+        let (regions, unmatched) = dns.by_region();
+        let unmatched = (unmatched > 0).then_some((UNMATCHED_REGION, unmatched));
+        for (region, n) in regions.into_iter().chain(unmatched) {
+            counter!(
+                DNS_ANSWERS_TOTAL,
+                "target" => labels.target.clone(),
+                "region" => region.to_owned(),
+            )
+            .increment(n);
+        }
+        if let Some(ttl) = dns.answers.iter().map(|a| a.ttl).min() {
+            gauge!(DNS_ANSWER_TTL_SECONDS, "target" => labels.target.clone()).set(f64::from(ttl));
+        }
     }
 }
 
@@ -448,5 +481,56 @@ mod tests {
     fn certificate_time_before_the_epoch_is_negative() {
         let t = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(unix_seconds(t), -5.0);
+    }
+
+    #[test]
+    fn dns_answers_are_counted_per_region_with_their_ttl() {
+        use vantage_probe::dns::{DnsAnswer, DnsObservation};
+        let labels = TargetLabels::new("dns", None);
+        let answer = |value: &str, ttl, region: Option<&str>| DnsAnswer {
+            value: value.to_owned(),
+            ttl,
+            region: region.map(str::to_owned),
+        };
+        let text = render_with(|| {
+            let mut timings = PhaseTimings::default();
+            timings.set(Phase::Dns, Duration::from_millis(3));
+            timings.set(Phase::Total, Duration::from_millis(3));
+            let mut r = ProbeResult::synthetic(Outcome::Ok, timings);
+            r.dns = Some(DnsObservation {
+                answers: vec![
+                    answer("192.0.2.1", 7, Some("eu-west-1")),
+                    answer("192.0.2.2", 5, Some("eu-west-1")),
+                    answer("198.51.100.1", 9, None),
+                ],
+            });
+            record_probe(&labels, &r, Duration::ZERO);
+        });
+        let euw1 = [r#"target="dns""#, r#"region="eu-west-1""#];
+        assert_eq!(
+            value(series(&text, DNS_ANSWERS_TOTAL, &euw1)),
+            2.0,
+            "{text}"
+        );
+        let none = [r#"region="unmatched""#];
+        assert_eq!(
+            value(series(&text, DNS_ANSWERS_TOTAL, &none)),
+            1.0,
+            "{text}"
+        );
+        assert_eq!(
+            value(series(&text, DNS_ANSWER_TTL_SECONDS, &[])),
+            5.0,
+            "{text}"
+        );
+        let dns_phase = format!("{PROBE_PHASE_SECONDS}_count");
+        assert_eq!(
+            value(series(
+                &text,
+                &dns_phase,
+                &[r#"target="dns""#, r#"phase="dns""#]
+            )),
+            1.0
+        );
     }
 }

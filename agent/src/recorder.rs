@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use vantage_probe::ProbeResult;
 use vantage_protocol::histogram::{clamp_micros, new_latency_histogram};
+use vantage_protocol::report::DnsAnswers;
 use vantage_protocol::{Outcome, Phase};
 
 /// Raw samples kept before a set becomes a dense histogram; 1,024 × 4 bytes = 4 KiB.
@@ -133,6 +134,9 @@ pub struct IntervalStats {
     pub cert_not_after: Option<SystemTime>,
     /// Largest delay between a probe's intended and actual start.
     pub max_start_lag: Duration,
+    /// DNS targets: answer records per Region, unmatched ones and the TTL range, over every
+    /// resolution of the interval that answered.
+    pub dns: Option<DnsAnswers>,
 }
 
 impl IntervalStats {
@@ -145,6 +149,7 @@ impl IntervalStats {
             phases: std::array::from_fn(|_| SampleSet::new(significant_digits)),
             cert_not_after: None,
             max_start_lag: Duration::ZERO,
+            dns: None,
         }
     }
 
@@ -169,6 +174,17 @@ impl IntervalStats {
         }
         if result.cert_not_after.is_some() {
             self.cert_not_after = result.cert_not_after;
+        }
+        if let Some(observed) = &result.dns {
+            let dns = self.dns.get_or_insert_with(DnsAnswers::default);
+            for a in &observed.answers {
+                match &a.region {
+                    Some(r) => *dns.regions.entry(r.clone()).or_default() += 1,
+                    None => dns.unmatched += 1,
+                }
+                dns.ttl_min = Some(dns.ttl_min.map_or(a.ttl, |t| t.min(a.ttl)));
+                dns.ttl_max = Some(dns.ttl_max.map_or(a.ttl, |t| t.max(a.ttl)));
+            }
         }
     }
 
@@ -202,6 +218,19 @@ impl IntervalStats {
         }
         self.cert_not_after = self.cert_not_after.max(other.cert_not_after);
         self.max_start_lag = self.max_start_lag.max(other.max_start_lag);
+        if let Some(theirs) = &other.dns {
+            let dns = self.dns.get_or_insert_with(DnsAnswers::default);
+            for (r, n) in &theirs.regions {
+                *dns.regions.entry(r.clone()).or_default() += n;
+            }
+            dns.unmatched += theirs.unmatched;
+            let pick = |a: Option<u32>, b: Option<u32>, f: fn(u32, u32) -> u32| match (a, b) {
+                (Some(x), Some(y)) => Some(f(x, y)),
+                (x, y) => x.or(y),
+            };
+            dns.ttl_min = pick(dns.ttl_min, theirs.ttl_min, u32::min);
+            dns.ttl_max = pick(dns.ttl_max, theirs.ttl_max, u32::max);
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {

@@ -22,7 +22,7 @@
 //! agent to apply it") and the value in use kept; the rest of the file still applies.
 
 use crate::daemon::LabelledProber;
-use crate::fleet::{build_targets, AgentTarget};
+use crate::fleet::{build_targets, AgentTarget, TargetProber};
 use crate::metrics::{self, TargetLabels};
 use crate::recorder::{IntervalClock, TargetRecorder};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
@@ -34,7 +34,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vantage_probe::tls::TlsConfigCache;
-use vantage_probe::Prober;
 use vantage_protocol::config::{ConfigError, FleetConfig};
 use vantage_runtime::reload::ReloadTrigger;
 
@@ -70,7 +69,7 @@ pub enum ReloadError {
         origin: String,
         target: String,
         #[source]
-        source: vantage_probe::spec::SpecError,
+        source: crate::fleet::ProberSetupError,
     },
 }
 
@@ -108,7 +107,7 @@ pub(crate) struct Targets {
 }
 
 fn fingerprint(t: &AgentTarget) -> String {
-    format!("{:?}|{:?}", t.spec, t.interval)
+    format!("{:?}|{:?}", t.probe, t.interval)
 }
 
 impl Targets {
@@ -151,11 +150,15 @@ impl Targets {
     }
 
     /// A prober for each target, or the first that cannot be built.
-    fn probers(&self, targets: &[AgentTarget], origin: &str) -> Result<Vec<Prober>, ReloadError> {
+    fn probers(
+        &self,
+        targets: &[AgentTarget],
+        origin: &str,
+    ) -> Result<Vec<TargetProber>, ReloadError> {
         targets
             .iter()
             .map(|t| {
-                Prober::new(t.spec.clone(), self.tls.clone()).map_err(|source| ReloadError::Probe {
+                TargetProber::new(&t.probe, self.tls.clone()).map_err(|source| ReloadError::Probe {
                     origin: origin.to_owned(),
                     target: t.plan.id.clone(),
                     source,
@@ -169,7 +172,7 @@ impl Targets {
     fn spawn(
         &self,
         target: AgentTarget,
-        prober: Prober,
+        prober: TargetProber,
         grid: SlotGrid,
         recorder: Arc<Mutex<TargetRecorder>>,
         after: Option<JoinHandle<()>>,

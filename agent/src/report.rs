@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use vantage_protocol::config::TargetKind;
 use vantage_protocol::histogram::encode_base64;
-use vantage_protocol::report::{IntervalReport, TargetReport, WIRE_VERSION};
+use vantage_protocol::report::{version_for, IntervalReport, TargetReport};
 use vantage_protocol::{Outcome, Phase};
 
 /// Who sends the reports.
@@ -89,6 +89,8 @@ pub fn target_report(t: &TargetInterval<'_>) -> TargetReport {
                 .map(|d| d.as_secs() as i64)
         }),
         histograms,
+        // A DNS target whose resolutions all failed still says so: zero answers.
+        dns: (t.kind == TargetKind::Dns).then(|| s.dns.clone().unwrap_or_default()),
     }
 }
 
@@ -100,19 +102,22 @@ pub fn build(
     interval: Duration,
     targets: &[TargetInterval<'_>],
 ) -> IntervalReport {
+    let targets: Vec<TargetReport> = targets
+        .iter()
+        .filter(|t| t.stats.attempts > 0 || t.stats.missed_slots > 0)
+        .map(target_report)
+        .collect();
     IntervalReport {
-        version: WIRE_VERSION,
+        // Version 1 unless a DNS target is in it, so older aggregators keep reading the
+        // reports of fleets without `[dns]`.
+        version: version_for(&targets),
         fleet: identity.fleet.clone(),
         agent_id: identity.agent_id.clone(),
         vantage: identity.vantage.clone(),
         seq,
         interval_start_ms,
         interval_ms: interval.as_millis() as u64,
-        targets: targets
-            .iter()
-            .filter(|t| t.stats.attempts > 0 || t.stats.missed_slots > 0)
-            .map(target_report)
-            .collect(),
+        targets,
     }
 }
 
@@ -190,5 +195,64 @@ mod tests {
             vec![Phase::Connect, Phase::Total]
         );
         assert_eq!(h[&Phase::Total].len(), 1);
+    }
+
+    #[test]
+    fn dns_targets_report_answers_per_region_in_version_2() {
+        use vantage_probe::dns::{DnsAnswer, DnsObservation};
+        use vantage_probe::PhaseTimings;
+        let mut stats = IntervalStats::new(3);
+        for (ttl, region) in [(4, Some("eu-west-1")), (2, None)] {
+            let mut timings = PhaseTimings::default();
+            timings.set(Phase::Dns, Duration::from_micros(800));
+            timings.set(Phase::Total, Duration::from_micros(800));
+            let mut r = vantage_probe::ProbeResult::synthetic(Outcome::Ok, timings);
+            r.dns = Some(DnsObservation {
+                answers: vec![DnsAnswer {
+                    value: "192.0.2.1".into(),
+                    ttl,
+                    region: region.map(str::to_owned),
+                }],
+            });
+            stats.record(&r, Duration::ZERO);
+        }
+        stats.record(
+            &vantage_probe::ProbeResult::synthetic(Outcome::Dns, Default::default()),
+            Duration::ZERO,
+        );
+        let identity = ReportIdentity {
+            fleet: "f".into(),
+            agent_id: "a".into(),
+            vantage: "eu-west-1".into(),
+        };
+        let dns = TargetInterval {
+            id: "dns",
+            kind: TargetKind::Dns,
+            region: None,
+            stats: &stats,
+        };
+        let r = build(&identity, 1, 0, Duration::from_secs(10), &[dns]);
+        assert_eq!(r.version, 2);
+        r.validate().unwrap();
+        let t = &r.targets[0];
+        assert_eq!(t.outcomes[&Outcome::Dns], 1);
+        let answers = t.dns.as_ref().unwrap();
+        assert_eq!(answers.regions["eu-west-1"], 1);
+        assert_eq!(
+            (answers.unmatched, answers.ttl_min, answers.ttl_max),
+            (1, Some(2), Some(4))
+        );
+        assert_eq!(t.decode_histograms().unwrap()[&Phase::Dns].len(), 2);
+        let empty = IntervalStats::new(3);
+        let http = TargetInterval {
+            id: "global",
+            kind: TargetKind::Global,
+            region: None,
+            stats: &empty,
+        };
+        assert_eq!(
+            build(&identity, 2, 0, Duration::from_secs(10), &[http]).version,
+            1
+        );
     }
 }

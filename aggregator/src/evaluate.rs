@@ -13,11 +13,13 @@ use crate::model::{Decision, ModelState, Overrides, RegionObservation};
 use crate::planes::HeartbeatStatus;
 use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
+use crate::traffic::TrafficEvidence;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+use vantage_protocol::config::TargetKind;
 
 /// The last evaluation, as `GET /v1/state` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -28,6 +30,9 @@ pub struct Snapshot {
     pub overrides: Overrides,
     /// Which Region answered the global endpoint's probes in the window.
     pub global_traffic: BTreeMap<String, u64>,
+    /// Per Region, what each layer shows: the HTTP Region header's and the DNS answers'
+    /// shares, which layers send traffic there, and when each last did.
+    pub traffic: TrafficEvidence,
     /// The control planes' last passes (they run on their own; this is their latest word).
     pub reconcile: ReconcileResult,
     /// The data plane's health publication.
@@ -44,6 +49,8 @@ struct Evaluation {
     decision: Decision,
     /// Which Region answered the global endpoint's probes in the window, with counts.
     global_traffic: BTreeMap<String, u64>,
+    /// Both layers' view of where traffic goes.
+    traffic: TrafficEvidence,
     /// How many series the window holds (after pruning), for its gauge.
     window_series: usize,
     /// The overrides the decision honoured.
@@ -56,7 +63,7 @@ impl<B: Backend> Aggregator<B> {
     fn decide_now(&self, now_ms: u64) -> Evaluation {
         let config = self.config();
         let from_ms = self.window_start(now_ms);
-        let (observations, global_traffic, window_series) = {
+        let (observations, global_traffic, traffic, window_series) = {
             let mut w = lock(&self.window);
             // A margin of one interval before the window: any report ingest still takes as
             // not stale finds its sequence number here, so a replay is refused, not merged twice.
@@ -73,6 +80,11 @@ impl<B: Backend> Aggregator<B> {
                     config.weight_quantile,
                 ),
                 w.global_traffic(from_ms, now_ms),
+                TrafficEvidence::of(
+                    &config.regions,
+                    &w.layer_traffic(TargetKind::Global, from_ms, now_ms),
+                    &w.layer_traffic(TargetKind::Dns, from_ms, now_ms),
+                ),
                 w.series(),
             )
         };
@@ -91,6 +103,7 @@ impl<B: Backend> Aggregator<B> {
             next_state,
             decision,
             global_traffic,
+            traffic,
             window_series,
             overrides,
         }
@@ -155,6 +168,7 @@ impl<B: Backend> Aggregator<B> {
             next_state,
             decision,
             global_traffic,
+            traffic,
             window_series,
             overrides,
         } = self.decide_now(now_ms);
@@ -162,7 +176,8 @@ impl<B: Backend> Aggregator<B> {
         self.planes.publish(desired_of(&decision));
 
         self.log_decision(now_ms, &decision);
-        self.record_metrics(&decision, &global_traffic, window_series);
+        self.log_traffic_moved(now_ms, &decision, &traffic);
+        self.record_metrics(&decision, &global_traffic, &traffic, window_series);
         self.persist_state();
         let snapshot = Snapshot {
             at_ms: now_ms,
@@ -170,6 +185,7 @@ impl<B: Backend> Aggregator<B> {
             decision,
             overrides,
             global_traffic,
+            traffic,
             reconcile: self.planes.last_result(),
             heartbeat: self.planes.heartbeat_status(),
             lease: self.lease_status(),
@@ -197,11 +213,34 @@ impl<B: Backend> Aggregator<B> {
         }
     }
 
-    /// The per-Region gauges: in service, weight, share of the global endpoint's traffic.
+    /// `traffic_moved` lines: a layer (HTTP Region header, DNS answers) that sent traffic to a
+    /// Region now out of service at the previous evaluation and sends none now, with the start
+    /// of the last interval in which it still did.
+    fn log_traffic_moved(&self, now_ms: u64, decision: &Decision, traffic: &TrafficEvidence) {
+        let Some(previous) = lock(&self.last).as_ref().map(|s| s.traffic.clone()) else {
+            return;
+        };
+        let out: Vec<&str> = decision
+            .regions
+            .iter()
+            .filter(|r| !r.in_service)
+            .map(|r| r.region.as_str())
+            .collect();
+        for m in crate::traffic::moved(&previous, traffic, &out) {
+            self.log_event(serde_json::json!({
+                "event": "traffic_moved", "at_ms": now_ms, "region": m.region,
+                "layer": m.layer, "last_seen_ms": m.last_ms,
+            }));
+        }
+    }
+
+    /// The per-Region gauges: in service, weight, share of the global endpoint's traffic and of
+    /// the DNS answers.
     fn record_metrics(
         &self,
         decision: &Decision,
         global_traffic: &BTreeMap<String, u64>,
+        traffic: &TrafficEvidence,
         window_series: usize,
     ) {
         for r in &decision.regions {
@@ -218,6 +257,12 @@ impl<B: Backend> Aggregator<B> {
                 global_traffic.get(region).copied().unwrap_or(0) as f64 / answered as f64
             };
             metrics::gauge!(names::GLOBAL_TRAFFIC_SHARE, "region" => region.clone()).set(share);
+        }
+        // Only fleets whose DNS target answered get the series: no DNS data is not 0 %.
+        for (region, t) in &traffic.regions {
+            if let Some(share) = t.dns_share {
+                metrics::gauge!(names::GLOBAL_DNS_SHARE, "region" => region.clone()).set(share);
+            }
         }
         metrics::gauge!(names::WINDOW_SERIES).set(window_series as f64);
     }

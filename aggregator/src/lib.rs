@@ -12,6 +12,7 @@
 //! - [`ingest`]: one report in: auth, the key's vantages, size cap, deduplication, merge.
 //! - [`prepare`]: a report checked against the fleet and decoded whole, before any lock.
 //! - [`evaluate`]: the evaluation loop: window → decision → log, metrics, state → planes.
+//! - [`traffic`]: where traffic goes by layer (HTTP Region header, DNS answers), for `/v1/state`.
 //! - [`planes`]: the health heartbeat (data plane) and the health and weights control planes,
 //!   each on its own task, so no Route 53 call delays a decision or a health publication.
 //! - [`lease`]: the weights lease (DynamoDB, fencing token) that lets one replica of several
@@ -42,4 +43,5 @@ pub mod prepare;
 pub mod reconcile;
 pub mod reload;
 pub mod service;
+pub mod traffic;
 pub mod window;

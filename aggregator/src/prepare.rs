@@ -95,13 +95,28 @@ pub fn prepare(
                 total = SparseLatency::from_sorted(pairs);
             }
         }
+        // A DNS target's answers take the place of the Region header's counts: the window
+        // keeps both layers' "which Region" counts in `answered_by`, told apart by kind.
+        let (answered_by, unmatched) = match t.dns {
+            Some(dns) => {
+                if let Some(region) = dns.regions.keys().find(|r| !config.regions.contains(r)) {
+                    return Err(IngestError::UnknownRegion {
+                        target: t.target,
+                        region: region.clone(),
+                    });
+                }
+                (dns.regions, dns.unmatched)
+            }
+            None => (t.answered_by, 0),
+        };
         targets.push(PreparedTarget {
             bucket: Bucket {
                 attempts: t.attempts,
                 failures: t.attempts - ok,
                 missed_slots: t.missed_slots,
                 total,
-                answered_by: t.answered_by,
+                answered_by,
+                unmatched,
             },
             id: t.target,
             kind: t.kind,

@@ -42,6 +42,8 @@ pub mod names {
     pub const RECONCILE_CHANGES_TOTAL: &str = "vantage_reconcile_changes_total";
     pub const WINDOW_SERIES: &str = "vantage_aggregator_window_series";
     pub const GLOBAL_TRAFFIC_SHARE: &str = "vantage_global_traffic_share";
+    /// Share of the DNS target's answers per Region over the window (`[dns]` fleets).
+    pub const GLOBAL_DNS_SHARE: &str = "vantage_global_dns_share";
     pub const HEARTBEATS_TOTAL: &str = "vantage_health_heartbeats_total";
     pub const OBSERVE_TOTAL: &str = "vantage_reconcile_observe_total";
     /// 1 while this replica holds the weights lease (and it is locally valid), else 0.

@@ -8,6 +8,7 @@
 
 use crate::model::{RegionObservation, VantageSample};
 use crate::prepare::PreparedReport;
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use vantage_protocol::config::TargetKind;
@@ -114,7 +115,25 @@ pub struct Bucket {
     pub missed_slots: u64,
     /// Total latency of the probes that got a response.
     pub total: SparseLatency,
+    /// Which Region answered: the Region header of the global endpoint's responses, or for
+    /// the DNS target the answer records mapped to Regions.
     pub answered_by: BTreeMap<String, u64>,
+    /// DNS target only: answer records that map to no Region.
+    pub unmatched: u64,
+}
+
+/// Where one layer (the global endpoint's HTTP answers, or DNS) shows traffic going over a
+/// range of intervals, summed over vantages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LayerTraffic {
+    /// Answers per Region.
+    pub counts: BTreeMap<String, u64>,
+    /// DNS answers that map to no Region (always 0 for HTTP).
+    pub unmatched: u64,
+    /// Per Region, the start (Unix ms) of the latest interval in which it answered.
+    pub last_interval_ms: BTreeMap<String, u64>,
+    /// Start of the latest interval in which this layer answered at all.
+    pub latest_ms: Option<u64>,
 }
 
 impl Bucket {
@@ -123,6 +142,7 @@ impl Bucket {
         self.attempts = self.attempts.saturating_add(other.attempts);
         self.failures = self.failures.saturating_add(other.failures);
         self.missed_slots = self.missed_slots.saturating_add(other.missed_slots);
+        self.unmatched = self.unmatched.saturating_add(other.unmatched);
         // The first part of an interval (the usual case) is moved in, not copied.
         if self.total.is_empty() {
             self.total = other.total;
@@ -375,6 +395,33 @@ impl Window {
         out
     }
 
+    /// Where the targets of `kind` (the global endpoint's HTTP answers, or the DNS target's
+    /// answers) show traffic going over `[from_ms, to_ms)`, and when each Region last answered.
+    pub fn layer_traffic(&self, kind: TargetKind, from_ms: u64, to_ms: u64) -> LayerTraffic {
+        let mut out = LayerTraffic::default();
+        for ((target, _), intervals) in &self.series {
+            if !matches!(self.kinds.get(target), Some((k, _)) if *k == kind) {
+                continue;
+            }
+            for (start, b) in intervals.range(from_ms..to_ms) {
+                out.unmatched = out.unmatched.saturating_add(b.unmatched);
+                if b.unmatched > 0 || b.answered_by.values().any(|n| *n > 0) {
+                    out.latest_ms = out.latest_ms.max(Some(*start));
+                }
+                for (r, n) in &b.answered_by {
+                    if *n == 0 {
+                        continue;
+                    }
+                    let count = out.counts.entry(r.clone()).or_default();
+                    *count = count.saturating_add(*n);
+                    let last = out.last_interval_ms.entry(r.clone()).or_default();
+                    *last = (*last).max(*start);
+                }
+            }
+        }
+        out
+    }
+
     /// Number of (target, vantage) series held.
     pub fn series(&self) -> usize {
         self.series.len()
@@ -523,6 +570,7 @@ mod tests {
                         missed_slots: 0,
                         total: sparse(&p.3),
                         answered_by,
+                        unmatched: 0,
                     });
             }
             w
@@ -545,6 +593,11 @@ mod tests {
                 reference_observations(&w, &regions, from_ms, to_ms, lq, wq)
             );
             prop_assert_eq!(w.global_traffic(from_ms, to_ms), reference_global_traffic(&w, from_ms, to_ms));
+            // The HTTP layer's counts are the global traffic; no other kind leaks in.
+            prop_assert_eq!(
+                w.layer_traffic(TargetKind::Global, from_ms, to_ms).counts,
+                reference_global_traffic(&w, from_ms, to_ms)
+            );
         }
 
         #[test]

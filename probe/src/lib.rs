@@ -7,6 +7,7 @@
 //! response byte. Every step runs under the earlier of its own limit and the overall deadline,
 //! and every failure is classified into one [`Outcome`] code.
 //!
+//! - [`dns`]: [`dns::DnsProber`] resolves the global name, timed, and maps answers to Regions.
 //! - [`prober`]: [`Prober`] probes one target, phase by phase, under its limits.
 //! - [`result`]: [`ProbeResult`], what one probe saw: outcome, phase timings, answering Region.
 //! - [`spec`]: what to probe and how ([`spec::ProbeSpec`]), validated before the first probe.
@@ -16,6 +17,7 @@
 //! - `exchange`: the HTTP handshake, the request and redirect resolution.
 
 pub mod assertion;
+pub mod dns;
 mod exchange;
 pub mod prober;
 pub mod result;

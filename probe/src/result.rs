@@ -63,6 +63,8 @@ pub struct ProbeResult {
     pub redirects: u8,
     /// The request went over a kept-open connection (no DNS, connect or TLS phases).
     pub reused_connection: bool,
+    /// DNS targets only: the answers of the resolution.
+    pub dns: Option<crate::dns::DnsObservation>,
 }
 
 impl ProbeResult {
@@ -80,6 +82,7 @@ impl ProbeResult {
             body_bytes: 0,
             redirects: 0,
             reused_connection: false,
+            dns: None,
         }
     }
 

@@ -5,6 +5,12 @@
 //! `interval_ms`), so reports from every vantage about the same interval line up. An interval
 //! may arrive in more than one report when samples come late; the aggregator merges them.
 //! `seq` increases by one per report of an agent and lets the aggregator drop duplicates.
+//!
+//! Versions: 2 added the `dns` target kind and its [`DnsAnswers`]. An agent writes version 1
+//! whenever a report has no DNS target, so aggregators that know only version 1 keep accepting
+//! every report of a fleet without `[dns]`; a version 2 report is refused by them as a whole,
+//! with a 400 that names the version (the agent does not retry a 400). This aggregator accepts
+//! both ([`MIN_WIRE_VERSION`]..=[`WIRE_VERSION`]), and a `dns` field only in version 2.
 
 use crate::config::TargetKind;
 use crate::histogram::{decode_base64, HistogramError};
@@ -14,7 +20,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the report format; bumped on incompatible change.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
+/// Oldest version still accepted: version 1 is version 2 without DNS targets.
+pub const MIN_WIRE_VERSION: u32 = 1;
+
+/// The version a report with these targets is written in: the oldest one that can carry them.
+pub fn version_for(targets: &[TargetReport]) -> u32 {
+    if targets.iter().any(|t| t.kind == TargetKind::Dns) {
+        WIRE_VERSION
+    } else {
+        MIN_WIRE_VERSION
+    }
+}
+
+/// Largest number of Regions one DNS target's answers may name (bounds what is decoded).
+pub const MAX_DNS_REGIONS: usize = 64;
 /// Path the aggregator serves reports on.
 pub const REPORTS_PATH: &str = "/v1/reports";
 
@@ -55,13 +75,37 @@ pub struct TargetReport {
     pub cert_not_after: Option<i64>,
     /// Phases with samples only.
     pub histograms: BTreeMap<Phase, String>,
+    /// DNS targets only (version 2): the answer records of the interval's resolutions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsAnswers>,
+}
+
+/// What a DNS target's resolutions answered in one interval: answer records counted by the
+/// Region they map to (the fleet file's `dns_answers`), the ones that map to none, and the
+/// range of TTLs seen (what a client's resolver would cache them for).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsAnswers {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub regions: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub unmatched: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_max: Option<u32>,
 }
 
 /// A report that parsed but does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("report version {0} is not supported (expected {WIRE_VERSION})")]
+    #[error("report version {0} is not supported (expected {MIN_WIRE_VERSION} to {WIRE_VERSION})")]
     Version(u32),
+    #[error("target {target}: {problem}")]
+    Dns {
+        target: String,
+        problem: &'static str,
+    },
     #[error("interval_ms must be positive and interval_start_ms a multiple of it")]
     Interval,
     #[error("seq must start at 1")]
@@ -100,7 +144,7 @@ fn checked_sum<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Option<u64> {
 impl IntervalReport {
     /// Structural checks, without decoding histograms.
     pub fn validate(&self) -> Result<(), ReportError> {
-        if self.version != WIRE_VERSION {
+        if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&self.version) {
             return Err(ReportError::Version(self.version));
         }
         if self.interval_ms == 0 || self.interval_start_ms % self.interval_ms != 0 {
@@ -124,6 +168,7 @@ impl IntervalReport {
                     attempts: t.attempts,
                 });
             }
+            t.validate_dns(self.version)?;
             let answers = checked_sum(t.answered_by.values())
                 .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
             if answers > t.attempts {
@@ -139,6 +184,35 @@ impl IntervalReport {
 }
 
 impl TargetReport {
+    /// DNS answers belong to DNS targets of version 2 reports, and their counts must add up.
+    fn validate_dns(&self, version: u32) -> Result<(), ReportError> {
+        let problem = |problem| ReportError::Dns {
+            target: self.target.clone(),
+            problem,
+        };
+        let is_dns = self.kind == TargetKind::Dns;
+        if is_dns && version < WIRE_VERSION {
+            return Err(problem("a dns target needs report version 2"));
+        }
+        let Some(dns) = &self.dns else {
+            return Ok(());
+        };
+        if !is_dns {
+            return Err(problem("only a dns target carries DNS answers"));
+        }
+        if dns.regions.len() > MAX_DNS_REGIONS {
+            return Err(problem("DNS answers name too many Regions"));
+        }
+        checked_sum(dns.regions.values().chain([&dns.unmatched]))
+            .ok_or_else(|| ReportError::Overflow(self.target.clone()))?;
+        if let (Some(lo), Some(hi)) = (dns.ttl_min, dns.ttl_max) {
+            if lo > hi {
+                return Err(problem("ttl_min is above ttl_max"));
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes every histogram.
     pub fn decode_histograms(&self) -> Result<BTreeMap<Phase, Histogram<u64>>, ReportError> {
         self.histograms
@@ -182,8 +256,112 @@ mod tests {
                 answered_by: [("us-east-1".to_owned(), 2)].into(),
                 cert_not_after: Some(1_800_000_000),
                 histograms: [(Phase::Total, encode_base64(&h).unwrap())].into(),
+                dns: None,
             }],
         }
+    }
+
+    fn dns_target() -> TargetReport {
+        TargetReport {
+            target: "dns".into(),
+            kind: TargetKind::Dns,
+            region: None,
+            attempts: 2,
+            missed_slots: 0,
+            outcomes: [(Outcome::Ok, 2)].into(),
+            answered_by: BTreeMap::new(),
+            cert_not_after: None,
+            histograms: BTreeMap::new(),
+            dns: Some(DnsAnswers {
+                regions: [("eu-west-1".to_owned(), 2)].into(),
+                unmatched: 1,
+                ttl_min: Some(1),
+                ttl_max: Some(2),
+            }),
+        }
+    }
+
+    #[test]
+    fn version_1_is_written_without_dns_targets_and_read_by_this_aggregator() {
+        let r = report();
+        assert_eq!(version_for(&r.targets), 1);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(!text.contains("\"dns\""), "{text}");
+        // What an agent of the previous release sends: version 1, no dns key anywhere.
+        let old = text.replace(&format!("\"version\":{}", r.version), "\"version\":1");
+        let back: IntervalReport = serde_json::from_str(&old).unwrap();
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn dns_targets_need_version_2_and_sane_answers() {
+        let mut r = report();
+        r.targets.push(dns_target());
+        assert_eq!(version_for(&r.targets), 2);
+        r.version = version_for(&r.targets);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(
+                r#""dns":{"regions":{"eu-west-1":2},"unmatched":1,"ttl_min":1,"ttl_max":2}"#
+            ),
+            "{text}"
+        );
+        let back: IntervalReport = serde_json::from_str(&text).unwrap();
+        back.validate().unwrap();
+        assert_eq!(back, r);
+
+        let mut v1 = r.clone();
+        v1.version = 1;
+        assert!(matches!(v1.validate(), Err(ReportError::Dns { .. })));
+        let mut wrong_kind = r.clone();
+        wrong_kind.targets[0].dns = dns_target().dns;
+        assert!(matches!(
+            wrong_kind.validate(),
+            Err(ReportError::Dns { .. })
+        ));
+        let mut ttl = r.clone();
+        ttl.targets[1].dns.as_mut().unwrap().ttl_min = Some(5);
+        assert!(matches!(ttl.validate(), Err(ReportError::Dns { .. })));
+        let mut overflow = r.clone();
+        overflow.targets[1].dns.as_mut().unwrap().unmatched = u64::MAX;
+        assert!(matches!(overflow.validate(), Err(ReportError::Overflow(_))));
+        let mut future = r;
+        future.version = 3;
+        assert!(matches!(future.validate(), Err(ReportError::Version(3))));
+    }
+
+    /// An aggregator of the previous release reads reports with version-1 types: a version 2
+    /// report with a DNS target fails to parse there (unknown kind), so it is refused whole
+    /// with a 400 rather than half understood.
+    #[test]
+    fn a_version_1_reader_refuses_dns_reports_cleanly() {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[allow(dead_code)]
+        enum KindV1 {
+            Global,
+            Status,
+            Deep,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct TargetV1 {
+            kind: KindV1,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct ReportV1 {
+            version: u32,
+            targets: Vec<TargetV1>,
+        }
+        let mut r = report();
+        serde_json::from_str::<ReportV1>(&serde_json::to_string(&r).unwrap()).unwrap();
+        r.targets.push(dns_target());
+        r.version = version_for(&r.targets);
+        let e = serde_json::from_str::<ReportV1>(&serde_json::to_string(&r).unwrap())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("unknown variant `dns`"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ pub struct FleetToml {
     report_interval: String,
     probe: Vec<(String, String)>,
     global: String,
-    regions: Vec<(String, String)>,
+    /// Name, status URL, and further keys as TOML lines.
+    regions: Vec<(String, String, String)>,
     vantages: Vec<String>,
     aggregator: Vec<(String, String)>,
     aggregator_keys: Vec<(String, String)>,
@@ -61,7 +62,15 @@ impl FleetToml {
 
     /// A Region and its status URL.
     pub fn region(mut self, name: &str, status_url: &str) -> Self {
-        self.regions.push((name.to_owned(), status_url.to_owned()));
+        self.regions
+            .push((name.to_owned(), status_url.to_owned(), String::new()));
+        self
+    }
+
+    /// A key of the Region added last (e.g. `dns_answers`); `value` is TOML.
+    pub fn region_key(mut self, key: &str, value: &str) -> Self {
+        let (_, _, keys) = self.regions.last_mut().expect("a Region to add the key to");
+        keys.push_str(&format!("{key} = {value}\n"));
         self
     }
 
@@ -131,10 +140,10 @@ impl FleetToml {
             }
         }
         let _ = writeln!(t, "[agents.auth]\nkey_id = {}", quoted(&self.key_id));
-        for (name, url) in &self.regions {
-            let _ = writeln!(
+        for (name, url, keys) in &self.regions {
+            let _ = write!(
                 t,
-                "[[regions]]\nname = {}\nstatus_url = {}",
+                "[[regions]]\nname = {}\nstatus_url = {}\n{keys}",
                 quoted(name),
                 quoted(url)
             );

@@ -14,11 +14,13 @@
 //! - [`log`]: a JSON-lines log in memory (the aggregator's decision log), read back as events.
 //! - [`moto`]: moto_server, once per test binary.
 //! - [`partition`]: a TCP forwarder a test can cut and heal (a partition in user space).
+//! - [`dns`]: a real DNS server (BIND 9's `named`) with a zone changed by dynamic update.
 //! - [`postgres`], [`mariadb`]: real database servers (PostgreSQL primary and replica, TLS).
 
 pub mod aggregator;
 pub mod ca;
 pub mod dirs;
+pub mod dns;
 pub mod error;
 pub mod eventually;
 pub mod fleet;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 /// What to install when a tool is missing: `./scripts/test.sh` installs every one of them.
 pub const INSTALL_HINT: &str = "run ./scripts/test.sh, or: apt-get install -y postgresql \
-     mariadb-server prometheus nginx-light chromium && python3 -m venv .venv \
+     mariadb-server prometheus nginx-light chromium bind9 bind9-dnsutils && python3 -m venv .venv \
      && .venv/bin/pip install 'moto[server]==5.*' 'hdrhistogram==0.10.*'";
 
 /// `path` if it is an installed file; otherwise the error names `what` and how to install it.

@@ -12,10 +12,11 @@
 //! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
 //! [`route53`] the `[route53]` section and its checks, [`replicas`] where the aggregator runs
-//! (one process or replicas, and their lease),
+//! (one process or replicas, and their lease), [`dns`] the DNS target and its answer → Region map,
 //! and `validate` the checks across the whole file.
 
 mod diff;
+pub mod dns;
 pub mod error;
 mod keys;
 pub mod probe;
@@ -26,6 +27,7 @@ pub mod sections;
 pub mod units;
 mod validate;
 
+pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
@@ -67,6 +69,8 @@ pub struct FleetConfig {
     #[serde(default)]
     pub weights: WeightsSection,
     pub route53: Option<Route53Section>,
+    /// The DNS target: resolve the global name and map its answers to Regions.
+    pub dns: Option<DnsSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,
@@ -129,7 +133,8 @@ impl FleetConfig {
     }
 
     /// Every target an agent probes, with its fully overlaid settings: the global endpoint
-    /// first, then each Region's status (and deep) URL, in file order.
+    /// first, then each Region's status (and deep) URL, in file order, then the DNS target
+    /// (`dns`) when `[dns]` is present.
     pub fn targets(&self) -> Vec<TargetPlan> {
         let mut out = vec![TargetPlan {
             id: "global".to_owned(),
@@ -160,6 +165,25 @@ impl FleetConfig {
                     settings,
                 });
             }
+        }
+        if let Some(dns) = &self.dns {
+            let (url, url_key) = match &dns.name {
+                Some(name) => (name.clone(), "dns.name"),
+                None => (self.global.url.clone(), "global.url"),
+            };
+            let settings = ProbeSettings {
+                interval: dns.interval,
+                timeout: dns.timeout,
+                ..ProbeSettings::default()
+            };
+            out.push(TargetPlan {
+                id: "dns".to_owned(),
+                kind: TargetKind::Dns,
+                region: None,
+                url,
+                url_key: url_key.to_owned(),
+                settings,
+            });
         }
         out
     }

@@ -103,6 +103,8 @@ pub enum TargetKind {
     Status,
     /// A Region's `/status/deep`.
     Deep,
+    /// The global name resolved in DNS (`[dns]`); its answers are mapped to Regions.
+    Dns,
 }
 
 impl TargetKind {
@@ -111,6 +113,7 @@ impl TargetKind {
             TargetKind::Global => "global",
             TargetKind::Status => "status",
             TargetKind::Deep => "deep",
+            TargetKind::Dns => "dns",
         }
     }
 }
@@ -124,7 +127,7 @@ impl fmt::Display for TargetKind {
 /// One target with its settings overlaid.
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
-    /// Stable id: `global`, `status:<region>`, `deep:<region>`.
+    /// Stable id: `global`, `status:<region>`, `deep:<region>`, `dns`.
     pub id: String,
     pub kind: TargetKind,
     pub region: Option<String>,

@@ -37,6 +37,10 @@ pub struct Region {
     pub status_url: Located<String>,
     /// The Region's `/status/deep` URL, probed as a separate target when set.
     pub deep_url: Option<Located<String>>,
+    /// DNS answers (addresses or CNAME targets) that mean this Region, for the `[dns]` target;
+    /// empty: the host of `status_url`.
+    #[serde(default)]
+    pub dns_answers: Vec<Located<String>>,
     #[serde(default)]
     pub probe: ProbeSettings,
 }

@@ -106,6 +106,7 @@ impl FleetConfig {
             ));
         }
         self.validate_keys()?;
+        self.validate_dns()?;
         for t in self.targets() {
             if let Some(interval) = t.settings.interval {
                 if interval.0 < Duration::from_millis(100) {
