@@ -11,10 +11,12 @@
 //! [`error`] is the `file:line: key: problem; fix` style (shared with the status endpoint's
 //! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
-//! [`route53`] the `[route53]` section and its checks, [`replicas`] where the aggregator runs
+//! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
+//! controls), [`replicas`] where the aggregator runs
 //! (one process or replicas, and their lease),
 //! and `validate` the checks across the whole file.
 
+pub mod arc;
 pub mod error;
 mod keys;
 pub mod probe;
@@ -25,6 +27,7 @@ pub mod sections;
 pub mod units;
 mod validate;
 
+pub use arc::{ArcEndpoint, ArcRegion, ArcSection, ArcSettings};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
@@ -66,6 +69,8 @@ pub struct FleetConfig {
     #[serde(default)]
     pub weights: WeightsSection,
     pub route53: Option<Route53Section>,
+    /// ARC routing controls, for `aggregator.backend = "arc"`.
+    pub arc: Option<ArcSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,
