@@ -244,3 +244,6 @@ impl Backend for ArcBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
