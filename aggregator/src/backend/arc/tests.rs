@@ -36,7 +36,10 @@ fn controls() -> BTreeMap<String, String> {
 }
 
 /// Route 53 as the weights see it: both records at weight 100, writes reach INSYNC at once.
-fn route53_backend(writes: Arc<Mutex<Vec<Vec<(String, i64)>>>>) -> Route53Backend {
+/// Weight batches Route 53 accepted: `(set identifier, weight)` each.
+type Writes = Arc<Mutex<Vec<Vec<(String, i64)>>>>;
+
+fn route53_backend(writes: Writes) -> Route53Backend {
     let records = || {
         let sets = REGIONS.iter().map(|r| {
             ResourceRecordSet::builder()
@@ -128,7 +131,7 @@ struct Seen {
 /// An ARC backend whose single cluster endpoint answers UpdateRoutingControlStates with
 /// ConflictException when `conflict` says so, and GetRoutingControlState with Off for
 /// us-east-1's control and On for the rest.
-fn backend(seen: &Arc<Seen>, conflict: bool) -> (ArcBackend, Arc<Mutex<Vec<Vec<(String, i64)>>>>) {
+fn backend(seen: &Arc<Seen>, conflict: bool) -> (ArcBackend, Writes) {
     let recorded = seen.clone();
     let update = mock!(cluster::Client::update_routing_control_states).match_requests(move |req| {
         let batch = req
