@@ -212,6 +212,62 @@ fn check_arn(arn: &str, routing_control: bool) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn section(endpoints: usize, timeout: u64, budget: u64) -> ArcSection {
+        let located = |s: &str| Located::new(0..0, s.to_owned());
+        let panel = "arn:aws:route53-recovery-control::123456789012:controlpanel/p1";
+        ArcSection {
+            cluster_endpoints: (0..endpoints)
+                .map(|i| ArcEndpoint {
+                    url: located(&format!("https://host-{i}.example.com/v1/")),
+                    region: located("us-west-2"),
+                })
+                .collect(),
+            control_panel_arn: located(panel),
+            timeout_per_endpoint: Some(DurationText(Duration::from_millis(timeout))),
+            budget: Some(DurationText(Duration::from_millis(budget))),
+            control_config_endpoint_url: None,
+            regions: [("eu-west-1", "rc1"), ("us-east-1", "rc2")]
+                .into_iter()
+                .map(|(r, id)| {
+                    let arn = located(&format!("{panel}/routingcontrol/{id}"));
+                    (
+                        r.to_owned(),
+                        ArcRegion {
+                            routing_control_arn: arn,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_and_normalised() {
+        let s = section(5, 2000, 10_000).settings().unwrap();
+        assert_eq!(s.cluster_endpoints.len(), 5);
+        assert_eq!(s.cluster_endpoints[0].0, "https://host-0.example.com/v1");
+        assert_eq!(s.budget, Duration::from_secs(10));
+        let err = section(0, 2000, 10_000).settings().unwrap_err();
+        assert_eq!(err.key, "arc.cluster_endpoints");
+        let err = section(5, 2000, 1000).settings().unwrap_err();
+        assert_eq!(err.key, "arc.budget");
+        let err = section(5, 10, 1000).settings().unwrap_err();
+        assert_eq!(err.key, "arc.timeout_per_endpoint");
+        let mut twice = section(5, 2000, 10_000);
+        let arn = twice.regions["eu-west-1"].routing_control_arn.clone();
+        twice
+            .regions
+            .get_mut("us-east-1")
+            .unwrap()
+            .routing_control_arn = arn;
+        let err = twice.settings().unwrap_err();
+        assert!(err.message.contains("also eu-west-1's"), "{err:?}");
+        let mut plain = section(1, 2000, 10_000);
+        plain.cluster_endpoints[0].url = Located::new(0..0, "http://host.example.com".into());
+        let err = plain.settings().unwrap_err();
+        assert_eq!(err.key, "arc.cluster_endpoints[0].url");
+    }
+
     #[test]
     fn arns_are_checked_by_shape() {
         let panel = "arn:aws:route53-recovery-control::123456789012:controlpanel/abc123";
