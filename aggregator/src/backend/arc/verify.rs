@@ -106,3 +106,105 @@ pub async fn verify_controls(
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use controlconfig::operation::describe_routing_control::{
+        DescribeRoutingControlError, DescribeRoutingControlOutput,
+    };
+    use controlconfig::types::error::{AccessDeniedException, ResourceNotFoundException};
+    use controlconfig::types::RoutingControl;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const PANEL: &str = "arn:aws:route53-recovery-control::123456789012:controlpanel/p1";
+
+    fn settings(regions: &[(&str, &str)]) -> ArcSettings {
+        ArcSettings {
+            cluster_endpoints: vec![("https://a.example".into(), "us-west-2".into())],
+            control_panel_arn: PANEL.into(),
+            timeout_per_endpoint: Duration::from_secs(2),
+            budget: Duration::from_secs(10),
+            regions: regions
+                .iter()
+                .map(|(r, id)| (r.to_string(), format!("{PANEL}/routingcontrol/{id}")))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn meta(code: &str) -> controlconfig::error::ErrorMetadata {
+        controlconfig::error::ErrorMetadata::builder()
+            .code(code)
+            .message("from the mock")
+            .build()
+    }
+
+    #[tokio::test]
+    async fn each_control_is_exists_or_missing_and_a_refused_read_is_an_error() {
+        let found = |id: &'static str, panel: &'static str| {
+            mock!(controlconfig::Client::describe_routing_control)
+                .match_requests(move |r| r.routing_control_arn().is_some_and(|a| a.ends_with(id)))
+                .then_output(move || {
+                    DescribeRoutingControlOutput::builder()
+                        .routing_control(RoutingControl::builder().control_panel_arn(panel).build())
+                        .build()
+                })
+        };
+        let ok = found("/rc-ok", PANEL);
+        let elsewhere = found(
+            "/rc-elsewhere",
+            "arn:aws:route53-recovery-control::123456789012:controlpanel/other",
+        );
+        let gone = mock!(controlconfig::Client::describe_routing_control)
+            .match_requests(|r| {
+                r.routing_control_arn()
+                    .is_some_and(|a| a.ends_with("/rc-gone"))
+            })
+            .then_error(|| {
+                DescribeRoutingControlError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder()
+                        .message("not found")
+                        .meta(meta("ResourceNotFoundException"))
+                        .build(),
+                )
+            });
+        let denied = mock!(controlconfig::Client::describe_routing_control)
+            .match_requests(|r| {
+                r.routing_control_arn()
+                    .is_some_and(|a| a.ends_with("/rc-denied"))
+            })
+            .then_error(|| {
+                DescribeRoutingControlError::AccessDeniedException(
+                    AccessDeniedException::builder()
+                        .message("no")
+                        .meta(meta("AccessDeniedException"))
+                        .build(),
+                )
+            });
+        let client = mock_client!(
+            aws_sdk_route53recoverycontrolconfig,
+            RuleMode::MatchAny,
+            &[&ok, &elsewhere, &gone, &denied]
+        );
+        let s = settings(&[("a", "rc-ok"), ("b", "rc-elsewhere"), ("c", "rc-gone")]);
+        let mut printed = Vec::new();
+        let lines = verify_controls(&client, &s, &mut |l| printed.push(l.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            printed[0].starts_with("exists   ARC routing control"),
+            "{printed:?}"
+        );
+        assert!(printed[1].starts_with("MISSING") && printed[1].contains("controlpanel/other"));
+        assert!(
+            printed[2].starts_with("MISSING") && printed[2].contains("no such routing control")
+        );
+        let err = verify_controls(&client, &settings(&[("d", "rc-denied")]), &mut |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "AccessDeniedException");
+    }
+}
