@@ -353,3 +353,66 @@ async fn the_planes_raise_one_alert_for_a_refusal_and_do_not_hammer_arc() {
         "the refused batch was sent again"
     );
 }
+
+/// Every cluster endpoint down (the loopback stand-in: hanging, refusing, resetting): the health
+/// pass fails within the budget with a clear error and no alert, the plane will retry with
+/// backoff, and the heartbeat (a no-op for ARC, whose state persists) still succeeds.
+#[tokio::test]
+async fn all_endpoints_down_fails_the_pass_within_the_budget_without_an_alert() {
+    use vantage_testkit::arc::{ArcCluster, Behaviour};
+    let arns: Vec<String> = REGIONS.iter().map(|r| arn(r)).collect();
+    let refs: Vec<&str> = arns.iter().map(String::as_str).collect();
+    let cluster = ArcCluster::start(
+        &[
+            Behaviour::Hang,
+            Behaviour::Refuse,
+            Behaviour::Reset,
+            Behaviour::Hang,
+            Behaviour::Refuse,
+        ],
+        &refs,
+    )
+    .await;
+    let sdk = crate::backend::route53::sdk_loader(None, None)
+        .credentials_provider(cluster::config::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .load()
+        .await;
+    let budget = Duration::from_millis(600);
+    let endpoints = Endpoints::connect(
+        &sdk,
+        &cluster.endpoints(),
+        Duration::from_millis(250),
+        budget,
+    );
+    let arc = ArcBackend::new(
+        endpoints,
+        controls(),
+        route53_backend(Arc::new(Mutex::new(Vec::new()))),
+    );
+    let log = JsonLines::default();
+    let agg = aggregator(arc, &log);
+    let desired: DesiredState = [("eu-west-1", false, 0), ("us-east-1", true, 255)]
+        .into_iter()
+        .map(|(r, in_service, weight)| (r.to_owned(), DesiredRegion { in_service, weight }))
+        .collect();
+    agg.planes.publish(desired);
+    let started = tokio::time::Instant::now();
+    let result = agg.reconcile_plane(PlaneKind::Health).await;
+    // Observe fails first (GetRoutingControlState through the same rotation).
+    assert!(!result.ok);
+    assert!(started.elapsed() < budget + Duration::from_millis(400));
+    let detail = result.detail.unwrap_or_default();
+    assert!(
+        detail.contains("no ARC cluster endpoint answered within the 600ms budget"),
+        "{detail}"
+    );
+    assert!(agg.heartbeat_now().await.is_ok());
+    let events = log.events();
+    assert!(events.iter().all(|e| e["event"] != "alert"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["event"] == "plan_failed"),
+        "{events:?}"
+    );
+}
