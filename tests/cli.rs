@@ -913,6 +913,17 @@ fn check_config_on_the_arc_example() {
         stderr.contains(&format!(":{line}:")),
         "line {line}: {stderr}"
     );
+    // The weights stay in Route 53: backend "arc" without [route53] is refused at start.
+    let start = text.find("\n[route53]\n").unwrap();
+    let path = dir.path().join("no-route53.toml");
+    std::fs::write(&path, &text[..start]).unwrap();
+    let out = vantage(&["plan", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("aggregator.backend") && stderr.contains("[route53] section"),
+        "{stderr}"
+    );
     let no_endpoints = text.replace("cluster_endpoints = [", "old_endpoints = [");
     let stderr = check("no-endpoints.toml", no_endpoints);
     assert!(stderr.contains("old_endpoints"), "{stderr}");
