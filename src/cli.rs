@@ -22,6 +22,7 @@ use vantage_protocol::duration::parse_duration;
 
 mod agent;
 mod aggregator;
+mod arc;
 mod demo;
 mod override_cmd;
 

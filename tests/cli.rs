@@ -1007,3 +1007,77 @@ fn demo_replica_flags_are_checked_before_anything_starts() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// The ARC example: check-config shows the routing controls instead of a CloudWatch health
+/// layout, ARC's calls and the cluster's hourly bill; a Region without a routing control or a
+/// malformed ARN is refused with its key and line.
+#[test]
+fn check_config_on_the_arc_example() {
+    let example = workspace_file("examples/fleet-arc.toml");
+    let out = vantage(&["check-config", &example]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "ARC routing controls of fleet orders-api",
+        "5 cluster endpoint(s), tried in a random order per call: 2s each, 10s in all",
+        "arc        UpdateRoutingControlStates",
+        "arc        GetRoutingControlState",
+        "1825.00  1 ARC cluster ($2.50/hour",
+        "RECOVERY_CONTROL, one per Region",
+    ] {
+        assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
+    }
+    for absent in ["CLOUDWATCH_METRIC", "PutMetricData", "alarm vantage-"] {
+        assert!(!plan.contains(absent), "{absent:?} in\n{plan}");
+    }
+
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = temp_dir("cli-arc");
+    let check = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = vantage(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let unmapped = text.replace("[arc.regions.eu-west-1]", "[arc.regions.eu-west-9]");
+    let stderr = check("unmapped.toml", unmapped);
+    assert!(
+        stderr.contains("arc.regions") && stderr.contains("eu-west-1"),
+        "{stderr}"
+    );
+    let foreign = text.replace(
+        "controlpanel/0123456789abcdef0123456789abcdef/routingcontrol/cccc3333dddd4444",
+        "controlpanel/ffff/routingcontrol/cccc3333dddd4444",
+    );
+    let stderr = check("foreign.toml", foreign);
+    assert!(
+        stderr.contains("arc.regions.eu-west-1.routing_control_arn")
+            && stderr.contains("is not in control panel"),
+        "{stderr}"
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("ffff") || l.contains("cccc3333dddd4444"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(":{line}:")),
+        "line {line}: {stderr}"
+    );
+    // The weights stay in Route 53: backend "arc" without [route53] is refused at start.
+    let start = text.find("\n[route53]\n").unwrap();
+    let path = dir.path().join("no-route53.toml");
+    std::fs::write(&path, &text[..start]).unwrap();
+    let out = vantage(&["plan", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("aggregator.backend") && stderr.contains("[route53] section"),
+        "{stderr}"
+    );
+    let no_endpoints = text.replace("cluster_endpoints = [", "old_endpoints = [");
+    let stderr = check("no-endpoints.toml", no_endpoints);
+    assert!(stderr.contains("old_endpoints"), "{stderr}");
+}

@@ -48,7 +48,12 @@ mod price {
     /// DynamoDB on-demand, per million read request units (an eventually consistent read of
     /// the small lease item is half of one; counted as one).
     pub const DYNAMODB_READ_PER_MILLION: f64 = 0.125;
+    /// An ARC cluster, per hour (its data-plane calls are not billed apart).
+    pub const ARC_CLUSTER_HOUR: f64 = 2.50;
 }
+
+/// Hours in a month, as AWS prices hourly resources.
+const HOURS_PER_MONTH: f64 = 730.0;
 
 /// Which AWS service a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +64,8 @@ pub enum Service {
     CloudWatch,
     /// The lease table's Region.
     DynamoDb,
+    /// The ARC cluster's regional endpoints (the `arc` backend).
+    Arc,
 }
 
 impl Service {
@@ -67,6 +74,7 @@ impl Service {
             Service::Route53 => "route53",
             Service::CloudWatch => "cloudwatch",
             Service::DynamoDb => "dynamodb",
+            Service::Arc => "arc",
         }
     }
 }
@@ -131,10 +139,19 @@ fn per_minute(every: Duration) -> f64 {
 /// backend makes no AWS calls).
 pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
     let route53 = fleet.route53.as_ref()?;
-    let health = route53
-        .settings()
-        .map(|s| s.health)
-        .unwrap_or(Route53Health::DataPlane);
+    // With the arc backend, health is ARC's: no CloudWatch metric, alarm or forced check.
+    let arc = fleet.arc.is_some()
+        && fleet
+            .aggregator
+            .backend
+            .as_ref()
+            .map(|b| b.get_ref().as_str())
+            == Some("arc");
+    let health = match route53.settings() {
+        _ if arc => None,
+        Ok(s) => Some(s.health),
+        Err(_) => Some(Route53Health::DataPlane),
+    };
     let timing = PlaneTiming::from_fleet(fleet);
     let replicas = fleet.aggregator.replicas.len().max(1);
     let regions = fleet.regions.len();
@@ -150,7 +167,7 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         moving_per_minute: observes * pages,
         by: "every replica, every observe_every",
     }];
-    if health == Route53Health::ControlPlane {
+    if health == Some(Route53Health::ControlPlane) {
         rates.push(ApiRate {
             service: Service::Route53,
             operation: "GetHealthCheck",
@@ -174,15 +191,35 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
             moving_per_minute: weight_batches * GET_CHANGE_POLLS_PER_BATCH,
             by: "the weight writer, until INSYNC",
         },
-        ApiRate {
+    ]);
+    if health.is_some() {
+        rates.push(ApiRate {
             service: Service::CloudWatch,
             operation: "PutMetricData",
             steady_per_minute: n * per_minute(timing.heartbeat_every),
             moving_per_minute: n * per_minute(timing.heartbeat_every),
             by: "every replica, every heartbeat_every (all Regions in one request)",
-        },
-    ]);
-    if health == Route53Health::DataPlane {
+        });
+    } else {
+        rates.extend([
+            ApiRate {
+                service: Service::Arc,
+                operation: "GetRoutingControlState",
+                steady_per_minute: observes * r,
+                moving_per_minute: observes * r,
+                by: "every replica, per Region, every observe_every",
+            },
+            ApiRate {
+                service: Service::Arc,
+                operation: "UpdateRoutingControlStates",
+                steady_per_minute: 0.0,
+                // A batch only when a Region goes out or in: at most one per evaluation.
+                moving_per_minute: n * per_minute(evaluate_every(fleet)),
+                by: "a batch when a Region goes out or in, at most once per evaluate_every",
+            },
+        ]);
+    }
+    if health == Some(Route53Health::DataPlane) {
         rates.push(ApiRate {
             service: Service::CloudWatch,
             operation: "GetMetricData",
@@ -231,14 +268,14 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         ));
     }
     let per_replica_get = per_minute(timing.observe_every);
-    if health == Route53Health::DataPlane && per_replica_get > GET_METRIC_DATA_PER_MINUTE {
+    if health == Some(Route53Health::DataPlane) && per_replica_get > GET_METRIC_DATA_PER_MINUTE {
         warnings.push(format!(
             "CloudWatch GetMetricData: {per_replica_get:.0} calls/min per replica Region, above \
              its 50/s quota; raise aggregator.observe_every"
         ));
     }
     let per_replica_put = per_minute(timing.heartbeat_every);
-    if per_replica_put > PUT_METRIC_DATA_PER_MINUTE {
+    if health.is_some() && per_replica_put > PUT_METRIC_DATA_PER_MINUTE {
         warnings.push(format!(
             "CloudWatch PutMetricData: {per_replica_put:.0} calls/min per replica Region, above \
              its 500/s quota; raise aggregator.heartbeat_every"
@@ -247,32 +284,36 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
 
     let checks = if replicas > 1 { r * (n + 1.0) } else { r };
     let puts_month = n * per_minute(timing.heartbeat_every) * MINUTES_PER_MONTH;
-    let mut costs = vec![
-        CostLine {
-            item: format!(
-                "{checks:.0} Route 53 health checks ({})",
-                if replicas > 1 {
-                    "per Region: one CLOUDWATCH_METRIC per replica and one CALCULATED"
-                } else {
-                    "one CLOUDWATCH_METRIC per Region"
-                }
-            ),
-            usd_per_month: checks * price::HEALTH_CHECK_MONTH,
-        },
-        CostLine {
-            item: format!("{:.0} CloudWatch custom metrics (Region × replica)", r * n),
-            usd_per_month: r * n * price::METRIC_MONTH,
-        },
-        CostLine {
-            item: format!("{:.0} CloudWatch alarms (standard resolution)", r * n),
-            usd_per_month: r * n * price::ALARM_MONTH,
-        },
-        CostLine {
-            item: format!("{puts_month:.0} PutMetricData requests"),
-            usd_per_month: puts_month / 1000.0 * price::PUT_METRIC_DATA_PER_1000,
-        },
-    ];
-    if health == Route53Health::DataPlane {
+    let mut costs = if health.is_none() {
+        arc_costs(r)
+    } else {
+        vec![
+            CostLine {
+                item: format!(
+                    "{checks:.0} Route 53 health checks ({})",
+                    if replicas > 1 {
+                        "per Region: one CLOUDWATCH_METRIC per replica and one CALCULATED"
+                    } else {
+                        "one CLOUDWATCH_METRIC per Region"
+                    }
+                ),
+                usd_per_month: checks * price::HEALTH_CHECK_MONTH,
+            },
+            CostLine {
+                item: format!("{:.0} CloudWatch custom metrics (Region × replica)", r * n),
+                usd_per_month: r * n * price::METRIC_MONTH,
+            },
+            CostLine {
+                item: format!("{:.0} CloudWatch alarms (standard resolution)", r * n),
+                usd_per_month: r * n * price::ALARM_MONTH,
+            },
+            CostLine {
+                item: format!("{puts_month:.0} PutMetricData requests"),
+                usd_per_month: puts_month / 1000.0 * price::PUT_METRIC_DATA_PER_1000,
+            },
+        ]
+    };
+    if health == Some(Route53Health::DataPlane) {
         let metrics_month = observes * r * MINUTES_PER_MONTH;
         costs.push(CostLine {
             item: format!("{metrics_month:.0} metrics read by GetMetricData"),
@@ -299,6 +340,32 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         costs,
         warnings,
     })
+}
+
+/// `aggregator.evaluate_every` with its default, as [`crate::config::AggregatorConfig`] applies it.
+fn evaluate_every(fleet: &FleetConfig) -> Duration {
+    fleet.aggregator.evaluate_every.map_or(
+        crate::config::DEFAULT_EVALUATE_EVERY.min(fleet.report_interval()),
+        |d| d.0,
+    )
+}
+
+/// The `arc` backend's bill: the cluster by the hour (what the CloudWatch-metric health mode
+/// does for cents), and a RECOVERY_CONTROL health check per Region on the weighted records.
+fn arc_costs(regions: f64) -> Vec<CostLine> {
+    vec![
+        CostLine {
+            item: format!(
+                "1 ARC cluster (${:.2}/hour; the CloudWatch-metric health mode costs cents instead)",
+                price::ARC_CLUSTER_HOUR
+            ),
+            usd_per_month: price::ARC_CLUSTER_HOUR * HOURS_PER_MONTH,
+        },
+        CostLine {
+            item: format!("{regions:.0} Route 53 health checks (RECOVERY_CONTROL, one per Region)"),
+            usd_per_month: regions * price::HEALTH_CHECK_MONTH,
+        },
+    ]
 }
 
 /// The estimate as `check-config` prints it.

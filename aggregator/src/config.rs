@@ -67,6 +67,19 @@ impl PlaneTiming {
 pub enum BackendKind {
     DryRun,
     Route53,
+    /// ARC routing controls for health, `[route53]` weighted records for weights.
+    Arc,
+}
+
+impl BackendKind {
+    /// As `aggregator.backend` spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::DryRun => "dry-run",
+            BackendKind::Route53 => "route53",
+            BackendKind::Arc => "arc",
+        }
+    }
 }
 
 /// Everything the aggregator needs, validated.
@@ -228,14 +241,25 @@ impl AggregatorConfig {
         let backend = match a.backend.as_ref().map(|b| b.get_ref().as_str()) {
             None | Some("dry-run") => BackendKind::DryRun,
             Some("route53") => BackendKind::Route53,
+            Some("arc") => BackendKind::Arc,
             Some(other) => {
                 return Err(fleet.invalid(
                     a.backend.as_ref().expect("matched Some"),
                     "aggregator.backend",
-                    format!("{other:?}: use \"dry-run\" or \"route53\""),
+                    format!("{other:?}: use \"dry-run\", \"route53\" or \"arc\""),
                 ))
             }
         };
+        // ARC moves health; the weights stay in Route 53's weighted records, whose health
+        // checks are the routing controls' RECOVERY_CONTROL checks.
+        if backend == BackendKind::Arc && (fleet.arc.is_none() || fleet.route53.is_none()) {
+            return Err(invalid(
+                &fleet,
+                "aggregator.backend",
+                "backend \"arc\" needs an [arc] section (the routing controls) and a [route53] \
+                 section (the weighted records the weights plane writes)",
+            ));
+        }
         if backend == BackendKind::Route53 && fleet.route53.is_none() {
             return Err(invalid(
                 &fleet,

@@ -249,6 +249,8 @@ pub enum AlertKind {
     PinnedAgainstMeasurements,
     /// An operator forced pins that leave fewer than `min_healthy` Regions able to serve.
     Forced,
+    /// An ARC safety rule refused a routing-control change (ARC agreeing with `min_healthy`).
+    ArcSafetyRule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,8 +19,9 @@
 //! with what was written. Steady state therefore reads Route 53 a few times an hour and writes
 //! nothing. Failures back off on the shared [`Backoff`].
 
-use crate::backend::{Backend, BackendError, DesiredState, ObservedState};
+use crate::backend::{Backend, BackendError, DesiredState, ObservedState, SAFETY_RULE_CODE};
 use crate::lease::{Fence, Lease};
+use crate::model::AlertKind;
 use crate::reconcile::{self, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
 use serde::Serialize;
@@ -149,8 +150,23 @@ impl<B: Backend> Aggregator<B> {
             PlaneKind::Health => &self.planes.health_result,
             PlaneKind::Weights => &self.planes.weights_result,
         };
-        *lock(slot) = result.clone();
+        let previous = std::mem::replace(&mut *lock(slot), result.clone());
         self.log_plane_result(kind, &result, fencing_token);
+        // A safety rule's refusal is an alert once, not once per retry.
+        if result.error.as_deref() == Some(SAFETY_RULE_CODE)
+            && previous.error.as_deref() != Some(SAFETY_RULE_CODE)
+        {
+            metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", AlertKind::ArcSafetyRule))
+                .increment(1);
+            self.log_event(serde_json::json!({
+                "event": "alert", "at_ms": unix_ms(SystemTime::now()),
+                "kind": AlertKind::ArcSafetyRule, "region": null,
+                "reason": format!(
+                    "ARC safety net agrees with min_healthy: {}",
+                    result.detail.as_deref().unwrap_or("a safety rule refused the change")
+                ),
+            }));
+        }
         result
     }
 

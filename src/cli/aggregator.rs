@@ -63,6 +63,10 @@ Credentials: the AWS default chain (environment, profile, instance role). Route 
 route53.aws_region (default us-east-1), CloudWatch in each voter's Region, both through
 route53.endpoint_url when set; DynamoDB in aggregator.lease.region through its endpoint_url
 (else route53.endpoint_url).
+With aggregator.backend = \"arc\" it creates nothing: it asks the ARC control-config API
+(DescribeRoutingControl, us-west-2, [arc] control_config_endpoint_url when set) whether each
+[arc.regions.<r>] routing control exists in arc.control_panel_arn, one line each: exists or
+MISSING; exit 1 when one is missing. The records' RECOVERY_CONTROL health checks are yours.
 Exit status: 0 done, 1 an AWS call failed (the line names the object and the AWS error code),
 2 a bad fleet file.
 Example:
@@ -113,7 +117,7 @@ pub(super) struct AggregatorArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR", env = "VANTAGE_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    /// dry-run, route53 or arc (default: aggregator.backend from the fleet file, else dry-run).
     #[arg(long, env = "VANTAGE_BACKEND")]
     backend: Option<String>,
     /// Which of aggregator.replicas this process is (required when the fleet file lists
@@ -179,7 +183,7 @@ pub(super) struct PlanArgs {
     /// Fleet file (TOML).
     #[arg(long, value_name = "FILE", env = "VANTAGE_CONFIG")]
     config: PathBuf,
-    /// dry-run or route53 (default: aggregator.backend from the fleet file, else dry-run).
+    /// dry-run, route53 or arc (default: aggregator.backend from the fleet file, else dry-run).
     #[arg(long, env = "VANTAGE_BACKEND")]
     backend: Option<String>,
     /// Plan as this replica of aggregator.replicas (default: the first listed).
@@ -225,7 +229,13 @@ fn load(
         Some("route53") => {
             anyhow::bail!("--backend route53 needs a [route53] section in the fleet file")
         }
-        Some(other) => anyhow::bail!("--backend {other:?}: use dry-run or route53"),
+        Some("arc") if c.fleet.arc.is_some() && c.fleet.route53.is_some() => {
+            c.backend = BackendKind::Arc
+        }
+        Some("arc") => {
+            anyhow::bail!("--backend arc needs [arc] and [route53] sections in the fleet file")
+        }
+        Some(other) => anyhow::bail!("--backend {other:?}: use dry-run, route53 or arc"),
     }
     if let Some(p) = state_file {
         c.state_file = Some(p.to_owned());
@@ -427,7 +437,11 @@ pub async fn plan(args: PlanArgs) -> ExitCode {
     .await
 }
 
-async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow::Result<()> {
+async fn print_plan(config: AggregatorConfig, backend: AnyBackend) -> anyhow::Result<()> {
+    let arc = match &backend {
+        AnyBackend::Arc(b) => Some(b.clone()),
+        _ => None,
+    };
     let state = config.state_file.clone();
     let fleet = config.fleet.clone();
     let kind = config.backend;
@@ -463,6 +477,9 @@ async fn print_plan<B: Backend>(config: AggregatorConfig, backend: B) -> anyhow:
             println!("  {c}");
         }
     }
+    if let Some(arc) = &arc {
+        super::arc::print_now(arc).await;
+    }
     plan_layout(&fleet, kind).await
 }
 
@@ -492,6 +509,11 @@ async fn run_bootstrap(args: BootstrapArgs) -> ExitCode {
         Ok(f) => f,
         Err(e) => return bad_input(&e),
     };
+    // With ARC the records' health checks are the routing controls': the Route 53 health
+    // layout must not replace them. Bootstrap verifies the routing controls instead.
+    if let Some(settings) = super::arc::settings(&fleet) {
+        return super::arc::bootstrap(&fleet, &settings).await;
+    }
     let layout = match layout(&fleet) {
         Ok(Some(l)) => l,
         Ok(None) => {
@@ -537,6 +559,9 @@ async fn run_bootstrap(args: BootstrapArgs) -> ExitCode {
 
 /// `check-config`'s section: the AWS layout of a fleet with replicas or `[route53]`, offline.
 pub(super) fn print_layout(fleet: &FleetConfig) {
+    if let Some(settings) = super::arc::settings(fleet) {
+        return super::arc::print_layout(fleet, &settings);
+    }
     match layout(fleet) {
         Ok(Some(l)) => print!("\n{l}"),
         Ok(None) => {}
@@ -546,6 +571,10 @@ pub(super) fn print_layout(fleet: &FleetConfig) {
 
 /// `plan`'s section: the layout, and with the route53 backend what AWS lacks of it.
 async fn plan_layout(fleet: &FleetConfig, backend: BackendKind) -> anyhow::Result<()> {
+    if let Some(settings) = super::arc::settings(fleet) {
+        super::arc::print_layout(fleet, &settings);
+        return Ok(());
+    }
     let Some(layout) = layout(fleet)? else {
         return Ok(());
     };

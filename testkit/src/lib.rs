@@ -5,6 +5,7 @@
 //!
 //! - [`ca`]: a throwaway certificate authority, in-memory leaves and PEM server certificates.
 //! - [`server`]: a builder-style fake HTTP(S) server and misbehaving TCP endpoints.
+//! - [`arc`]: five stand-in ARC cluster endpoints (answer, hang, refuse, reset) on loopback.
 //! - [`aggregator`]: the stand-in aggregator that verifies, stores and misbehaves on demand.
 //! - [`http`]: raw HTTP/1.1 exchanges and a request reader for hand-written fakes.
 //! - [`process`]: the child-process guard, readiness waits, set-up commands, tool lookup.
@@ -18,6 +19,7 @@
 //! - [`postgres`], [`mariadb`]: real database servers (PostgreSQL primary and replica, TLS).
 
 pub mod aggregator;
+pub mod arc;
 pub mod ca;
 pub mod dirs;
 pub mod dns;

@@ -3,7 +3,8 @@
 //! written once and the service stays generic over [`Backend`] without a second code path per
 //! backend.
 
-use super::route53::{Route53Backend, Route53Config};
+use super::arc::ArcBackend;
+use super::route53::{sdk_loader, Route53Backend, Route53Config};
 use super::{Backend, BackendError, Change, DesiredState, DryRun, ObservedState};
 use crate::config::{AggregatorConfig, BackendKind};
 
@@ -12,6 +13,7 @@ use crate::config::{AggregatorConfig, BackendKind};
 pub enum AnyBackend {
     DryRun(DryRun),
     Route53(Route53Backend),
+    Arc(ArcBackend),
 }
 
 impl AnyBackend {
@@ -32,24 +34,48 @@ impl AnyBackend {
     async fn build(config: &AggregatorConfig, tolerant: bool) -> Result<Self, BackendError> {
         match config.backend {
             BackendKind::DryRun => Ok(AnyBackend::DryRun(DryRun::new())),
-            BackendKind::Route53 => {
-                let section = config.fleet.route53.as_ref().ok_or_else(|| {
-                    BackendError::Config("backend \"route53\" needs a [route53] section".into())
+            BackendKind::Route53 => Ok(AnyBackend::Route53(Self::route53(config, tolerant).await?)),
+            BackendKind::Arc => {
+                let section = config.fleet.arc.as_ref().ok_or_else(|| {
+                    BackendError::Config("backend \"arc\" needs an [arc] section".into())
                 })?;
-                let mut r53 = Route53Config::from_section(section)?;
-                // A replica votes under its own id, in its own Region's CloudWatch.
-                if let Some(replica) = &config.replica {
-                    r53 = r53.with_replica(&replica.id, &replica.region);
-                }
-                let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
-                let region = section.aws_region.clone();
-                let backend = if tolerant {
-                    Route53Backend::connect_tolerant(r53, endpoint, region).await?
-                } else {
-                    Route53Backend::connect(r53, endpoint, region).await?
-                };
-                Ok(AnyBackend::Route53(backend))
+                let settings = section
+                    .settings()
+                    .map_err(|p| BackendError::Config(p.to_string()))?;
+                // The weights' records are verified like the route53 backend's; the cluster
+                // itself is not called at start: its state is read on the first pass.
+                let weights = Self::route53(config, tolerant).await?;
+                let sdk = sdk_loader(None, None).load().await;
+                Ok(AnyBackend::Arc(ArcBackend::connect(
+                    &sdk, &settings, weights,
+                )))
             }
+        }
+    }
+
+    /// The Route 53 backend of `[route53]`: the route53 backend itself, or the ARC backend's
+    /// weights.
+    async fn route53(
+        config: &AggregatorConfig,
+        tolerant: bool,
+    ) -> Result<Route53Backend, BackendError> {
+        let section = config.fleet.route53.as_ref().ok_or_else(|| {
+            BackendError::Config(format!(
+                "backend {:?} needs a [route53] section",
+                config.backend.as_str()
+            ))
+        })?;
+        let mut r53 = Route53Config::from_section(section)?;
+        // A replica votes under its own id, in its own Region's CloudWatch.
+        if let Some(replica) = &config.replica {
+            r53 = r53.with_replica(&replica.id, &replica.region);
+        }
+        let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
+        let region = section.aws_region.clone();
+        if tolerant {
+            Route53Backend::connect_tolerant(r53, endpoint, region).await
+        } else {
+            Route53Backend::connect(r53, endpoint, region).await
         }
     }
 }
@@ -59,6 +85,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::DryRun(b) => b.name(),
             AnyBackend::Route53(b) => b.name(),
+            AnyBackend::Arc(b) => b.name(),
         }
     }
 
@@ -66,6 +93,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::DryRun(b) => b.observe().await,
             AnyBackend::Route53(b) => b.observe().await,
+            AnyBackend::Arc(b) => b.observe().await,
         }
     }
 
@@ -73,6 +101,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::DryRun(b) => b.apply(changes, desired).await,
             AnyBackend::Route53(b) => b.apply(changes, desired).await,
+            AnyBackend::Arc(b) => b.apply(changes, desired).await,
         }
     }
 
@@ -80,6 +109,7 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::DryRun(b) => b.heartbeat(desired).await,
             AnyBackend::Route53(b) => b.heartbeat(desired).await,
+            AnyBackend::Arc(b) => b.heartbeat(desired).await,
         }
     }
 }

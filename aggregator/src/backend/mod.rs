@@ -5,9 +5,12 @@
 //! - [`DryRun`]: the embedded default. Keeps the "applied" state in memory and logs the plan.
 //! - `route53` ([`route53`]): weighted records and health (CloudWatch metric for a
 //!   CLOUDWATCH_METRIC health check, or a forced CALCULATED health check) through the AWS SDK.
-//! - [`AnyBackend`]: whichever of the two the configuration names, as one type.
+//! - `arc` ([`arc`]): health through ARC routing controls (the cluster's data plane), weights
+//!   through the Route 53 backend's weighted records.
+//! - [`AnyBackend`]: whichever of them the configuration names, as one type.
 
 mod any;
+pub mod arc;
 pub mod route53;
 
 pub use any::AnyBackend;
@@ -116,7 +119,13 @@ pub enum BackendError {
     Config(String),
     #[error("{0} does not exist or is not shaped as configured: {1}")]
     Shape(String, String),
+    /// An ARC safety rule refused the change: not retried until the desired state changes.
+    #[error("ARC safety rule refused {0}")]
+    SafetyRule(String),
 }
+
+/// [`BackendError::code`] of a safety-rule refusal; the planes raise an alert on it.
+pub const SAFETY_RULE_CODE: &str = "arc_safety_rule";
 
 /// AWS API operations the backends call: names that open an error's text, never its code.
 const OPERATIONS: &[&str] = &[
@@ -125,9 +134,11 @@ const OPERATIONS: &[&str] = &[
     "GetHealthCheck",
     "GetMetricData",
     "GetMetricStatistics",
+    "GetRoutingControlState",
     "ListResourceRecordSets",
     "PutMetricData",
     "UpdateHealthCheck",
+    "UpdateRoutingControlStates",
 ];
 
 impl BackendError {
@@ -140,6 +151,7 @@ impl BackendError {
             BackendError::Apply { message, .. } => ("apply_failed", message.as_str()),
             BackendError::Config(_) => return "config".to_owned(),
             BackendError::Shape(..) => return "shape".to_owned(),
+            BackendError::SafetyRule(_) => return SAFETY_RULE_CODE.to_owned(),
         };
         aws_code(text).unwrap_or(fallback).to_owned()
     }

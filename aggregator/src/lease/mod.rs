@@ -96,7 +96,7 @@ impl LeaseSettings {
 /// (default: `route53.endpoint_url`); the item is the fleet's name; the holder is this replica.
 pub async fn lease_from_config(config: &AggregatorConfig) -> Result<Option<Lease>, LeaseError> {
     let replicas = &config.fleet.aggregator.replicas;
-    if config.backend != BackendKind::Route53 || replicas.len() < 2 {
+    if !matches!(config.backend, BackendKind::Route53 | BackendKind::Arc) || replicas.len() < 2 {
         return Ok(None);
     }
     let section = config.fleet.aggregator.lease.as_ref().ok_or_else(|| {

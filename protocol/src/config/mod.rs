@@ -11,10 +11,12 @@
 //! [`error`] is the `file:line: key: problem; fix` style (shared with the status endpoint's
 //! file), [`units`] the duration and size values, [`probe`] the probe settings and target plan,
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
-//! [`route53`] the `[route53]` section and its checks, [`replicas`] where the aggregator runs
-//! (one process or replicas, and their lease), [`dns`] the DNS target and its answer → Region map,
-//! and `validate` the checks across the whole file.
+//! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
+//! controls), [`replicas`] where the aggregator runs (one process or replicas, and their
+//! lease), [`dns`] the DNS target and its answer → Region map, and `validate` the checks
+//! across the whole file.
 
+pub mod arc;
 mod diff;
 pub mod dns;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod sections;
 pub mod units;
 mod validate;
 
+pub use arc::{ArcEndpoint, ArcRegion, ArcSection, ArcSettings};
 pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
@@ -71,6 +74,8 @@ pub struct FleetConfig {
     pub route53: Option<Route53Section>,
     /// The DNS target: resolve the global name and map its answers to Regions.
     pub dns: Option<DnsSection>,
+    /// ARC routing controls, for `aggregator.backend = "arc"`.
+    pub arc: Option<ArcSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,

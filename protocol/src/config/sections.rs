@@ -88,7 +88,8 @@ pub struct AggregatorSection {
     /// How often the control plane re-reads what Route 53 holds when nothing was written
     /// (default 5 min; after a write or a failure it reads again at once).
     pub observe_every: Option<DurationText>,
-    /// `dry-run` (the default: plan only, state in memory) or `route53`.
+    /// `dry-run` (the default: plan only, state in memory), `route53`, or `arc` (routing
+    /// controls for health, `[route53]` records for weights).
     pub backend: Option<Located<String>>,
     /// Where the decision state is persisted so a restart does not forget an outage.
     pub state_file: Option<PathBuf>,

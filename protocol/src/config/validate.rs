@@ -125,6 +125,31 @@ impl FleetConfig {
         if let Some(route53) = &self.route53 {
             route53.settings().map_err(|p| self.place(p))?;
         }
+        if let Some(arc) = &self.arc {
+            let settings = arc.settings().map_err(|p| self.place(p))?;
+            for r in &self.regions {
+                if !settings.regions.contains_key(r.name.get_ref()) {
+                    return Err(self.invalid(
+                        &r.name,
+                        "arc.regions",
+                        format!(
+                            "Region {0:?} has no [arc.regions.{0}] entry: give its routing_control_arn",
+                            r.name.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if let Some(extra) = settings
+                .regions
+                .keys()
+                .find(|name| !self.regions.iter().any(|r| r.name.get_ref() == *name))
+            {
+                return Err(self.place(Problem::key(
+                    format!("arc.regions.{extra}"),
+                    "is not a fleet Region ([[regions]] name); remove it or fix the name",
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -224,6 +224,35 @@ impl Route53Backend {
     }
 }
 
+impl Route53Backend {
+    /// Each Region's weight alone (one ListResourceRecordSets), for a backend that moves health
+    /// some other way (ARC) and leaves the weights here; `in_service` is left `None`.
+    pub async fn observe_weights(&self) -> Result<ObservedState, BackendError> {
+        let inner = &self.inner;
+        let records = inner.weighted_records().await.map_err(|e| {
+            BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
+        })?;
+        Ok(inner
+            .config
+            .regions
+            .iter()
+            .map(|(region, want)| {
+                let weight = records
+                    .get(&want.set_identifier)
+                    .and_then(|r| r.weight)
+                    .and_then(|w| u8::try_from(w).ok());
+                (
+                    region.clone(),
+                    ObservedRegion {
+                        in_service: None,
+                        weight,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
 impl Backend for Route53Backend {
     fn name(&self) -> &'static str {
         "route53"
