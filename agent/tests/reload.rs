@@ -4,7 +4,6 @@
 //! (probes are real TCP exchanges, which a paused clock cannot drive).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use vantage_agent::daemon::{self, AgentSettings};
@@ -15,6 +14,7 @@ use vantage_protocol::report::IntervalReport;
 use vantage_runtime::reload::ReloadTrigger;
 use vantage_testkit::aggregator::{Mode, StandIn};
 use vantage_testkit::fleet::{quoted, FleetToml};
+use vantage_testkit::log::JsonLines;
 use vantage_testkit::{server, TestServer};
 
 const KEY: &[u8] = b"test-key-0123456789abcdef";
@@ -85,38 +85,9 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Log lines the agent writes, captured (the test runs on one thread, so a thread-local
-/// subscriber sees every task's events).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let me = self.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || me.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish()
-    }
-}
-
 #[tokio::test]
 async fn added_changed_removed_and_unchanged_targets_follow_the_reload() {
-    let log = Captured::default();
+    let log = JsonLines::default();
     let _guard = tracing::subscriber::set_default(log.subscriber());
     let (global, use1, euw1, apse1) = (
         status_server("us-east-1").await,
@@ -263,7 +234,7 @@ async fn added_changed_removed_and_unchanged_targets_follow_the_reload() {
 
 #[tokio::test]
 async fn a_broken_file_keeps_the_targets_and_names_file_line_and_key() {
-    let log = Captured::default();
+    let log = JsonLines::default();
     let _guard = tracing::subscriber::set_default(log.subscriber());
     let (global, euw1) = (
         status_server("us-east-1").await,
@@ -332,7 +303,7 @@ async fn a_broken_file_keeps_the_targets_and_names_file_line_and_key() {
 
 #[tokio::test]
 async fn a_key_that_needs_a_restart_keeps_its_value_and_the_rest_applies() {
-    let log = Captured::default();
+    let log = JsonLines::default();
     let _guard = tracing::subscriber::set_default(log.subscriber());
     let (global, euw1, use1) = (
         status_server("us-east-1").await,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_agent::recorder::IntervalStats;
 use vantage_agent::report::{build, ReportIdentity, TargetInterval};
@@ -286,29 +285,10 @@ fn a_removed_region_leaves_the_state_and_its_reports_are_refused() {
     );
 }
 
-/// Log lines, captured (the test runs on this one thread).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_broken_file_or_a_restart_key_changes_nothing() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = JsonLines::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
     let dir = vantage_testkit::dirs::temp_dir("agg-reload-bad");
     let path = dir.path().join("fleet.toml");
     let state = dir.path().join("state.json");
@@ -337,7 +317,7 @@ fn a_broken_file_or_a_restart_key_changes_nothing() {
     write(&path, &window);
     assert!(!f.agg.reload_from(&path, None, "test"));
 
-    let logged = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logged = captured.text();
     let expected = format!("{}:{line}: policy.max_failure_ratio", path.display());
     assert!(
         logged.contains(&expected),
