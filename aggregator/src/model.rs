@@ -189,6 +189,10 @@ pub struct ModelState {
 /// The decision about one Region, with its reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionDecision {
+    /// The service this decision is about (`fleet.name` for a single-API fleet); empty from
+    /// the decision core, filled in by the evaluation that runs it per service.
+    #[serde(default)]
+    pub service: String,
     pub region: String,
     /// The quorum verdict of this evaluation.
     pub verdict: Verdict,
@@ -229,6 +233,9 @@ pub enum Cause {
 /// A Region going out of or back into service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
+    /// As [`RegionDecision::service`].
+    #[serde(default)]
+    pub service: String,
     pub region: String,
     pub in_service: bool,
     /// One of `QuorumDown`, `Recovered`, `FailOpen` (always a put-back) or `Pinned`.
@@ -256,6 +263,9 @@ pub enum AlertKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub kind: AlertKind,
+    /// As [`RegionDecision::service`]; empty for an alert about no one service.
+    #[serde(default)]
+    pub service: String,
     pub region: Option<String>,
     pub message: String,
 }

@@ -164,6 +164,7 @@ impl Work<'_> {
         };
         Some(Alert {
             kind,
+            service: String::new(),
             region: Some(self.name.to_owned()),
             message,
         })

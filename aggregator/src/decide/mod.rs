@@ -148,6 +148,7 @@ pub fn evaluate(
         }
         if w.state.in_service != w.was_in {
             transitions.push(Transition {
+                service: String::new(),
                 region: w.name.to_owned(),
                 in_service: w.state.in_service,
                 cause,
@@ -155,6 +156,7 @@ pub fn evaluate(
             });
         }
         decisions.push(RegionDecision {
+            service: String::new(),
             region: w.name.to_owned(),
             verdict: w.tally.verdict,
             vantages: w.vantages,

@@ -130,13 +130,16 @@ impl FleetConfig {
 
     fn build_dns_plan(&self) -> Result<DnsPlan, ConfigError> {
         let dns = self.dns.clone().unwrap_or_default();
-        let (name, name_at, name_key) = match &dns.name {
-            Some(n) => (n.get_ref().clone(), n, "dns.name"),
-            None => (
-                url_host(self.global.url.get_ref()).to_owned(),
-                &self.global.url,
+        let (name, name_at, name_key) = match (&dns.name, &self.global) {
+            (Some(n), _) => (n.get_ref().clone(), n, "dns.name"),
+            (None, Some(global)) => (
+                url_host(global.url.get_ref()).to_owned(),
+                &global.url,
                 "global.url",
             ),
+            (None, None) => {
+                return Err(self.section_error("dns.name", "name the record to resolve"));
+            }
         };
         if !valid_dns_name(&name) || name.parse::<IpAddr>().is_ok() {
             return Err(self.invalid(

@@ -44,6 +44,28 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The same error with `prefix` before its key (`services[2].` before `regions[0].name`).
+    pub fn with_key_prefix(self, prefix: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                origin,
+                line,
+                key,
+                message,
+            } => ConfigError::Invalid {
+                origin,
+                line,
+                key: format!("{prefix}{key}"),
+                message,
+            },
+            ConfigError::Setting { key, message } => ConfigError::Setting {
+                key: format!("{prefix}{key}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
     /// The key the error is about, when it names one.
     pub fn key(&self) -> Option<&str> {
         match self {

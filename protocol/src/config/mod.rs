@@ -26,6 +26,7 @@ pub mod redact;
 pub mod replicas;
 pub mod route53;
 pub mod sections;
+pub mod services;
 pub mod units;
 mod validate;
 
@@ -45,6 +46,7 @@ pub use sections::{
     AgentsSection, AggregatorSection, AuthSection, FleetSection, GlobalEndpoint, KeySource,
     PolicySection, Region, SpoolSection, Vantage, WeightsSection,
 };
+pub use services::{split_unit, Service, ServiceRoute53, ServiceSection};
 pub use units::{ByteSize, DurationText};
 
 use serde::Deserialize;
@@ -62,8 +64,14 @@ pub struct FleetConfig {
     /// Defaults for every target.
     #[serde(default)]
     pub probe: ProbeSettings,
-    pub global: GlobalEndpoint,
+    /// The one API's global endpoint; absent when the file lists `[[services]]`.
+    pub global: Option<GlobalEndpoint>,
+    /// The one API's Regions; empty when the file lists `[[services]]`.
+    #[serde(default)]
     pub regions: Vec<Region>,
+    /// Several APIs, each failing over on its own (see [`services`]).
+    #[serde(default)]
+    pub services: Vec<ServiceSection>,
     pub vantages: Vec<Vantage>,
     pub aggregator: AggregatorSection,
     pub agents: AgentsSection,
@@ -80,7 +88,10 @@ pub struct FleetConfig {
     #[serde(skip)]
     pub origin: String,
     #[serde(skip)]
-    pub source: String,
+    pub source: std::sync::Arc<str>,
+    /// Every service as a single-API fleet, built when the file loads.
+    #[serde(skip)]
+    views: Vec<Service>,
 }
 
 impl FleetConfig {
@@ -93,8 +104,9 @@ impl FleetConfig {
     pub fn parse(text: &str, origin: &str) -> Result<FleetConfig, ConfigError> {
         let mut config: FleetConfig = parse_toml(text, origin)?;
         config.origin = origin.to_owned();
-        config.source = text.to_owned();
+        config.source = text.into();
         config.validate()?;
+        config.build_services()?;
         Ok(config)
     }
 
@@ -137,23 +149,45 @@ impl FleetConfig {
         self.vantages.iter().find(|v| v.region.get_ref() == region)
     }
 
-    /// Every target an agent probes, with its fully overlaid settings: the global endpoint
-    /// first, then each Region's status (and deep) URL, in file order, then the DNS target
-    /// (`dns`) when `[dns]` is present.
+    /// Every target an agent probes, with its fully overlaid settings, service by service in
+    /// file order: the global endpoint first, then each Region's status (and deep) URL, in
+    /// file order, then the DNS target (`dns`) when the service has one. Ids and URL keys of
+    /// `[[services]]` carry the service (`payments/status:eu-west-1`, `services[1].global.url`).
     pub fn targets(&self) -> Vec<TargetPlan> {
-        let mut out = vec![TargetPlan {
+        let mut out = Vec::new();
+        for (i, service) in self.views.iter().enumerate() {
+            for mut t in service.fleet.service_targets(&service.name) {
+                if service.named {
+                    t.id = service.target_id(&t.id);
+                    t.url_key = format!("services[{i}].{}", t.url_key);
+                }
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// The targets of this file read as one API called `service`, with local ids.
+    fn service_targets(&self, service: &str) -> Vec<TargetPlan> {
+        let mut out = Vec::new();
+        let Some(global) = &self.global else {
+            return out;
+        };
+        out.push(TargetPlan {
             id: "global".to_owned(),
+            service: service.to_owned(),
             kind: TargetKind::Global,
             region: None,
-            url: self.global.url.clone(),
+            url: global.url.clone(),
             url_key: "global.url".to_owned(),
-            settings: self.probe.overlay(&self.global.probe),
-        }];
+            settings: self.probe.overlay(&global.probe),
+        });
         for (i, r) in self.regions.iter().enumerate() {
             let settings = self.probe.overlay(&r.probe);
             let name = r.name.get_ref();
             out.push(TargetPlan {
                 id: format!("status:{name}"),
+                service: service.to_owned(),
                 kind: TargetKind::Status,
                 region: Some(name.clone()),
                 url: r.status_url.clone(),
@@ -163,6 +197,7 @@ impl FleetConfig {
             if let Some(deep) = &r.deep_url {
                 out.push(TargetPlan {
                     id: format!("deep:{name}"),
+                    service: service.to_owned(),
                     kind: TargetKind::Deep,
                     region: Some(name.clone()),
                     url: deep.clone(),
@@ -174,7 +209,7 @@ impl FleetConfig {
         if let Some(dns) = &self.dns {
             let (url, url_key) = match &dns.name {
                 Some(name) => (name.clone(), "dns.name"),
-                None => (self.global.url.clone(), "global.url"),
+                None => (global.url.clone(), "global.url"),
             };
             let settings = ProbeSettings {
                 interval: dns.interval,
@@ -183,6 +218,7 @@ impl FleetConfig {
             };
             out.push(TargetPlan {
                 id: "dns".to_owned(),
+                service: service.to_owned(),
                 kind: TargetKind::Dns,
                 region: None,
                 url,

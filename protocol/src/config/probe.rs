@@ -127,8 +127,11 @@ impl fmt::Display for TargetKind {
 /// One target with its settings overlaid.
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
-    /// Stable id: `global`, `status:<region>`, `deep:<region>`, `dns`.
+    /// Stable id: `global`, `status:<region>`, `deep:<region>`, `dns`, after `<service>/` in
+    /// a file with `[[services]]`.
     pub id: String,
+    /// The service the target belongs to (`fleet.name` for a single-API file).
+    pub service: String,
     pub kind: TargetKind,
     pub region: Option<String>,
     pub url: Located<String>,

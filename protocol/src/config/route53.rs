@@ -15,8 +15,9 @@ use std::str::FromStr;
 #[serde(deny_unknown_fields)]
 pub struct Route53Section {
     pub hosted_zone_id: Located<String>,
-    /// The weighted record set, e.g. `api-origin.example.com.`.
-    pub record_name: Located<String>,
+    /// The weighted record set, e.g. `api-origin.example.com.`; required for one API, and
+    /// given per service (`[services.route53]`) with `[[services]]`.
+    pub record_name: Option<Located<String>>,
     /// `A`, `AAAA` or `CNAME` (default `CNAME`).
     pub record_type: Option<Located<String>>,
     /// `data-plane` (default: publish a CloudWatch metric per Region for a CLOUDWATCH_METRIC
@@ -173,10 +174,16 @@ impl Route53Section {
                 .parse()
                 .map_err(|m| Problem::at(t, "route53.record_type", m))?,
         };
-        let mut record_name = self.record_name.get_ref().trim().to_ascii_lowercase();
+        let Some(record_at) = &self.record_name else {
+            return Err(Problem::key(
+                "route53.record_name",
+                "missing; set the weighted records' name, e.g. \"api-origin.example.com.\"",
+            ));
+        };
+        let mut record_name = record_at.get_ref().trim().to_ascii_lowercase();
         if record_name.trim_end_matches('.').is_empty() {
             return Err(Problem::at(
-                &self.record_name,
+                record_at,
                 "route53.record_name",
                 "empty; set the weighted records' name, e.g. \"api-origin.example.com.\"",
             ));

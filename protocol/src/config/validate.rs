@@ -35,32 +35,7 @@ impl FleetConfig {
                 )));
             }
         }
-        check_url(self, &self.global.url, "global.url")?;
         self.validate_replicas()?;
-        if self.regions.is_empty() {
-            return Err(self.section_error(
-                "regions",
-                "add at least one [[regions]] entry with name and status_url",
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, r) in self.regions.iter().enumerate() {
-            let key = format!("regions[{i}].name");
-            if !valid_name(r.name.get_ref()) {
-                return Err(self.invalid(&r.name, &key, "use a Region code like us-east-1"));
-            }
-            if !seen.insert(r.name.get_ref().clone()) {
-                return Err(self.invalid(
-                    &r.name,
-                    &key,
-                    format!("Region {:?} is listed twice", r.name.get_ref()),
-                ));
-            }
-            check_url(self, &r.status_url, &format!("regions[{i}].status_url"))?;
-            if let Some(d) = &r.deep_url {
-                check_url(self, d, &format!("regions[{i}].deep_url"))?;
-            }
-        }
         if self.vantages.is_empty() {
             return Err(self.section_error(
                 "vantages",
@@ -106,8 +81,47 @@ impl FleetConfig {
             ));
         }
         self.validate_keys()?;
+        self.validate_control_path()?;
+        Ok(())
+    }
+
+    /// The checks of one API's own sections (its global endpoint, Regions, DNS target,
+    /// Route 53 records, routing controls, floor): the whole file's for a single-API file,
+    /// each service's view with `[[services]]`.
+    pub(super) fn validate_service_parts(&self) -> Result<(), ConfigError> {
+        let Some(global) = &self.global else {
+            return Err(self.section_error(
+                "global",
+                "add [global] with url = \"https://api.example.com/...\"",
+            ));
+        };
+        check_url(self, &global.url, "global.url")?;
+        if self.regions.is_empty() {
+            return Err(self.section_error(
+                "regions",
+                "add at least one [[regions]] entry with name and status_url",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, r) in self.regions.iter().enumerate() {
+            let key = format!("regions[{i}].name");
+            if !valid_name(r.name.get_ref()) {
+                return Err(self.invalid(&r.name, &key, "use a Region code like us-east-1"));
+            }
+            if !seen.insert(r.name.get_ref().clone()) {
+                return Err(self.invalid(
+                    &r.name,
+                    &key,
+                    format!("Region {:?} is listed twice", r.name.get_ref()),
+                ));
+            }
+            check_url(self, &r.status_url, &format!("regions[{i}].status_url"))?;
+            if let Some(d) = &r.deep_url {
+                check_url(self, d, &format!("regions[{i}].deep_url"))?;
+            }
+        }
         self.validate_dns()?;
-        for t in self.targets() {
+        for t in self.service_targets("") {
             if let Some(interval) = t.settings.interval {
                 if interval.0 < Duration::from_millis(100) {
                     return Err(self.invalid(
@@ -121,7 +135,13 @@ impl FleetConfig {
                 }
             }
         }
-        self.validate_control_path()?;
+        if self.policy.min_healthy == Some(0) {
+            return Err(self.place(Problem::key(
+                "policy.min_healthy",
+                "0 would let automation or pins take every Region out; use 1 or more (the \
+                 default is 1)",
+            )));
+        }
         if let Some(route53) = &self.route53 {
             route53.settings().map_err(|p| self.place(p))?;
         }
@@ -200,13 +220,6 @@ impl FleetConfig {
                 ));
             }
         }
-        if self.policy.min_healthy == Some(0) {
-            return Err(self.place(Problem::key(
-                "policy.min_healthy",
-                "0 would let automation or pins take every Region out; use 1 or more (the \
-                 default is 1)",
-            )));
-        }
         Ok(())
     }
 
@@ -215,7 +228,7 @@ impl FleetConfig {
         ConfigText::new(&self.source, &self.origin).place(problem)
     }
 
-    fn section_error(&self, key: &str, message: &str) -> ConfigError {
+    pub(super) fn section_error(&self, key: &str, message: &str) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.clone(),
             line: 1,

@@ -139,7 +139,7 @@ mod tests {
             .collect();
         Route53Section {
             hosted_zone_id: located("/hostedzone/Z123"),
-            record_name: located("API-Origin.example.com"),
+            record_name: Some(located("API-Origin.example.com")),
             record_type: None,
             health: health.map(located),
             metric_namespace: None,
