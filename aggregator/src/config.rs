@@ -96,8 +96,10 @@ pub struct AggregatorConfig {
     pub keys: HashMap<String, Vec<u8>>,
     /// The vantages each key id may report for (`[aggregator.keys.<id>] vantages`).
     pub key_vantages: HashMap<String, BTreeSet<String>>,
-    /// Every target a report may carry, by id: its kind and Region.
-    pub targets: HashMap<String, (TargetKind, Option<String>)>,
+    /// Every target a report may carry, by id.
+    pub targets: HashMap<String, TargetInfo>,
+    /// Every service, in file order, with its decision settings (one for a single-API fleet).
+    pub services: Vec<ServiceConfig>,
     /// Bounds and precision of every histogram in a report.
     pub histogram_shape: Shape,
     pub max_report_bytes: u64,
@@ -105,6 +107,8 @@ pub struct AggregatorConfig {
     pub admin_keys: HashMap<String, Secret>,
     /// Bearer token `GET /v1/state` requires, when `aggregator.state_token_env` is set.
     pub state_token: Option<Secret>,
+    /// The fleet-wide `[policy]` (a single-API fleet's only one; with `[[services]]` the
+    /// defaults each service overlays: decisions use [`ServiceConfig::policy`]).
     pub policy: Policy,
     /// Quantile of total latency compared with `policy.max_latency`.
     pub latency_quantile: f64,
@@ -116,6 +120,55 @@ pub struct AggregatorConfig {
     /// Which of `aggregator.replicas` this process is (`vantage aggregator --replica ID`);
     /// `None` for the single-aggregator form.
     pub replica: Option<ReplicaIdentity>,
+}
+
+/// What a report's target is: its kind, its Region as reports name it, and the unit (service
+/// in Region) its observations count for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInfo {
+    pub kind: TargetKind,
+    pub region: Option<String>,
+    /// `service.unit(region)`; `None` for targets of no Region (global, dns).
+    pub unit: Option<String>,
+}
+
+/// One service's decision settings: its Regions and the policy and weights it is decided by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Declared in `[[services]]`: unit keys and target ids carry the name.
+    pub named: bool,
+    /// The service's Regions, in file order.
+    pub regions: Vec<String>,
+    pub policy: Policy,
+    pub latency_quantile: f64,
+    pub weights: WeightPolicy,
+    pub weight_quantile: f64,
+}
+
+impl ServiceConfig {
+    /// The unit key of this service in `region` (see `vantage_protocol::config::services`).
+    pub fn unit(&self, region: &str) -> String {
+        if self.named {
+            format!("{}/{region}", self.name)
+        } else {
+            region.to_owned()
+        }
+    }
+
+    /// The unit keys of every Region of the service, in file order.
+    pub fn units(&self) -> Vec<String> {
+        self.regions.iter().map(|r| self.unit(r)).collect()
+    }
+
+    /// Target ids of this service start with this (empty for a single-API fleet).
+    pub fn target_prefix(&self) -> String {
+        if self.named {
+            format!("{}/", self.name)
+        } else {
+            String::new()
+        }
+    }
 }
 
 /// This process's place among the replicas.
@@ -233,6 +286,79 @@ fn load_state_token(fleet: &FleetConfig, var: &str) -> Result<Secret, ConfigErro
     }
 }
 
+/// The policy and weights of one API (the whole file, or one service's view) with their
+/// defaults: (policy, its latency quantile, weights, their quantile).
+fn decision_settings(fleet: &FleetConfig) -> Result<(Policy, f64, WeightPolicy, f64), ConfigError> {
+    let p = &fleet.policy;
+    let d = Policy::default();
+    let quorum = match p.quorum.as_ref() {
+            None => Quorum::Majority,
+            Some(q) if q.get_ref() == "majority" => Quorum::Majority,
+            Some(q) => match q.get_ref().parse::<usize>() {
+                Ok(n) if n >= 2 => Quorum::AtLeast(n),
+                _ => {
+                    return Err(fleet.invalid(
+                        q,
+                        "policy.quorum",
+                        "use \"majority\" or a number of vantages, at least 2 (one vantage must never fail a Region alone)",
+                    ))
+                }
+            },
+        };
+    let policy = Policy {
+        min_attempts: p.min_attempts.unwrap_or(d.min_attempts).max(1),
+        max_failure_ratio: fraction(
+            fleet,
+            "policy.max_failure_ratio",
+            p.max_failure_ratio,
+            d.max_failure_ratio,
+        )?,
+        max_latency: p.max_latency.map(|l| l.0),
+        quorum,
+        fail_after: p.fail_after.unwrap_or(d.fail_after).max(1),
+        recover_after: p.recover_after.unwrap_or(d.recover_after).max(1),
+        flap_penalty: p.flap_penalty.unwrap_or(d.flap_penalty).max(0.0),
+        flap_half_life: p.flap_half_life.map_or(d.flap_half_life, |h| h.0),
+        flap_suppress: p.flap_suppress.unwrap_or(d.flap_suppress).max(0.0),
+        min_healthy: p.min_healthy.unwrap_or(d.min_healthy),
+        max_changes: p.max_changes.unwrap_or(d.max_changes).max(1),
+        change_window: p.change_window.map_or(d.change_window, |w| w.0),
+    };
+    if policy.recover_after < policy.fail_after {
+        tracing::warn!("policy.recover_after is shorter than fail_after: Regions will come back faster than they leave");
+    }
+    if policy.flap_half_life.is_zero() {
+        return Err(invalid(fleet, "policy.flap_half_life", "must be positive"));
+    }
+    let w = &fleet.weights;
+    let dw = WeightPolicy::default();
+    let weights = WeightPolicy {
+        ewma_alpha: fraction(fleet, "weights.ewma_alpha", w.ewma_alpha, dw.ewma_alpha)?,
+        floor: w.floor.unwrap_or(dw.floor).max(1),
+        dead_band: w.dead_band.unwrap_or(dw.dead_band),
+        dead_band_ratio: match w.dead_band_ratio {
+            None => dw.dead_band_ratio,
+            Some(r) if (0.0..1.0).contains(&r) => r,
+            Some(r) => {
+                return Err(invalid(
+                    fleet,
+                    "weights.dead_band_ratio",
+                    format!("{r} is not in [0, 1): 0.1 keeps changes under 10 % unwritten"),
+                ))
+            }
+        },
+        latency_tolerance: w
+            .latency_tolerance
+            .map_or(dw.latency_tolerance, |d| d.0.as_secs_f64()),
+    };
+    Ok((
+        policy,
+        fraction(fleet, "policy.latency_quantile", p.latency_quantile, 0.99)?,
+        weights,
+        fraction(fleet, "weights.quantile", w.quantile, 0.5)?,
+    ))
+}
+
 impl AggregatorConfig {
     /// Checks the aggregator's sections. With no `[aggregator.keys]`, the agents' own key id and
     /// key source (`[agents.auth]`) are accepted; the fleet file allows that for one vantage only.
@@ -260,21 +386,45 @@ impl AggregatorConfig {
                  section (the weighted records the weights plane writes)",
             ));
         }
-        if backend == BackendKind::Route53 && fleet.route53.is_none() {
+        if backend == BackendKind::Route53
+            && fleet.route53.is_none()
+            && !fleet.services().iter().any(|s| s.fleet.route53.is_some())
+        {
             return Err(invalid(
                 &fleet,
                 "aggregator.backend",
                 "backend \"route53\" needs a [route53] section",
             ));
         }
-        if let Some(r53) = &fleet.route53 {
-            for r in &fleet.regions {
+        for (i, service) in fleet.services().iter().enumerate() {
+            let view = &service.fleet;
+            let Some(r53) = &view.route53 else {
+                if backend != BackendKind::DryRun && service.named {
+                    return Err(invalid(
+                        &fleet,
+                        &format!("services[{i}].route53"),
+                        format!(
+                            "service {:?} has no [services.route53]: backend {:?} needs its \
+                             records",
+                            service.name,
+                            backend.as_str()
+                        ),
+                    ));
+                }
+                continue;
+            };
+            let prefix = if service.named {
+                format!("services[{i}].")
+            } else {
+                String::new()
+            };
+            for r in &view.regions {
                 if !r53.regions.contains_key(r.name.get_ref()) {
                     return Err(fleet.invalid(
                         &r.name,
-                        "route53.regions",
+                        &format!("{prefix}route53.regions"),
                         format!(
-                            "Region {0:?} has no [route53.regions.{0}] entry: give its record's set_identifier",
+                            "Region {0:?} has no [{prefix}route53.regions.{0}] entry: give its record's set_identifier",
                             r.name.get_ref()
                         ),
                     ));
@@ -355,77 +505,53 @@ impl AggregatorConfig {
         let targets = fleet
             .targets()
             .into_iter()
-            .map(|t| (t.id, (t.kind, t.region)))
+            .map(|t| {
+                let named = fleet.service(&t.service).is_some_and(|s| s.named);
+                let unit = t.region.as_ref().map(|r| {
+                    if named {
+                        format!("{}/{r}", t.service)
+                    } else {
+                        r.clone()
+                    }
+                });
+                let info = TargetInfo {
+                    kind: t.kind,
+                    region: t.region,
+                    unit,
+                };
+                (t.id, info)
+            })
             .collect();
 
-        let p = &fleet.policy;
-        let d = Policy::default();
-        let quorum = match p.quorum.as_ref() {
-            None => Quorum::Majority,
-            Some(q) if q.get_ref() == "majority" => Quorum::Majority,
-            Some(q) => match q.get_ref().parse::<usize>() {
-                Ok(n) if n >= 2 => Quorum::AtLeast(n),
-                _ => {
-                    return Err(fleet.invalid(
-                        q,
-                        "policy.quorum",
-                        "use \"majority\" or a number of vantages, at least 2 (one vantage must never fail a Region alone)",
-                    ))
-                }
-            },
-        };
-        let policy = Policy {
-            min_attempts: p.min_attempts.unwrap_or(d.min_attempts).max(1),
-            max_failure_ratio: fraction(
-                &fleet,
-                "policy.max_failure_ratio",
-                p.max_failure_ratio,
-                d.max_failure_ratio,
-            )?,
-            max_latency: p.max_latency.map(|l| l.0),
-            quorum,
-            fail_after: p.fail_after.unwrap_or(d.fail_after).max(1),
-            recover_after: p.recover_after.unwrap_or(d.recover_after).max(1),
-            flap_penalty: p.flap_penalty.unwrap_or(d.flap_penalty).max(0.0),
-            flap_half_life: p.flap_half_life.map_or(d.flap_half_life, |h| h.0),
-            flap_suppress: p.flap_suppress.unwrap_or(d.flap_suppress).max(0.0),
-            min_healthy: p.min_healthy.unwrap_or(d.min_healthy),
-            max_changes: p.max_changes.unwrap_or(d.max_changes).max(1),
-            change_window: p.change_window.map_or(d.change_window, |w| w.0),
-        };
-        if policy.recover_after < policy.fail_after {
-            tracing::warn!("policy.recover_after is shorter than fail_after: Regions will come back faster than they leave");
+        let (policy, latency_quantile, weights, weight_quantile) = decision_settings(&fleet)?;
+        let mut services = Vec::new();
+        for (i, service) in fleet.services().iter().enumerate() {
+            let (policy, latency_quantile, weights, weight_quantile) = if service.named {
+                decision_settings(&service.fleet)
+                    .map_err(|e| e.with_key_prefix(&format!("services[{i}].")))?
+            } else {
+                (
+                    policy.clone(),
+                    latency_quantile,
+                    weights.clone(),
+                    weight_quantile,
+                )
+            };
+            services.push(ServiceConfig {
+                name: service.name.clone(),
+                named: service.named,
+                regions: service.region_names(),
+                policy,
+                latency_quantile,
+                weights,
+                weight_quantile,
+            });
         }
-        if policy.flap_half_life.is_zero() {
-            return Err(invalid(&fleet, "policy.flap_half_life", "must be positive"));
-        }
-        let w = &fleet.weights;
-        let dw = WeightPolicy::default();
-        let weights = WeightPolicy {
-            ewma_alpha: fraction(&fleet, "weights.ewma_alpha", w.ewma_alpha, dw.ewma_alpha)?,
-            floor: w.floor.unwrap_or(dw.floor).max(1),
-            dead_band: w.dead_band.unwrap_or(dw.dead_band),
-            dead_band_ratio: match w.dead_band_ratio {
-                None => dw.dead_band_ratio,
-                Some(r) if (0.0..1.0).contains(&r) => r,
-                Some(r) => {
-                    return Err(invalid(
-                        &fleet,
-                        "weights.dead_band_ratio",
-                        format!("{r} is not in [0, 1): 0.1 keeps changes under 10 % unwritten"),
-                    ))
-                }
-            },
-            latency_tolerance: w
-                .latency_tolerance
-                .map_or(dw.latency_tolerance, |d| d.0.as_secs_f64()),
-        };
         Ok(AggregatorConfig {
-            regions: fleet
-                .regions
-                .iter()
-                .map(|r| r.name.get_ref().clone())
-                .collect(),
+            regions: match fleet.services() {
+                [one] if !one.named => one.region_names(),
+                _ => fleet.all_regions(),
+            },
             window,
             evaluate_every,
             backend,
@@ -437,19 +563,32 @@ impl AggregatorConfig {
             max_report_bytes: a.max_report_bytes.map_or(DEFAULT_MAX_REPORT_BYTES, |b| b.0),
             admin_keys,
             state_token,
-            latency_quantile: fraction(
-                &fleet,
-                "policy.latency_quantile",
-                p.latency_quantile,
-                0.99,
-            )?,
-            weight_quantile: fraction(&fleet, "weights.quantile", w.quantile, 0.5)?,
+            latency_quantile,
+            weight_quantile,
+            services,
             timing,
             policy,
             weights,
             replica: None,
             fleet,
         })
+    }
+
+    /// The unit key of `service` in `region` (bare Region for a single-API fleet).
+    pub fn unit(&self, service: &str, region: &str) -> String {
+        if self.fleet.has_named_services() {
+            format!("{service}/{region}")
+        } else {
+            region.to_owned()
+        }
+    }
+
+    /// Every unit key (service in Region), service by service.
+    pub fn units(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .flat_map(ServiceConfig::units)
+            .collect()
     }
 
     /// Names the replica this process is. With `aggregator.replicas` in the fleet file an id

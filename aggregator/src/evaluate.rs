@@ -72,28 +72,16 @@ impl<B: Backend> Aggregator<B> {
             w.prune(keep_from);
             lock(&self.seen).prune(keep_from);
             (
-                w.observations(
-                    &config.regions,
-                    from_ms,
-                    now_ms,
-                    config.latency_quantile,
-                    config.weight_quantile,
-                ),
+                observations_of(&w, &config, from_ms, now_ms),
                 w.global_traffic(from_ms, now_ms),
-                TrafficEvidence::of(
-                    &config.regions,
-                    &w.layer_traffic(TargetKind::Global, from_ms, now_ms),
-                    &w.layer_traffic(TargetKind::Dns, from_ms, now_ms),
-                ),
+                self.traffic_of(&w, &config, from_ms, now_ms),
                 w.series(),
             )
         };
         let overrides = self.overrides();
         let previous = lock(&self.model).clone();
-        let (next_state, decision) = decide::evaluate(
-            &config.policy,
-            &config.weights,
-            &config.regions,
+        let (next_state, decision) = decide::evaluate_services(
+            &config.services,
             &previous,
             &observations,
             &overrides,
@@ -128,7 +116,32 @@ impl<B: Backend> Aggregator<B> {
     ) -> Vec<RegionObservation> {
         let now_ms = unix_ms(now);
         let from_ms = self.window_start(now_ms);
-        lock(&self.window).observations(&self.config().regions, from_ms, now_ms, limit_q, weight_q)
+        let units = self.config().units();
+        lock(&self.window).observations(&units, from_ms, now_ms, limit_q, weight_q)
+    }
+
+    /// Where traffic goes by layer. A single-API fleet's evidence is keyed by Region; with
+    /// `[[services]]`, by unit (`payments/eu-west-1`), each from its own service's targets.
+    fn traffic_of(
+        &self,
+        w: &crate::window::Window,
+        config: &crate::config::AggregatorConfig,
+        from_ms: u64,
+        now_ms: u64,
+    ) -> TrafficEvidence {
+        let mut all = TrafficEvidence::default();
+        for service in &config.services {
+            let prefix = service.target_prefix();
+            let evidence = TrafficEvidence::of(
+                &service.regions,
+                &w.layer_traffic_of(TargetKind::Global, &prefix, from_ms, now_ms),
+                &w.layer_traffic_of(TargetKind::Dns, &prefix, from_ms, now_ms),
+            );
+            for (region, t) in evidence.regions {
+                all.regions.insert(service.unit(&region), t);
+            }
+        }
+        all
     }
 
     /// What the reconciler would change right now: the desired state and the writes, without
@@ -138,7 +151,7 @@ impl<B: Backend> Aggregator<B> {
         now: SystemTime,
     ) -> Result<(DesiredState, Vec<Change>), BackendError> {
         let decision = self.decide_now(unix_ms(now)).decision;
-        let desired = desired_of(&decision);
+        let desired = desired_of(&decision, &self.config());
         let observed = self.backend().observe().await?;
         let changes = plan(&desired, &observed);
         Ok((desired, changes))
@@ -173,11 +186,11 @@ impl<B: Backend> Aggregator<B> {
             overrides,
         } = self.decide_now(now_ms);
         *lock(&self.model) = next_state;
-        self.planes.publish(desired_of(&decision));
+        self.planes.publish(desired_of(&decision, &self.config()));
 
         self.log_decision(now_ms, &decision);
         self.log_traffic_moved(now_ms, &decision, &traffic);
-        self.record_metrics(&decision, &global_traffic, &traffic, window_series);
+        self.record_metrics(&decision, &traffic, window_series);
         self.persist_state();
         let snapshot = Snapshot {
             at_ms: now_ms,
@@ -197,18 +210,47 @@ impl<B: Backend> Aggregator<B> {
     /// Transitions and alerts: counted, and one decision-log line each. (Applied and failed
     /// plans are logged by the planes that ran them.)
     fn log_decision(&self, now_ms: u64, decision: &Decision) {
+        let wide = decide::region_wide(decision);
+        let was_wide = lock(&self.last)
+            .as_ref()
+            .map(|s| decide::region_wide(&s.decision))
+            .unwrap_or_default();
+        for (region, services) in &wide {
+            if was_wide.get(region) != Some(services) {
+                metrics::counter!(names::ALERTS_TOTAL, "kind" => "RegionWide").increment(1);
+                self.log_event(serde_json::json!({
+                    "event": "region_wide", "at_ms": now_ms, "region": region, "state": "down",
+                    "services": services,
+                    "reason": format!(
+                        "{region} is down for every service that runs there ({}): a Region-wide failure, not {} separate ones",
+                        services.join(", "), services.len()
+                    ),
+                }));
+            }
+        }
+        for (region, services) in &was_wide {
+            if !wide.contains_key(region) {
+                self.log_event(serde_json::json!({
+                    "event": "region_wide", "at_ms": now_ms, "region": region, "state": "cleared",
+                    "services": services,
+                    "reason": format!("{region} is no longer down for every service"),
+                }));
+            }
+        }
         for t in &decision.transitions {
             let direction = if t.in_service { "in" } else { "out" };
-            metrics::counter!(names::REGION_TRANSITIONS_TOTAL, "region" => t.region.clone(), "direction" => direction).increment(1);
+            metrics::counter!(names::REGION_TRANSITIONS_TOTAL, "service" => t.service.clone(), "region" => t.region.clone(), "direction" => direction).increment(1);
             self.log_event(serde_json::json!({
                 "event": if t.in_service { "region_in" } else { "region_out" },
-                "at_ms": now_ms, "region": t.region, "cause": t.cause, "reason": t.reason,
+                "at_ms": now_ms, "service": t.service, "region": t.region, "cause": t.cause,
+                "region_wide": wide.contains_key(&t.region), "reason": t.reason,
             }));
         }
         for a in &decision.alerts {
             metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind)).increment(1);
             self.log_event(serde_json::json!({
-                "event": "alert", "at_ms": now_ms, "kind": a.kind, "region": a.region, "reason": a.message,
+                "event": "alert", "at_ms": now_ms, "kind": a.kind, "service": a.service,
+                "region": a.region, "reason": a.message,
             }));
         }
     }
@@ -220,48 +262,43 @@ impl<B: Backend> Aggregator<B> {
         let Some(previous) = lock(&self.last).as_ref().map(|s| s.traffic.clone()) else {
             return;
         };
-        let out: Vec<&str> = decision
+        let config = self.config();
+        let out: Vec<String> = decision
             .regions
             .iter()
             .filter(|r| !r.in_service)
-            .map(|r| r.region.as_str())
+            .map(|r| config.unit(&r.service, &r.region))
             .collect();
+        let out: Vec<&str> = out.iter().map(String::as_str).collect();
         for m in crate::traffic::moved(&previous, traffic, &out) {
+            let (service, region) = vantage_protocol::config::split_unit(&m.region);
+            let service = service.unwrap_or(config.fleet.fleet.name.get_ref());
             self.log_event(serde_json::json!({
-                "event": "traffic_moved", "at_ms": now_ms, "region": m.region,
-                "layer": m.layer, "last_seen_ms": m.last_ms,
+                "event": "traffic_moved", "at_ms": now_ms, "service": service,
+                "region": region, "layer": m.layer, "last_seen_ms": m.last_ms,
             }));
         }
     }
 
     /// The per-Region gauges: in service, weight, share of the global endpoint's traffic and of
     /// the DNS answers.
-    fn record_metrics(
-        &self,
-        decision: &Decision,
-        global_traffic: &BTreeMap<String, u64>,
-        traffic: &TrafficEvidence,
-        window_series: usize,
-    ) {
+    fn record_metrics(&self, decision: &Decision, traffic: &TrafficEvidence, window_series: usize) {
         for r in &decision.regions {
-            metrics::gauge!(names::REGION_IN_SERVICE, "region" => r.region.clone())
+            metrics::gauge!(names::REGION_IN_SERVICE, "service" => r.service.clone(), "region" => r.region.clone())
                 .set(if r.in_service { 1.0 } else { 0.0 });
-            metrics::gauge!(names::REGION_WEIGHT, "region" => r.region.clone())
+            metrics::gauge!(names::REGION_WEIGHT, "service" => r.service.clone(), "region" => r.region.clone())
                 .set(f64::from(r.weight));
         }
-        let answered: u64 = global_traffic.values().sum();
-        for region in &self.config().regions.clone() {
-            let share = if answered == 0 {
-                0.0
-            } else {
-                global_traffic.get(region).copied().unwrap_or(0) as f64 / answered as f64
-            };
-            metrics::gauge!(names::GLOBAL_TRAFFIC_SHARE, "region" => region.clone()).set(share);
-        }
-        // Only fleets whose DNS target answered get the series: no DNS data is not 0 %.
-        for (region, t) in &traffic.regions {
+        let fleet_name = self.config().fleet.fleet.name.get_ref().clone();
+        for (unit, t) in &traffic.regions {
+            let (service, region) = vantage_protocol::config::split_unit(unit);
+            let service = service.unwrap_or(&fleet_name).to_owned();
+            metrics::gauge!(names::GLOBAL_TRAFFIC_SHARE, "service" => service.clone(), "region" => region.to_owned())
+                .set(t.http_share.unwrap_or(0.0));
+            // Only fleets whose DNS target answered get the series: no DNS data is not 0 %.
             if let Some(share) = t.dns_share {
-                metrics::gauge!(names::GLOBAL_DNS_SHARE, "region" => region.clone()).set(share);
+                metrics::gauge!(names::GLOBAL_DNS_SHARE, "service" => service, "region" => region.to_owned())
+                    .set(share);
             }
         }
         metrics::gauge!(names::WINDOW_SERIES).set(window_series as f64);
@@ -298,4 +335,28 @@ impl<B: Backend> Aggregator<B> {
             self.decide(SystemTime::now());
         }
     }
+}
+
+/// Every unit's observations over `[from_ms, to_ms)`, each service at its own quantiles: one
+/// pass over the window per distinct pair of quantiles (usually one for the whole fleet).
+fn observations_of(
+    w: &crate::window::Window,
+    config: &crate::config::AggregatorConfig,
+    from_ms: u64,
+    to_ms: u64,
+) -> Vec<RegionObservation> {
+    let mut groups: Vec<((f64, f64), Vec<String>)> = Vec::new();
+    for service in &config.services {
+        let q = (service.latency_quantile, service.weight_quantile);
+        match groups.iter_mut().find(|(g, _)| *g == q) {
+            Some((_, units)) => units.extend(service.units()),
+            None => groups.push((q, service.units())),
+        }
+    }
+    groups
+        .into_iter()
+        .flat_map(|((limit_q, weight_q), units)| {
+            w.observations(&units, from_ms, to_ms, limit_q, weight_q)
+        })
+        .collect()
 }

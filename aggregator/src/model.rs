@@ -182,8 +182,12 @@ pub struct RegionState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelState {
     pub regions: BTreeMap<String, RegionState>,
-    /// Times of recent automated transitions, for `max_changes`.
+    /// Times of recent automated transitions, for `max_changes` (of a single-API fleet's
+    /// service, or of the one service a slice is about).
     pub recent_transitions: VecDeque<Duration>,
+    /// The same per named service (`[[services]]`): each service has its own change budget.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services_recent: BTreeMap<String, VecDeque<Duration>>,
 }
 
 /// The decision about one Region, with its reason.

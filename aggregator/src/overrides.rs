@@ -11,6 +11,7 @@
 //! rather than a nonce forgotten early.
 
 use crate::backend::Backend;
+use crate::config::{AggregatorConfig, ServiceConfig};
 use crate::model::{AlertKind, Overrides, Pin, SetBy};
 use crate::service::{lock, names, unix_ms, Aggregator};
 use http::StatusCode;
@@ -35,9 +36,14 @@ pub const MAX_NONCES: usize = 4096;
 pub struct OverrideRequest {
     /// Unique per request (16 to 128 printable ASCII characters); a second use is refused.
     pub nonce: String,
-    /// Region → "up", "down", or null to unpin.
+    /// Region → "up", "down", or null to unpin. With `[[services]]` a key is a unit
+    /// (`payments/eu-west-1`), or a bare Region: that Region in `service`, or in every service
+    /// when `service` is absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pin: BTreeMap<String, Option<Pin>>,
+    /// The service bare Regions in `pin` belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze: Option<bool>,
     /// Needed when the pins would leave fewer than `min_healthy` Regions able to serve.
@@ -119,8 +125,48 @@ pub struct Caller<'a> {
     pub peer: SocketAddr,
 }
 
+/// The request's pins by unit key: a unit as given, a bare Region in `service` or in every
+/// service that runs there. Unknown names are refused with the valid ones.
+fn pins_by_unit(
+    request: &OverrideRequest,
+    config: &AggregatorConfig,
+) -> Result<BTreeMap<String, Option<Pin>>, OverrideError> {
+    let units = config.units();
+    if let Some(name) = &request.service {
+        if !config.services.iter().any(|s| &s.name == name) {
+            let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+            return Err(OverrideError::Invalid(format!(
+                "unknown service {name:?}; the fleet has {names:?}"
+            )));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, pin) in &request.pin {
+        let matched: Vec<String> = if key.contains('/') || !config.fleet.has_named_services() {
+            units.iter().filter(|u| *u == key).cloned().collect()
+        } else {
+            config
+                .services
+                .iter()
+                .filter(|s| request.service.as_ref().is_none_or(|n| *n == s.name))
+                .filter(|s| s.regions.contains(key))
+                .map(|s| s.unit(key))
+                .collect()
+        };
+        if matched.is_empty() {
+            return Err(OverrideError::Invalid(format!(
+                "unknown Region(s) [{key:?}]; the fleet has {units:?}"
+            )));
+        }
+        for unit in matched {
+            out.insert(unit, *pin);
+        }
+    }
+    Ok(out)
+}
+
 /// Checks what can be checked without the current overrides.
-fn check_shape(request: &OverrideRequest, regions: &[String]) -> Result<(), OverrideError> {
+fn check_shape(request: &OverrideRequest) -> Result<(), OverrideError> {
     let n = request.nonce.chars().count();
     if !NONCE_CHARS.contains(&n) || !request.nonce.chars().all(|c| c.is_ascii_graphic()) {
         return Err(OverrideError::Invalid(format!(
@@ -144,29 +190,20 @@ fn check_shape(request: &OverrideRequest, regions: &[String]) -> Result<(), Over
             "nothing to change: give \"pin\" and/or \"freeze\"".into(),
         ));
     }
-    let unknown: Vec<&String> = request
-        .pin
-        .keys()
-        .filter(|r| !regions.contains(r))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(OverrideError::Invalid(format!(
-            "unknown Region(s) {unknown:?}; the fleet has {regions:?}"
-        )));
-    }
     Ok(())
 }
 
-/// The overrides after `request`, and whether it needed `force`.
+/// The overrides after `request` (its pins by unit in `pins`), and whether it needed `force`:
+/// the floor is each service's own `min_healthy` over its own Regions.
 fn next_overrides(
     current: &Overrides,
     request: &OverrideRequest,
-    regions: &[String],
-    min_healthy: usize,
+    pins: &BTreeMap<String, Option<Pin>>,
+    services: &[ServiceConfig],
     set_by: &SetBy,
 ) -> Result<(Overrides, bool), OverrideError> {
     let mut next = current.clone();
-    for (region, pin) in &request.pin {
+    for (region, pin) in pins {
         match pin {
             Some(p) => {
                 next.pinned.insert(region.clone(), *p);
@@ -184,22 +221,28 @@ fn next_overrides(
     }
     // Only pins lower the decision core's floor (it never puts a Region pinned down back), so
     // the pins alone say whether `min_healthy` can still be met. Lifting pins never needs force.
-    let floor = min_healthy.min(regions.len());
-    let eligible = regions
-        .iter()
-        .filter(|r| next.pinned.get(*r) != Some(&Pin::Down))
-        .count();
-    let pins_down = request.pin.values().any(|p| *p == Some(Pin::Down));
-    let forced = pins_down && eligible < floor;
-    if forced && !request.force {
-        return Err(OverrideError::ForceRequired {
-            eligible,
-            regions: regions.len(),
-            floor,
-        });
+    let mut forced = false;
+    for service in services {
+        let units = service.units();
+        let floor = service.policy.min_healthy.min(units.len());
+        let eligible = units
+            .iter()
+            .filter(|u| next.pinned.get(*u) != Some(&Pin::Down))
+            .count();
+        let pins_down = units.iter().any(|u| pins.get(u) == Some(&Some(Pin::Down)));
+        if pins_down && eligible < floor {
+            if !request.force {
+                return Err(OverrideError::ForceRequired {
+                    eligible,
+                    regions: units.len(),
+                    floor,
+                });
+            }
+            forced = true;
+        }
     }
     if forced {
-        for (region, pin) in &request.pin {
+        for (region, pin) in pins {
             if pin.is_some() {
                 if let Some(s) = next.pinned_by.get_mut(region) {
                     s.forced = true;
@@ -220,7 +263,8 @@ impl<B: Backend> Aggregator<B> {
         now: SystemTime,
     ) -> Result<Overrides, OverrideError> {
         let config = self.config();
-        check_shape(&request, &config.regions)?;
+        check_shape(&request)?;
+        let pins = pins_by_unit(&request, &config)?;
         let now_ms = unix_ms(now);
         let set_by = SetBy {
             by: caller.key_id.to_owned(),
@@ -230,13 +274,8 @@ impl<B: Backend> Aggregator<B> {
         };
         let (next, forced) = {
             let mut current = lock(&self.overrides);
-            let (next, forced) = next_overrides(
-                &current,
-                &request,
-                &config.regions,
-                config.policy.min_healthy,
-                &set_by,
-            )?;
+            let (next, forced) =
+                next_overrides(&current, &request, &pins, &config.services, &set_by)?;
             lock(&self.nonces).spend(&request.nonce, now_ms)?;
             *current = next.clone();
             (next, forced)

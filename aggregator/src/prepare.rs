@@ -36,6 +36,7 @@ pub struct PreparedReport {
 pub(crate) struct PreparedTarget {
     pub(crate) id: String,
     pub(crate) kind: TargetKind,
+    /// The unit key (service in Region) the target's observations count for.
     pub(crate) region: Option<String>,
     pub(crate) bucket: Bucket,
 }
@@ -49,10 +50,10 @@ pub fn prepare(
     report.validate()?;
     let mut targets = Vec::with_capacity(report.targets.len());
     for t in report.targets {
-        let Some((kind, region)) = config.targets.get(&t.target) else {
+        let Some(info) = config.targets.get(&t.target) else {
             return Err(IngestError::UnknownTarget(t.target));
         };
-        if *kind != t.kind || *region != t.region {
+        if info.kind != t.kind || info.region != t.region {
             return Err(IngestError::UnknownRegion {
                 target: t.target,
                 region: t.region.unwrap_or_default(),
@@ -120,7 +121,8 @@ pub fn prepare(
             },
             id: t.target,
             kind: t.kind,
-            region: t.region,
+            // The window counts a Region's targets for their unit: one service in one Region.
+            region: info.unit.clone(),
         });
     }
     Ok(PreparedReport {

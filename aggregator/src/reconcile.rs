@@ -7,6 +7,7 @@
 
 use crate::backend::ObservedState;
 use crate::backend::{plan, Backend, BackendError, Change, DesiredRegion, DesiredState};
+use crate::config::AggregatorConfig;
 use crate::model::Decision;
 use crate::service::names;
 use serde::Serialize;
@@ -73,14 +74,15 @@ impl ReconcileResult {
     }
 }
 
-/// The backend's target for a decision: every Region's service flag and weight.
-pub(crate) fn desired_of(decision: &Decision) -> DesiredState {
+/// The backend's target for a decision: every unit's (service in Region) service flag and
+/// weight, keyed by unit.
+pub(crate) fn desired_of(decision: &Decision, config: &AggregatorConfig) -> DesiredState {
     decision
         .regions
         .iter()
         .map(|r| {
             (
-                r.region.clone(),
+                config.unit(&r.service, &r.region),
                 DesiredRegion {
                     in_service: r.in_service,
                     weight: r.weight,

@@ -69,6 +69,52 @@ pub struct ReloadSummary {
     pub admin_keys_changed: Vec<String>,
     pub policy_changed: bool,
     pub weights_changed: bool,
+    /// Services added, removed, or with other Regions, policy or weights (`[[services]]`);
+    /// every other service's decision state is untouched.
+    pub services_added: Vec<String>,
+    pub services_removed: Vec<String>,
+    pub services_changed: Vec<String>,
+}
+
+/// With a backend that moves traffic, the records and health checks of every service are
+/// built into it at start: a service whose `[services.route53]` is new, gone or different
+/// needs a restart (named in the refusal). The dry-run backend takes any change.
+fn records_changed(old: &AggregatorConfig, new: &AggregatorConfig) -> Option<String> {
+    if old.backend == crate::config::BackendKind::DryRun || !new.fleet.has_named_services() {
+        return None;
+    }
+    let records = |c: &AggregatorConfig| -> Vec<(String, String)> {
+        c.fleet
+            .services()
+            .iter()
+            .map(|s| {
+                let r53 = s
+                    .fleet
+                    .route53
+                    .as_ref()
+                    .map(|r| format!("{:?}", r.settings()));
+                (s.name.clone(), r53.unwrap_or_default())
+            })
+            .collect()
+    };
+    let (a, b) = (records(old), records(new));
+    if a == b {
+        return None;
+    }
+    let differing: Vec<String> = b
+        .iter()
+        .filter(|entry| !a.contains(entry))
+        .map(|(name, _)| name.clone())
+        .chain(
+            a.iter()
+                .filter(|(name, _)| !b.iter().any(|(n, _)| n == name))
+                .map(|(name, _)| name.clone()),
+        )
+        .collect();
+    Some(format!(
+        "the Route 53 records of service(s) {} (services[].route53)",
+        differing.join(", ")
+    ))
 }
 
 /// Where the running aggregator rereads its fleet file, as which replica, and what asks it to.
@@ -125,11 +171,29 @@ impl<B: Backend> Aggregator<B> {
                 keys: restart.join(", "),
             });
         }
+        if let Some(key) = records_changed(&old, &new) {
+            return Err(ReloadError::RestartNeeded {
+                origin: new.fleet.origin.clone(),
+                keys: key,
+            });
+        }
         new.backend = old.backend;
         new.state_file = old.state_file.clone();
 
-        let before: BTreeSet<&String> = old.regions.iter().collect();
-        let after: BTreeSet<&String> = new.regions.iter().collect();
+        // Units: one service in one Region (bare Regions for a single-API fleet).
+        let old_units = old.units();
+        let new_units = new.units();
+        let before: BTreeSet<&String> = old_units.iter().collect();
+        let after: BTreeSet<&String> = new_units.iter().collect();
+        let by_name = |c: &AggregatorConfig| -> HashMap<String, crate::config::ServiceConfig> {
+            c.services
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect()
+        };
+        let (old_services, new_services) = (by_name(&old), by_name(&new));
+        let (services_added, services_removed, services_changed) =
+            id_diff(&old_services, &new_services);
         let (keys_added, keys_removed, mut keys_changed) = id_diff(&old.keys, &new.keys);
         let (_, _, vantages_changed) = id_diff(&old.key_vantages, &new.key_vantages);
         keys_changed.extend(vantages_changed);
@@ -150,6 +214,9 @@ impl<B: Backend> Aggregator<B> {
                 || old.latency_quantile != new.latency_quantile,
             weights_changed: old.weights != new.weights
                 || old.weight_quantile != new.weight_quantile,
+            services_added,
+            services_removed,
+            services_changed,
         };
 
         // Only what belongs to removed Regions and targets goes; everything else is untouched.
@@ -161,6 +228,11 @@ impl<B: Backend> Aggregator<B> {
             let mut overrides = lock(&self.overrides);
             overrides.pinned.retain(|r, _| !removed.contains(r));
             overrides.pinned_by.retain(|r, _| !removed.contains(r));
+        }
+        if !summary.services_removed.is_empty() {
+            lock(&self.model)
+                .services_recent
+                .retain(|name, _| !summary.services_removed.contains(name));
         }
         lock(&self.window).forget_targets(|t| new.targets.contains_key(t));
         for region in removed {

@@ -398,9 +398,23 @@ impl Window {
     /// Where the targets of `kind` (the global endpoint's HTTP answers, or the DNS target's
     /// answers) show traffic going over `[from_ms, to_ms)`, and when each Region last answered.
     pub fn layer_traffic(&self, kind: TargetKind, from_ms: u64, to_ms: u64) -> LayerTraffic {
+        self.layer_traffic_of(kind, "", from_ms, to_ms)
+    }
+
+    /// [`Self::layer_traffic`] of the targets whose id starts with `prefix` (one service's:
+    /// `payments/`).
+    pub fn layer_traffic_of(
+        &self,
+        kind: TargetKind,
+        prefix: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> LayerTraffic {
         let mut out = LayerTraffic::default();
         for ((target, _), intervals) in &self.series {
-            if !matches!(self.kinds.get(target), Some((k, _)) if *k == kind) {
+            if !target.starts_with(prefix)
+                || !matches!(self.kinds.get(target), Some((k, _)) if *k == kind)
+            {
                 continue;
             }
             for (start, b) in intervals.range(from_ms..to_ms) {

@@ -272,7 +272,10 @@ fn fail_after_counts_exactly_and_reason_has_the_figures() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(fields, ["region", "in_service", "cause", "reason"]);
+    assert_eq!(
+        fields,
+        ["service", "region", "in_service", "cause", "reason"]
+    );
     assert_eq!(json["cause"], "quorum_down");
     assert_eq!(region(&d, "us-east-1").weight, 255);
     assert_eq!(sim.state.recent_transitions.len(), 1);

@@ -73,8 +73,13 @@ pub(super) struct OverrideArgs {
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// Pin a Region in (up) or out (down) of service, or remove its pin (clear). Repeatable.
+    /// With [[services]], REGION pins that Region for every service (or for --service), and
+    /// SERVICE/REGION one service there.
     #[arg(long, value_name = "REGION=up|down|clear", value_parser = pin_arg)]
     pin: Vec<(String, Option<Pin>)>,
+    /// With [[services]]: the service bare --pin Regions belong to.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
     /// Freeze automation: only pins change anything.
     #[arg(long, conflicts_with = "unfreeze")]
     freeze: bool,
@@ -221,10 +226,24 @@ fn prepare(args: &OverrideArgs) -> Result<Vec<Prepared>, BadInput> {
         )));
     }
     let key = load_key(args)?;
-    let regions: Vec<&String> = fleet.regions.iter().map(|r| r.name.get_ref()).collect();
+    if let Some(name) = &args.service {
+        if !fleet.has_named_services() || fleet.service(name).is_none() {
+            let names: Vec<&str> = fleet.services().iter().map(|s| s.name.as_str()).collect();
+            return Err(BadInput(format!(
+                "--service {name:?}: not a service of the fleet ({names:?})"
+            )));
+        }
+    }
+    // Bare Regions, and units (SERVICE/REGION) of a fleet with [[services]].
+    let mut regions: Vec<String> = fleet.all_regions();
+    if fleet.has_named_services() {
+        for s in fleet.services() {
+            regions.extend(s.region_names().iter().map(|r| s.unit(r)));
+        }
+    }
     let mut pin = BTreeMap::new();
     for (region, state) in &args.pin {
-        if !regions.contains(&region) {
+        if !regions.contains(region) {
             return Err(BadInput(format!(
                 "--pin {region}: not a Region of the fleet ({regions:?})"
             )));
@@ -279,6 +298,7 @@ fn prepare(args: &OverrideArgs) -> Result<Vec<Prepared>, BadInput> {
             freeze,
             force: args.force,
             reason: args.reason.clone(),
+            service: args.service.clone(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
         let timestamp = SystemTime::now()

@@ -84,10 +84,12 @@
 mod explain;
 mod hysteresis;
 mod safety;
+mod services;
 mod verdict;
 mod weights;
 
 pub use hysteresis::decayed_penalty;
+pub use services::{evaluate_services, region_wide};
 pub use verdict::{region_verdict, vantage_verdict};
 pub use weights::weights_for;
 
@@ -139,6 +141,7 @@ pub fn evaluate(
     let mut next = ModelState {
         regions: BTreeMap::new(),
         recent_transitions: recent,
+        services_recent: BTreeMap::new(),
     };
     for (w, weight_basis) in work.into_iter().zip(weight_bases) {
         let reason = w.reason(policy, weights, now, weight_basis);

@@ -222,8 +222,7 @@ impl FleetConfig {
                     format!("service {name:?} is listed twice"),
                 ));
             }
-            if let Some(min_interval) = &s.weights.min_interval {
-                let _ = min_interval;
+            if s.weights.min_interval.is_some() {
                 return Err(self.place(super::Problem::key(
                     format!("services[{i}].weights.min_interval"),
                     "is fleet-wide (one weight batch covers every service): set it in \
@@ -309,9 +308,9 @@ impl FleetConfig {
             (None, _) => None,
             (Some(own), shared) => Some(merge_route53(own, shared.as_ref())),
         };
-        if s.route53.is_some() && self.route53.is_none() && view_zone_missing(s) {
+        if let (Some(own), None, None) = (&s.route53, &self.route53, zone_of(s)) {
             return Err(self.invalid(
-                &s.route53.as_ref().expect("checked").record_name,
+                &own.record_name,
                 "route53",
                 "a service's [services.route53] needs the fleet's [route53] (hosted_zone_id, \
                  health mode) or its own hosted_zone_id",
@@ -321,10 +320,9 @@ impl FleetConfig {
     }
 }
 
-fn view_zone_missing(s: &ServiceSection) -> bool {
-    s.route53
-        .as_ref()
-        .is_some_and(|r| r.hosted_zone_id.is_none())
+/// The service's own hosted zone, when it names one.
+fn zone_of(s: &ServiceSection) -> Option<&Located<String>> {
+    s.route53.as_ref().and_then(|r| r.hosted_zone_id.as_ref())
 }
 
 /// The fleet's `[route53]` with the service's records.
