@@ -455,7 +455,16 @@ async fn print_plan(config: AggregatorConfig, backend: AnyBackend) -> anyhow::Re
             |p| format!("the state file {}", p.display())
         )
     );
-    for (region, d) in &desired {
+    let mut heading = None;
+    for (unit, d) in &desired {
+        // With [[services]] the units are SERVICE/REGION: one heading per service.
+        let (service, region) = vantage_protocol::config::split_unit(unit);
+        if let Some(service) = service {
+            if heading != Some(service) {
+                println!(" service {service}:");
+                heading = Some(service);
+            }
+        }
         println!(
             "  {region:<20} {:<15} weight {:>3}",
             if d.in_service {
