@@ -23,7 +23,7 @@
 
 use crate::daemon::LabelledProber;
 use crate::fleet::{build_targets, AgentTarget, TargetProber};
-use crate::metrics::{self, TargetLabels};
+use crate::metrics;
 use crate::recorder::{IntervalClock, TargetRecorder};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
 use rand::Rng as _;
@@ -177,10 +177,7 @@ impl Targets {
         recorder: Arc<Mutex<TargetRecorder>>,
         after: Option<JoinHandle<()>>,
     ) -> Running {
-        let labels = TargetLabels {
-            target: target.plan.id.clone(),
-            region: target.region_label().to_owned(),
-        };
+        let labels = target.labels();
         metrics::register_target(&labels);
         let scheduled = Arc::new(ScheduledTarget {
             probe: LabelledProber { prober, labels },
