@@ -14,6 +14,10 @@
 //! - removed targets stop probing, are reported for the interval in progress (their last) and
 //!   are forgotten once a report has taken it and their last probe has finished.
 //!
+//! With `[[services]]` every id carries its service (`payments/status:eu-west-1`), so a service
+//! added to the file is only its targets added and a removed one its targets removed: the other
+//! services' targets are matched by id and kept as they are.
+//!
 //! What the process built once at start cannot follow a reload: the interval clock
 //! (`fleet.report_interval`), the recorders' precision (`fleet.histogram_precision`), the
 //! identity in reports (`fleet.name`, the vantage's `agent_id`), the delivery queues
