@@ -211,6 +211,60 @@ fn check_config_prints_the_plan() {
     }
 }
 
+/// `[[services]]`: the plan is printed service by service, each heading (global URL, Regions,
+/// policy keys over the fleet's) above its own targets, then the totals; a single-API file is
+/// one service named after the fleet, printed the same way.
+#[test]
+fn check_config_prints_the_plan_per_service() {
+    let out = vantage(&[
+        "check-config",
+        &workspace_file("examples/fleet-services.toml"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let plan = String::from_utf8(out.stdout).unwrap();
+    let at = |needle: &str| {
+        plan.find(needle)
+            .unwrap_or_else(|| panic!("missing {needle:?} in\n{plan}"))
+    };
+    let in_order = [
+        at("fleet shop: 3 Regions, 3 vantages, 8 targets per vantage"),
+        at(
+            "\nservice orders: global https://orders.api.example.com/status; Regions us-east-1, \
+            eu-west-1; 4 targets",
+        ),
+        at("\norders/global "),
+        at("\norders/deep:us-east-1 "),
+        at(
+            "\nservice payments: global https://payments.api.example.com/status; Regions \
+            us-east-1, eu-west-1, ap-southeast-1; 4 targets",
+        ),
+        at("\n  policy over the fleet's: fail_after = 1, min_healthy = 2\n"),
+        at("\npayments/global "),
+        at("\npayments/status:ap-southeast-1 status          5s"),
+        at("\n2 services, 8 targets\n"),
+        at("total: 2.70 probes/s across 3 vantages"),
+    ];
+    assert!(
+        in_order.windows(2).all(|w| w[0] < w[1]),
+        "{in_order:?}\n{plan}"
+    );
+    assert_eq!(plan.matches("policy over the fleet's").count(), 1, "{plan}");
+
+    let out = vantage(&["check-config", &workspace_file("examples/fleet.toml")]);
+    assert_eq!(out.status.code(), Some(0));
+    let plan = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(plan.matches("\nservice ").count(), 1, "{plan}");
+    for needle in [
+        "\nservice orders-api: global https://api.example.com/status; Regions us-east-1, \
+         eu-west-1, ap-southeast-1; 6 targets",
+        "\nstatus:us-east-1 ",
+        "\n1 service, 6 targets\n",
+    ] {
+        assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
+    }
+}
+
 /// The example with every section (three replicas, the lease, Route 53): check-config prints
 /// the AWS calls per minute and the monthly cost of its periods; periods beyond Route 53's
 /// account limit are warned about on stderr.

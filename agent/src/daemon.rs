@@ -205,6 +205,7 @@ pub async fn run_with_reload(
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,
+        services = settings.fleet.services().len(),
         targets = targets.probing(),
         interval = ?aligned.length,
         %aggregators,

@@ -3,9 +3,13 @@
 //! come from. Also renders the probe plan that `vantage check-config` prints. The DNS target
 //! (`[dns]`) is not an HTTP exchange: it keeps its checked [`DnsPlan`] and is probed by a
 //! [`DnsProber`]; [`TargetProber`] lets the scheduler run both kinds alike.
+//!
+//! With `[[services]]` every service's targets are built here, each from its own service's
+//! view of the file ([`vantage_protocol::config::Service::fleet`]): its DNS target resolves its
+//! own global name and maps answers to its own Regions. One agent probes them all.
 
+use crate::metrics::TargetLabels;
 use http::{HeaderName, HeaderValue, Method};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
@@ -16,6 +20,8 @@ use vantage_probe::{ProbeResult, Prober};
 use vantage_protocol::config::{
     ConfigError, DnsPlan, FleetConfig, Located, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL,
 };
+
+pub use crate::plan::render_plan;
 
 /// How a target is probed.
 #[derive(Debug, Clone)]
@@ -76,19 +82,34 @@ impl AgentTarget {
 
     /// The `region` label: the target's Region, or `global`.
     pub fn region_label(&self) -> &str {
-        self.plan.region.as_deref().unwrap_or("global")
+        self.plan
+            .region
+            .as_deref()
+            .unwrap_or(crate::metrics::GLOBAL_REGION)
+    }
+
+    /// The labels of the target's metrics: its service, id and Region.
+    pub fn labels(&self) -> TargetLabels {
+        TargetLabels::new(
+            self.plan.service.clone(),
+            self.plan.id.clone(),
+            self.plan.region.as_deref(),
+        )
     }
 }
 
-/// Compiles every target of the fleet, failing on the first bad setting.
+/// Compiles every target of the fleet, every service's, failing on the first bad setting.
 pub fn build_targets(config: &FleetConfig) -> Result<Vec<AgentTarget>, ConfigError> {
     config
         .targets()
         .into_iter()
         .map(|plan| {
-            let probe = match (plan.kind, config.dns_plan()) {
+            // The DNS target is its service's: its name and its answer → Region map. With
+            // `[[services]]` the file as a whole has neither a global name nor Regions.
+            let service = config.service(&plan.service).map_or(config, |s| &s.fleet);
+            let probe = match (plan.kind, service.dns_plan()) {
                 (TargetKind::Dns, Some(dns)) => TargetProbe::Dns(dns),
-                _ => TargetProbe::Http(Box::new(compile(config, &plan)?)),
+                _ => TargetProbe::Http(Box::new(compile(service, &plan)?)),
             };
             let interval = plan
                 .settings
@@ -253,94 +274,6 @@ fn compile(config: &FleetConfig, plan: &TargetPlan) -> Result<ProbeSpec, ConfigE
         tracing::info!(target_id = %plan.id, "probe timeout is much longer than its interval");
     }
     Ok(spec)
-}
-
-/// `name via resolvers; answer → Region, ...` for the plan.
-fn dns_description(dns: &DnsPlan) -> String {
-    let via = if dns.resolvers.is_empty() {
-        "the system's resolvers".to_owned()
-    } else {
-        let list: Vec<String> = dns.resolvers.iter().map(ToString::to_string).collect();
-        list.join(", ")
-    };
-    let map: Vec<String> = dns
-        .answers
-        .iter()
-        .map(|(answer, region)| format!("{answer} → {region}"))
-        .collect();
-    format!("{} via {via}; {}", dns.name, map.join(", "))
-}
-
-/// The plan `vantage check-config` prints: what each vantage probes and how often.
-pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
-    let mut out = String::new();
-    let per_vantage: f64 = targets.iter().map(|t| 1.0 / t.interval.as_secs_f64()).sum();
-    let _ = writeln!(
-        out,
-        "fleet {}: {} Regions, {} vantages, {} targets per vantage, reports every {:?}",
-        config.fleet.name.get_ref(),
-        config.regions.len(),
-        config.vantages.len(),
-        targets.len(),
-        config.report_interval(),
-    );
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:>9} {:>9} {:<14} url",
-        "target", "kind", "interval", "timeout", "expect"
-    );
-    for t in targets {
-        let (timeout, expect, what) = match &t.probe {
-            TargetProbe::Http(spec) => (
-                spec.timeouts.overall,
-                spec.assertions.status.to_string(),
-                spec.url.to_string(),
-            ),
-            TargetProbe::Dns(dns) => (
-                dns.timeout,
-                format!("{} answers", dns.record_type.as_str()),
-                dns_description(dns),
-            ),
-        };
-        let _ = writeln!(
-            out,
-            "{:<24} {:<8} {:>9} {:>9} {:<14} {}",
-            t.plan.id,
-            t.plan.kind,
-            format!("{:?}", t.interval),
-            format!("{timeout:?}"),
-            expect,
-            what
-        );
-    }
-    let _ = writeln!(out);
-    for v in &config.vantages {
-        let _ = writeln!(
-            out,
-            "vantage {:<16} agent {:<24} probes all {} targets: {:.2} probes/s",
-            v.region.get_ref(),
-            v.agent_id(),
-            targets.len(),
-            per_vantage
-        );
-    }
-    let total = per_vantage * config.vantages.len() as f64;
-    let _ = writeln!(
-        out,
-        "total: {:.2} probes/s across {} vantages ({:.0} probes/day), reporting to {}",
-        total,
-        config.vantages.len(),
-        total * 86_400.0,
-        config
-            .aggregator
-            .replica_endpoints()
-            .iter()
-            .map(|e| e.url.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! schedule, records HDR histograms per interval, and delivers one report per interval to the
 //! aggregator without losing any. The probe engine itself is `vantage-probe`.
 //!
-//! - [`fleet`]: from the fleet file to probe specs, and the plan `vantage check-config` prints.
+//! - [`fleet`]: from the fleet file to probe specs, every service's targets.
+//! - [`plan`]: the probe plan `vantage check-config` prints, per service.
 //! - [`identity`]: the agent id, checked to be a plain file-name component.
 //! - [`scheduler`]: runs every target on its own drift-free slot grid, spread across the
 //!   interval, and accounts late starts and missed slots (coordinated omission).
@@ -23,6 +24,7 @@ pub mod fleet;
 pub mod identity;
 pub mod metrics;
 pub mod oneshot;
+pub mod plan;
 pub mod push;
 pub mod recorder;
 pub mod reload;

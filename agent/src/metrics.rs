@@ -4,10 +4,12 @@
 //! Recording goes through the `metrics` facade, so library code never holds an exporter; the
 //! binary installs a recorder (see [`install`]) and serves its rendering on `/metrics`. Names
 //! follow Prometheus conventions: `vantage_<what>_<unit>`, base units, `_total` only on
-//! counters, labels from small fixed sets (target ids come from the fleet file, outcome and
-//! phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every series also carries the
-//! global label `vantage`, the Region the agent probes from, so one Prometheus can scrape the
-//! whole fleet.
+//! counters, labels from small fixed sets (service names and target ids come from the fleet
+//! file, outcome and phase values from [`Outcome::as_str`] and [`Phase::as_str`]). Every
+//! per-target series carries `service` (the target's service, `fleet.name` for a single-API
+//! file) beside `target`, so one dashboard can filter a multi-service fleet by service without
+//! parsing ids. Every series also carries the global label `vantage`, the Region the agent
+//! probes from, so one Prometheus can scrape the whole fleet.
 //!
 //! Histograms are classic Prometheus histograms with fixed buckets rather than summaries:
 //! buckets aggregate across vantages and targets (`sum by (le)`), summaries' quantiles do not.
@@ -32,13 +34,14 @@ use std::time::{Duration, SystemTime};
 use vantage_probe::ProbeResult;
 use vantage_protocol::{Outcome, Phase};
 
-/// Probes by outcome. Labels: `target`, `region`, `outcome`.
+/// Probes by outcome. Labels: `service`, `target`, `region`, `outcome`.
 pub const PROBE_TOTAL: &str = "vantage_probe_total";
-/// Per-phase probe latency histogram, seconds. Labels: `target`, `region`, `phase`.
+/// Per-phase probe latency histogram, seconds. Labels: `service`, `target`, `region`, `phase`.
 pub const PROBE_PHASE_SECONDS: &str = "vantage_probe_phase_duration_seconds";
-/// Leaf certificate notAfter, Unix seconds. Labels: `target`, `region`.
+/// Leaf certificate notAfter, Unix seconds. Labels: `service`, `target`, `region`.
 pub const CERT_EXPIRY: &str = "vantage_probe_cert_expiry_timestamp_seconds";
-/// Slots skipped because a probe or the scheduler ran late. Labels: `target`, `region`.
+/// Slots skipped because a probe or the scheduler ran late. Labels: `service`, `target`,
+/// `region`.
 pub const MISSED_SLOTS_TOTAL: &str = "vantage_probe_missed_slots_total";
 /// Interval reports built.
 pub const REPORTS_BUILT_TOTAL: &str = "vantage_reports_built_total";
@@ -62,8 +65,9 @@ pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "vantage_spool_write_errors_total";
 pub const REPLICA_LABEL: &str = "replica";
 /// DNS answer records of the `dns` target, by the Region they map to (`region`), or
 /// `region="unmatched"`: `rate()` of it per Region is the share of DNS answers per Region.
+/// Labels: `service`, `target`, `region`.
 pub const DNS_ANSWERS_TOTAL: &str = "vantage_dns_answers_total";
-/// Smallest remaining TTL among the last resolution's answers.
+/// Smallest remaining TTL among the last resolution's answers. Labels: `service`, `target`.
 pub const DNS_ANSWER_TTL_SECONDS: &str = "vantage_dns_answer_ttl_seconds";
 /// The `region` value of DNS answers that map to no Region.
 pub const UNMATCHED_REGION: &str = "unmatched";
@@ -90,16 +94,26 @@ pub const GLOBAL_REGION: &str = "global";
 /// Labels of one target, built once per target (cheap clones).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLabels {
-    /// The target id from the fleet file: `global`, `status:<region>` or `deep:<region>`.
+    /// The service the target belongs to: a `[[services]]` name, or `fleet.name` for a
+    /// single-API file.
+    pub service: String,
+    /// The target id from the fleet file: `global`, `status:<region>`, `deep:<region>` or
+    /// `dns`, after `<service>/` in a file with `[[services]]`.
     pub target: String,
     /// The target's Region, or [`GLOBAL_REGION`] for the global endpoint.
     pub region: String,
 }
 
 impl TargetLabels {
-    /// Labels for `target`, which belongs to `region` (`None`: the global endpoint).
-    pub fn new(target: impl Into<String>, region: Option<&str>) -> Self {
+    /// Labels for `target` of `service`, which belongs to `region` (`None`: the global
+    /// endpoint or the DNS target).
+    pub fn new(
+        service: impl Into<String>,
+        target: impl Into<String>,
+        region: Option<&str>,
+    ) -> Self {
         TargetLabels {
+            service: service.into(),
             target: target.into(),
             region: region.unwrap_or(GLOBAL_REGION).to_owned(),
         }
@@ -295,6 +309,7 @@ pub fn register_target(labels: &TargetLabels) {
     for outcome in Outcome::ALL {
         counter!(
             PROBE_TOTAL,
+            "service" => labels.service.clone(),
             "target" => labels.target.clone(),
             "region" => labels.region.clone(),
             "outcome" => outcome.as_str(),
@@ -303,6 +318,7 @@ pub fn register_target(labels: &TargetLabels) {
     }
     counter!(
         MISSED_SLOTS_TOTAL,
+        "service" => labels.service.clone(),
         "target" => labels.target.clone(),
         "region" => labels.region.clone(),
     )
@@ -318,6 +334,7 @@ pub fn register_target(labels: &TargetLabels) {
 pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Duration) {
     counter!(
         PROBE_TOTAL,
+        "service" => labels.service.clone(),
         "target" => labels.target.clone(),
         "region" => labels.region.clone(),
         "outcome" => result.outcome.as_str(),
@@ -331,6 +348,7 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
         };
         histogram!(
             PROBE_PHASE_SECONDS,
+            "service" => labels.service.clone(),
             "target" => labels.target.clone(),
             "region" => labels.region.clone(),
             "phase" => phase.as_str(),
@@ -340,6 +358,7 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
     if let Some(not_after) = result.cert_not_after {
         gauge!(
             CERT_EXPIRY,
+            "service" => labels.service.clone(),
             "target" => labels.target.clone(),
             "region" => labels.region.clone(),
         )
@@ -351,13 +370,19 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
         for (region, n) in regions.into_iter().chain(unmatched) {
             counter!(
                 DNS_ANSWERS_TOTAL,
+                "service" => labels.service.clone(),
                 "target" => labels.target.clone(),
                 "region" => region.to_owned(),
             )
             .increment(n);
         }
         if let Some(ttl) = dns.answers.iter().map(|a| a.ttl).min() {
-            gauge!(DNS_ANSWER_TTL_SECONDS, "target" => labels.target.clone()).set(f64::from(ttl));
+            gauge!(
+                DNS_ANSWER_TTL_SECONDS,
+                "service" => labels.service.clone(),
+                "target" => labels.target.clone(),
+            )
+            .set(f64::from(ttl));
         }
     }
 }
@@ -366,6 +391,7 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
 pub fn record_missed(labels: &TargetLabels, slots: u64) {
     counter!(
         MISSED_SLOTS_TOTAL,
+        "service" => labels.service.clone(),
         "target" => labels.target.clone(),
         "region" => labels.region.clone(),
     )
@@ -412,7 +438,7 @@ mod tests {
 
     #[test]
     fn total_counts_start_lag_and_only_responses() {
-        let labels = TargetLabels::new("status:us-east-1", Some("us-east-1"));
+        let labels = TargetLabels::new("orders-api", "status:us-east-1", Some("us-east-1"));
         let text = render_with(|| {
             register_target(&labels);
             let mut timings = PhaseTimings::default();
@@ -427,7 +453,12 @@ mod tests {
             record_missed(&labels, 3);
         });
         let target = r#"target="status:us-east-1""#;
-        let ok = [target, r#"outcome="ok""#, r#"vantage="eu-west-1""#];
+        let ok = [
+            r#"service="orders-api""#,
+            target,
+            r#"outcome="ok""#,
+            r#"vantage="eu-west-1""#,
+        ];
         assert_eq!(value(series(&text, PROBE_TOTAL, &ok)), 1.0, "{text}");
         let connect = [target, r#"outcome="connect""#];
         assert_eq!(value(series(&text, PROBE_TOTAL, &connect)), 1.0);
@@ -486,7 +517,7 @@ mod tests {
     #[test]
     fn dns_answers_are_counted_per_region_with_their_ttl() {
         use vantage_probe::dns::{DnsAnswer, DnsObservation};
-        let labels = TargetLabels::new("dns", None);
+        let labels = TargetLabels::new("payments", "payments/dns", None);
         let answer = |value: &str, ttl, region: Option<&str>| DnsAnswer {
             value: value.to_owned(),
             ttl,
@@ -506,7 +537,11 @@ mod tests {
             });
             record_probe(&labels, &r, Duration::ZERO);
         });
-        let euw1 = [r#"target="dns""#, r#"region="eu-west-1""#];
+        let euw1 = [
+            r#"service="payments""#,
+            r#"target="payments/dns""#,
+            r#"region="eu-west-1""#,
+        ];
         assert_eq!(
             value(series(&text, DNS_ANSWERS_TOTAL, &euw1)),
             2.0,
@@ -519,7 +554,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            value(series(&text, DNS_ANSWER_TTL_SECONDS, &[])),
+            value(series(
+                &text,
+                DNS_ANSWER_TTL_SECONDS,
+                &[r#"service="payments""#]
+            )),
             5.0,
             "{text}"
         );
@@ -528,7 +567,7 @@ mod tests {
             value(series(
                 &text,
                 &dns_phase,
-                &[r#"target="dns""#, r#"phase="dns""#]
+                &[r#"target="payments/dns""#, r#"phase="dns""#]
             )),
             1.0
         );

@@ -14,6 +14,10 @@
 //! - removed targets stop probing, are reported for the interval in progress (their last) and
 //!   are forgotten once a report has taken it and their last probe has finished.
 //!
+//! With `[[services]]` every id carries its service (`payments/status:eu-west-1`), so a service
+//! added to the file is only its targets added and a removed one its targets removed: the other
+//! services' targets are matched by id and kept as they are.
+//!
 //! What the process built once at start cannot follow a reload: the interval clock
 //! (`fleet.report_interval`), the recorders' precision (`fleet.histogram_precision`), the
 //! identity in reports (`fleet.name`, the vantage's `agent_id`), the delivery queues
@@ -23,7 +27,7 @@
 
 use crate::daemon::LabelledProber;
 use crate::fleet::{build_targets, AgentTarget, TargetProber};
-use crate::metrics::{self, TargetLabels};
+use crate::metrics;
 use crate::recorder::{IntervalClock, TargetRecorder};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
 use rand::Rng as _;
@@ -177,10 +181,7 @@ impl Targets {
         recorder: Arc<Mutex<TargetRecorder>>,
         after: Option<JoinHandle<()>>,
     ) -> Running {
-        let labels = TargetLabels {
-            target: target.plan.id.clone(),
-            region: target.region_label().to_owned(),
-        };
+        let labels = target.labels();
         metrics::register_target(&labels);
         let scheduled = Arc::new(ScheduledTarget {
             probe: LabelledProber { prober, labels },

@@ -80,7 +80,7 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     // Five real probes of a healthy Regional endpoint.
     let server = region_server().await;
     let tls = Arc::new(TlsConfigCache::new());
-    let status = TargetLabels::new("status:eu-west-1", Some("eu-west-1"));
+    let status = TargetLabels::new("orders-api", "status:eu-west-1", Some("eu-west-1"));
     m::register_target(&status);
     let prober = Prober::new(
         ProbeSpec::get(&server.url("/status")).expect("spec"),
@@ -96,7 +96,7 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     m::record_missed(&status, 2);
 
     // One real failure: nothing listens on the global endpoint's port.
-    let global = TargetLabels::new("global", None);
+    let global = TargetLabels::new("orders-api", "global", None);
     m::register_target(&global);
     let refused = Prober::new(
         ProbeSpec::get(&format!(
@@ -113,7 +113,7 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     m::record_probe(&global, &refused, Duration::ZERO);
 
     // A TLS target's result, so the certificate gauge goes through `record_probe` too.
-    let deep = TargetLabels::new("deep:eu-west-1", Some("eu-west-1"));
+    let deep = TargetLabels::new("orders-api", "deep:eu-west-1", Some("eu-west-1"));
     let mut timings = PhaseTimings::default();
     timings.set(Phase::Tls, Duration::from_millis(12));
     timings.set(Phase::Total, Duration::from_millis(80));
