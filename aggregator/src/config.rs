@@ -117,6 +117,8 @@ pub struct AggregatorConfig {
     pub weight_quantile: f64,
     /// Heartbeat, observation and weight pacing.
     pub timing: PlaneTiming,
+    /// How often an alert that holds is told again (`aggregator.alert_repeat`).
+    pub alert_repeat: Duration,
     /// Which of `aggregator.replicas` this process is (`vantage aggregator --replica ID`);
     /// `None` for the single-aggregator form.
     pub replica: Option<ReplicaIdentity>,
@@ -323,6 +325,21 @@ fn decision_settings(fleet: &FleetConfig) -> Result<(Policy, f64, WeightPolicy, 
         min_healthy: p.min_healthy.unwrap_or(d.min_healthy),
         max_changes: p.max_changes.unwrap_or(d.max_changes).max(1),
         change_window: p.change_window.map_or(d.change_window, |w| w.0),
+        correlated_fraction: match p.correlated_fraction {
+            None => d.correlated_fraction,
+            // Off: a share no count of Regions reaches.
+            Some(0.0) => f64::INFINITY,
+            Some(x) if x > 0.0 && x <= 1.0 => x,
+            Some(x) => {
+                return Err(invalid(
+                    fleet,
+                    "policy.correlated_fraction",
+                    format!("{x} is not in (0, 1]; 0.5 is the default, 0 turns the rule off"),
+                ))
+            }
+        },
+        // The aggregator's window, set by `from_fleet`.
+        correlated_window: d.correlated_window,
     };
     if policy.recover_after < policy.fail_after {
         tracing::warn!("policy.recover_after is shorter than fail_after: Regions will come back faster than they leave");
@@ -523,7 +540,9 @@ impl AggregatorConfig {
             })
             .collect();
 
-        let (policy, latency_quantile, weights, weight_quantile) = decision_settings(&fleet)?;
+        let (mut policy, latency_quantile, weights, weight_quantile) = decision_settings(&fleet)?;
+        // Regions that turn down within one window count as one correlated failure.
+        policy.correlated_window = window;
         let mut services = Vec::new();
         for (i, service) in fleet.services().iter().enumerate() {
             let (policy, latency_quantile, weights, weight_quantile) = if service.named {
@@ -541,7 +560,10 @@ impl AggregatorConfig {
                 name: service.name.clone(),
                 named: service.named,
                 regions: service.region_names(),
-                policy,
+                policy: Policy {
+                    correlated_window: window,
+                    ..policy
+                },
                 latency_quantile,
                 weights,
                 weight_quantile,
@@ -567,6 +589,9 @@ impl AggregatorConfig {
             weight_quantile,
             services,
             timing,
+            alert_repeat: a
+                .alert_repeat
+                .map_or(crate::alerts::DEFAULT_ALERT_REPEAT, |d| d.0),
             policy,
             weights,
             replica: None,

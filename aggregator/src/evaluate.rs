@@ -6,6 +6,7 @@
 //! updated. Time is an argument everywhere below the loop, so tests drive evaluations at
 //! chosen instants.
 
+use crate::alerts::{ActiveAlert, AlertState};
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::lease::LeaseStatus;
@@ -39,6 +40,8 @@ pub struct Snapshot {
     pub heartbeat: HeartbeatStatus,
     /// The weights lease as this replica sees it; `null` with one aggregator.
     pub lease: Option<LeaseStatus>,
+    /// The alerts that hold, with when each was raised.
+    pub active_alerts: Vec<ActiveAlert>,
 }
 
 /// What the window says at one instant: the decision and what it was made from. Nothing has
@@ -202,6 +205,7 @@ impl<B: Backend> Aggregator<B> {
             reconcile: self.planes.last_result(),
             heartbeat: self.planes.heartbeat_status(),
             lease: self.lease_status(),
+            active_alerts: lock(&self.alert_book).active(),
         };
         *lock(&self.last) = Some(snapshot.clone());
         snapshot
@@ -246,11 +250,24 @@ impl<B: Backend> Aggregator<B> {
                 "region_wide": wide.contains_key(&t.region), "reason": t.reason,
             }));
         }
-        for a in &decision.alerts {
-            metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind)).increment(1);
+        let repeat = self.config().alert_repeat;
+        let told = lock(&self.alert_book).update(&decision.alerts, now_ms, repeat);
+        for (state, a) in told {
+            let region = a.region.clone().unwrap_or_default();
+            let active = metrics::gauge!(names::ALERT_ACTIVE, "alert" => a.kind.as_str(), "service" => a.service.clone(), "region" => region);
+            if state == AlertState::Resolved {
+                active.set(0.0);
+            } else {
+                active.set(1.0);
+            }
+            if state == AlertState::Raised {
+                metrics::counter!(names::ALERTS_TOTAL, "kind" => format!("{:?}", a.kind))
+                    .increment(1);
+            }
             self.log_event(serde_json::json!({
-                "event": "alert", "at_ms": now_ms, "kind": a.kind, "service": a.service,
-                "region": a.region, "reason": a.message,
+                "event": "alert", "at_ms": now_ms, "state": state, "kind": a.kind,
+                "service": a.service, "region": a.region, "since_ms": a.since_ms,
+                "reason": a.message,
             }));
         }
     }

@@ -24,6 +24,7 @@
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
 //! - [`service`]: the shared [`service::Aggregator`] and [`service::run`], which starts it all.
 
+pub mod alerts;
 pub mod api;
 pub mod backend;
 pub mod bootstrap;

@@ -41,6 +41,24 @@ pub struct Policy {
     /// At most this many automated transitions in any `change_window`.
     pub max_changes: u32,
     pub change_window: Duration,
+    /// When at least this share of the Regions (and at least two) turned down within
+    /// `correlated_window`, automation holds: the likeliest cause is the monitoring, the path
+    /// to the Regions or a shared dependency, none of which moving traffic fixes. Above 1.0:
+    /// never.
+    #[serde(default = "default_correlated_fraction")]
+    pub correlated_fraction: f64,
+    /// How close together the Regions must turn down to count as one correlated failure (the
+    /// aggregator's window).
+    #[serde(default = "default_correlated_window")]
+    pub correlated_window: Duration,
+}
+
+fn default_correlated_fraction() -> f64 {
+    0.5
+}
+
+fn default_correlated_window() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for Policy {
@@ -58,6 +76,8 @@ impl Default for Policy {
             min_healthy: 1,
             max_changes: 4,
             change_window: Duration::from_secs(600),
+            correlated_fraction: default_correlated_fraction(),
+            correlated_window: default_correlated_window(),
         }
     }
 }
@@ -176,6 +196,9 @@ pub struct RegionState {
     pub weight: u8,
     /// When `in_service` last changed.
     pub since: Duration,
+    /// When the current run of down verdicts began (`None` while not down).
+    #[serde(default)]
+    pub down_since: Option<Duration>,
 }
 
 /// State carried from one evaluation to the next; serialisable so a restart can resume it.
@@ -230,6 +253,8 @@ pub enum Cause {
     ChangeLimit,
     /// Kept in, or put back, so that at least `min_healthy` Regions stay in service.
     FailOpen,
+    /// A take-out held because too many Regions turned down at once (a correlated failure).
+    CorrelatedHold,
     /// A manual pin decided, whatever the measurements say.
     Pinned,
 }
@@ -247,11 +272,13 @@ pub struct Transition {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// Taking Regions out would leave fewer than `min_healthy`: kept in (fail-open).
     FailOpen,
+    /// Too many Regions turned down at once: automation holds, every Region in stays in.
+    CorrelatedFailure,
     /// A transition was held back by `max_changes`.
     ChangeLimit,
     /// A transition was held back because automation is frozen.

@@ -83,6 +83,7 @@ mod tests {
                 smoothed_latency: Some(0.0625),
                 weight: 0,
                 since: Duration::from_secs(1_700_000_000),
+                down_since: Some(Duration::from_secs(1_699_999_990)),
             },
         );
         model.regions.insert(
@@ -96,6 +97,7 @@ mod tests {
                 smoothed_latency: None,
                 weight: 180,
                 since: Duration::ZERO,
+                down_since: None,
             },
         );
         model

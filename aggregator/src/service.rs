@@ -35,7 +35,10 @@ pub mod names {
     pub const REGION_IN_SERVICE: &str = "vantage_region_in_service";
     pub const REGION_WEIGHT: &str = "vantage_region_weight";
     pub const REGION_TRANSITIONS_TOTAL: &str = "vantage_region_transitions_total";
+    /// Alerts raised (an alert that holds for an hour is raised once), `kind` label.
     pub const ALERTS_TOTAL: &str = "vantage_aggregator_alerts_total";
+    /// 1 while an alert holds, 0 once resolved: `alert`, `service`, `region`.
+    pub const ALERT_ACTIVE: &str = "vantage_alert_active";
     pub const OVERRIDES_TOTAL: &str = "vantage_aggregator_overrides_total";
     pub const RECONCILE_TOTAL: &str = "vantage_reconcile_total";
     pub const RECONCILE_SECONDS: &str = "vantage_reconcile_duration_seconds";
@@ -72,6 +75,8 @@ pub struct Aggregator<B> {
     /// Held while the state file is written, so writes never interleave.
     persisting: Mutex<()>,
     pub(crate) last: Mutex<Option<Snapshot>>,
+    /// The alerts that hold: raised once, repeated every `alert_repeat`, resolved once.
+    pub(crate) alert_book: Mutex<crate::alerts::AlertBook>,
     decision_log: Option<Mutex<Box<dyn std::io::Write + Send>>>,
     /// Wakes the loop early (overrides changed).
     pub(crate) wake: Notify,
@@ -127,6 +132,7 @@ impl<B: Backend> Aggregator<B> {
             nonces: Mutex::new(persisted.nonces),
             persisting: Mutex::new(()),
             last: Mutex::new(None),
+            alert_book: Mutex::new(crate::alerts::AlertBook::default()),
             decision_log: decision_log.map(Mutex::new),
             wake: Notify::new(),
             planes: crate::planes::Planes::new(),

@@ -413,6 +413,9 @@ fn change_limit_is_a_sliding_window() {
         max_changes: 2,
         change_window: secs(60),
         fail_after: 1,
+        // Several Regions fail at once here on purpose: the correlated-failure rule (its
+        // own test) is off so that this one sees the rule it is about.
+        correlated_fraction: f64::INFINITY,
         ..Policy::default()
     };
     let mut sim = Sim::new(policy, &["a", "b", "c", "d"]);
@@ -441,6 +444,9 @@ fn change_limit_prefers_putting_regions_back() {
         fail_after: 1,
         recover_after: 1,
         flap_penalty: 0.0,
+        // Several Regions fail at once here on purpose: the correlated-failure rule (its
+        // own test) is off so that this one sees the rule it is about.
+        correlated_fraction: f64::INFINITY,
         ..Policy::default()
     };
     let mut sim = Sim::new(policy, &["a", "b", "c", "d"]);
@@ -466,6 +472,9 @@ fn change_limit_prefers_putting_regions_back() {
 fn fail_open_keeps_the_healthiest_in() {
     let policy = Policy {
         fail_after: 1,
+        // Several Regions fail at once here on purpose: the correlated-failure rule (its
+        // own test) is off so that this one sees the rule it is about.
+        correlated_fraction: f64::INFINITY,
         ..Policy::default()
     };
     let mut sim = Sim::new(policy, &["a", "b", "c"]);
@@ -488,6 +497,7 @@ fn fail_open_keeps_the_healthiest_in() {
     let policy = Policy {
         fail_after: 1,
         min_healthy: 2,
+        correlated_fraction: f64::INFINITY,
         ..Policy::default()
     };
     let mut sim = Sim::new(policy, &["a", "b", "c"]);
@@ -700,9 +710,21 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         ],
         proptest::option::of(50u64..500),
         0.0f64..2000.0,
+        // The correlated-failure share, or the rule off.
+        prop_oneof![Just(f64::INFINITY), 0.3f64..=1.0],
     )
         .prop_map(
-            |(fail, recover, min_healthy, max_changes, window, quorum, max_ms, penalty)| Policy {
+            |(
+                fail,
+                recover,
+                min_healthy,
+                max_changes,
+                window,
+                quorum,
+                max_ms,
+                penalty,
+                correlated,
+            )| Policy {
                 fail_after: fail,
                 recover_after: recover,
                 min_healthy,
@@ -711,6 +733,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 quorum,
                 max_latency: max_ms.map(Duration::from_millis),
                 flap_penalty: penalty,
+                correlated_fraction: correlated,
                 ..Policy::default()
             },
         )
@@ -918,9 +941,19 @@ proptest! {
                     (false, _) => &[
                         Cause::Steady, Cause::FlapSuppressed, Cause::Frozen,
                         Cause::ChangeLimit, Cause::FailOpen, Cause::Pinned,
+                        Cause::CorrelatedHold,
                     ][..],
                 };
                 prop_assert!(allowed.contains(&r.cause), "{:?}: {}", r.cause, r.reason);
+            }
+            // P6: while a correlated failure holds, no automated take-out, and one alert.
+            let correlated = d.alerts.iter().filter(|a| a.kind == AlertKind::CorrelatedFailure).count();
+            prop_assert!(correlated <= 1);
+            if correlated == 1 {
+                prop_assert!(
+                    !d.transitions.iter().any(|t| !t.in_service && t.cause == Cause::QuorumDown),
+                    "{:#?}", d
+                );
             }
             let count = automated(d);
             let recorded = state.recent_transitions.iter().filter(|t| **t == d.at).count();
@@ -945,4 +978,75 @@ proptest! {
         let reversed = run(&policy, &weights, n, &steps, true);
         prop_assert_eq!(&runs, &reversed);
     }
+}
+
+#[test]
+fn every_region_down_at_once_holds_automation_with_one_alert() {
+    let mut sim = Sim::new(Policy::default(), &["a", "b", "c"]);
+    sim.step(&[up("a"), up("b"), up("c")]);
+    // All three turn down together: the monitoring or a shared dependency, not three Regions.
+    for _ in 0..10 {
+        let d = sim.step(&[down("a"), down("b"), down("c")]);
+        assert!(d.regions.iter().all(|r| r.in_service), "{d:#?}");
+        assert!(d.transitions.is_empty());
+        let correlated: Vec<_> = d
+            .alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::CorrelatedFailure)
+            .collect();
+        assert_eq!(correlated.len(), 1, "{:#?}", d.alerts);
+        let m = &correlated[0].message;
+        assert!(m.contains("3 of 3 Regions") && m.contains("a, b, c"), "{m}");
+        assert!(m.contains("ap-southeast-1, eu-west-1, us-east-1"), "{m}");
+        // No fail-open alerts beside it: the Regions are held in, not kept by the floor.
+        assert_eq!(d.alerts.len(), 1, "{:#?}", d.alerts);
+    }
+    // After fail_after a Region's take-out is held, with its cause.
+    let d = sim.step(&[down("a"), down("b"), down("c")]);
+    assert_eq!(cause(&d, "a"), Cause::CorrelatedHold);
+    assert!(
+        region(&d, "a").reason.contains("correlated failure"),
+        "{}",
+        region(&d, "a").reason
+    );
+    // It clears: the alert goes, nothing moved.
+    let d = sim.step(&[up("a"), up("b"), up("c")]);
+    assert!(d.alerts.is_empty());
+    assert!(d.regions.iter().all(|r| r.in_service));
+}
+
+#[test]
+fn failures_far_apart_are_not_correlated() {
+    let policy = Policy {
+        correlated_window: secs(30),
+        ..Policy::default()
+    };
+    let mut sim = Sim::new(policy, &["a", "b", "c"]);
+    sim.step(&[up("a"), up("b"), up("c")]);
+    // a fails alone: out after fail_after (2) evaluations, as always.
+    sim.step(&[down("a"), up("b"), up("c")]);
+    let d = sim.step(&[down("a"), up("b"), up("c")]);
+    assert!(!in_service(&d, "a"));
+    assert_eq!(cause(&d, "a"), Cause::QuorumDown);
+    // A minute later b fails too: a separate failure, decided on its own.
+    for _ in 0..12 {
+        sim.step(&[down("a"), up("b"), up("c")]);
+    }
+    sim.step(&[down("a"), down("b"), up("c")]);
+    let d = sim.step(&[down("a"), down("b"), up("c")]);
+    assert!(!in_service(&d, "b"), "{d:#?}");
+    assert!(d
+        .alerts
+        .iter()
+        .all(|a| a.kind != AlertKind::CorrelatedFailure));
+    // Two of three within the window are: c and a fresh one would hold, pins still act.
+    let mut sim = Sim::new(Policy::default(), &["a", "b", "c"]);
+    sim.step(&[up("a"), up("b"), up("c")]);
+    sim.step(&[down("a"), down("b"), up("c")]);
+    let d = sim.step(&[down("a"), down("b"), up("c")]);
+    assert!(in_service(&d, "a") && in_service(&d, "b"), "{d:#?}");
+    sim.overrides.pinned.insert("a".to_owned(), Pin::Down);
+    let d = sim.step(&[down("a"), down("b"), up("c")]);
+    assert!(!in_service(&d, "a"));
+    assert_eq!(cause(&d, "a"), Cause::Pinned);
 }

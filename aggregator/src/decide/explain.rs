@@ -66,6 +66,12 @@ impl Work<'_> {
                 policy.max_changes,
                 direction(in_service)
             ),
+            Outcome::CorrelatedHeld { down, of } => format!(
+                "kept in service (correlated failure): {down} of {of} Regions turned down \
+                 within {} of each other, more likely the monitoring, the network to them or a shared \
+                 dependency than {down} Regions at once; automation holds (pin to act)",
+                fmt_duration(policy.correlated_window)
+            ),
             Outcome::FailOpenKept { left, floor } => format!(
                 "kept in service (fail-open): taking it out would leave {left} in service, \
                  fewer than {floor} (min_healthy {}); chosen as healthiest ({})",
@@ -115,6 +121,8 @@ impl Work<'_> {
             | Outcome::Candidate { .. }
             | Outcome::Automated
             | Outcome::Pinned { against: false, .. } => return None,
+            // One alert for the whole correlated failure, raised by the caller.
+            Outcome::CorrelatedHeld { .. } => return None,
             Outcome::Frozen { in_service } => (
                 AlertKind::Frozen,
                 format!(
@@ -334,5 +342,50 @@ fn fmt_duration(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{:.3} s", d.as_secs_f64())
+    }
+}
+
+/// The one alert of a correlated failure: which Regions, which vantages see them down, and
+/// each Region's evidence.
+pub(super) fn correlated_alert(
+    policy: &Policy,
+    work: &[Work<'_>],
+    c: &super::safety::Correlated,
+) -> Alert {
+    let regions: Vec<&str> = c.down.iter().map(|&i| work[i].name).collect();
+    let mut vantages: Vec<&str> = c
+        .down
+        .iter()
+        .flat_map(|&i| {
+            work[i]
+                .vantages
+                .iter()
+                .filter(|(_, v)| **v == Verdict::Down)
+                .map(|(name, _)| name.as_str())
+        })
+        .collect();
+    vantages.sort_unstable();
+    vantages.dedup();
+    let evidence: Vec<String> = c
+        .down
+        .iter()
+        .map(|&i| format!("{}: {}", work[i].name, work[i].evidence))
+        .collect();
+    Alert {
+        kind: AlertKind::CorrelatedFailure,
+        service: String::new(),
+        region: None,
+        message: format!(
+            "correlated failure: {} of {} Regions turned down within {} of each other ({}), \
+             seen by {}; \
+             automation holds: no take-outs, every Region in service stays in, pins still \
+             act. Evidence: {}",
+            regions.len(),
+            c.of,
+            fmt_duration(policy.correlated_window),
+            regions.join(", "),
+            vantages.join(", "),
+            evidence.join("; ")
+        ),
     }
 }

@@ -23,15 +23,19 @@ pub fn decayed_penalty(penalty: f64, since: Duration, now: Duration, half_life: 
 }
 
 /// An unknown verdict leaves both streaks alone: no data must never move a Region.
-pub(super) fn advance_streaks(state: &mut RegionState, verdict: Verdict) {
+pub(super) fn advance_streaks(state: &mut RegionState, verdict: Verdict, now: Duration) {
     match verdict {
         Verdict::Down => {
+            if state.down_streak == 0 || state.down_since.is_none() {
+                state.down_since = Some(now);
+            }
             state.down_streak = state.down_streak.saturating_add(1);
             state.up_streak = 0;
         }
         Verdict::Up => {
             state.up_streak = state.up_streak.saturating_add(1);
             state.down_streak = 0;
+            state.down_since = None;
         }
         Verdict::Unknown => {}
     }

@@ -132,10 +132,14 @@ pub fn evaluate(
 
     hysteresis::propose(policy, &mut work, now);
     safety::apply_pins(&mut work, now);
+    let correlated = safety::hold_correlated(policy, &mut work);
     safety::apply_limits(policy, overrides.frozen, &mut work, &mut recent, now);
     let weight_bases = weights::assign(weights, overrides.frozen, &mut work);
 
-    let mut alerts = Vec::new();
+    let mut alerts: Vec<crate::model::Alert> = correlated
+        .map(|c| explain::correlated_alert(policy, &work, &c))
+        .into_iter()
+        .collect();
     let mut transitions = Vec::new();
     let mut decisions = Vec::with_capacity(work.len());
     let mut next = ModelState {
@@ -199,6 +203,8 @@ enum Outcome {
     Automated,
     /// Candidate held because automation is frozen.
     Frozen { in_service: bool },
+    /// Take-out held: `down` of the `of` Regions turned down within `correlated_window`.
+    CorrelatedHeld { down: usize, of: usize },
     /// Candidate held by `max_changes`; `recent` automated transitions already in the window.
     ChangeLimit { in_service: bool, recent: usize },
     /// Take-out cancelled by the floor: `left` would have been in service, `floor` required.
@@ -221,6 +227,7 @@ impl Outcome {
             Outcome::Frozen { .. } => Cause::Frozen,
             Outcome::ChangeLimit { .. } => Cause::ChangeLimit,
             Outcome::FailOpenKept { .. } | Outcome::FailOpenPutBack { .. } => Cause::FailOpen,
+            Outcome::CorrelatedHeld { .. } => Cause::CorrelatedHold,
             Outcome::Pinned { .. } => Cause::Pinned,
         }
     }
@@ -263,6 +270,7 @@ fn observe<'a>(
         smoothed_latency: None,
         weight: 0,
         since: now,
+        down_since: None,
     });
     let was_in = state.in_service;
 
@@ -287,7 +295,7 @@ fn observe<'a>(
     let tally = verdict::tally(policy, &verdicts);
     let evidence = explain::describe_tally(&tally, &described.join(", "));
 
-    hysteresis::advance_streaks(&mut state, tally.verdict);
+    hysteresis::advance_streaks(&mut state, tally.verdict, now);
     state.smoothed_latency = weights::smoothed(weights, state.smoothed_latency, &mut latencies);
     let streak = explain::describe_streak(policy, &state, tally.verdict, was_in);
     let health = Health {

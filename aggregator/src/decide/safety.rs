@@ -39,6 +39,58 @@ pub(super) fn apply_pins(work: &mut [Work<'_>], now: Duration) {
     }
 }
 
+/// The Regions of a correlated failure: at least `correlated_fraction` of all Regions (and at
+/// least two), not pinned, down now, whose down verdicts began within `correlated_window` of
+/// each other. It lasts as long as they stay down; Regions that went down far apart are
+/// separate failures.
+pub(super) struct Correlated {
+    pub(super) down: Vec<usize>,
+    pub(super) of: usize,
+}
+
+/// Rule 6a½: when too many Regions turned down together, every take-out candidate is held
+/// (the Region stays in) and the caller raises one `correlated_failure` alert. Regions
+/// already out stay out; pins still act (they were applied before).
+pub(super) fn hold_correlated(policy: &Policy, work: &mut [Work<'_>]) -> Option<Correlated> {
+    let of = work.len();
+    if !(policy.correlated_fraction > 0.0 && policy.correlated_fraction <= 1.0) {
+        return None;
+    }
+    let needed = ((policy.correlated_fraction * of as f64).ceil() as usize).max(2);
+    let mut down: Vec<(Duration, usize)> = (0..of)
+        .filter_map(|i| {
+            let w = &work[i];
+            let since = w.state.down_since?;
+            (w.pin.is_none() && w.tally.verdict == Verdict::Down).then_some((since, i))
+        })
+        .collect();
+    down.sort();
+    // The most Regions whose down verdicts began within one window of each other.
+    let (mut best, mut start) = ((0, 0), 0);
+    for end in 0..down.len() {
+        while down[end].0.saturating_sub(down[start].0) > policy.correlated_window {
+            start += 1;
+        }
+        if end + 1 - start > best.1 - best.0 {
+            best = (start, end + 1);
+        }
+    }
+    if best.1 - best.0 < needed {
+        return None;
+    }
+    let mut cluster: Vec<usize> = down[best.0..best.1].iter().map(|(_, i)| *i).collect();
+    cluster.sort_unstable();
+    for w in work.iter_mut() {
+        if w.outcome == (Outcome::Candidate { in_service: false }) {
+            w.outcome = Outcome::CorrelatedHeld {
+                down: cluster.len(),
+                of,
+            };
+        }
+    }
+    Some(Correlated { down: cluster, of })
+}
+
 /// Freeze, change limit and floor (rules 6b to 6d); applies the transitions.
 pub(super) fn apply_limits(
     policy: &Policy,

@@ -97,6 +97,9 @@ pub struct AggregatorSection {
     /// report for.
     #[serde(default)]
     pub keys: BTreeMap<String, KeySource>,
+    /// While an alert holds it is told again at most this often (default 10m); it is raised
+    /// once and resolved once.
+    pub alert_repeat: Option<DurationText>,
     /// Largest report body accepted (default 4 MiB).
     pub max_report_bytes: Option<ByteSize>,
     /// Operators' keys, by key id: the only keys that may sign `POST /v1/overrides`. An id
@@ -159,6 +162,9 @@ pub struct PolicySection {
     /// At most this many automated transitions per `change_window` (default 4).
     pub max_changes: Option<u32>,
     pub change_window: Option<DurationText>,
+    /// Automation holds when at least this share of the Regions (and at least two) turn down
+    /// within one window: a correlated failure (default 0.5; 0 turns the rule off).
+    pub correlated_fraction: Option<f64>,
 }
 
 /// How measured latency becomes Route 53 weights.

@@ -136,6 +136,7 @@ impl PolicySection {
             min_healthy,
             max_changes,
             change_window,
+            correlated_fraction,
         )
     }
 }
