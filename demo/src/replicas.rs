@@ -13,6 +13,7 @@
 //! published (its votes) is kept here for [`crate::combine`].
 
 use crate::combine::ReplicaVotes;
+use crate::layout::unit_key;
 use crate::run::{start_err, DemoError};
 use crate::start::bind;
 use std::io::Write;
@@ -285,11 +286,13 @@ impl Replicas {
             };
             replica.lease = running.aggregator.lease_step().await;
             let snapshot = running.aggregator.evaluate(now).await;
+            // Votes are per unit: with services, one health check per service per Region.
+            let named = replica.config.fleet.has_named_services();
             replica.votes.health = snapshot
                 .decision
                 .regions
                 .iter()
-                .map(|r| (r.region.clone(), r.in_service))
+                .map(|r| (unit_key(named, &r.service, &r.region), r.in_service))
                 .collect();
             replica.last = Some(snapshot);
             fresh.push(replica.id.clone());

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use vantage_runtime::sync::lock;
 
 pub use crate::events::Event;
-pub use crate::summary::{summarize, DemoSummary, FaultOutcome};
+pub use crate::summary::{summarize, DemoSummary, FaultOutcome, ServiceOutcome, UnitOutcome};
 
 /// Something went wrong setting the fleet up.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,12 @@ pub async fn run(
         None,
         None,
         format!(
-            "{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run){replicas_note}",
+            "{}{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run){replicas_note}",
+            if options.named() {
+                format!("services {} in each of ", options.services.join(", "))
+            } else {
+                String::new()
+            },
             options.regions.len(),
             options.vantages.len(),
             options.probe_interval,
@@ -124,7 +129,7 @@ pub async fn run(
         serde_json::Value::Null,
     );
 
-    let mut faults = FaultSchedule::new(&options.faults);
+    let mut faults = FaultSchedule::new(&options);
     let mut tick = evaluation_ticks(start, evaluate_every);
     let mut decisions = Decisions::new(start);
     let end_at = options.duration.map(|d| start + d);
@@ -149,8 +154,15 @@ pub async fn run(
         while let Ok(line) = replicas.lines.try_recv() {
             lease_event(&line, &mut events);
         }
-        let routed = decisions.record(&replicas, &fresh, &options.regions, &net, &mut events);
-        let view = state_json(&replicas, &decisions.combined, &routed, start, &events.all);
+        let routed = decisions.record(&replicas, &fresh, &options, &net, &mut events);
+        let view = state_json(
+            &options,
+            &replicas,
+            &decisions.combined,
+            &routed,
+            start,
+            &events.all,
+        );
         if outputs.live {
             print!("{}", live_view(&view));
             let _ = std::io::stdout().flush();
