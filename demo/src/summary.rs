@@ -306,3 +306,101 @@ fn service_outcomes(options: &DemoOptions, events: &[Event]) -> Vec<ServiceOutco
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_region_at;
+
+    fn event(t: f64, name: &str, service: Option<&str>, region: &str, reason: &str) -> Event {
+        Event {
+            t,
+            event: name.into(),
+            service: service.map(str::to_owned),
+            region: Some(region.into()),
+            vantage: None,
+            reason: reason.into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    fn fault(t: f64, service: Option<&str>, region: &str, units: &[&str]) -> Event {
+        let what = match service {
+            Some(s) => format!("fail {s}:{region}"),
+            None => format!("fail {region}"),
+        };
+        Event {
+            detail: serde_json::json!({ "units": units }),
+            ..event(t, "fault", service, region, &what)
+        }
+    }
+
+    #[test]
+    fn faults_and_transitions_are_matched_per_service_and_region() {
+        let options = DemoOptions {
+            services: vec!["orders".into(), "payments".into()],
+            faults: vec![
+                parse_region_at("--fail", "payments:eu-west-1@5", false).unwrap(),
+                parse_region_at("--fail", "eu-west-1@20", false).unwrap(),
+            ],
+            ..DemoOptions::embedded_default()
+        };
+        let mut events = vec![
+            fault(5.0, Some("payments"), "eu-west-1", &["payments/eu-west-1"]),
+            event(9.0, "region_out", Some("payments"), "eu-west-1", ""),
+            fault(
+                20.0,
+                None,
+                "eu-west-1",
+                &["orders/eu-west-1", "payments/eu-west-1"],
+            ),
+            event(24.0, "region_out", Some("orders"), "eu-west-1", ""),
+            event(24.0, "region_wide", None, "eu-west-1", ""),
+        ];
+        let s = summarize(&options, &events, Duration::from_secs(30));
+        assert_eq!((s.transitions, s.false_transitions, s.flaps), (2, 0, 0));
+        assert_eq!(s.faults[0].detected_after, Some(4.0));
+        assert_eq!(s.faults[1].detected_after, Some(4.0));
+        assert_eq!(s.region_wide, 1);
+        let eu = |i: usize| &s.services[i].regions[1];
+        assert_eq!(
+            (s.services[0].service.as_str(), &eu(0).out),
+            ("orders", &vec![24.0])
+        );
+        assert_eq!(
+            (s.services[1].service.as_str(), &eu(1).out),
+            ("payments", &vec![9.0])
+        );
+        let text = s.render();
+        assert!(
+            text.contains("payments") && text.contains("eu-west-1 out @9.0s (still out)"),
+            "{text}"
+        );
+        assert!(text.contains("region-wide outages"), "{text}");
+
+        // orders leaving eu-west-1 while only payments failed there is a false transition.
+        events.insert(
+            2,
+            event(10.0, "region_out", Some("orders"), "eu-west-1", ""),
+        );
+        let s = summarize(&options, &events, Duration::from_secs(30));
+        assert_eq!((s.false_transitions, s.flaps), (1, 1), "{}", s.render());
+    }
+
+    #[test]
+    fn the_single_api_summary_has_no_service_section() {
+        let options = DemoOptions::embedded_default();
+        let events = vec![
+            event(10.0, "fault", None, "us-east-1", "fail us-east-1"),
+            event(14.0, "region_out", None, "us-east-1", ""),
+            event(25.0, "fault", None, "us-east-1", "recover us-east-1"),
+            event(33.0, "region_in", None, "us-east-1", ""),
+        ];
+        let s = summarize(&options, &events, Duration::from_secs(50));
+        assert_eq!((s.transitions, s.false_transitions, s.flaps), (2, 0, 0));
+        assert_eq!(s.faults[0].detected_after, Some(4.0));
+        assert_eq!(s.faults[1].back_after, Some(8.0));
+        assert!(s.services.is_empty());
+        assert!(!s.render().contains("per service"));
+    }
+}
