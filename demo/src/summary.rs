@@ -43,7 +43,8 @@ pub struct DemoSummary {
     pub lease_acquisitions: usize,
     /// With `--services`: each service's Regions, out and back (empty for a single API).
     pub services: Vec<ServiceOutcome>,
-    /// `region_wide` events: a Region out for every service at once.
+    /// `region_wide` events: a Region down for every service at once (not counting the
+    /// `cleared` ones that end such an outage).
     pub region_wide: usize,
     pub events: Vec<Event>,
 }
@@ -272,7 +273,10 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         replica_downs: count("replica_down"),
         lease_acquisitions: count("lease_acquired"),
         services: service_outcomes(options, events),
-        region_wide: count("region_wide"),
+        region_wide: events
+            .iter()
+            .filter(|e| e.event == "region_wide" && e.detail["state"] != "cleared")
+            .count(),
         events: Vec::new(),
     }
 }

@@ -34,9 +34,6 @@ pub(crate) fn state_json(
         .map(|a| a.window_view(SystemTime::now(), 0.99, 0.5))
         .unwrap_or_default();
     let total_routed: u64 = routed.values().map(|(n, _)| n).sum();
-    let empty = BTreeMap::new();
-    let traffic = snapshot.map_or(&empty, |s| &s.global_traffic);
-    let answered: u64 = traffic.values().sum();
     let regions: Vec<serde_json::Value> =
         snapshot
             .map(|s| s.decision.regions.as_slice())
@@ -46,7 +43,7 @@ pub(crate) fn state_json(
                 let unit = options.unit_key(&r.service, &r.region);
                 let vantages: serde_json::Map<String, serde_json::Value> =
                     view.iter()
-                        .find(|o| o.region == r.region)
+                        .find(|o| o.region == unit)
                         .map(|o| {
                             o.vantages
                         .iter()
@@ -62,11 +59,11 @@ pub(crate) fn state_json(
                         .collect()
                         })
                         .unwrap_or_default();
-                let share = if answered > 0 {
-                    traffic.get(&unit).copied().unwrap_or(0) as f64 / answered as f64
-                } else {
-                    0.0
-                };
+                // The service's own global endpoint's answers (by unit with services).
+                let share = snapshot
+                    .and_then(|s| s.traffic.regions.get(&unit))
+                    .and_then(|t| t.http_share)
+                    .unwrap_or(0.0);
                 let route53 = combined.get(&unit);
                 serde_json::json!({
                     "service": options.event_service(&r.service), "unit": unit,
