@@ -215,7 +215,10 @@ fn region_row(r: &serde_json::Value) -> String {
         } else {
             "OUT"
         },
-        r["weight"],
+        // A JSON value ignores the width; the number as text keeps the column.
+        r["weight"]
+            .as_u64()
+            .map_or("-".to_owned(), |w| w.to_string()),
         r["traffic_share"].as_f64().unwrap_or(0.0) * 100.0,
         lat.join("  ")
     )
@@ -272,4 +275,51 @@ fn replica_table(state: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(service: Option<&str>, region: &str, in_service: bool, weight: u8) -> serde_json::Value {
+        serde_json::json!({
+            "service": service, "region": region, "verdict": if in_service { "up" } else { "down" },
+            "in_service": in_service, "weight": weight, "traffic_share": 0.5, "vantages": {},
+        })
+    }
+
+    #[test]
+    fn the_live_table_has_a_section_per_service_and_one_table_without() {
+        let state = serde_json::json!({
+            "t": 12.0, "services": ["orders", "payments"], "aggregators": 1, "events": [],
+            "regions": [
+                row(Some("orders"), "eu-west-1", true, 200),
+                row(Some("payments"), "eu-west-1", false, 0),
+            ],
+        });
+        let text = live_view(&state);
+        let orders = text.find("service orders").expect(&text);
+        let payments = text.find("service payments").expect(&text);
+        assert!(orders < payments, "{text}");
+        let (o, p) = text.split_at(payments);
+        assert!(
+            o[orders..].contains("eu-west-1        up       in          200"),
+            "{text}"
+        );
+        assert!(
+            p.contains("eu-west-1        down     OUT           0"),
+            "{text}"
+        );
+
+        let single = serde_json::json!({
+            "t": 1.0, "services": [], "aggregators": 1, "events": [],
+            "regions": [row(None, "us-east-1", true, 255)],
+        });
+        let text = live_view(&single);
+        assert!(!text.lines().any(|l| l.starts_with("service ")), "{text}");
+        assert!(
+            text.contains("us-east-1        up       in          255"),
+            "{text}"
+        );
+    }
 }
