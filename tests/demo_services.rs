@@ -18,10 +18,21 @@ fn services_and_service_faults_are_checked_before_anything_starts() {
     let cases: &[(&[&str], &[&str])] = &[
         (&["--services", ""], &["1 to 50"]),
         (&["--services", "orders,,rates"], &["empty name"]),
-        (&["--services", "orders,orders"], &["\"orders\" is listed twice"]),
-        (&["--services", "or ders"], &["\"or ders\" is not a service name"]),
         (
-            &["--services", "orders,payments", "--fail", "billing:eu-west-1@5"],
+            &["--services", "orders,orders"],
+            &["\"orders\" is listed twice"],
+        ),
+        (
+            &["--services", "or ders"],
+            &["\"or ders\" is not a service name"],
+        ),
+        (
+            &[
+                "--services",
+                "orders,payments",
+                "--fail",
+                "billing:eu-west-1@5",
+            ],
             &["\"billing\"", "orders, payments"],
         ),
         (
@@ -115,7 +126,10 @@ fn demo_services_takes_one_service_out_of_a_region_and_says_so_per_service() {
         assert!(last["detail"][other].as_u64() > Some(0), "{other}: {last}");
     }
     // The summary's section per service.
-    assert!(stdout.contains("per service, Regions out and back:"), "{stdout}");
+    assert!(
+        stdout.contains("per service, Regions out and back:"),
+        "{stdout}"
+    );
     let line = |service: &str| {
         stdout
             .lines()
@@ -124,7 +138,10 @@ fn demo_services_takes_one_service_out_of_a_region_and_says_so_per_service() {
             .to_owned()
     };
     assert!(line("payments").contains("eu-west-1 out @"), "{stdout}");
-    assert!(line("orders").contains("every Region stayed in"), "{stdout}");
+    assert!(
+        line("orders").contains("every Region stayed in"),
+        "{stdout}"
+    );
     assert!(line("rates").contains("every Region stayed in"), "{stdout}");
     assert!(stdout.contains("false transitions 0, flaps 0"), "{stdout}");
 }
