@@ -218,3 +218,56 @@ async fn a_region_failing_for_every_service_is_one_region_wide_event_naming_them
     assert!(wide[0].t > faults[0].t);
     assert_eq!((s.false_transitions, s.flaps, s.region_wide), (0, 0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovering_one_service_brings_only_it_back_and_clears_the_region_wide_outage() {
+    let (_stop, stopped) = watch::channel(false);
+    let s = vantage_demo::run(
+        options(
+            &["orders", "payments"],
+            vec![
+                fail("eu-west-1@4"),
+                parse_region_at("--recover", "payments:eu-west-1@9", true).unwrap(),
+            ],
+            24,
+        ),
+        outputs(None),
+        stopped,
+    )
+    .await
+    .expect("demo runs");
+    print!("{}", s.render());
+    for service in ["orders", "payments"] {
+        assert_eq!(
+            about(&s, "region_out", service, "eu-west-1").len(),
+            1,
+            "{}",
+            s.render()
+        );
+    }
+    let back = about(&s, "region_in", "payments", "eu-west-1");
+    assert_eq!(back.len(), 1, "payments comes back: {}", s.render());
+    assert!(
+        about(&s, "region_in", "orders", "eu-west-1").is_empty(),
+        "orders still failed"
+    );
+    assert_eq!(last_weight(&s, "orders/eu-west-1"), Some(0));
+    assert!(
+        last_weight(&s, "payments/eu-west-1") > Some(0),
+        "{}",
+        s.render()
+    );
+    // The outage was Region-wide, then no longer: down, then cleared, once each.
+    let wide: Vec<&str> = named(&s, "region_wide")
+        .iter()
+        .map(|e| e.detail["state"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(wide, ["down", "cleared"], "{}", s.render());
+    assert_eq!((s.false_transitions, s.flaps, s.region_wide), (0, 0, 1));
+    let recover = s
+        .faults
+        .iter()
+        .find(|f| f.fault.starts_with("recover"))
+        .unwrap();
+    assert!(recover.back_after.is_some());
+}
