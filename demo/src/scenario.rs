@@ -1,4 +1,5 @@
-//! What a demo run does: which Regions and vantages, for how long, and which faults when.
+//! What a demo run does: which Regions, vantages and services, for how long, and which faults
+//! when (each Region fault for one service, `SERVICE:REGION`, or for all).
 
 use std::time::Duration;
 
