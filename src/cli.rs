@@ -92,10 +92,15 @@ Without fault flags it runs the embedded default: us-east-1 fails at 10 s and re
   vantage demo --slow eu-west-1@5:+300 --duration 30          (slower, stays in, weight drops)
   vantage demo --aggregators 3 --fail eu-west-1@5 --kill-aggregator 1@8 --duration 30
                                    (three replicas; out by majority; the lease moves on)
+  vantage demo --services orders,payments,rates --fail payments:eu-west-1@10 --duration 25
+                                   (a [[services]] fleet; only payments leaves eu-west-1)
+With --services, each service has its own endpoints in every Region; SERVICE:REGION in
+--fail, --recover and --slow (SERVICE:VANTAGE in --flaky) limits a fault to one service, a
+bare Region (or vantage) means every service.
 Round-trip times between vantages and Regions follow public inter-Region medians
-(demo/src/rtt.rs). Events: fault, region_out, region_in, weights, plan_applied, alert,
-traffic_moved, replica_down, replica_up, lease_acquired, lease_lost, summary; --events
-writes them as JSON lines with t (seconds since start).";
+(demo/src/rtt.rs). Events: fault, region_out, region_in, region_wide, weights, plan_applied,
+alert, traffic_moved, replica_down, replica_up, lease_acquired, lease_lost, summary; --events
+writes them as JSON lines with t (seconds since start) and, with --services, service.";
 
 #[derive(Args, Debug)]
 struct DemoArgs {
@@ -108,17 +113,23 @@ struct DemoArgs {
     /// Stop after this many seconds (default: 50 with the embedded scenario, else Ctrl-C).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
-    /// Make a Region fail (5xx and reset connections) at SECS. Repeatable.
-    #[arg(long, value_name = "REGION@SECS")]
+    /// Run a [[services]] fleet of these services (comma-separated, 1 to 50), each served by
+    /// every Region with endpoints of its own (default: one API).
+    #[arg(long, value_name = "LIST")]
+    services: Option<String>,
+    /// Make a Region fail (5xx and reset connections) at SECS: one service's endpoint there
+    /// with SERVICE:, every service's without. Repeatable.
+    #[arg(long, value_name = "[SERVICE:]REGION@SECS")]
     fail: Vec<String>,
     /// Undo --fail / --slow at SECS. Repeatable.
-    #[arg(long, value_name = "REGION@SECS")]
+    #[arg(long, value_name = "[SERVICE:]REGION@SECS")]
     recover: Vec<String>,
     /// Add latency to a Region's answers from SECS. Repeatable.
-    #[arg(long, value_name = "REGION@SECS:+MS")]
+    #[arg(long, value_name = "[SERVICE:]REGION@SECS:+MS")]
     slow: Vec<String>,
-    /// Make one vantage's own network drop a share of its connections. Repeatable.
-    #[arg(long, value_name = "VANTAGE@SECS:RATIO")]
+    /// Make one vantage's own network drop a share of its connections (to one service's
+    /// endpoints with SERVICE:). Repeatable.
+    #[arg(long, value_name = "[SERVICE:]VANTAGE@SECS:RATIO")]
     flaky: Vec<String>,
     /// Aggregator replicas, each deciding on its own; the global endpoint combines their
     /// votes as Route 53 would (majority), and a lease picks the one that writes weights.

@@ -7,7 +7,9 @@
 //! whatever its record says.
 //!
 //! Pure: the caller says what each replica last published and who last wrote weights; this
-//! module only counts, so the majority rule is unit- and property-tested on its own.
+//! module only counts, so the majority rule is unit- and property-tested on its own. With
+//! `--services` every key here is a unit (`payments/eu-west-1`): each service in each Region
+//! has its own health checks and record, as in the fleet's Route 53 layout.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

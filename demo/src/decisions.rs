@@ -4,12 +4,14 @@
 //! by the lease holder's weights, `region_out`/`region_in` (the single aggregator's, or
 //! Route 53's with the votes behind it), `alert`, `weights` and `plan_applied` events, and
 //! `traffic_moved` once a failed Region's weight is 0 and the global endpoint has since routed
-//! connections, none of them to it.
+//! connections, none of them to it. With `--services` all of it is per unit (one service in one
+//! Region): weights, votes and routing by unit key, events naming the service.
 
 use crate::combine::{combine, weight_writer, write_weights, CombinedRegion};
 use crate::events::Events;
 use crate::net::Network;
 use crate::replicas::{Replica, Replicas};
+use crate::scenario::DemoOptions;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -33,15 +35,15 @@ pub(crate) fn evaluation_ticks(start: Instant, evaluate_every: Duration) -> Inte
 /// What the run remembers between evaluations.
 pub(crate) struct Decisions {
     start: Instant,
-    /// The weights last announced (what the global endpoint routes by).
+    /// The weights last announced (what the global endpoints route by), by unit key.
     weights: BTreeMap<String, u8>,
     /// The weighted records as the lease holder last wrote them, and which replica that was.
     records: BTreeMap<String, u8>,
     writer: Option<String>,
-    /// Route 53's view after the last evaluation.
+    /// Route 53's view after the last evaluation, by unit key.
     pub(crate) combined: BTreeMap<String, CombinedRegion>,
-    /// Failed Region → (time its weight went to 0, connections routed in all then, to it
-    /// then, traffic_moved reported).
+    /// Failed unit → (time its weight went to 0, connections its service's global endpoint
+    /// had routed then, to it then, traffic_moved reported).
     zeroed: BTreeMap<String, (f64, u64, u64, bool)>,
 }
 
@@ -59,17 +61,18 @@ impl Decisions {
 
     /// Acts on one round of decisions (`fresh`: the replicas that decided since the last
     /// round): combines the replicas' votes as Route 53 would, routes the global endpoint and
-    /// emits what changed. Returns the connections the global endpoint has routed per
-    /// Region, for the view.
+    /// emits what changed. Returns the connections the global endpoints have routed per
+    /// unit, for the view.
     pub(crate) fn record(
         &mut self,
         replicas: &Replicas,
         fresh: &[String],
-        regions: &[String],
+        options: &DemoOptions,
         net: &Network,
         events: &mut Events,
     ) -> BTreeMap<String, (u64, u64)> {
         let single = !replicas.replicated();
+        let units: Vec<String> = options.units().into_iter().map(|u| u.key).collect();
         for replica in replicas.members.iter().filter(|r| fresh.contains(&r.id)) {
             let Some(snapshot) = &replica.last else {
                 continue;
@@ -82,8 +85,9 @@ impl Decisions {
                     } else {
                         "region_out"
                     };
-                    events.emit(
+                    events.emit_for(
                         name,
+                        options.event_service(&t.service),
                         Some(&t.region),
                         None,
                         t.reason.clone(),
@@ -97,8 +101,9 @@ impl Decisions {
                 } else {
                     serde_json::json!({"kind": a.kind, "replica": replica.id})
                 };
-                events.emit(
+                events.emit_for(
                     "alert",
+                    options.event_service(&a.service),
                     a.region.as_deref(),
                     None,
                     a.message.clone(),
@@ -121,13 +126,16 @@ impl Decisions {
             s.decision
                 .regions
                 .iter()
-                .map(|r| (r.region.clone(), if r.in_service { r.weight } else { 0 }))
+                .map(|r| {
+                    let unit = options.unit_key(&r.service, &r.region);
+                    (unit, if r.in_service { r.weight } else { 0 })
+                })
                 .collect()
         });
         self.records = write_weights(&self.records, written.as_ref());
-        let combined = combine(regions, &replicas.votes(), &self.records);
+        let combined = combine(&units, &replicas.votes(), &self.records);
         if !single {
-            self.combined_transitions(replicas, &combined, events);
+            self.combined_transitions(replicas, &combined, options, events);
         }
         self.combined = combined;
 
@@ -181,7 +189,7 @@ impl Decisions {
                 );
             }
         }
-        self.traffic_moved(regions, net, events)
+        self.traffic_moved(options, net, events)
     }
 
     /// `region_out` / `region_in` when Route 53's CALCULATED check changes, naming the votes.
@@ -189,10 +197,13 @@ impl Decisions {
         &self,
         replicas: &Replicas,
         combined: &BTreeMap<String, CombinedRegion>,
+        options: &DemoOptions,
         events: &mut Events,
     ) {
-        for (region, c) in combined {
-            let was = self.combined.get(region).is_none_or(|p| p.in_service);
+        let is =
+            |unit: &str, service: &str, region: &str| options.unit_key(service, region) == unit;
+        for (unit, c) in combined {
+            let was = self.combined.get(unit).is_none_or(|p| p.in_service);
             if was == c.in_service {
                 continue;
             }
@@ -206,14 +217,18 @@ impl Decisions {
             });
             let reason_of = |r: &Replica| -> Option<(String, bool)> {
                 let s = r.last.as_ref()?;
-                let moved = s.decision.transitions.iter().find(|t| &t.region == region);
+                let moved = s
+                    .decision
+                    .transitions
+                    .iter()
+                    .find(|t| is(unit, &t.service, &t.region));
                 let text = match moved {
                     Some(t) => t.reason.clone(),
                     None => s
                         .decision
                         .regions
                         .iter()
-                        .find(|d| &d.region == region)?
+                        .find(|d| is(unit, &d.service, &d.region))?
                         .reason
                         .clone(),
                 };
@@ -241,9 +256,14 @@ impl Decisions {
                     .first()
                     .map_or("no live replica agrees", |(r, _)| r.as_str())
             );
-            events.emit(
+            let (service, region) = match options.unit(unit) {
+                Some(u) => (u.service, u.region),
+                None => (None, unit.clone()),
+            };
+            events.emit_for(
                 name,
-                Some(region),
+                service.as_deref(),
+                Some(&region),
                 None,
                 reason,
                 serde_json::json!({"voters": voters, "votes": c.votes, "threshold": c.threshold}),
@@ -251,17 +271,24 @@ impl Decisions {
         }
     }
 
-    /// Traffic has moved once the failed Region's weight is 0 and the global endpoint has
-    /// since routed a few connections, none of them to it.
+    /// Traffic has moved once the failed unit's weight is 0 and its service's global endpoint
+    /// has since routed a few connections, none of them to it.
     fn traffic_moved(
         &mut self,
-        regions: &[String],
+        options: &DemoOptions,
         net: &Network,
         events: &mut Events,
     ) -> BTreeMap<String, (u64, u64)> {
         let routed = net.routing.routed();
-        let total = net.routing.total();
-        for r in regions {
+        let by_service = options.units_by_service();
+        for u in options.units() {
+            let r = &u.key;
+            let service_units = u
+                .service
+                .as_ref()
+                .and_then(|s| by_service.get(s))
+                .or_else(|| by_service.values().next());
+            let total = service_units.map_or(0, |units| net.routing.total_of(units));
             let out = self.weights.get(r) == Some(&0);
             let to_r = routed.get(r).map_or(0, |(n, _)| *n);
             if !(net.faults.is_failed(r) && out) {
@@ -278,9 +305,11 @@ impl Decisions {
                 *reported = true;
                 let since = total - *total_then;
                 let at = *at;
-                events.emit(
+                let name = &u.region;
+                events.emit_for(
                     "traffic_moved",
-                    Some(r),
+                    u.service.as_deref(),
+                    Some(name),
                     None,
                     format!("weight 0 since t = {at:.1} s; {since} global-endpoint connections since, none to {r}"),
                     serde_json::json!({"moved_at": at, "connections_since": since}),

@@ -4,9 +4,11 @@
 //! ([`rtt`]) and the faults of a [`scenario`], and a global endpoint per vantage that follows
 //! the aggregator's weights, so a failover can be watched from detection to traffic moving.
 //!
-//! - [`scenario`]: Regions, vantages, replicas, duration and the fault timeline (`--fail`,
-//!   `--recover`, `--slow`, `--flaky`, `--kill-aggregator`, `--revive-aggregator`), with the
-//!   embedded default.
+//! - [`scenario`]: Regions, vantages, services, replicas, duration and the fault timeline
+//!   (`--fail`, `--recover`, `--slow`, `--flaky`, each for one service or all;
+//!   `--kill-aggregator`, `--revive-aggregator`), with the embedded default.
+//! - [`layout`]: `--services`: each service in each Region a unit with its own endpoints, unit
+//!   keys, which units a fault reaches, and the fleet file (`[[services]]` or single-API).
 //! - [`rtt`]: approximate round-trip times between AWS Regions.
 //! - [`net`]: the links (latency and faults in user space) and the weighted global endpoint.
 //! - [`run`]: the run as a short sequence: start, apply faults, evaluate, show, stop, summarise.
@@ -26,6 +28,7 @@
 pub mod combine;
 mod decisions;
 mod events;
+pub mod layout;
 pub mod net;
 pub mod page;
 mod replicas;

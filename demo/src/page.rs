@@ -2,7 +2,9 @@
 //! component's `/metrics`, served by the shared server loop. The page shows the Regions as
 //! traffic sees them, each aggregator replica's verdicts side by side with Route 53's
 //! combined view (lease holder marked, down replicas with their frozen votes), and the
-//! timeline.
+//! timeline. With `--services` the Regions come as one table per service (each service in
+//! each Region in or out on its own), and `/metrics/status/<service>/<region>` serves each
+//! unit's status endpoint metrics.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -20,7 +22,8 @@ use vantage_runtime::http_server::{self, Limits};
 #[derive(Default)]
 pub struct PageState {
     pub state: serde_json::Value,
-    /// Region → its status endpoint, for `/metrics/status/<region>`.
+    /// Unit key (the Region, or `<service>/<region>`) → its status endpoint, for
+    /// `/metrics/status/<unit>`.
     pub status_endpoints: BTreeMap<String, SocketAddr>,
     /// The process's Prometheus rendering (agents and aggregator), if a recorder is installed.
     pub render: Option<Arc<dyn Fn() -> String + Send + Sync>>,
@@ -98,7 +101,11 @@ async fn handle(page: &Mutex<PageState>, req: Request<Incoming>) -> Response<Ful
                         "status endpoint did not answer\n",
                     ),
                 },
-                None => respond(StatusCode::NOT_FOUND, "text/plain", "no such Region\n"),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "no such Region (with services: /metrics/status/<service>/<region>)\n",
+                ),
             }
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -145,6 +152,7 @@ const INDEX_HTML: &str = r#"<!doctype html>
 Metrics: <a href="/metrics">agents and aggregator</a> <span id="statuslinks"></span></p>
 <table id="regions"><thead><tr><th>Region</th><th>verdict</th><th>service</th><th>weight</th>
 <th>traffic</th><th>latency p50 / p99 by vantage</th><th>reason</th></tr></thead><tbody></tbody></table>
+<div id="services"></div>
 <h2>Replicas and Route 53</h2>
 <p class="reason" id="replicanote">Each aggregator replica's own verdict per Region (its vote: the CLOUDWATCH_METRIC
 health check it publishes), beside the CALCULATED health check Route 53 combines them into (healthy when a
@@ -158,14 +166,27 @@ async function refresh() {
   try {
     const s = await (await fetch('/api/state', {cache: 'no-store'})).json();
     document.getElementById('clock').textContent = 't = ' + (s.t || 0).toFixed(1) + ' s';
-    const rows = (s.regions || []).map(r => {
+    const row = r => {
       const lat = Object.entries(r.vantages || {}).map(([v, x]) =>
         esc(v) + ': ' + (x.p50_ms == null ? '–' : x.p50_ms.toFixed(1)) + ' / ' + (x.p99_ms == null ? '–' : x.p99_ms.toFixed(1)) + ' ms (' + esc(x.verdict) + ')').join('<br>');
-      return '<tr data-region="' + esc(r.region) + '"><td>' + esc(r.region) + '</td><td>' + esc(r.verdict) +
+      return '<tr data-region="' + esc(r.region) + '"' + (r.service ? ' data-service="' + esc(r.service) + '"' : '') + '><td>' + esc(r.region) + '</td><td>' + esc(r.verdict) +
         '</td><td class="' + (r.in_service ? 'in">in service' : 'out">OUT') + '</td><td class="weight">' + r.weight +
         '</td><td>' + (r.traffic_share * 100).toFixed(0) + '%</td><td>' + lat + '</td><td class="reason">' + esc(r.reason) + '</td></tr>';
-    });
-    document.querySelector('#regions tbody').innerHTML = rows.join('');
+    };
+    const services = s.services || [];
+    const regionsTable = document.getElementById('regions');
+    if (services.length === 0) {
+      regionsTable.style.display = '';
+      regionsTable.querySelector('tbody').innerHTML = (s.regions || []).map(row).join('');
+      document.getElementById('services').innerHTML = '';
+    } else {
+      // One table per service: each service's Regions go out and come back on their own.
+      regionsTable.style.display = 'none';
+      const head = regionsTable.querySelector('thead').innerHTML;
+      document.getElementById('services').innerHTML = services.map(svc =>
+        '<h2>service ' + esc(svc) + '</h2><table class="service" data-service="' + esc(svc) + '"><thead>' + head +
+        '</thead><tbody>' + (s.regions || []).filter(r => r.service === svc).map(row).join('') + '</tbody></table>').join('');
+    }
     const reps = s.replicas || [];
     document.querySelector('#replicas thead tr').innerHTML = '<th>Region</th>' + reps.map(r =>
       '<th data-replica="' + esc(r.id) + '" class="' + (r.up ? 'up' : 'down') + '">replica ' + esc(r.id) +
@@ -180,9 +201,9 @@ async function refresh() {
       }).join('') + '<td data-route53="1" class="' + (c.in_service ? 'in">in service' : 'out">OUT') + ' (' + c.healthy_votes +
       '/' + Object.keys(c.votes || {}).length + ' healthy, need ' + c.threshold + ')</td></tr>').join('');
     document.getElementById('statuslinks').innerHTML = (s.regions || []).map(r =>
-      ' · <a href="/metrics/status/' + esc(r.region) + '">status ' + esc(r.region) + '</a>').join('');
+      ' · <a href="/metrics/status/' + esc(r.unit || r.region) + '">status ' + esc(r.unit || r.region) + '</a>').join('');
     document.getElementById('events').innerHTML = (s.events || []).slice().reverse().map(e =>
-      '<li><span class="t">' + e.t.toFixed(1) + ' s</span> <b>' + esc(e.event) + '</b> ' + esc(e.region || e.vantage || '') +
+      '<li><span class="t">' + e.t.toFixed(1) + ' s</span> <b>' + esc(e.event) + '</b> ' + (e.service ? esc(e.service) + ' ' : '') + esc(e.region || e.vantage || '') +
       ' <span class="reason">' + esc(e.reason || '') + '</span></li>').join('');
   } catch (e) { /* the demo may have ended */ }
 }

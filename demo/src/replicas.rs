@@ -13,6 +13,7 @@
 //! published (its votes) is kept here for [`crate::combine`].
 
 use crate::combine::ReplicaVotes;
+use crate::layout::unit_key;
 use crate::run::{start_err, DemoError};
 use crate::start::bind;
 use std::io::Write;
@@ -34,7 +35,7 @@ pub(crate) const DEMO_LEASE: Duration = Duration::from_secs(6);
 /// The clock skew the demo's lease allows for.
 pub(crate) const DEMO_LEASE_SKEW: Duration = Duration::from_secs(1);
 
-/// One decision-log line about the lease, from replica `replica`.
+/// One decision-log line about the lease (or a `region_wide` line), from replica `replica`.
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseLine {
     pub(crate) replica: String,
@@ -42,7 +43,8 @@ pub(crate) struct LeaseLine {
 }
 
 /// A replica's decision log: every line goes to the tracing log as usual (the aggregator
-/// does that itself); the lease lines also come to the run, which turns them into events.
+/// does that itself); the lease lines and the `region_wide` lines (a Region down for every
+/// service) also come to the run, which turns them into events.
 struct LogTap {
     replica: String,
     pending: Vec<u8>,
@@ -59,7 +61,7 @@ impl Write for LogTap {
             };
             if matches!(
                 value["event"].as_str(),
-                Some("lease_acquired" | "lease_lost")
+                Some("lease_acquired" | "lease_lost" | "region_wide")
             ) {
                 let _ = self.lines.send(LeaseLine {
                     replica: self.replica.clone(),
@@ -122,7 +124,7 @@ pub(crate) struct Replicas {
     pub(crate) members: Vec<Replica>,
     /// The lease every replica competes for (more than one replica only).
     store: Option<MemoryLeaseStore>,
-    /// Lease lines from every replica's decision log.
+    /// Lease and `region_wide` lines from every replica's decision log.
     lines_tx: mpsc::UnboundedSender<LeaseLine>,
     pub(crate) lines: mpsc::UnboundedReceiver<LeaseLine>,
     halted: watch::Receiver<bool>,
@@ -285,11 +287,13 @@ impl Replicas {
             };
             replica.lease = running.aggregator.lease_step().await;
             let snapshot = running.aggregator.evaluate(now).await;
+            // Votes are per unit: with services, one health check per service per Region.
+            let named = replica.config.fleet.has_named_services();
             replica.votes.health = snapshot
                 .decision
                 .regions
                 .iter()
-                .map(|r| (r.region.clone(), r.in_service))
+                .map(|r| (unit_key(named, &r.service, &r.region), r.in_service))
                 .collect();
             replica.last = Some(snapshot);
             fresh.push(replica.id.clone());

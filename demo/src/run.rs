@@ -1,6 +1,7 @@
 //! Runs the whole fleet: start it ([`crate::start`], [`crate::replicas`]), apply the faults
 //! on schedule ([`crate::schedule`]; killing and reviving replicas here), evaluate and turn
-//! each round of decisions into events ([`crate::decisions`]), show it ([`crate::view`],
+//! each round of decisions into events ([`crate::decisions`]; a replica's `region_wide`
+//! decision-log line becomes one event), show it ([`crate::view`],
 //! [`crate::events`]), stop it and summarise ([`crate::summary`]).
 
 use crate::decisions::{evaluation_ticks, Decisions};
@@ -12,6 +13,7 @@ use crate::scenario::{DemoOptions, Fault};
 use crate::schedule::FaultSchedule;
 use crate::start::{replica_configs, start_agents, start_links, start_regions, WorkDir};
 use crate::view::{live_view, state_json};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ use tokio::time::Instant;
 use vantage_runtime::sync::lock;
 
 pub use crate::events::Event;
-pub use crate::summary::{summarize, DemoSummary, FaultOutcome};
+pub use crate::summary::{summarize, DemoSummary, FaultOutcome, ServiceOutcome, UnitOutcome};
 
 /// Something went wrong setting the fleet up.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +117,12 @@ pub async fn run(
         None,
         None,
         format!(
-            "{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run){replicas_note}",
+            "{}{} Regions, {} vantages, probes every {:?}, decisions every {:?} (dry-run){replicas_note}",
+            if options.named() {
+                format!("services {} in each of ", options.services.join(", "))
+            } else {
+                String::new()
+            },
             options.regions.len(),
             options.vantages.len(),
             options.probe_interval,
@@ -124,9 +131,12 @@ pub async fn run(
         serde_json::Value::Null,
     );
 
-    let mut faults = FaultSchedule::new(&options.faults);
+    let mut faults = FaultSchedule::new(&options);
     let mut tick = evaluation_ticks(start, evaluate_every);
     let mut decisions = Decisions::new(start);
+    // Region → its last `region_wide` state ("down" / "cleared"): replicas each log the same
+    // outage; the run reports it once.
+    let mut wide: BTreeMap<String, String> = BTreeMap::new();
     let end_at = options.duration.map(|d| start + d);
     loop {
         tokio::select! {
@@ -138,19 +148,35 @@ pub async fn run(
                 continue;
             }
             Some(line) = replicas.lines.recv() => {
-                lease_event(&line, &mut events);
+                log_line(&line, &mut wide, &mut events);
                 continue;
             }
             _ = sleep_until_some(end_at) => break,
             _ = stop.changed() => break,
         }
         let fresh = replicas.poll(SystemTime::now()).await;
-        // Lease changes of this round come before what they caused (the weights' writer).
+        // Lease changes of this round come before what they caused (the weights' writer);
+        // a Region-wide outage after the transitions it sums up.
+        let mut wide_lines = Vec::new();
         while let Ok(line) = replicas.lines.try_recv() {
-            lease_event(&line, &mut events);
+            if line.line["event"] == "region_wide" {
+                wide_lines.push(line);
+            } else {
+                lease_event(&line, &mut events);
+            }
         }
-        let routed = decisions.record(&replicas, &fresh, &options.regions, &net, &mut events);
-        let view = state_json(&replicas, &decisions.combined, &routed, start, &events.all);
+        let routed = decisions.record(&replicas, &fresh, &options, &net, &mut events);
+        for line in &wide_lines {
+            log_line(line, &mut wide, &mut events);
+        }
+        let view = state_json(
+            &options,
+            &replicas,
+            &decisions.combined,
+            &routed,
+            start,
+            &events.all,
+        );
         if outputs.live {
             print!("{}", live_view(&view));
             let _ = std::io::stdout().flush();
@@ -168,7 +194,7 @@ pub async fn run(
     agents.stop(patience).await;
     replicas.stop().await;
     while let Ok(line) = replicas.lines.try_recv() {
-        lease_event(&line, &mut events);
+        log_line(&line, &mut wide, &mut events);
     }
     let _ = halt.send(true);
     let summary = summarize(&options, &events.all, start.elapsed());
@@ -233,6 +259,30 @@ async fn replica_fault(
         _ => {}
     }
     Ok(())
+}
+
+/// A line from a replica's decision log: a lease change, or a Region down for every service
+/// (`region_wide`, reported once per change of state however many replicas log it).
+fn log_line(line: &LeaseLine, wide: &mut BTreeMap<String, String>, events: &mut Events) {
+    if line.line["event"] != "region_wide" {
+        return lease_event(line, events);
+    }
+    let region = line.line["region"].as_str().unwrap_or("?").to_owned();
+    let state = line.line["state"].as_str().unwrap_or("down").to_owned();
+    let was = wide.get(&region).map_or("cleared", String::as_str);
+    if was == state {
+        return;
+    }
+    events.emit(
+        "region_wide",
+        Some(&region),
+        None,
+        line.line["reason"].as_str().unwrap_or_default().to_owned(),
+        serde_json::json!({
+            "services": line.line["services"], "state": state, "replica": line.replica,
+        }),
+    );
+    wide.insert(region, state);
 }
 
 /// `lease_acquired` / `lease_lost` from a replica's decision log.

@@ -1,18 +1,35 @@
-//! What a demo run does: which Regions and vantages, for how long, and which faults when.
+//! What a demo run does: which Regions, vantages and services, for how long, and which faults
+//! when (each Region fault for one service, `SERVICE:REGION`, or for all).
 
 use std::time::Duration;
 
-/// One scheduled fault.
+/// One scheduled fault. `service`, where present, narrows a Region fault to that service's
+/// endpoints in the Region (and a vantage fault to that vantage's connections to the service);
+/// `None` means every service (the only choice for a single-API demo).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// The Region's endpoint answers 503 or resets connections.
-    Fail { region: String },
+    Fail {
+        region: String,
+        service: Option<String>,
+    },
     /// Undoes `Fail` and `Slow`.
-    Recover { region: String },
+    Recover {
+        region: String,
+        service: Option<String>,
+    },
     /// Adds latency to every answer from the Region.
-    Slow { region: String, extra: Duration },
+    Slow {
+        region: String,
+        service: Option<String>,
+        extra: Duration,
+    },
     /// The vantage's own network drops this share of its connections (a vantage-side problem).
-    Flaky { vantage: String, ratio: f64 },
+    Flaky {
+        vantage: String,
+        service: Option<String>,
+        ratio: f64,
+    },
     /// Aggregator replica `id` (`1`..`N`) stops: its API and its loop, as if its process or
     /// its Region were lost. Its Route 53 votes freeze at their last value.
     KillAggregator { id: String },
@@ -24,11 +41,22 @@ impl Fault {
     /// The Region or vantage the fault is about.
     pub fn subject(&self) -> &str {
         match self {
-            Fault::Fail { region } | Fault::Recover { region } | Fault::Slow { region, .. } => {
-                region
-            }
+            Fault::Fail { region, .. }
+            | Fault::Recover { region, .. }
+            | Fault::Slow { region, .. } => region,
             Fault::Flaky { vantage, .. } => vantage,
             Fault::KillAggregator { id } | Fault::ReviveAggregator { id } => id,
+        }
+    }
+
+    /// The one service the fault is limited to; `None`: every service.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Fault::Fail { service, .. }
+            | Fault::Recover { service, .. }
+            | Fault::Slow { service, .. }
+            | Fault::Flaky { service, .. } => service.as_deref(),
+            Fault::KillAggregator { .. } | Fault::ReviveAggregator { .. } => None,
         }
     }
 
@@ -40,13 +68,22 @@ impl Fault {
         }
     }
 
+    /// `SERVICE:SUBJECT` or the bare subject, as the flags spell it.
+    fn address(&self) -> String {
+        match self.service() {
+            Some(service) => format!("{service}:{}", self.subject()),
+            None => self.subject().to_owned(),
+        }
+    }
+
     pub fn describe(&self) -> String {
+        let at = self.address();
         match self {
-            Fault::Fail { region } => format!("fail {region}"),
-            Fault::Recover { region } => format!("recover {region}"),
-            Fault::Slow { region, extra } => format!("slow {region} +{} ms", extra.as_millis()),
-            Fault::Flaky { vantage, ratio } => {
-                format!("flaky vantage {vantage} {:.0}%", ratio * 100.0)
+            Fault::Fail { .. } => format!("fail {at}"),
+            Fault::Recover { .. } => format!("recover {at}"),
+            Fault::Slow { extra, .. } => format!("slow {at} +{} ms", extra.as_millis()),
+            Fault::Flaky { ratio, .. } => {
+                format!("flaky vantage {at} {:.0}%", ratio * 100.0)
             }
             Fault::KillAggregator { id } => format!("kill aggregator {id}"),
             Fault::ReviveAggregator { id } => format!("revive aggregator {id}"),
@@ -75,7 +112,20 @@ fn secs(text: &str) -> Option<Duration> {
     (v.is_finite() && v >= 0.0).then(|| Duration::from_secs_f64(v))
 }
 
-/// `REGION@SECS` for `--fail` and `--recover`.
+/// `[SERVICE:]NAME`: the service the fault is limited to, if named, and the Region (or
+/// vantage). Which names exist is checked later, by [`DemoOptions::validate`].
+fn address(text: &str) -> Option<(Option<String>, String)> {
+    let (service, name) = match text.split_once(':') {
+        Some((service, name)) => (Some(service), name),
+        None => (None, text),
+    };
+    if name.is_empty() || name.contains(':') || service.is_some_and(str::is_empty) {
+        return None;
+    }
+    Some((service.map(str::to_owned), name.to_owned()))
+}
+
+/// `[SERVICE:]REGION@SECS` for `--fail` and `--recover`.
 pub fn parse_region_at(
     flag: &'static str,
     text: &str,
@@ -84,61 +134,64 @@ pub fn parse_region_at(
     let bad = || BadFault {
         flag,
         value: text.to_owned(),
-        expected: "expected REGION@SECS, e.g. us-east-1@10",
+        expected: "expected [SERVICE:]REGION@SECS, e.g. us-east-1@10 or payments:us-east-1@10",
     };
-    let (region, at) = text.split_once('@').ok_or_else(bad)?;
+    let (target, at) = text.split_once('@').ok_or_else(bad)?;
     let at = secs(at).ok_or_else(bad)?;
-    if region.is_empty() {
-        return Err(bad());
-    }
-    let region = region.to_owned();
+    let (service, region) = address(target).ok_or_else(bad)?;
     let fault = if recover {
-        Fault::Recover { region }
+        Fault::Recover { region, service }
     } else {
-        Fault::Fail { region }
+        Fault::Fail { region, service }
     };
     Ok(Scheduled { at, fault })
 }
 
-/// `REGION@SECS:+MS` for `--slow`.
+/// `[SERVICE:]REGION@SECS:+MS` for `--slow`.
 pub fn parse_slow(text: &str) -> Result<Scheduled, BadFault> {
     let bad = || BadFault {
         flag: "--slow",
         value: text.to_owned(),
-        expected: "expected REGION@SECS:+MS, e.g. eu-west-1@5:+300",
+        expected: "expected [SERVICE:]REGION@SECS:+MS, e.g. eu-west-1@5:+300",
     };
-    let (region, rest) = text.split_once('@').ok_or_else(bad)?;
+    let (target, rest) = text.split_once('@').ok_or_else(bad)?;
     let (at, ms) = rest.split_once(':').ok_or_else(bad)?;
     let ms: u64 = ms.trim_start_matches('+').parse().map_err(|_| bad())?;
-    if region.is_empty() || ms == 0 || ms > 10_000 {
+    let (service, region) = address(target).ok_or_else(bad)?;
+    if ms == 0 || ms > 10_000 {
         return Err(bad());
     }
     Ok(Scheduled {
         at: secs(at).ok_or_else(bad)?,
         fault: Fault::Slow {
-            region: region.to_owned(),
+            region,
+            service,
             extra: Duration::from_millis(ms),
         },
     })
 }
 
-/// `VANTAGE@SECS:RATIO` for `--flaky`.
+/// `[SERVICE:]VANTAGE@SECS:RATIO` for `--flaky` (with a service, only the vantage's
+/// connections to that service's endpoints drop).
 pub fn parse_flaky(text: &str) -> Result<Scheduled, BadFault> {
     let bad = || BadFault {
         flag: "--flaky",
         value: text.to_owned(),
-        expected: "expected VANTAGE@SECS:RATIO with RATIO in (0, 1], e.g. eu-west-1@5:0.5",
+        expected:
+            "expected [SERVICE:]VANTAGE@SECS:RATIO with RATIO in (0, 1], e.g. eu-west-1@5:0.5",
     };
-    let (vantage, rest) = text.split_once('@').ok_or_else(bad)?;
+    let (target, rest) = text.split_once('@').ok_or_else(bad)?;
     let (at, ratio) = rest.split_once(':').ok_or_else(bad)?;
     let ratio: f64 = ratio.parse().map_err(|_| bad())?;
-    if vantage.is_empty() || !(ratio > 0.0 && ratio <= 1.0) {
+    let (service, vantage) = address(target).ok_or_else(bad)?;
+    if !(ratio > 0.0 && ratio <= 1.0) {
         return Err(bad());
     }
     Ok(Scheduled {
         at: secs(at).ok_or_else(bad)?,
         fault: Fault::Flaky {
-            vantage: vantage.to_owned(),
+            vantage,
+            service,
             ratio,
         },
     })
@@ -188,6 +241,9 @@ pub struct DemoOptions {
     /// Aggregator replicas (`--aggregators`, 1 to 5): 1 is the single aggregator; more run
     /// side by side, combined as Route 53 would, with a lease for the weights.
     pub aggregators: usize,
+    /// `--services`: the APIs of a `[[services]]` fleet, each served by every Region, each
+    /// with its own endpoints in the simulated network. Empty: the single-API demo.
+    pub services: Vec<String>,
 }
 
 pub const DEFAULT_REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
@@ -204,12 +260,14 @@ impl DemoOptions {
                     at: Duration::from_secs(10),
                     fault: Fault::Fail {
                         region: "us-east-1".into(),
+                        service: None,
                     },
                 },
                 Scheduled {
                     at: Duration::from_secs(25),
                     fault: Fault::Recover {
                         region: "us-east-1".into(),
+                        service: None,
                     },
                 },
             ],
@@ -217,10 +275,11 @@ impl DemoOptions {
             duration: Some(Duration::from_secs(50)),
             probe_interval: Duration::from_secs(1),
             aggregators: 1,
+            services: Vec::new(),
         }
     }
 
-    /// Checks that every fault names a known Region or vantage.
+    /// Checks the names (Regions, vantages, services) and that every fault names known ones.
     pub fn validate(&self) -> Result<(), String> {
         if self.regions.is_empty() || self.vantages.is_empty() {
             return Err("need at least one Region and one vantage".into());
@@ -242,25 +301,39 @@ impl DemoOptions {
             ));
         }
         self.validate_replica_faults()?;
+        crate::layout::check_services(&self.services)?;
         for s in &self.faults {
             if s.fault.replica().is_some() {
                 continue;
             }
-            let known = match &s.fault {
-                Fault::Flaky { vantage, .. } => self.vantages.contains(vantage),
-                other => self.regions.contains(&other.subject().to_owned()),
+            let (known, kind) = match &s.fault {
+                Fault::Flaky { .. } => (&self.vantages, "vantages"),
+                _ => (&self.regions, "Regions"),
             };
-            if !known {
+            if !known.iter().any(|k| k == s.fault.subject()) {
                 return Err(format!(
-                    "{} names {:?}, which is not one of the demo's {}",
+                    "{} names {:?}, which is not one of the demo's {kind} ({})",
                     s.fault.describe(),
                     s.fault.subject(),
-                    if matches!(s.fault, Fault::Flaky { .. }) {
-                        "vantages"
-                    } else {
-                        "Regions"
-                    }
+                    known.join(", ")
                 ));
+            }
+            if let Some(service) = s.fault.service() {
+                if self.services.is_empty() {
+                    return Err(format!(
+                        "{} names service {service:?}, but the demo runs a single API: add \
+                         --services (e.g. --services {service},...) or address the Region alone",
+                        s.fault.describe()
+                    ));
+                }
+                if !self.services.iter().any(|x| x == service) {
+                    return Err(format!(
+                        "{} names service {service:?}, which is not one of the demo's services \
+                         ({})",
+                        s.fault.describe(),
+                        self.services.join(", ")
+                    ));
+                }
             }
         }
         Ok(())
@@ -332,7 +405,8 @@ mod tests {
             Scheduled {
                 at: Duration::from_secs(10),
                 fault: Fault::Fail {
-                    region: "us-east-1".into()
+                    region: "us-east-1".into(),
+                    service: None,
                 }
             }
         );
@@ -340,6 +414,7 @@ mod tests {
             parse_slow("eu-west-1@5:+300").unwrap().fault,
             Fault::Slow {
                 region: "eu-west-1".into(),
+                service: None,
                 extra: Duration::from_millis(300)
             }
         );
@@ -347,6 +422,33 @@ mod tests {
             parse_flaky("eu-west-1@2.5:0.5").unwrap().at,
             Duration::from_millis(2500)
         );
+        assert_eq!(
+            parse_region_at("--recover", "payments:eu-west-1@10", true)
+                .unwrap()
+                .fault,
+            Fault::Recover {
+                region: "eu-west-1".into(),
+                service: Some("payments".into()),
+            }
+        );
+        assert_eq!(
+            parse_slow("orders:eu-west-1@5:+300")
+                .unwrap()
+                .fault
+                .service(),
+            Some("orders")
+        );
+        let flaky = parse_flaky("payments:us-east-1@2:0.5").unwrap().fault;
+        assert_eq!(
+            (flaky.service(), flaky.subject()),
+            (Some("payments"), "us-east-1")
+        );
+        assert_eq!(flaky.describe(), "flaky vantage payments:us-east-1 50%");
+        for bad in [":eu-west-1@1", "payments:@1", "a:b:c@1"] {
+            assert!(parse_region_at("--fail", bad, false).is_err(), "{bad}");
+            assert!(parse_slow(&format!("{bad}:+10")).is_err(), "{bad}");
+            assert!(parse_flaky(&format!("{bad}:0.5")).is_err(), "{bad}");
+        }
         for bad in ["us-east-1", "@10", "us-east-1@x", "us-east-1@-3"] {
             assert!(parse_region_at("--fail", bad, false).is_err(), "{bad}");
         }

@@ -1,17 +1,19 @@
 //! Starting the fleet on loopback: a work directory holding each vantage's agent key and each
-//! replica's state file, a real status endpoint per simulated Region, the links from every
-//! vantage to every Region and to its global endpoint, the aggregator replicas' configuration
+//! replica's state file, a real status endpoint per unit (each service in each simulated
+//! Region; [`crate::layout`]), the links from every vantage to every unit and to each
+//! service's global endpoint, the aggregator replicas' configuration
 //! (started by [`crate::replicas`]) and one real agent per vantage delivering to every
 //! replica, each from a fleet file written for it (the agents see their own links; the
 //! aggregator sees the Regions). Everything started here stops when `halted` turns true,
 //! agents when [`Agents`] is told to.
 
+use crate::layout::{fleet_text, Links};
 use crate::net::{serve_link, Destination, Network};
 use crate::run::{start_err, DemoError};
 use crate::scenario::DemoOptions;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -57,13 +59,6 @@ impl Drop for WorkDir {
     }
 }
 
-/// What one vantage's agent probes: a link per Region and one to its global endpoint.
-pub(crate) struct Links {
-    /// Region → status URL through the link.
-    per_region: BTreeMap<String, String>,
-    global: String,
-}
-
 /// The running agents.
 pub(crate) struct Agents {
     stop: watch::Sender<u32>,
@@ -88,28 +83,31 @@ pub(crate) async fn bind() -> Result<TcpListener, DemoError> {
         .map_err(|e| start_err("a loopback listener", e))
 }
 
-/// One real status endpoint per Region; returns where each listens.
+/// One real status endpoint per unit; returns where each listens, by unit key.
 pub(crate) async fn start_regions(
     options: &DemoOptions,
     halted: &watch::Receiver<bool>,
 ) -> Result<BTreeMap<String, SocketAddr>, DemoError> {
     let mut status_addrs = BTreeMap::new();
-    for region in &options.regions {
+    for unit in options.units() {
+        let what = || format!("status endpoint {}", unit.key);
         let config = vantage_status_endpoint::config::Config {
-            region: Some(region.clone()),
-            service_id: Some("demo-api".into()),
+            region: Some(unit.region.clone()),
+            service_id: Some(
+                unit.service
+                    .clone()
+                    .unwrap_or_else(|| crate::layout::SINGLE_API.into()),
+            ),
             ..Default::default()
         };
-        let settings = config
-            .validate()
-            .map_err(|e| start_err(format!("status endpoint {region}"), e))?;
+        let settings = config.validate().map_err(|e| start_err(what(), e))?;
         let checks = vantage_status_endpoint::router::build_checks(&settings, None)
             .await
-            .map_err(|e| start_err(format!("status endpoint {region}"), e))?;
+            .map_err(|e| start_err(what(), e))?;
         let router = vantage_status_endpoint::router::router(&settings, checks);
         let listener = bind().await?;
         status_addrs.insert(
-            region.clone(),
+            unit.key.clone(),
             listener
                 .local_addr()
                 .map_err(|e| start_err("status endpoint", e))?,
@@ -126,45 +124,46 @@ pub(crate) async fn start_regions(
     Ok(status_addrs)
 }
 
-/// Links: every vantage to every Region, and to the global endpoint. Vantage → its links.
+/// Links: every vantage to every unit, and to each service's global endpoint. Vantage → its
+/// links.
 pub(crate) async fn start_links(
     options: &DemoOptions,
     net: &Arc<Network>,
     halted: &watch::Receiver<bool>,
 ) -> Result<BTreeMap<String, Links>, DemoError> {
     let mut links = BTreeMap::new();
+    let url = |l: &TcpListener| -> Result<String, DemoError> {
+        Ok(format!(
+            "http://{}/status",
+            l.local_addr().map_err(|e| start_err("link", e))?
+        ))
+    };
     for v in &options.vantages {
-        let mut per_region = BTreeMap::new();
-        for r in &options.regions {
+        let mut per_unit = BTreeMap::new();
+        for unit in options.units() {
             let l = bind().await?;
-            per_region.insert(
-                r.clone(),
-                format!(
-                    "http://{}/status",
-                    l.local_addr().map_err(|e| start_err("link", e))?
-                ),
-            );
+            per_unit.insert(unit.key.clone(), url(&l)?);
             tokio::spawn(serve_link(
                 net.clone(),
                 l,
                 v.clone(),
-                Destination::Region(r.clone()),
+                Destination::Region(unit.key),
                 halted.clone(),
             ));
         }
-        let g = bind().await?;
-        let global = format!(
-            "http://{}/status",
-            g.local_addr().map_err(|e| start_err("link", e))?
-        );
-        tokio::spawn(serve_link(
-            net.clone(),
-            g,
-            v.clone(),
-            Destination::Global,
-            halted.clone(),
-        ));
-        links.insert(v.clone(), Links { per_region, global });
+        let mut global = BTreeMap::new();
+        for (service, units) in options.units_by_service() {
+            let g = bind().await?;
+            global.insert(service, url(&g)?);
+            tokio::spawn(serve_link(
+                net.clone(),
+                g,
+                v.clone(),
+                Destination::Global(units),
+                halted.clone(),
+            ));
+        }
+        links.insert(v.clone(), Links { per_unit, global });
     }
     Ok(links)
 }
@@ -273,43 +272,4 @@ pub(crate) fn start_agents(
         tasks.push(tokio::spawn(daemon::run(settings, signals.clone())));
     }
     Ok(Agents { stop, tasks })
-}
-
-/// The fleet file one vantage sees: its own links as the Regions' status URLs and global URL.
-fn fleet_text(options: &DemoOptions, links: &Links, aggregator: &str, key_dir: &Path) -> String {
-    // `aggregator`: the `[aggregator]` section's `url` or `replicas` entry.
-    let interval = format!("{}ms", options.probe_interval.as_millis());
-    let global = &links.global;
-    let mut t = format!(
-        r#"
-[fleet]
-name = "demo-api"
-report_interval = "{interval}"
-[probe]
-interval = "{interval}"
-timeout = "3s"
-first_byte_timeout = "2s"
-[global]
-url = "{global}"
-[aggregator]
-{aggregator}[agents.auth]
-key_id = "demo-{first}"
-"#,
-        first = options.vantages[0],
-    );
-    for r in &options.regions {
-        t += &format!(
-            "[[regions]]\nname = \"{r}\"\nstatus_url = \"{}\"\n",
-            links.per_region[r]
-        );
-    }
-    // Each vantage signs with its own key, which may report for that vantage only.
-    for v in &options.vantages {
-        t += &format!("[[vantages]]\nregion = \"{v}\"\nkey_id = \"demo-{v}\"\n");
-        t += &format!(
-            "[aggregator.keys.\"demo-{v}\"]\nfile = {:?}\nvantages = [\"{v}\"]\n",
-            key_dir.join(format!("{v}.key")).display().to_string()
-        );
-    }
-    t
 }

@@ -1,6 +1,8 @@
 //! The figures of a run, computed from its events alone: per fault how long detection,
 //! moving traffic and coming back took; transitions no fault explains (false transitions);
-//! take-outs beyond one per `fail` (flaps); alerts; and the table printed at the end.
+//! take-outs beyond one per `fail` (flaps); alerts; with `--services`, per service which
+//! Regions went out and came back; and the table printed at the end. Faults and transitions
+//! are matched per unit (one service in one Region; the Region alone for a single API).
 
 use crate::events::Event;
 use crate::scenario::{DemoOptions, Fault};
@@ -39,7 +41,61 @@ pub struct DemoSummary {
     /// Replicas stopped, and times a replica took the weights lease.
     pub replica_downs: usize,
     pub lease_acquisitions: usize,
+    /// With `--services`: each service's Regions, out and back (empty for a single API).
+    pub services: Vec<ServiceOutcome>,
+    /// `region_wide` events: a Region down for every service at once (not counting the
+    /// `cleared` ones that end such an outage).
+    pub region_wide: usize,
     pub events: Vec<Event>,
+}
+
+/// One service's Regions over the run (`--services`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceOutcome {
+    pub service: String,
+    pub regions: Vec<UnitOutcome>,
+}
+
+/// One Region of one service: when it went out and when it came back, in seconds since the
+/// start.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitOutcome {
+    pub region: String,
+    pub out: Vec<f64>,
+    pub back: Vec<f64>,
+}
+
+impl ServiceOutcome {
+    /// `eu-west-1 out @12.0s, back @30.0s; us-east-1 out @14.0s (still out)`, or that every
+    /// Region stayed in.
+    fn line(&self) -> String {
+        let moved: Vec<String> = self
+            .regions
+            .iter()
+            .filter(|r| !r.out.is_empty() || !r.back.is_empty())
+            .map(|r| {
+                let mut parts: Vec<String> = Vec::new();
+                let mut times: Vec<(f64, &str)> = r.out.iter().map(|t| (*t, "out")).collect();
+                times.extend(r.back.iter().map(|t| (*t, "back")));
+                times.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for (t, what) in &times {
+                    parts.push(format!("{what} @{t:.1}s"));
+                }
+                let still_out = times.last().is_some_and(|(_, w)| *w == "out");
+                format!(
+                    "{} {}{}",
+                    r.region,
+                    parts.join(", "),
+                    if still_out { " (still out)" } else { "" }
+                )
+            })
+            .collect();
+        if moved.is_empty() {
+            "every Region stayed in".to_owned()
+        } else {
+            moved.join("; ")
+        }
+    }
 }
 
 impl DemoSummary {
@@ -85,18 +141,35 @@ impl DemoSummary {
                 self.replica_downs, self.lease_acquisitions
             );
         }
+        if !self.services.is_empty() {
+            out += "per service, Regions out and back:\n";
+            for s in &self.services {
+                out += &format!("  {:<16} {}\n", s.service, s.line());
+            }
+            if self.region_wide > 0 {
+                out += &format!(
+                    "region-wide outages (a Region out for every service): {}\n",
+                    self.region_wide
+                );
+            }
+        }
         out += "Route 53's own health checks: about 30 s at best (fast 10 s checks x 3), then DNS TTL.\n";
         out
     }
 }
 
+/// Whether event `e` is about a unit a fault on `region` (and `service`, if it names one)
+/// reaches.
+fn reaches(e: &Event, region: &str, service: Option<&str>) -> bool {
+    e.region.as_deref() == Some(region) && service.is_none_or(|s| e.service.as_deref() == Some(s))
+}
+
 /// The figures of a run, from its events.
 pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> DemoSummary {
-    let after = |from: f64, name: &str, region: &str| {
+    let first = |from: f64, name: &str, region: &str, service: Option<&str>| {
         events
             .iter()
-            .find(|e| e.t >= from && e.event == name && e.region.as_deref() == Some(region))
-            .map(|e| e.t - from)
+            .find(|e| e.t >= from && e.event == name && reaches(e, region, service))
     };
     let mut outcomes = Vec::new();
     for s in &options.faults {
@@ -108,28 +181,29 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
             traffic_moved_after: None,
             back_after: None,
         };
+        let service = s.fault.service();
         match &s.fault {
-            Fault::Fail { region } => {
-                o.detected_after = after(at, "region_out", region);
-                o.traffic_moved_after = events
-                    .iter()
-                    .find(|e| {
-                        e.t >= at
-                            && e.event == "traffic_moved"
-                            && e.region.as_deref() == Some(region)
-                    })
+            Fault::Fail { region, .. } => {
+                o.detected_after = first(at, "region_out", region, service).map(|e| e.t - at);
+                o.traffic_moved_after = first(at, "traffic_moved", region, service)
                     .and_then(|e| e.detail["moved_at"].as_f64())
                     .map(|moved| (moved - at).max(0.0));
             }
-            Fault::Recover { region } => o.back_after = after(at, "region_in", region),
+            Fault::Recover { region, .. } => {
+                o.back_after = first(at, "region_in", region, service).map(|e| e.t - at)
+            }
             _ => {}
         }
         outcomes.push(o);
     }
-    // Replay faults against transitions to find the ones no fault explains.
-    let mut failed: BTreeMap<&str, bool> = BTreeMap::new();
+    // Replay faults against transitions, unit by unit, to find the ones no fault explains.
+    let unit_of = |e: &Event| {
+        let region = e.region.as_deref().unwrap_or("");
+        options.unit_key(e.service.as_deref().unwrap_or(""), region)
+    };
+    let mut failed: BTreeMap<String, bool> = BTreeMap::new();
     let mut false_transitions = 0;
-    let mut outs: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut outs: BTreeMap<String, usize> = BTreeMap::new();
     let mut transitions = 0;
     let mut timeline: Vec<&Event> = events
         .iter()
@@ -137,58 +211,200 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         .collect();
     timeline.sort_by(|a, b| a.t.total_cmp(&b.t));
     for e in timeline {
-        let region = e.region.as_deref().unwrap_or("");
+        // A fault event lists the units it reached when they are not just its Region.
+        let fault_units = || -> Vec<String> {
+            match e.detail["units"].as_array() {
+                Some(units) => units
+                    .iter()
+                    .filter_map(|u| u.as_str().map(str::to_owned))
+                    .collect(),
+                None => vec![e.region.clone().unwrap_or_default()],
+            }
+        };
         match e.event.as_str() {
             "fault" if e.reason.starts_with("fail ") => {
-                failed.insert(region, true);
+                for u in fault_units() {
+                    failed.insert(u, true);
+                }
             }
             "fault" if e.reason.starts_with("recover ") => {
-                failed.insert(region, false);
+                for u in fault_units() {
+                    failed.insert(u, false);
+                }
             }
             "region_out" => {
                 transitions += 1;
-                *outs.entry(region).or_default() += 1;
-                if !failed.get(region).copied().unwrap_or(false) {
+                let unit = unit_of(e);
+                if !failed.get(&unit).copied().unwrap_or(false) {
                     false_transitions += 1;
                 }
+                *outs.entry(unit).or_default() += 1;
             }
             "region_in" => {
                 transitions += 1;
-                if failed.get(region).copied().unwrap_or(false) {
+                if failed.get(&unit_of(e)).copied().unwrap_or(false) {
                     false_transitions += 1;
                 }
             }
             _ => {}
         }
     }
-    let fails: BTreeMap<&str, usize> = options
-        .faults
-        .iter()
-        .filter_map(|s| match &s.fault {
-            Fault::Fail { region } => Some(region.as_str()),
-            _ => None,
-        })
-        .fold(BTreeMap::new(), |mut m, r| {
-            *m.entry(r).or_default() += 1;
-            m
-        });
+    let mut fails: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &options.faults {
+        if matches!(s.fault, Fault::Fail { .. }) {
+            for u in options.fault_units(&s.fault) {
+                *fails.entry(u).or_default() += 1;
+            }
+        }
+    }
     let flaps = outs
         .iter()
-        .map(|(r, n)| n.saturating_sub(fails.get(r).copied().unwrap_or(0)))
+        .map(|(u, n)| n.saturating_sub(fails.get(u).copied().unwrap_or(0)))
         .sum();
+    let count = |name: &str| events.iter().filter(|e| e.event == name).count();
     DemoSummary {
         seconds: elapsed.as_secs_f64(),
         faults: outcomes,
         transitions,
         false_transitions,
         flaps,
-        alerts: events.iter().filter(|e| e.event == "alert").count(),
+        alerts: count("alert"),
         aggregators: options.aggregators,
-        replica_downs: events.iter().filter(|e| e.event == "replica_down").count(),
-        lease_acquisitions: events
+        replica_downs: count("replica_down"),
+        lease_acquisitions: count("lease_acquired"),
+        services: service_outcomes(options, events),
+        region_wide: events
             .iter()
-            .filter(|e| e.event == "lease_acquired")
+            .filter(|e| e.event == "region_wide" && e.detail["state"] != "cleared")
             .count(),
         events: Vec::new(),
+    }
+}
+
+/// With `--services`: each service's Regions, when they went out and came back.
+fn service_outcomes(options: &DemoOptions, events: &[Event]) -> Vec<ServiceOutcome> {
+    if !options.named() {
+        return Vec::new();
+    }
+    let times = |name: &str, service: &str, region: &str| -> Vec<f64> {
+        events
+            .iter()
+            .filter(|e| e.event == name && reaches(e, region, Some(service)))
+            .map(|e| e.t)
+            .collect()
+    };
+    options
+        .services
+        .iter()
+        .map(|service| ServiceOutcome {
+            service: service.clone(),
+            regions: options
+                .regions
+                .iter()
+                .map(|region| UnitOutcome {
+                    region: region.clone(),
+                    out: times("region_out", service, region),
+                    back: times("region_in", service, region),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_region_at;
+
+    fn event(t: f64, name: &str, service: Option<&str>, region: &str, reason: &str) -> Event {
+        Event {
+            t,
+            event: name.into(),
+            service: service.map(str::to_owned),
+            region: Some(region.into()),
+            vantage: None,
+            reason: reason.into(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    fn fault(t: f64, service: Option<&str>, region: &str, units: &[&str]) -> Event {
+        let what = match service {
+            Some(s) => format!("fail {s}:{region}"),
+            None => format!("fail {region}"),
+        };
+        Event {
+            detail: serde_json::json!({ "units": units }),
+            ..event(t, "fault", service, region, &what)
+        }
+    }
+
+    #[test]
+    fn faults_and_transitions_are_matched_per_service_and_region() {
+        let options = DemoOptions {
+            services: vec!["orders".into(), "payments".into()],
+            faults: vec![
+                parse_region_at("--fail", "payments:eu-west-1@5", false).unwrap(),
+                parse_region_at("--fail", "eu-west-1@20", false).unwrap(),
+            ],
+            ..DemoOptions::embedded_default()
+        };
+        let mut events = vec![
+            fault(5.0, Some("payments"), "eu-west-1", &["payments/eu-west-1"]),
+            event(9.0, "region_out", Some("payments"), "eu-west-1", ""),
+            fault(
+                20.0,
+                None,
+                "eu-west-1",
+                &["orders/eu-west-1", "payments/eu-west-1"],
+            ),
+            event(24.0, "region_out", Some("orders"), "eu-west-1", ""),
+            event(24.0, "region_wide", None, "eu-west-1", ""),
+        ];
+        let s = summarize(&options, &events, Duration::from_secs(30));
+        assert_eq!((s.transitions, s.false_transitions, s.flaps), (2, 0, 0));
+        assert_eq!(s.faults[0].detected_after, Some(4.0));
+        assert_eq!(s.faults[1].detected_after, Some(4.0));
+        assert_eq!(s.region_wide, 1);
+        let eu = |i: usize| &s.services[i].regions[1];
+        assert_eq!(
+            (s.services[0].service.as_str(), &eu(0).out),
+            ("orders", &vec![24.0])
+        );
+        assert_eq!(
+            (s.services[1].service.as_str(), &eu(1).out),
+            ("payments", &vec![9.0])
+        );
+        let text = s.render();
+        assert!(
+            text.contains("payments") && text.contains("eu-west-1 out @9.0s (still out)"),
+            "{text}"
+        );
+        assert!(text.contains("region-wide outages"), "{text}");
+
+        // orders leaving eu-west-1 while only payments failed there is a false transition.
+        events.insert(
+            2,
+            event(10.0, "region_out", Some("orders"), "eu-west-1", ""),
+        );
+        let s = summarize(&options, &events, Duration::from_secs(30));
+        assert_eq!((s.false_transitions, s.flaps), (1, 1), "{}", s.render());
+    }
+
+    #[test]
+    fn the_single_api_summary_has_no_service_section() {
+        let options = DemoOptions::embedded_default();
+        let events = vec![
+            event(10.0, "fault", None, "us-east-1", "fail us-east-1"),
+            event(14.0, "region_out", None, "us-east-1", ""),
+            event(25.0, "fault", None, "us-east-1", "recover us-east-1"),
+            event(33.0, "region_in", None, "us-east-1", ""),
+        ];
+        let s = summarize(&options, &events, Duration::from_secs(50));
+        assert_eq!((s.transitions, s.false_transitions, s.flaps), (2, 0, 0));
+        assert_eq!(s.faults[0].detected_after, Some(4.0));
+        assert_eq!(s.faults[1].back_after, Some(8.0));
+        assert!(s.services.is_empty());
+        assert!(!s.render().contains("per service"));
     }
 }

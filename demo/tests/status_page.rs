@@ -1,7 +1,8 @@
 //! The status page in a real browser: the demo serves it on loopback, headless Chromium
 //! (Debian's `chromium`) loads it, runs its script (which polls `/api/state`) and dumps the
 //! DOM. Every Region must have a row with its verdict and weight, and after a Region fails the
-//! page must show it out of service with weight 0.
+//! page must show it out of service with weight 0; with `--services`, a table per service, one
+//! service out in a Region while the other stays in there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -447,6 +448,82 @@ async fn the_status_page_shows_each_replica_side_by_side_with_route53() {
         }
         last = dom;
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop.send(true);
+    let summary = tokio::time::timeout(Duration::from_secs(15), demo)
+        .await
+        .expect("the demo stops")
+        .expect("the demo task")
+        .expect("the demo runs");
+    print!("{}", summary.render());
+    drop(scratch);
+}
+
+/// The rendered table of one service (`--services`), up to its end.
+fn service_table<'a>(dom: &'a str, service: &str) -> Option<&'a str> {
+    let open = format!("<table class=\"service\" data-service=\"{service}\"");
+    let body = &rendered(dom)[rendered(dom).find(&open)?..];
+    Some(&body[..body.find("</table>")?])
+}
+
+/// `--services orders,payments`: a table per service; payments failing in eu-west-1 shows OUT
+/// with weight 0 in payments' table while orders' eu-west-1 row stays in service with weight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_table_per_service_and_one_service_out_in_a_region() {
+    let chromium = chromium();
+    let scratch = Scratch::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
+    let url = format!("http://{}/", listener.local_addr().expect("page addr"));
+    let mut options = DemoOptions::embedded_default();
+    options.services = vec!["orders".into(), "payments".into()];
+    options.faults = vec![parse_region_at("--fail", "payments:eu-west-1@3", false).expect("fault")];
+    options.duration = Some(Duration::from_secs(25));
+    let (stop, stopped) = watch::channel(false);
+    let outputs = Outputs {
+        page: Some(listener),
+        events_file: None,
+        live: false,
+        print_events: true,
+        metrics: None,
+    };
+    let start = Instant::now();
+    let demo = tokio::spawn(vantage_demo::run(options, outputs, stopped));
+    tokio::time::sleep_until(start + FAULT_AT).await;
+    let mut n = 0;
+    let mut last = String::new();
+    loop {
+        let began = Instant::now();
+        assert!(
+            began < start + OUT_DEADLINE + Duration::from_secs(5),
+            "the page never showed payments OUT in eu-west-1; last:\n{last}"
+        );
+        n += 1;
+        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+            .await
+            .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
+        let tables = service_table(&dom, "orders").zip(service_table(&dom, "payments"));
+        if let Some((orders, payments)) = tables {
+            let payments_eu = row(payments, "eu-west-1");
+            if payments_eu.as_ref().is_some_and(|r| r.service == "OUT") {
+                assert_eq!(payments_eu.unwrap().weight(), Some(0), "{dom}");
+                for region in REGIONS {
+                    let o =
+                        row(orders, region).unwrap_or_else(|| panic!("orders {region}:\n{dom}"));
+                    check_row(region, &o, &dom);
+                    assert_eq!(o.service, "in service", "orders {region}:\n{dom}");
+                    assert!(o.weight() > Some(0), "orders {region}:\n{dom}");
+                    assert!(row(payments, region).is_some(), "payments {region}:\n{dom}");
+                }
+                assert!(rendered(&dom).contains("<h2>service orders</h2>"), "{dom}");
+                assert!(
+                    rendered(&dom).contains("<h2>service payments</h2>"),
+                    "{dom}"
+                );
+                break;
+            }
+        }
+        last = dom;
+        tokio::time::sleep_until(began + Duration::from_secs(1)).await;
     }
     let _ = stop.send(true);
     let summary = tokio::time::timeout(Duration::from_secs(15), demo)

@@ -5,6 +5,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use vantage_demo::layout::parse_services;
 use vantage_demo::scenario::{
     parse_aggregator_at, parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS,
 };
@@ -22,6 +23,10 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
         }
     };
     let regions = list(&args.regions, &DEFAULT_REGIONS);
+    let services = match &args.services {
+        Some(text) => parse_services(text)?,
+        None => Vec::new(),
+    };
     let vantages = match &args.vantages {
         Some(_) => list(&args.vantages, &[]),
         None => regions.clone(),
@@ -66,6 +71,7 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
         faults,
         probe_interval: Duration::from_secs(1),
         aggregators: usize::from(args.aggregators),
+        services,
     };
     o.validate()?;
     Ok(o)
@@ -96,8 +102,13 @@ pub async fn run(args: DemoArgs) -> ExitCode {
     let stop_rx = vantage_runtime::shutdown::stop_flag();
     let live = !args.no_live && std::io::stdout().is_terminal();
     eprintln!(
-        "vantage demo: status page on http://{}/ ; {} Regions, {} vantages{}{}",
+        "vantage demo: status page on http://{}/ ; {}{} Regions, {} vantages{}{}",
         page.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        if options.named() {
+            format!("services {} in each of ", options.services.join(", "))
+        } else {
+            String::new()
+        },
         options.regions.len(),
         options.vantages.len(),
         if options.aggregators > 1 {
