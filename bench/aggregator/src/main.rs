@@ -50,8 +50,9 @@ aggregator per repeat. Throughput per core = target-intervals / process CPU seco
 thread's CPU time, and the sparse decoder ingest uses beside hdrhistogram's dense one (checked, \
 untimed, to give the same pairs on every histogram).
 2. Decision, each after one warm-up: Window::observations for every unit; \
-decide::evaluate_services alone on pre-built observations (every service's own \
-decide::evaluate); Aggregator::decide (one tick of the evaluation loop: observations, traffic \
+every service's traffic evidence (Window::layer_traffic_of for the global and the DNS layer, \
+as Aggregator::decide gathers it); decide::evaluate_services alone on pre-built observations \
+(every service's own decide::evaluate); Aggregator::decide (one tick of the evaluation loop: observations, traffic \
 evidence, every service decided, logged, handed to the planes); Aggregator::plan_now (decision \
 + dry-run observe + reconcile plan) and Aggregator::evaluate (plus applying to the dry-run \
 backend). p50/p99 are nearest-rank over --iterations.
@@ -271,15 +272,24 @@ fn summary(columns: &[(String, Figures)]) -> String {
         "decision + reconcile plan (plan_now) p50/p99",
         cells(&|x| p50_p99(&x.plan)),
     );
+    let part = |spans: &[clock::Span]| {
+        format!(
+            "{:.1} / {:.1} ms",
+            ms(wall_quantile(spans, 0.5)),
+            ms(wall_quantile(spans, 0.99))
+        )
+    };
     line(
-        "evaluate_services alone p50/p99",
-        cells(&|x| {
-            format!(
-                "{:.1} / {:.1} ms",
-                ms(wall_quantile(&x.core, 0.5)),
-                ms(wall_quantile(&x.core, 0.99))
-            )
-        }),
+        "  of which window observations p50/p99",
+        cells(&|x| part(&x.observe)),
+    );
+    line(
+        "  of which traffic evidence p50/p99",
+        cells(&|x| part(&x.traffic)),
+    );
+    line(
+        "  of which evaluate_services p50/p99",
+        cells(&|x| part(&x.core)),
     );
     line("peak RSS (VmHWM)", cells(&|x| mib(x.peak)));
     t

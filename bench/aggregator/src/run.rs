@@ -15,6 +15,7 @@ use vantage_aggregator::config::AggregatorConfig;
 use vantage_aggregator::decide;
 use vantage_aggregator::model::{ModelState, Overrides};
 use vantage_aggregator::service::{Aggregator, Ingested};
+use vantage_protocol::config::TargetKind;
 
 /// Ingest goal, target-intervals per second per core.
 pub const INGEST_GOAL: f64 = 50_000.0;
@@ -44,6 +45,10 @@ pub struct Figures {
     pub ingest_min: f64,
     /// `decide::evaluate_services` alone, on pre-built observations.
     pub core: Vec<Span>,
+    /// `Window::observations` for every unit.
+    pub observe: Vec<Span>,
+    /// Every service's traffic evidence from the window (two `layer_traffic_of` each).
+    pub traffic: Vec<Span>,
     /// `Aggregator::decide`: one tick of the evaluation loop (window → decision, logged and
     /// handed to the planes).
     pub decide: Vec<Span>,
@@ -137,6 +142,16 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     }
     let observe_times = repeat(s.iterations, || {
         black_box(observe());
+    });
+    // What the evaluation gathers besides the observations: each service's traffic evidence,
+    // the global endpoint's and the DNS target's answers (as `Aggregator::decide` asks for it).
+    let traffic_times = repeat(s.iterations, || {
+        for service in &config.services {
+            let prefix = service.target_prefix();
+            for kind in [TargetKind::Global, TargetKind::Dns] {
+                black_box(window.layer_traffic_of(kind, &prefix, from_ms, now_ms));
+            }
+        }
     });
     let decide_at = |previous: &ModelState| {
         decide::evaluate_services(
@@ -247,6 +262,12 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     );
     row(
         &mut t,
+        "traffic evidence (2 layers × every service)",
+        p50_p99(&traffic_times),
+        "",
+    );
+    row(
+        &mut t,
         "decision (decide::evaluate_services)",
         p50_p99(&core_times),
         "",
@@ -314,6 +335,8 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         ingest: median,
         ingest_min: per_core[0],
         core: core_times,
+        traffic: traffic_times,
+        observe: observe_times,
         decide: decide_times,
         plan: plan_times,
         peak,
