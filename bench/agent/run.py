@@ -96,8 +96,15 @@ class Sink:
             attempts = sum(int(t.get("attempts", 0)) for t in targets)
             ok = sum(int(t.get("outcomes", {}).get("ok", 0)) for t in targets)
             missed = sum(int(t.get("missed_slots", 0)) for t in targets)
+            # DNS targets: attempts, answers mapped to a Region, answers mapped to none.
+            dns = [t for t in targets if t.get("kind") == "dns"]
+            dns_attempts = sum(int(t.get("attempts", 0)) for t in dns)
+            dns_matched = sum(sum(int(n) for n in (t.get("dns") or {}).get("regions", {}).values())
+                              for t in dns)
+            dns_unmatched = sum(int((t.get("dns") or {}).get("unmatched", 0)) for t in dns)
             entry = (time.monotonic(), len(body), len(targets), attempts, ok,
-                     rep.get("interval_start_ms"), missed)
+                     rep.get("interval_start_ms"), missed, len(dns), dns_attempts, dns_matched,
+                     dns_unmatched)
         except (ValueError, AttributeError, TypeError):
             with self.lock:
                 self.bad += 1
@@ -480,6 +487,11 @@ def figures(reports, n_targets, agent):
         "probes": probes,
         "ok": sum(r[4] for r in reports),
         "missed": sum(r[6] for r in reports),
+        "dns_targets": max((r[7] for r in reports), default=0),
+        "dns_attempts": sum(r[8] for r in reports),
+        "dns_matched": sum(r[9] for r in reports),
+        "dns_unmatched": sum(r[10] for r in reports),
+        "hwm_before_scrape_mb": (agent.get("hwm_before_scrape_kb") or 0) / 1024,
         "per_target": sum(per_target) / len(per_target) if per_target else None,
         "size_mean": sum(sizes) / len(sizes) if sizes else None,
         "size_max": max(sizes) if sizes else None,
@@ -657,6 +669,10 @@ def print_reports(f, n_targets, bad):
               f"{f['size_mean']:,.0f} / {f['size_max']:,} |")
     print(f"| attempts in reports (window / total) | {f['attempts_window']} / {f['probes']} |")
     print(f"| missed slots in reports | {f['missed']} |")
+    if f["dns_targets"]:
+        print(f"| DNS targets per report; attempts, answers mapped to a Region / to none | "
+              f"{f['dns_targets']}; {f['dns_attempts']}, {f['dns_matched']} / "
+              f"{f['dns_unmatched']} |")
 
 
 def print_services(args, agent, sink, per_service, tmp):
@@ -703,6 +719,9 @@ def print_side_by_side(args, single, services, per_service):
     print(f"| peak RSS (VmHWM, MB = KiB/1024) | {single['rss_mb']:.1f} MB "
           f"| {services['rss_mb']:.1f} MB | <= {RSS_GOAL_MB} MB: "
           f"{verdict(services['rss_mb'] <= RSS_GOAL_MB)} |")
+    print(f"| VmHWM just before the mid-run /metrics scrape | "
+          f"{single['hwm_before_scrape_mb']:.1f} MB | {services['hwm_before_scrape_mb']:.1f} MB "
+          f"| |")
     print(f"| CPU, % of a core | {single['cpu_pct']:.1f}% | {services['cpu_pct']:.1f}% | |")
     print(f"| CPU per probe | {fmt(single['cpu_ms'], '.3f')} ms "
           f"| {fmt(services['cpu_ms'], '.3f')} ms | |")

@@ -17,7 +17,7 @@ mod stages;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use fmt::{mib, ms, thousands, verdict, wall_quantile};
+use fmt::{cpu_quantile, mib, ms, thousands, verdict, wall_quantile};
 use run::{Figures, Scenario, DECISION_GOAL, INGEST_GOAL};
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -224,7 +224,7 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
 fn summary(columns: &[(String, Figures)]) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "summary (goals: issue 12)");
-    let width = 40;
+    let width = 52;
     let mut line = |what: &str, cells: Vec<String>| {
         let mut l = format!("{what:<46}");
         for c in cells {
@@ -258,9 +258,10 @@ fn summary(columns: &[(String, Figures)]) -> String {
     let p50_p99 = |spans: &[clock::Span]| {
         let p50 = wall_quantile(spans, 0.5);
         format!(
-            "{:.1} / {:.1} ms {}",
+            "{:.1} / {:.1} ms (CPU {:.1}) {}",
             ms(p50),
             ms(wall_quantile(spans, 0.99)),
+            ms(cpu_quantile(spans, 0.5)),
             verdict(p50 < DECISION_GOAL, "< 100")
         )
     };
@@ -292,5 +293,9 @@ fn summary(columns: &[(String, Figures)]) -> String {
         cells(&|x| part(&x.core)),
     );
     line("peak RSS (VmHWM)", cells(&|x| mib(x.peak)));
+    line(
+        "other processes meanwhile, % of a core",
+        cells(&|x| x.others.map_or("n/a".into(), |o| format!("{o:.0}%"))),
+    );
     t
 }

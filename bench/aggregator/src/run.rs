@@ -55,6 +55,8 @@ pub struct Figures {
     /// `Aggregator::plan_now`: decision + dry-run observe + reconcile plan.
     pub plan: Vec<Span>,
     pub peak: Option<u64>,
+    /// Other processes' CPU while this fleet was timed, % of a core.
+    pub others: Option<f64>,
 }
 
 /// Runs `s`; returns its table and figures.
@@ -76,6 +78,8 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     let target_intervals: u64 = reports.iter().map(|r| r.targets as u64).sum();
     let body_bytes: u64 = reports.iter().map(|r| r.body.len() as u64).sum();
     let rss_before = clock::status_bytes("VmRSS:");
+    // Everything timed from here: what else ran on the machine meanwhile.
+    let (busy0, own0, timed0) = (clock::machine_busy(), clock::process_cpu(), Instant::now());
 
     // 1. Ingest, end to end, on a fresh aggregator per repeat.
     eprintln!("ingest: {} repeats...", s.repeats);
@@ -205,6 +209,11 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         );
     }
     let peak = clock::status_bytes("VmHWM:");
+    let others = clock::machine_busy().zip(busy0).map(|(b1, b0)| {
+        let own = clock::process_cpu().saturating_sub(own0);
+        100.0 * b1.saturating_sub(b0).saturating_sub(own).as_secs_f64()
+            / timed0.elapsed().as_secs_f64()
+    });
 
     // The table.
     let mut t = String::new();
@@ -328,8 +337,24 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         ),
         "",
     );
+    if let Some(others) = others {
+        row(
+            &mut t,
+            "other processes meanwhile",
+            format!(
+                "{others:.0}% of a core{}",
+                if others > 20.0 {
+                    ": the machine was busy, wall times are disturbed (CPU times less so)"
+                } else {
+                    ""
+                }
+            ),
+            "",
+        );
+    }
     writeln!(t)?;
     let figures = Figures {
+        others,
         targets_per_report: s.layout.targets.len(),
         target_intervals,
         ingest: median,
