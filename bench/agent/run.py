@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Agent benchmark: `vantage agent` with 1,000 targets at 1 s, reports and metrics on.
+"""Agent benchmark: `vantage agent` with 1,000 targets at 1 s, and with 200 services at 10 s.
 
 One run does all of this (stdlib only):
 
@@ -13,9 +13,18 @@ One run does all of this (stdlib only):
    last report is flushed, just before it exits, when possible);
 5. runs the probe-only figure: `bench-probe --skip-cpu --skip-accuracy --scale-targets 1000
    --scale-interval-secs 1 --scale-secs SECS`;
-6. prints a table comparing the two, plus report bytes per target per interval.
+6. prints a table comparing the two, plus report bytes per target per interval;
+7. with --services N (default 200; 0 skips it): starts BIND 9 (`named`) on 127.0.0.1 serving
+   one A record per service, writes a [[services]] fleet file (N services x --service-regions
+   Regions, each Region with a status and a deep URL on the same nginx, each service's global
+   URL and its DNS target asking that `named`; report_interval and probe interval 10s: with 3
+   Regions, 8 targets per service, 1,600 in all), runs the agent for --services-secs and prints
+   its missed slots and peak RSS beside the single-service run's, with the goals (0 missed
+   slots, VmHWM <= 128 MB) and PASS/MISS. Without `named` the run stops with an install hint;
+   --no-dns drops the DNS targets instead (and says so in the table).
 
-Usage: python3 bench/agent/run.py [--secs 30] [--targets 1000] [--target-dir /work/target]
+Usage: python3 bench/agent/run.py [--secs 30] [--targets 1000] [--services 200]
+                                  [--services-secs 65] [--target-dir /work/target]
 """
 
 import argparse
@@ -87,8 +96,15 @@ class Sink:
             attempts = sum(int(t.get("attempts", 0)) for t in targets)
             ok = sum(int(t.get("outcomes", {}).get("ok", 0)) for t in targets)
             missed = sum(int(t.get("missed_slots", 0)) for t in targets)
+            # DNS targets: attempts, answers mapped to a Region, answers mapped to none.
+            dns = [t for t in targets if t.get("kind") == "dns"]
+            dns_attempts = sum(int(t.get("attempts", 0)) for t in dns)
+            dns_matched = sum(sum(int(n) for n in (t.get("dns") or {}).get("regions", {}).values())
+                              for t in dns)
+            dns_unmatched = sum(int((t.get("dns") or {}).get("unmatched", 0)) for t in dns)
             entry = (time.monotonic(), len(body), len(targets), attempts, ok,
-                     rep.get("interval_start_ms"), missed)
+                     rep.get("interval_start_ms"), missed, len(dns), dns_attempts, dns_matched,
+                     dns_unmatched)
         except (ValueError, AttributeError, TypeError):
             with self.lock:
                 self.bad += 1
@@ -217,14 +233,17 @@ def stop(proc, name, timeout=10):
         proc.wait(timeout=5)
 
 
-def run_agent(args, fleet, metrics_port, sink, tmp):
+def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
+              log_name="agent.err"):
+    secs = secs or args.secs
     env = dict(os.environ)
     env["VANTAGE_AGENT_KEY"] = "bench-agent-key-0123456789abcdef"
     env.setdefault("RUST_LOG", "warn")
-    cmd = [args.vantage, "agent", "--config", fleet, "--vantage", "r-0001",
+    cmd = [args.vantage, "agent", "--config", fleet, "--vantage", vantage,
            "--metrics-listen", f"127.0.0.1:{metrics_port}", "--no-spool"]
     log("agent: " + " ".join(cmd))
-    err = open(os.path.join(tmp, "agent.err"), "w")
+    err_path = os.path.join(tmp, log_name)
+    err = open(err_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT,
                             start_new_session=True)
     res = {"proc": proc}
@@ -233,12 +252,12 @@ def run_agent(args, fleet, metrics_port, sink, tmp):
         cpu0 = proc_cpu_secs(proc.pid) or 0.0
         busy0 = machine_busy_secs()
         scraped = None
-        deadline = t0 + args.secs
+        deadline = t0 + secs
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                with open(os.path.join(tmp, "agent.err")) as f:
+                with open(err_path) as f:
                     raise RuntimeError(f"agent exited early ({proc.returncode}):\n{f.read()[-4000:]}")
-            if scraped is None and time.monotonic() - t0 >= args.secs / 2:
+            if scraped is None and time.monotonic() - t0 >= secs / 2:
                 res["hwm_before_scrape_kb"] = proc_status_kb(proc.pid, "VmHWM")
                 try:
                     with urllib.request.urlopen(
@@ -328,10 +347,202 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+# ---------------------------------------------------------------------------------------------
+# The [[services]] run: BIND 9 for the DNS targets, the fleet file, the figures.
+
+NAMED = "/usr/sbin/named"
+DNS_ZONE = "bench.test"
+REGIONS = ["us-east-1", "eu-west-1", "ap-southeast-1", "us-west-2", "eu-central-1",
+           "ap-northeast-1"]
+RSS_GOAL_MB = 128
+
+
+def region_name(i):
+    return REGIONS[i] if i < len(REGIONS) else f"region-{i}"
+
+
+def service_name(i):
+    return f"svc-{i:03d}"
+
+
+def region_answer(r):
+    """The A record that means Region r in a service's DNS answer."""
+    return f"10.0.{r}.1"
+
+
+def start_named(tmp, services, regions):
+    """BIND 9 on 127.0.0.1, authoritative for bench.test: svc-NNN A the answer of Region
+    NNN % regions. Returns (proc, port). Reads none of /etc/bind (every path is given)."""
+    if not os.access(NAMED, os.X_OK):
+        raise RuntimeError(f"{NAMED} not found: apt-get install -y bind9 (or pass --no-dns)")
+    root = os.path.join(tmp, "named")
+    os.makedirs(root)
+    zone_file = os.path.join(root, "zone.db")
+    lines = [f"$ORIGIN {DNS_ZONE}.", "$TTL 60",
+             f"@ IN SOA ns.{DNS_ZONE}. hostmaster.{DNS_ZONE}. 1 60 60 600 1",
+             f"@ IN NS ns.{DNS_ZONE}.", "ns IN A 127.0.0.1"]
+    lines += [f"{service_name(s)} IN A {region_answer(s % regions)}" for s in range(services)]
+    with open(zone_file, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log_path = os.path.join(root, "named.log")
+    for _ in range(5):
+        port = free_port()
+        conf = os.path.join(root, "named.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f'options {{\n  directory "{root}";\n  pid-file "{root}/named.pid";\n'
+                f'  session-keyfile "{root}/session.key";\n  managed-keys-directory "{root}";\n'
+                f"  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n"
+                f"  recursion no;\n  dnssec-validation no;\n}};\ncontrols {{ }};\n"
+                f'zone "{DNS_ZONE}." {{\n  type primary;\n  file "{zone_file}";\n}};\n')
+        logf = open(log_path, "w")
+        proc = subprocess.Popen([NAMED, "-g", "-4", "-n", "1", "-c", conf],
+                                stdout=subprocess.DEVNULL, stderr=logf, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            with open(log_path) as f:
+                text = f.read()
+            if "running" in text or "all zones loaded" in text:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    return proc, port
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        stop(proc, "named")
+        with open(log_path) as f:
+            text = f.read()
+        if "address in use" not in text:
+            raise RuntimeError(f"named did not come up:\n{text[-3000:]}")
+    raise RuntimeError("named: no free port after 5 attempts")
+
+
+def write_services_fleet(path, services, regions, nginx_port, ca, sink_port, dns_port):
+    """N [[services]], each: global URL, `regions` Regions with status and deep URLs (every
+    URL a distinct path on the loopback nginx), and (with dns_port) a DNS target asking the
+    local named for svc-NNN.bench.test."""
+    lines = [
+        "[fleet]",
+        'name = "agent-bench-services"',
+        'report_interval = "10s"',
+        "",
+        "[probe]",
+        'interval = "10s"',
+        'timeout = "5s"',
+        f'ca_file = "{ca}"',
+        "",
+    ]
+    n = 0
+
+    def url():
+        nonlocal n
+        n += 1
+        return f"https://127.0.0.1:{nginx_port}/t/{n}"
+
+    for s in range(services):
+        svc = service_name(s)
+        lines += ["[[services]]", f'name = "{svc}"', f'global = {{ url = "{url()}" }}']
+        if dns_port:
+            lines.append(f'dns = {{ name = "{svc}.{DNS_ZONE}", '
+                         f'resolvers = ["127.0.0.1:{dns_port}"] }}')
+        lines.append("")
+        for r in range(regions):
+            lines += [
+                "[[services.regions]]",
+                f'name = "{region_name(r)}"',
+                f'status_url = "{url()}"',
+                f'deep_url = "{url()}"',
+            ]
+            if dns_port:
+                lines.append(f'dns_answers = ["{region_answer(r)}"]')
+            lines.append("")
+    lines += [
+        "[[vantages]]",
+        f'region = "{region_name(0)}"',
+        "",
+        "[aggregator]",
+        f'url = "http://127.0.0.1:{sink_port}"',
+        "",
+        "[agents.auth]",
+        'key_id = "bench"',
+        'key_env = "VANTAGE_AGENT_KEY"',
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def figures(reports, n_targets, agent):
+    """What the tables print, from the sink's reports and the agent's /proc readings."""
+    in_window = reports[:agent["reports_at_end"]]
+    full = [r for r in reports if r[2] == n_targets]
+    sizes = [r[1] for r in full] or [r[1] for r in reports]
+    per_target = [r[1] / r[2] for r in reports if r[2]]
+    probes = sum(r[3] for r in reports)
+    return {
+        "in_window": len(in_window),
+        "total": len(reports),
+        "full": len(full),
+        "attempts_window": sum(r[3] for r in in_window),
+        "probes": probes,
+        "ok": sum(r[4] for r in reports),
+        "missed": sum(r[6] for r in reports),
+        "dns_targets": max((r[7] for r in reports), default=0),
+        "dns_attempts": sum(r[8] for r in reports),
+        "dns_matched": sum(r[9] for r in reports),
+        "dns_unmatched": sum(r[10] for r in reports),
+        "hwm_before_scrape_mb": (agent.get("hwm_before_scrape_kb") or 0) / 1024,
+        "per_target": sum(per_target) / len(per_target) if per_target else None,
+        "size_mean": sum(sizes) / len(sizes) if sizes else None,
+        "size_max": max(sizes) if sizes else None,
+        "cpu_ms": agent["cpu_after"] * 1000 / probes if probes else None,
+        "cpu_pct": 100 * agent["cpu_end"] / agent["wall"],
+        "rss_mb": (agent["hwm_after_kb"] or agent["hwm_kb"] or 0) / 1024,
+    }
+
+
+def agent_line(agent):
+    sc = agent.get("scrape")
+    return (f"agent CPU {agent['cpu_end']:.2f} s over {agent['wall']:.1f} s before SIGTERM, "
+            f"{agent['cpu_after']:.2f} s including the final flush ({agent['stop_secs']:.2f} s "
+            f"to exit, exit code {agent['exit']}); VmHWM {fmt(agent['hwm_kb'], 'd')} kB before "
+            f"SIGTERM, {fmt(agent['hwm_after_kb'], 'd')} kB at exit, "
+            f"{fmt(agent.get('hwm_before_scrape_kb'), 'd')} kB just before the /metrics scrape; "
+            f"/metrics scrape {sc[0] if sc else 'n/a'} bytes; other processes (nginx, sink, "
+            f"anything else) used {agent['others_pct']:.0f}% of a core meanwhile "
+            f"({os.cpu_count()} cores)")
+
+
+def print_log_tail(path, what):
+    with open(path) as f:
+        lines = [l for l in f.read().splitlines() if l.strip()]
+    if lines:
+        print()
+        print(f"{what} ({len(lines)} lines, last 5):")
+        for line in lines[-5:]:
+            print("    " + line[:300])
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--secs", type=int, default=30, help="length of each run (default 30)")
-    ap.add_argument("--targets", type=int, default=1000, help="targets (default 1000)")
+    ap.add_argument("--secs", type=int, default=30,
+                    help="length of the single-service run and of bench-probe's (default 30)")
+    ap.add_argument("--targets", type=int, default=1000,
+                    help="targets of the single-service run (default 1000)")
+    ap.add_argument("--services", type=int, default=200,
+                    help="services of the [[services]] run (default 200; 0 skips it)")
+    ap.add_argument("--service-regions", type=int, default=3,
+                    help="Regions per service (default 3)")
+    ap.add_argument("--services-secs", type=int, default=65,
+                    help="length of the [[services]] run (default 65: six 10 s intervals)")
+    ap.add_argument("--no-dns", action="store_true",
+                    help="no DNS targets in the [[services]] run (only when named cannot run)")
+    ap.add_argument("--skip-single", action="store_true",
+                    help="skip the single-service run (and bench-probe's)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/work/target"))
     ap.add_argument("--skip-probe-only", action="store_true")
     args = ap.parse_args()
@@ -340,34 +551,72 @@ def main():
     for exe in (args.vantage, args.bench_probe):
         if not os.access(exe, os.X_OK):
             sys.exit(f"missing {exe}: cargo build --release -p vantage -p vantage-bench-probe")
+    if args.skip_single and not args.services:
+        sys.exit("nothing to run: --skip-single with --services 0")
 
     tmp = tempfile.mkdtemp(prefix="vantage-agent-bench-")
-    nginx = server = None
-    sink = Sink()
+    nginx = named = None
+    servers = []
+    sink, svc_sink = Sink(), Sink()
+    agent = svc = None
+    per_service = 0
     try:
-        nginx, port, ca = start_nginx(args.bench_probe, args.secs + 120, tmp)
+        hold = (0 if args.skip_single else args.secs) + \
+            (args.services_secs if args.services else 0) + 180
+        nginx, port, ca = start_nginx(args.bench_probe, hold, tmp)
         log(f"nginx on 127.0.0.1:{port}, CA {ca}")
-        server = ThreadingServer(("127.0.0.1", 0), make_handler(sink))
-        sink_port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        log(f"report sink on 127.0.0.1:{sink_port}")
-        fleet = os.path.join(tmp, "fleet.toml")
-        write_fleet(fleet, args.targets, port, ca, sink_port)
-        chk = subprocess.run([args.vantage, "check-config", fleet], capture_output=True,
-                             text=True, timeout=60)
-        if chk.returncode != 0:
-            raise RuntimeError(f"check-config failed:\n{chk.stdout}{chk.stderr}")
-        agent, t0 = run_agent(args, fleet, free_port(), sink, tmp)
+
+        def serve(s):
+            server = ThreadingServer(("127.0.0.1", 0), make_handler(s))
+            servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            return server.server_address[1]
+
+        def check(fleet):
+            chk = subprocess.run([args.vantage, "check-config", fleet], capture_output=True,
+                                 text=True, timeout=60)
+            if chk.returncode != 0:
+                raise RuntimeError(f"check-config failed:\n{chk.stdout}{chk.stderr}")
+
+        if not args.skip_single:
+            sink_port = serve(sink)
+            log(f"report sink on 127.0.0.1:{sink_port}")
+            fleet = os.path.join(tmp, "fleet.toml")
+            write_fleet(fleet, args.targets, port, ca, sink_port)
+            check(fleet)
+            agent, _ = run_agent(args, fleet, free_port(), sink, tmp)
+        if args.services:
+            dns_port = None
+            if not args.no_dns:
+                named, dns_port = start_named(tmp, args.services, args.service_regions)
+                log(f"named on 127.0.0.1:{dns_port}")
+            per_service = 1 + 2 * args.service_regions + (0 if args.no_dns else 1)
+            sink_port = serve(svc_sink)
+            fleet = os.path.join(tmp, "fleet-services.toml")
+            write_services_fleet(fleet, args.services, args.service_regions, port, ca,
+                                 sink_port, dns_port)
+            check(fleet)
+            svc, _ = run_agent(args, fleet, free_port(), svc_sink, tmp,
+                               vantage=region_name(0), secs=args.services_secs,
+                               log_name="agent-services.err")
     finally:
         stop(nginx, "bench-probe --serve-only")
-        if server is not None:
+        stop(named, "named")
+        for server in servers:
             server.shutdown()
             server.server_close()
 
-    reports, bad = sink.snapshot()
-    with open(os.path.join(tmp, "agent.err")) as f:
-        agent_log = f.read()
+    single = services = None
+    if agent is not None:
+        single = print_single(args, agent, sink, tmp)
+    if svc is not None:
+        services = print_services(args, svc, svc_sink, per_service, tmp)
+    if single and services:
+        print_side_by_side(args, single, services, per_service)
 
+
+def print_single(args, agent, sink, tmp):
+    reports, bad = sink.snapshot()
     probe_only_out, probe_only = None, {}
     if not args.skip_probe_only:
         rc, probe_only_out = run_probe_only(args)
@@ -375,21 +624,8 @@ def main():
         if rc != 0:
             log(f"bench-probe exited {rc}")
 
-    # Figures -------------------------------------------------------------------------------
     # Reports delivered before SIGTERM cover the measured window; the one after is the flush.
-    in_window = reports[:agent["reports_at_end"]]
-    full = [r for r in reports if r[2] == args.targets]
-    attempts_window = sum(r[3] for r in in_window)
-    attempts_all = sum(r[3] for r in reports)
-    ok_all = sum(r[4] for r in reports)
-    sizes = [r[1] for r in full] or [r[1] for r in reports]
-    per_target = [r[1] / r[2] for r in reports if r[2]]
-
-    cpu = agent["cpu_after"]
-    probes = attempts_all
-    a_cpu_ms = cpu * 1000 / probes if probes else None
-    a_cpu_pct = 100 * agent["cpu_end"] / agent["wall"]
-    a_rss = (agent["hwm_after_kb"] or agent["hwm_kb"] or 0) / 1024
+    f = figures(reports, args.targets, agent)
     p_cpu_ms = probe_only.get("cpu_per_probe_ms")
     if p_cpu_ms is None and probe_only.get("cpu_pct") and probe_only.get("probes"):
         p_cpu_ms = probe_only["cpu_pct"] / 100 * args.secs * 1000 / probe_only["probes"]
@@ -400,47 +636,97 @@ def main():
     print()
     print("| | probes (ok) | CPU per probe | CPU, % of a core | peak RSS (VmHWM, MB = KiB/1024 as bench-probe) |")
     print("|---|---|---|---|---|")
-    print(f"| agent (reports + /metrics on) | {probes} ({ok_all}) | {fmt(a_cpu_ms, '.3f')} ms "
-          f"| {a_cpu_pct:.1f}% | {a_rss:.1f} MB |")
+    print(f"| agent (reports + /metrics on) | {f['probes']} ({f['ok']}) | {fmt(f['cpu_ms'], '.3f')} ms "
+          f"| {f['cpu_pct']:.1f}% | {f['rss_mb']:.1f} MB |")
     print(f"| probe-only (bench-probe scale) | {probe_only.get('probes', 'n/a')} "
           f"({probe_only.get('ok', 'n/a')}) | {fmt(p_cpu_ms, '.3f')} ms "
           f"| {fmt(probe_only.get('cpu_pct'), '.1f')}% | {fmt(probe_only.get('rss_mb'), '.1f')} MB |")
-    ratio = a_cpu_ms / p_cpu_ms if a_cpu_ms and p_cpu_ms else None
+    ratio = f["cpu_ms"] / p_cpu_ms if f["cpu_ms"] and p_cpu_ms else None
     print(f"| ratio agent / probe-only | | {fmt(ratio, '.2f')}x | | |")
     print()
-    print("| reports | value |")
-    print("|---|---|")
-    print(f"| reports received (before SIGTERM / total) | {len(in_window)} / {len(reports)}"
-          f"{f' ({bad} unparsable)' if bad else ''} |")
-    print(f"| reports with all {args.targets} targets | {len(full)} |")
-    if per_target:
-        print(f"| bytes per target per interval (mean) | {sum(per_target) / len(per_target):.0f} |")
-    if sizes:
-        print(f"| bytes per {args.targets}-target report (mean / max) | "
-              f"{sum(sizes) / len(sizes):,.0f} / {max(sizes):,} |")
-    print(f"| attempts in reports (window / total) | {attempts_window} / {attempts_all} |")
-    print(f"| missed slots in reports | {sum(r[6] for r in reports)} |")
+    print_reports(f, args.targets, bad)
     print()
-    sc = agent.get("scrape")
-    print(f"agent CPU {agent['cpu_end']:.2f} s over {agent['wall']:.1f} s before SIGTERM, "
-          f"{cpu:.2f} s including the final flush ({agent['stop_secs']:.2f} s to exit, "
-          f"exit code {agent['exit']}); VmHWM {fmt(agent['hwm_kb'], 'd')} kB before SIGTERM, "
-          f"{fmt(agent['hwm_after_kb'], 'd')} kB at exit, "
-          f"{fmt(agent.get('hwm_before_scrape_kb'), 'd')} kB just before the /metrics scrape; "
-          f"/metrics scrape {sc[0] if sc else 'n/a'} bytes; other processes (nginx, sink, "
-          f"anything else) used {agent['others_pct']:.0f}% of a core meanwhile "
-          f"({os.cpu_count()} cores)")
+    print(agent_line(agent))
     if probe_only_out is not None:
         print()
         print("bench-probe scale output (verbatim, last lines):")
         for line in probe_only_out.strip().splitlines()[-25:]:
             print("    " + line)
-    warn = [l for l in agent_log.splitlines() if l.strip()]
-    if warn:
-        print()
-        print(f"agent log ({len(warn)} lines, last 5):")
-        for line in warn[-5:]:
-            print("    " + line[:300])
+    print_log_tail(os.path.join(tmp, "agent.err"), "agent log")
+    return f
+
+
+def print_reports(f, n_targets, bad):
+    print("| reports | value |")
+    print("|---|---|")
+    print(f"| reports received (before SIGTERM / total) | {f['in_window']} / {f['total']}"
+          f"{f' ({bad} unparsable)' if bad else ''} |")
+    print(f"| reports with all {n_targets} targets | {f['full']} |")
+    if f["per_target"] is not None:
+        print(f"| bytes per target per interval (mean) | {f['per_target']:.0f} |")
+    if f["size_mean"] is not None:
+        print(f"| bytes per {n_targets}-target report (mean / max) | "
+              f"{f['size_mean']:,.0f} / {f['size_max']:,} |")
+    print(f"| attempts in reports (window / total) | {f['attempts_window']} / {f['probes']} |")
+    print(f"| missed slots in reports | {f['missed']} |")
+    if f["dns_targets"]:
+        print(f"| DNS targets per report; attempts, answers mapped to a Region / to none | "
+              f"{f['dns_targets']}; {f['dns_attempts']}, {f['dns_matched']} / "
+              f"{f['dns_unmatched']} |")
+
+
+def print_services(args, agent, sink, per_service, tmp):
+    reports, bad = sink.snapshot()
+    n_targets = args.services * per_service
+    f = figures(reports, n_targets, agent)
+    kinds = "global + status + deep" + ("" if args.no_dns else " + dns")
+    print()
+    print(f"vantage agent, {args.services} services x {args.service_regions} Regions "
+          f"({kinds} = {n_targets} targets) at 10 s, report_interval 10 s, "
+          f"{args.services_secs} s, loopback nginx"
+          + ("" if args.no_dns else " and BIND 9 (named) for the DNS targets")
+          + (" -- DNS targets SKIPPED (--no-dns)" if args.no_dns else ""))
+    print()
+    print(f"| | probes (ok) | CPU per probe | CPU, % of a core | peak RSS (VmHWM; goal <= "
+          f"{RSS_GOAL_MB} MB) | missed slots (goal 0) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| agent (reports + /metrics on) | {f['probes']} ({f['ok']}) | "
+          f"{fmt(f['cpu_ms'], '.3f')} ms | {f['cpu_pct']:.1f}% | {f['rss_mb']:.1f} MB: "
+          f"{verdict(f['rss_mb'] <= RSS_GOAL_MB)} | {f['missed']}: {verdict(f['missed'] == 0)} |")
+    print()
+    print_reports(f, n_targets, bad)
+    print()
+    print(agent_line(agent))
+    print_log_tail(os.path.join(tmp, "agent-services.err"), "agent log")
+    return f
+
+
+def print_side_by_side(args, single, services, per_service):
+    n = args.services * per_service
+    print()
+    print("| | single service | services | goal (services) |")
+    print("|---|---|---|---|")
+    print(f"| fleet | {args.targets} targets (global + status) at 1 s, reports every 1 s "
+          f"| {args.services} services x {args.service_regions} Regions, {n} targets at 10 s, "
+          f"reports every 10 s | |")
+    print(f"| run | {args.secs} s | {args.services_secs} s | |")
+    print(f"| probes (ok) | {single['probes']} ({single['ok']}) "
+          f"| {services['probes']} ({services['ok']}) | |")
+    print(f"| reports with every target / received | {single['full']} / {single['total']} "
+          f"| {services['full']} / {services['total']} | |")
+    print(f"| missed slots | {single['missed']} | {services['missed']} "
+          f"| 0: {verdict(services['missed'] == 0)} |")
+    print(f"| peak RSS (VmHWM, MB = KiB/1024) | {single['rss_mb']:.1f} MB "
+          f"| {services['rss_mb']:.1f} MB | <= {RSS_GOAL_MB} MB: "
+          f"{verdict(services['rss_mb'] <= RSS_GOAL_MB)} |")
+    print(f"| VmHWM just before the mid-run /metrics scrape | "
+          f"{single['hwm_before_scrape_mb']:.1f} MB | {services['hwm_before_scrape_mb']:.1f} MB "
+          f"| |")
+    print(f"| CPU, % of a core | {single['cpu_pct']:.1f}% | {services['cpu_pct']:.1f}% | |")
+    print(f"| CPU per probe | {fmt(single['cpu_ms'], '.3f')} ms "
+          f"| {fmt(services['cpu_ms'], '.3f')} ms | |")
+    print(f"| bytes per report (mean) | {fmt(single['size_mean'], ',.0f')} "
+          f"| {fmt(services['size_mean'], ',.0f')} | |")
 
 
 if __name__ == "__main__":

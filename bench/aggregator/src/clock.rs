@@ -55,3 +55,21 @@ pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Span) {
         },
     )
 }
+
+/// Busy CPU time of the whole machine so far, every core (`/proc/stat`: all but idle and
+/// iowait, in USER_HZ ticks, which Linux fixes at 100 per second for this file).
+pub fn machine_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some(Duration::from_millis(
+        (ticks.iter().sum::<u64>() - idle) * 10,
+    ))
+}

@@ -1,7 +1,8 @@
-//! The synthetic fleet: a fleet file naming N Regions (each Region's status target is one
-//! endpoint to the aggregator) and M vantages, and the signed reports every vantage sends for
-//! each interval of the window, built as an agent builds them: `IntervalStats` recorded from
-//! `ProbeResult`s with plausible phase timings, `report::build`, JSON, `auth::sign`.
+//! The synthetic fleet of the single-API run: a fleet file naming N Regions (each Region's
+//! status target is one endpoint to the aggregator) and M vantages; and, for every run, the
+//! signed reports every vantage sends for each interval of the window, built from a
+//! [`Layout`] (the targets a report carries) as an agent builds them: `IntervalStats` recorded
+//! from `ProbeResult`s with plausible phase timings, `report::build`, JSON, `auth::sign`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -19,20 +20,21 @@ pub const KEY_ENV: &str = "VANTAGE_BENCH_AGGREGATOR_KEY";
 pub const KEY: &str = "bench-aggregator-key-0123456789abcdef";
 pub const KEY_ID: &str = "bench";
 pub const FLEET: &str = "bench-fleet";
+/// The single-API run's report interval (its window is three of them, 30 s).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-/// Intervals in the 30 s window.
+/// Intervals in the window (the aggregator's default window: three report intervals).
 pub const INTERVALS: u64 = 3;
 /// Start of the first interval: a fixed time (a multiple of the interval) so runs compare.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
-/// The aggregator's clock during the run: the end of the last interval, so the window
-/// `[now - 30 s, now)` holds exactly the three intervals.
-pub fn now() -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(now_ms())
+/// The aggregator's clock during a run with reports every `interval`: the end of the last
+/// interval, so the window (three intervals) holds exactly the intervals reported.
+pub fn now(interval: Duration) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(now_ms(interval))
 }
 
-pub fn now_ms() -> u64 {
-    EPOCH_MS + INTERVALS * REPORT_INTERVAL.as_millis() as u64
+pub fn now_ms(interval: Duration) -> u64 {
+    EPOCH_MS + INTERVALS * interval.as_millis() as u64
 }
 
 pub fn region_name(i: usize) -> String {
@@ -85,10 +87,53 @@ key_id = "{KEY_ID}"
 
 /// The fleet file parsed and checked as the aggregator binary does.
 pub fn config(endpoints: usize, vantages: usize) -> anyhow::Result<AggregatorConfig> {
+    parse(&fleet_toml(endpoints, vantages))
+}
+
+/// `text` parsed and checked as the aggregator binary does, with the agents' key set.
+pub fn parse(text: &str) -> anyhow::Result<AggregatorConfig> {
     // Set before any other thread exists: nothing reads the environment concurrently.
     std::env::set_var(KEY_ENV, KEY);
-    let fleet = FleetConfig::parse(&fleet_toml(endpoints, vantages), "bench fleet")?;
+    let fleet = FleetConfig::parse(text, "bench fleet")?;
     Ok(AggregatorConfig::from_fleet(fleet)?)
+}
+
+/// One target every report carries.
+pub struct Target {
+    pub id: String,
+    pub kind: TargetKind,
+    pub region: Option<String>,
+    /// The Region its ok probes name as the one that answered (the Region header).
+    pub answered_by: String,
+    /// Fails most probes from every vantage.
+    pub down: bool,
+}
+
+/// What each report holds: its targets, in the order the agent lists them, and its interval.
+pub struct Layout {
+    pub targets: Vec<Target>,
+    pub interval: Duration,
+}
+
+impl Layout {
+    /// The single-API run: one status target per Region (`status:r0000`), one in a hundred
+    /// Regions down.
+    pub fn single(regions: &[String]) -> Self {
+        Layout {
+            targets: regions
+                .iter()
+                .enumerate()
+                .map(|(e, r)| Target {
+                    id: format!("status:{r}"),
+                    kind: TargetKind::Status,
+                    region: Some(r.clone()),
+                    answered_by: r.clone(),
+                    down: is_down(e),
+                })
+                .collect(),
+            interval: REPORT_INTERVAL,
+        }
+    }
 }
 
 /// splitmix64: deterministic and dependency-free; quality is ample for synthetic timings.
@@ -199,9 +244,10 @@ fn target_stats(
     precision: u8,
 ) -> IntervalStats {
     let failures = if down {
-        probes * 8 / 10
+        // 8 of 10; the only probe of a one-probe interval.
+        (probes * 8).div_ceil(10)
     } else if r.unit() < 0.05 {
-        1 + (r.next_u64() % 2)
+        (1 + (r.next_u64() % 2)).min(probes)
     } else {
         0
     };
@@ -250,12 +296,12 @@ pub struct Built {
 /// arrive in), built on `threads` threads.
 pub fn reports(
     config: &AggregatorConfig,
+    layout: &Layout,
     vantages: usize,
     probes: u64,
     seed: u64,
     threads: usize,
 ) -> Built {
-    let regions = &config.regions;
     let precision = config.fleet.histogram_precision();
     let jobs: Vec<(usize, u64)> = (0..INTERVALS)
         .flat_map(|i| (0..vantages).map(move |v| (v, i)))
@@ -270,7 +316,7 @@ pub fn reports(
                 let Some(&(v, interval)) = jobs.get(j) else {
                     break;
                 };
-                let built = one_report(regions, v, interval, probes, seed, precision);
+                let built = one_report(layout, v, interval, probes, seed, precision);
                 out.lock().expect("no panics while held")[j] = Some(built);
             });
         }
@@ -293,7 +339,7 @@ pub fn reports(
 }
 
 fn one_report(
-    regions: &[String],
+    layout: &Layout,
     vantage: usize,
     interval: u64,
     probes: u64,
@@ -301,23 +347,23 @@ fn one_report(
     precision: u8,
 ) -> (Signed, u64) {
     let mut r = Rng::new(seed, 1_000 + vantage as u64, interval);
-    let stats: Vec<IntervalStats> = regions
+    let stats: Vec<IntervalStats> = layout
+        .targets
         .iter()
         .enumerate()
-        .map(|(e, region)| {
+        .map(|(e, t)| {
             let path = Path::new(seed, vantage, e);
-            target_stats(&mut r, &path, region, probes, is_down(e), precision)
+            target_stats(&mut r, &path, &t.answered_by, probes, t.down, precision)
         })
         .collect();
-    let ids: Vec<String> = regions.iter().map(|r| format!("status:{r}")).collect();
-    let targets: Vec<TargetInterval<'_>> = regions
+    let targets: Vec<TargetInterval<'_>> = layout
+        .targets
         .iter()
-        .zip(&ids)
         .zip(&stats)
-        .map(|((region, id), stats)| TargetInterval {
-            id,
-            kind: TargetKind::Status,
-            region: Some(region),
+        .map(|(t, stats)| TargetInterval {
+            id: &t.id,
+            kind: t.kind,
+            region: t.region.as_deref(),
             stats,
         })
         .collect();
@@ -327,8 +373,9 @@ fn one_report(
         agent_id: format!("vantage-{name}"),
         vantage: name,
     };
-    let start_ms = EPOCH_MS + interval * REPORT_INTERVAL.as_millis() as u64;
-    let report = build(&identity, interval + 1, start_ms, REPORT_INTERVAL, &targets);
+    let interval_ms = layout.interval.as_millis() as u64;
+    let start_ms = EPOCH_MS + interval * interval_ms;
+    let report = build(&identity, interval + 1, start_ms, layout.interval, &targets);
     let histograms = report
         .targets
         .iter()
@@ -336,7 +383,7 @@ fn one_report(
         .sum();
     let body = serde_json::to_vec(&report).expect("reports serialise");
     // Sent as the interval closes.
-    let timestamp = (start_ms + REPORT_INTERVAL.as_millis() as u64) / 1000;
+    let timestamp = (start_ms + interval_ms) / 1000;
     let signature = auth::sign(KEY.as_bytes(), timestamp, &body);
     (
         Signed {

@@ -3,6 +3,8 @@
 
 use crate::clock::measure;
 use crate::fleet;
+use crate::fmt::{thousands, verdict};
+use crate::run::INGEST_GOAL;
 use anyhow::bail;
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer as _, V2Serializer};
@@ -39,13 +41,90 @@ pub(crate) struct Stages {
     pub(crate) v2_chars: f64,
 }
 
+impl Stages {
+    /// The stage split's rows (what, figures, goal) for ingest that took `ingest_cpu` over
+    /// `target_intervals`.
+    pub(crate) fn rows(
+        &self,
+        target_intervals: u64,
+        ingest_cpu: Duration,
+    ) -> Vec<(&'static str, String, String)> {
+        let per_ti = |d: Duration| d.as_secs_f64() * 1e6 / target_intervals as f64;
+        let stage_sum = self.verify + self.parse + self.validate + self.decode + self.merge;
+        let other = ingest_cpu.saturating_sub(stage_sum);
+        // Stages measured alone can add up to a little more than ingest: shares are of their
+        // sum.
+        let whole = stage_sum + other;
+        let pct = |d: Duration| 100.0 * d.as_secs_f64() / whole.as_secs_f64();
+        // Ingest without its decoding: the other stages plus whatever ingest spent beyond them.
+        let rest = stage_sum - self.decode + other;
+        let projected = target_intervals as f64 / (rest + self.sparse).as_secs_f64();
+        let projected_v2 = target_intervals as f64 / (rest + self.sparse_v2).as_secs_f64();
+        vec![
+            (
+                "  stage split (dense decode, as before)",
+                format!(
+                    "decode {:.0}%, parse {:.0}%, merge {:.0}%, verify {:.0}%, validate {:.0}%, other {:.0}%",
+                    pct(self.decode),
+                    pct(self.parse),
+                    pct(self.merge),
+                    pct(self.verify),
+                    pct(self.validate),
+                    pct(other)
+                ),
+                String::new(),
+            ),
+            (
+                "  per target-interval (CPU)",
+                format!(
+                    "decode {:.2} µs, parse {:.2} µs, merge {:.2} µs, verify {:.2} µs, validate {:.2} µs; all {:.2} µs",
+                    per_ti(self.decode),
+                    per_ti(self.parse),
+                    per_ti(self.merge),
+                    per_ti(self.verify),
+                    per_ti(self.validate),
+                    per_ti(ingest_cpu)
+                ),
+                String::new(),
+            ),
+            (
+                "  decode: protocol::sparse (ingest path)",
+                format!(
+                    "{:.2} µs vs {:.2} µs per target-interval; same pairs on all {} histograms",
+                    per_ti(self.sparse),
+                    per_ti(self.decode),
+                    thousands(self.agreed as f64)
+                ),
+                String::new(),
+            ),
+            (
+                "  projected from the stages",
+                format!("{} target-intervals/s per core", thousands(projected)),
+                verdict(projected >= INGEST_GOAL, "goal ≥ 50,000"),
+            ),
+            (
+                "  … and uncompressed V2 on the wire",
+                format!(
+                    "decode {:.2} µs, ingest {} /s per core; {:.0} vs {:.0} base64 chars per histogram",
+                    per_ti(self.sparse_v2),
+                    thousands(projected_v2),
+                    self.v2_chars,
+                    self.deflate_chars
+                ),
+                String::new(),
+            ),
+        ]
+    }
+}
+
 /// Times each stage of ingest alone over every report; returns the window they built.
 pub(crate) fn stages(
     config: &AggregatorConfig,
     reports: &[fleet::Signed],
     threads: usize,
+    now_ms: u64,
 ) -> anyhow::Result<(Stages, Window)> {
-    let now_secs = fleet::now_ms() / 1000;
+    let now_secs = now_ms / 1000;
     let (verified, verify) = measure(|| reports.iter().all(|r| verify_one(config, r, now_secs)));
     if !verified {
         bail!("a report failed verification");
