@@ -162,15 +162,6 @@ impl ServiceConfig {
     pub fn units(&self) -> Vec<String> {
         self.regions.iter().map(|r| self.unit(r)).collect()
     }
-
-    /// Target ids of this service start with this (empty for a single-API fleet).
-    pub fn target_prefix(&self) -> String {
-        if self.named {
-            format!("{}/", self.name)
-        } else {
-            String::new()
-        }
-    }
 }
 
 /// This process's place among the replicas.

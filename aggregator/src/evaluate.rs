@@ -133,13 +133,22 @@ impl<B: Backend> Aggregator<B> {
         now_ms: u64,
     ) -> TrafficEvidence {
         let mut all = TrafficEvidence::default();
+        // One pass over the window per layer, for every service at once.
+        let http = w.layer_traffic_by_service(TargetKind::Global, from_ms, now_ms);
+        let dns = w.layer_traffic_by_service(TargetKind::Dns, from_ms, now_ms);
+        let none = crate::window::LayerTraffic::default();
         for service in &config.services {
-            let prefix = service.target_prefix();
+            let key = if service.named {
+                service.name.as_str()
+            } else {
+                ""
+            };
             let evidence = TrafficEvidence::of(
                 &service.regions,
-                &w.layer_traffic_of(TargetKind::Global, &prefix, from_ms, now_ms),
-                &w.layer_traffic_of(TargetKind::Dns, &prefix, from_ms, now_ms),
+                http.get(key).unwrap_or(&none),
+                dns.get(key).unwrap_or(&none),
             );
+            all.dns_unmatched = all.dns_unmatched.saturating_add(evidence.dns_unmatched);
             for (region, t) in evidence.regions {
                 all.regions.insert(service.unit(&region), t);
             }

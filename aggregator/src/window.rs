@@ -136,6 +136,27 @@ pub struct LayerTraffic {
     pub latest_ms: Option<u64>,
 }
 
+impl LayerTraffic {
+    /// Adds one series' intervals in `[from_ms, to_ms)`.
+    fn add(&mut self, intervals: &BTreeMap<u64, Bucket>, from_ms: u64, to_ms: u64) {
+        for (start, b) in intervals.range(from_ms..to_ms) {
+            self.unmatched = self.unmatched.saturating_add(b.unmatched);
+            if b.unmatched > 0 || b.answered_by.values().any(|n| *n > 0) {
+                self.latest_ms = self.latest_ms.max(Some(*start));
+            }
+            for (r, n) in &b.answered_by {
+                if *n == 0 {
+                    continue;
+                }
+                let count = self.counts.entry(r.clone()).or_default();
+                *count = count.saturating_add(*n);
+                let last = self.last_interval_ms.entry(r.clone()).or_default();
+                *last = (*last).max(*start);
+            }
+        }
+    }
+}
+
 impl Bucket {
     fn add(&mut self, other: Bucket) {
         // Saturating: parts of one interval are each checked, their sum is not.
@@ -398,42 +419,51 @@ impl Window {
     /// Where the targets of `kind` (the global endpoint's HTTP answers, or the DNS target's
     /// answers) show traffic going over `[from_ms, to_ms)`, and when each Region last answered.
     pub fn layer_traffic(&self, kind: TargetKind, from_ms: u64, to_ms: u64) -> LayerTraffic {
-        self.layer_traffic_of(kind, "", from_ms, to_ms)
-    }
-
-    /// [`Self::layer_traffic`] of the targets whose id starts with `prefix` (one service's:
-    /// `payments/`).
-    pub fn layer_traffic_of(
-        &self,
-        kind: TargetKind,
-        prefix: &str,
-        from_ms: u64,
-        to_ms: u64,
-    ) -> LayerTraffic {
         let mut out = LayerTraffic::default();
-        for ((target, _), intervals) in &self.series {
-            if !target.starts_with(prefix)
-                || !matches!(self.kinds.get(target), Some((k, _)) if *k == kind)
-            {
-                continue;
-            }
-            for (start, b) in intervals.range(from_ms..to_ms) {
-                out.unmatched = out.unmatched.saturating_add(b.unmatched);
-                if b.unmatched > 0 || b.answered_by.values().any(|n| *n > 0) {
-                    out.latest_ms = out.latest_ms.max(Some(*start));
-                }
-                for (r, n) in &b.answered_by {
-                    if *n == 0 {
-                        continue;
-                    }
-                    let count = out.counts.entry(r.clone()).or_default();
-                    *count = count.saturating_add(*n);
-                    let last = out.last_interval_ms.entry(r.clone()).or_default();
-                    *last = (*last).max(*start);
-                }
-            }
+        for (_, intervals) in self.series_of_kind(kind) {
+            out.add(intervals, from_ms, to_ms);
         }
         out
+    }
+
+    /// [`Self::layer_traffic`] per service, in one pass: keyed by the service part of the
+    /// target ids (`payments` of `payments/global`; `""` for a single-API fleet's bare ids).
+    pub fn layer_traffic_by_service(
+        &self,
+        kind: TargetKind,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> HashMap<&str, LayerTraffic> {
+        let mut out: HashMap<&str, LayerTraffic> = HashMap::new();
+        for (target, intervals) in self.series_of_kind(kind) {
+            let service = target.split_once('/').map_or("", |(s, _)| s);
+            out.entry(service)
+                .or_default()
+                .add(intervals, from_ms, to_ms);
+        }
+        out
+    }
+
+    /// Every series of targets of `kind`, with its target id; each target's kind is looked
+    /// up once (series are ordered by target).
+    fn series_of_kind(
+        &self,
+        kind: TargetKind,
+    ) -> impl Iterator<Item = (&str, &BTreeMap<u64, Bucket>)> + '_ {
+        let mut last: Option<(&str, bool)> = None;
+        self.series
+            .iter()
+            .filter_map(move |((target, _), intervals)| {
+                let wanted = match last {
+                    Some((t, wanted)) if t == target.as_str() => wanted,
+                    _ => {
+                        let wanted = matches!(self.kinds.get(target), Some((k, _)) if *k == kind);
+                        last = Some((target.as_str(), wanted));
+                        wanted
+                    }
+                };
+                wanted.then_some((target.as_str(), intervals))
+            })
     }
 
     /// Number of (target, vantage) series held.
@@ -611,6 +641,13 @@ mod tests {
             prop_assert_eq!(
                 w.layer_traffic(TargetKind::Global, from_ms, to_ms).counts,
                 reference_global_traffic(&w, from_ms, to_ms)
+            );
+            // Bare ids are one service's: the per-service pass finds the same, under "".
+            let by_service = w.layer_traffic_by_service(TargetKind::Global, from_ms, to_ms);
+            prop_assert!(by_service.keys().all(|k| k.is_empty()));
+            prop_assert_eq!(
+                by_service.get("").cloned().unwrap_or_default(),
+                w.layer_traffic(TargetKind::Global, from_ms, to_ms)
             );
         }
 

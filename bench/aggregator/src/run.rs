@@ -150,11 +150,8 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     // What the evaluation gathers besides the observations: each service's traffic evidence,
     // the global endpoint's and the DNS target's answers (as `Aggregator::decide` asks for it).
     let traffic_times = repeat(s.iterations, || {
-        for service in &config.services {
-            let prefix = service.target_prefix();
-            for kind in [TargetKind::Global, TargetKind::Dns] {
-                black_box(window.layer_traffic_of(kind, &prefix, from_ms, now_ms));
-            }
+        for kind in [TargetKind::Global, TargetKind::Dns] {
+            black_box(window.layer_traffic_by_service(kind, from_ms, now_ms));
         }
     });
     let decide_at = |previous: &ModelState| {
