@@ -67,6 +67,7 @@ if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "
   rustup target add "$rust_target"
 fi
 command -v readelf >/dev/null || apt_install binutils
+command -v python3 >/dev/null || apt_install python3 python3-venv
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 
 venv="${VANTAGE_PACKAGE_VENV:-$PWD/.venv-package}"
