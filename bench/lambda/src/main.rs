@@ -106,7 +106,8 @@ fn cold_start(bootstrap: &Path, fleet: &str, task: &Path) -> Result<Timing> {
         .env("VANTAGE_CONFIG_TOML", fleet)
         .env("VANTAGE_AGENT_KEY", std::str::from_utf8(KEY)?)
         .env("VANTAGE_SPOOL_DIR", spool.path())
-        .env("VANTAGE_RUN_FOR", "1s")
+        // Long enough that the run (cut at the last 1 s report boundary inside it) probes.
+        .env("VANTAGE_RUN_FOR", "3s")
         .stdout(Stdio::null())
         .spawn()
         .context("start bootstrap")?;
@@ -186,7 +187,7 @@ fn main() -> Result<()> {
         spread(timings.iter().map(|t| t.first_probe).collect())
     );
     println!(
-        "exec -> response (run_for 1s) {}",
+        "exec -> response (run_for 3s){}",
         spread(timings.iter().map(|t| t.answered).collect())
     );
     Ok(())
