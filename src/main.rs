@@ -6,7 +6,14 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = match cli::Cli::try_parse() {
+    let command_line = match lambda_command_line(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("vantage: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = match cli::Cli::try_parse_from(command_line) {
         Ok(args) => args,
         Err(e) => return cli::exit_for_parse_error(e),
     };
@@ -22,6 +29,27 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(cli::dispatch(args))
+}
+
+/// Lambda's custom runtime (`provided.al2023`) starts the zip's `bootstrap` with no arguments;
+/// the function's Handler setting, which Lambda passes as `_HANDLER`, names the subcommand
+/// instead (`agent` or `status-endpoint`), so one artifact serves every function. Outside
+/// Lambda, or with arguments, the command line is left as it is.
+fn lambda_command_line(
+    mut args: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, &'static str> {
+    if args.len() > 1 || std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        return Ok(args);
+    }
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    if handler.trim().is_empty() {
+        return Err(
+            "started by Lambda with no arguments and no handler: set the function's \
+                    Handler to `agent` or `status-endpoint`",
+        );
+    }
+    args.extend(handler.split_whitespace().map(Into::into));
+    Ok(args)
 }
 
 /// Logs go to stderr so stdout stays clean for `--json`; `VANTAGE_LOG` (or `RUST_LOG`) sets

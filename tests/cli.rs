@@ -1,9 +1,7 @@
 //! `vantage probe` as a user runs it: the real binary against real sockets on loopback.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use tokio::runtime::Runtime;
@@ -11,7 +9,7 @@ use vantage_protocol::histogram::decode_base64;
 use vantage_testkit::aggregator::StandIn;
 use vantage_testkit::dirs::temp_dir;
 use vantage_testkit::fleet::{quoted, FleetToml};
-use vantage_testkit::http::read_request;
+use vantage_testkit::lambda::{Outcome, RuntimeApi};
 use vantage_testkit::{server, TestServer};
 
 fn vantage(args: &[&str]) -> Output {
@@ -587,52 +585,6 @@ fn agent_from_environment_runs_reports_and_stops_on_sigterm() {
     assert!(summary.ends_with("0 left in the spool"), "{summary}");
 }
 
-/// A stand-in for the Lambda Runtime API (as the runtime interface emulator serves it): hands
-/// out one invocation, then keeps further `next` calls waiting; records the response.
-fn lambda_runtime_api(deadline_ms: u64) -> (String, Arc<std::sync::Mutex<Option<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let response = Arc::new(std::sync::Mutex::new(None));
-    let store = response.clone();
-    let handed_out = Arc::new(AtomicUsize::new(0));
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let (store, handed_out) = (store.clone(), handed_out.clone());
-            thread::spawn(move || loop {
-                let Some((head, body)) = read_request(&mut stream) else {
-                    return;
-                };
-                let request_line = head.lines().next().unwrap_or_default().to_owned();
-                if request_line.starts_with("GET /2018-06-01/runtime/invocation/next") {
-                    if handed_out.fetch_add(1, Ordering::SeqCst) > 0 {
-                        thread::sleep(std::time::Duration::from_secs(60));
-                        return;
-                    }
-                    let event = "{}";
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: req-1\r\n\
-lambda-runtime-deadline-ms: {deadline_ms}\r\nlambda-runtime-invoked-function-arn: arn:aws:lambda:eu-west-1:123456789012:function:vantage-agent\r\n\
-lambda-runtime-trace-id: Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1\r\ncontent-length: {}\r\n\r\n{event}",
-                        event.len()
-                    );
-                } else {
-                    let outcome = if request_line.contains("/response") {
-                        "response"
-                    } else {
-                        "error"
-                    };
-                    *store.lock().unwrap() =
-                        Some(format!("{outcome}: {}", String::from_utf8_lossy(&body)));
-                    let _ = write!(stream, "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n");
-                }
-            });
-        }
-    });
-    (addr, response)
-}
-
 #[test]
 fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
     let rt = runtime();
@@ -642,16 +594,12 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
         .unwrap()
         .as_millis() as u64
         + 30_000;
-    let (runtime_api, response) = lambda_runtime_api(deadline_ms);
+    let api = RuntimeApi::start().unwrap();
+    let id = api.invoke(&serde_json::json!({}), deadline_ms);
     let spool = temp_dir("cli-lambda");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vantage"))
         .arg("agent")
-        .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "vantage-agent")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "test")
+        .envs(api.lambda_env("agent"))
         .env("AWS_REGION", "eu-west-1")
         .env(
             "VANTAGE_CONFIG_TOML",
@@ -664,21 +612,12 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
         .env_remove("VANTAGE_VANTAGE")
         .spawn()
         .unwrap();
-    let mut answer = None;
-    for _ in 0..300 {
-        answer = response.lock().unwrap().clone();
-        if answer.is_some() {
-            break;
-        }
-        thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let answer = api.wait_for_answer(&id, std::time::Duration::from_secs(15));
     let _ = child.kill();
     let _ = child.wait();
     let answer = answer.expect("the invocation was answered within 15 s");
-    let json = answer
-        .strip_prefix("response: ")
-        .unwrap_or_else(|| panic!("{answer}"));
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(answer.outcome, Outcome::Response, "{}", answer.body);
+    let v = answer.json();
     assert!(v["probes"].as_u64().unwrap() >= 10, "{v}");
     assert!(v["reports"].as_u64().unwrap() >= 2, "{v}");
     assert_eq!(v["delivered"], v["reports"], "{v}");

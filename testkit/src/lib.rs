@@ -12,6 +12,7 @@
 //! - [`dirs`]: temp directories (tempfile), private or traversable by `nobody`.
 //! - [`eventually`]: bounded polling and timeouts.
 //! - [`fleet`]: fleet files built for tests.
+//! - [`lambda`]: the Lambda Runtime API stand-in: queued invocations, recorded answers.
 //! - [`log`]: a JSON-lines log in memory (the aggregator's decision log), read back as events.
 //! - [`moto`]: moto_server, once per test binary.
 //! - [`partition`]: a TCP forwarder a test can cut and heal (a partition in user space).
@@ -27,6 +28,7 @@ pub mod error;
 pub mod eventually;
 pub mod fleet;
 pub mod http;
+pub mod lambda;
 pub mod log;
 pub mod mariadb;
 pub mod moto;
