@@ -15,6 +15,7 @@ use crate::scenario::DemoOptions;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use vantage_aggregator::alerts::{AlertBook, AlertState};
 
 /// Ticks every `evaluate_every`, at 60 % into each wall-clock period (agents collect an
 /// interval a quarter interval after it ends).
@@ -45,6 +46,9 @@ pub(crate) struct Decisions {
     /// Failed unit → (time its weight went to 0, connections its service's global endpoint
     /// had routed then, to it then, traffic_moved reported).
     zeroed: BTreeMap<String, (f64, u64, u64, bool)>,
+    /// Each replica's alerts as states: an alert is told when raised, repeated and resolved,
+    /// never once per evaluation.
+    alert_books: BTreeMap<String, AlertBook>,
 }
 
 impl Decisions {
@@ -56,6 +60,7 @@ impl Decisions {
             writer: None,
             combined: BTreeMap::new(),
             zeroed: BTreeMap::new(),
+            alert_books: BTreeMap::new(),
         }
     }
 
@@ -95,18 +100,28 @@ impl Decisions {
                     );
                 }
             }
-            for a in &snapshot.decision.alerts {
-                let detail = if single {
-                    serde_json::json!({"kind": a.kind})
+            let book = self.alert_books.entry(replica.id.clone()).or_default();
+            let told = book.update(
+                &snapshot.decision.alerts,
+                snapshot.at_ms,
+                vantage_aggregator::alerts::DEFAULT_ALERT_REPEAT,
+            );
+            for (state, a) in told {
+                let mut detail = serde_json::json!({"kind": a.kind, "state": state});
+                if !single {
+                    detail["replica"] = replica.id.clone().into();
+                }
+                let (name, text) = if state == AlertState::Resolved {
+                    ("alert_resolved", format!("resolved: {}", a.message))
                 } else {
-                    serde_json::json!({"kind": a.kind, "replica": replica.id})
+                    ("alert", a.message.clone())
                 };
                 events.emit_for(
-                    "alert",
+                    name,
                     options.event_service(&a.service),
                     a.region.as_deref(),
                     None,
-                    a.message.clone(),
+                    text,
                     detail,
                 );
             }

@@ -268,7 +268,11 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         transitions,
         false_transitions,
         flaps,
-        alerts: count("alert"),
+        // Alerts raised, not evaluations that saw one: repeats of one that holds do not count.
+        alerts: events
+            .iter()
+            .filter(|e| e.event == "alert" && e.detail["state"] != "repeated")
+            .count(),
         aggregators: options.aggregators,
         replica_downs: count("replica_down"),
         lease_acquisitions: count("lease_acquired"),

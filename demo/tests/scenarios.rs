@@ -113,7 +113,7 @@ async fn a_slow_region_stays_in_and_loses_weight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_every_region_fails_min_healthy_stay_in_and_an_alert_is_raised() {
+async fn when_every_region_fails_at_once_nothing_moves_and_one_alert_is_raised() {
     let faults = vec![
         fail("us-east-1@3"),
         fail("eu-west-1@3"),
@@ -124,14 +124,17 @@ async fn when_every_region_fails_min_healthy_stay_in_and_an_alert_is_raised() {
         .iter()
         .map(|r| events(&s, "region_out", r).len())
         .sum();
-    assert!(outs <= 2, "min_healthy = 1 keeps one in: {}", s.render());
-    assert!(
-        s.events
-            .iter()
-            .any(|e| e.event == "alert" && e.detail["kind"] == "fail_open"),
-        "fail-open alert: {}",
+    assert_eq!(
+        outs,
+        0,
+        "a correlated failure takes nothing out: {}",
         s.render()
     );
+    let alerts: Vec<_> = s.events.iter().filter(|e| e.event == "alert").collect();
+    assert_eq!(alerts.len(), 1, "one alert, raised once: {}", s.render());
+    assert_eq!(alerts[0].detail["kind"], "correlated_failure");
+    assert_eq!(alerts[0].detail["state"], "raised");
+    assert_eq!(s.alerts, 1, "{}", s.render());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
