@@ -8,7 +8,7 @@ use proptest::test_runner::FileFailurePersistence;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vantage_aggregator::decide::{
-    decayed_penalty, evaluate, region_verdict, vantage_verdict, weights_for,
+    decayed_penalty, evaluate, region_verdict, vantage_verdict, weights_for, weights_with_errors,
 };
 use vantage_aggregator::model::{
     AlertKind, Cause, Decision, ModelState, Overrides, Pin, Policy, Quorum, RegionDecision,
@@ -491,7 +491,9 @@ fn fail_open_keeps_the_healthiest_in() {
         "kept in service (fail-open): taking it out would leave 0 in service, \
          fewer than 1 (min_healthy 1)"
     ));
-    assert_eq!(region(&d, "b").weight, 255);
+    // Its weight carries its errors (22 of 30 failed): 255 × 8/30 = 68. As the only Region
+    // in service it gets all the traffic whatever its weight.
+    assert_eq!(region(&d, "b").weight, 68);
 
     // min_healthy 2, equal failures: the lower latency wins, then the name.
     let policy = Policy {
@@ -1049,4 +1051,63 @@ fn failures_far_apart_are_not_correlated() {
     let d = sim.step(&[down("a"), down("b"), up("c")]);
     assert!(!in_service(&d, "a"));
     assert_eq!(cause(&d, "a"), Cause::Pinned);
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    /// Gray failures: a Region's weight never rises when its error ratio or its latency does
+    /// (everything else fixed, no dead band in the way).
+    #[test]
+    fn weight_is_monotonic_in_error_ratio_and_latency(
+        weights in arb_weights(),
+        latencies in proptest::collection::vec(0.001f64..2.0, 1..=5),
+        errors in proptest::collection::vec(0.0f64..=1.0, 5),
+        more_error in 0.0f64..=1.0,
+        more_latency in 0.0f64..2.0,
+    ) {
+        let names: Vec<String> = (0..latencies.len()).map(|i| format!("r{i}")).collect();
+        let latency: BTreeMap<String, Option<f64>> =
+            names.iter().cloned().zip(latencies.iter().map(|l| Some(*l))).collect();
+        let error: BTreeMap<String, f64> =
+            names.iter().cloned().zip(errors.iter().copied()).collect();
+        let none = BTreeMap::new();
+        let base = weights_with_errors(&weights, &latency, &error, &none);
+        let r = &names[0];
+        let mut worse = error.clone();
+        worse.insert(r.clone(), (error[r] + more_error).min(1.0));
+        let by_error = weights_with_errors(&weights, &latency, &worse, &none);
+        prop_assert!(by_error[r] <= base[r], "{} -> {}", base[r], by_error[r]);
+        let mut slower = latency.clone();
+        slower.insert(r.clone(), Some(latencies[0] + more_latency));
+        let by_latency = weights_with_errors(&weights, &slower, &error, &none);
+        prop_assert!(by_latency[r] <= base[r], "{} -> {}", base[r], by_latency[r]);
+        // Without errors it is the latency-only rule.
+        let zero: BTreeMap<String, f64> = names.iter().map(|n| (n.clone(), 0.0)).collect();
+        prop_assert_eq!(
+            weights_with_errors(&weights, &latency, &zero, &none),
+            weights_for(&weights, &latency, &none)
+        );
+    }
+}
+
+#[test]
+fn a_region_failing_30_percent_stays_in_with_less_weight() {
+    let mut sim = Sim::new(Policy::default(), &["a", "b", "c"]);
+    for _ in 0..3 {
+        sim.step(&[up("a"), up("b"), up("c")]);
+    }
+    // 3 of 10 fail from every vantage: below max_failure_ratio (0.5), so a stays in.
+    let mut d = sim.step(&[seen("a", [3, 3, 3], 50), up("b"), up("c")]);
+    for _ in 0..5 {
+        d = sim.step(&[seen("a", [3, 3, 3], 50), up("b"), up("c")]);
+    }
+    assert!(in_service(&d, "a"));
+    assert_eq!(region(&d, "b").weight, 255);
+    assert_eq!(region(&d, "a").weight, 179, "{}", region(&d, "a").reason);
+    assert!(
+        region(&d, "a").reason.contains("30.0 % errors"),
+        "{}",
+        region(&d, "a").reason
+    );
 }

@@ -227,6 +227,15 @@ fn describe_weight(weights: &WeightPolicy, calc: &WeightCalc) -> String {
         (None, true) => "no latency: mean of the others".to_owned(),
         (None, false) => "no latency measured: equal share".to_owned(),
     };
+    let source = if calc.error_ratio > 0.0 {
+        format!(
+            "{source}, × {:.2} for {:.1} % errors",
+            1.0 - calc.error_ratio,
+            calc.error_ratio * 100.0
+        )
+    } else {
+        source
+    };
     if calc.kept_by_dead_band {
         format!(
             "weight {} (kept: computed {} is within dead_band {} or {:.0} % of it; {})",

@@ -91,7 +91,7 @@ mod weights;
 pub use hysteresis::decayed_penalty;
 pub use services::{evaluate_services, region_wide};
 pub use verdict::{region_verdict, vantage_verdict};
-pub use weights::weights_for;
+pub use weights::{weights_for, weights_with_errors};
 
 use crate::model::{
     Cause, Decision, ModelState, Overrides, Pin, Policy, RegionDecision, RegionObservation,

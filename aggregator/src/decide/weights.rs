@@ -1,5 +1,8 @@
-//! Rule 7: how latency becomes Route 53 weights. Latency is smoothed (EWMA of the vantages'
-//! median) so one slow window does not swing traffic; weights are inverse to it, never below
+//! Rule 7: how latency and errors become Route 53 weights. Latency is smoothed (EWMA of the
+//! vantages' median) so one slow window does not swing traffic; weights are inverse to it and
+//! scaled by the share of requests that succeed (`1 - error ratio` over the window: a Region
+//! failing 30 % of its requests below `max_failure_ratio` stays in, but with 70 % of the share
+//! its latency earns — a gray failure loses traffic without being taken out), never below
 //! the floor while in service (0 would mean "only when all others fail" to Route 53), and
 //! three bands keep noise from turning into record updates: latency within
 //! `latency_tolerance` of the fastest Region's counts as the fastest, and a new weight is
@@ -22,7 +25,19 @@ pub fn weights_for(
     in_service_latency: &BTreeMap<String, Option<f64>>,
     previous: &BTreeMap<String, u8>,
 ) -> BTreeMap<String, u8> {
-    compute(weights, in_service_latency, previous)
+    weights_with_errors(weights, in_service_latency, &BTreeMap::new(), previous)
+}
+
+/// [`weights_for`] with each Region's error ratio (failed / attempted over the window, 0 when
+/// absent): weight = round(255 × fastest / max(latency − tolerance, fastest) × (1 − error
+/// ratio)), clamped to [floor, 255], then the dead band.
+pub fn weights_with_errors(
+    weights: &WeightPolicy,
+    in_service_latency: &BTreeMap<String, Option<f64>>,
+    error_ratio: &BTreeMap<String, f64>,
+    previous: &BTreeMap<String, u8>,
+) -> BTreeMap<String, u8> {
+    compute(weights, in_service_latency, error_ratio, previous)
         .into_iter()
         .map(|(region, calc)| (region, calc.weight))
         .collect()
@@ -61,7 +76,11 @@ pub(super) fn assign(
         .filter(|w| w.state.in_service && w.was_in)
         .map(|w| (w.name.to_owned(), w.state.weight))
         .collect();
-    let calcs = compute(weights, &latency, &previous);
+    let errors: BTreeMap<String, f64> = work
+        .iter()
+        .filter_map(|w| Some((w.name.to_owned(), w.health.failure_ratio?)))
+        .collect();
+    let calcs = compute(weights, &latency, &errors, &previous);
     work.iter_mut()
         .map(|w| {
             let Some(calc) = calcs.get(w.name).filter(|_| w.state.in_service) else {
@@ -100,6 +119,8 @@ pub(super) struct WeightCalc {
     pub(super) computed: u8,
     pub(super) latency: Option<f64>,
     pub(super) kept_by_dead_band: bool,
+    /// The error ratio the weight was scaled down by (0 without errors).
+    pub(super) error_ratio: f64,
     /// Whether any Region in service has a latency (else all get an equal share).
     pub(super) any_latency: bool,
 }
@@ -107,6 +128,7 @@ pub(super) struct WeightCalc {
 fn compute(
     weights: &WeightPolicy,
     in_service_latency: &BTreeMap<String, Option<f64>>,
+    error_ratio: &BTreeMap<String, f64>,
     previous: &BTreeMap<String, u8>,
 ) -> BTreeMap<String, WeightCalc> {
     let floor = weights.floor.max(1);
@@ -147,7 +169,12 @@ fn compute(
         .iter()
         .map(|(region, latency)| {
             let latency = usable(*latency);
-            let raw = latency.map_or(share, raw_of);
+            let errors = error_ratio
+                .get(region)
+                .copied()
+                .filter(|e| e.is_finite())
+                .map_or(0.0, |e| e.clamp(0.0, 1.0));
+            let raw = latency.map_or(share, raw_of) * (1.0 - errors);
             let computed = raw.round().clamp(f64::from(floor), 255.0) as u8;
             let before = previous.get(region).copied().unwrap_or(0);
             let ratio = if weights.dead_band_ratio.is_finite() {
@@ -168,6 +195,7 @@ fn compute(
                 computed,
                 latency,
                 kept_by_dead_band,
+                error_ratio: errors,
                 any_latency: best_inverse.is_some(),
             };
             (region.clone(), calc)
