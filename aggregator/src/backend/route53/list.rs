@@ -130,20 +130,6 @@ pub(crate) async fn list_record_sets(
     Ok(found)
 }
 
-/// The records named `record_name` of `record_type` in `zone` that have a set identifier, by
-/// set identifier, exactly as Route 53 returns them (paged, with a bound on pages).
-pub(crate) async fn list_weighted_records(
-    client: &route53::Client,
-    retry: &RetryPolicy,
-    zone: &str,
-    record_name: &str,
-    record_type: &str,
-) -> Result<BTreeMap<String, ResourceRecordSet>, ListError> {
-    let key = (normalise(record_name), record_type.to_owned());
-    let mut sets = list_record_sets(client, retry, zone, &BTreeSet::from([key.clone()])).await?;
-    Ok(sets.remove(&key).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

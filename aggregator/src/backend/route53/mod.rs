@@ -26,7 +26,8 @@ pub use config::{
     DEFAULT_METRIC_NAMESPACE,
 };
 pub use data_plane::{REGION_DIMENSION, REPLICA_DIMENSION, SERVICE_DIMENSION};
-pub(crate) use list::{list_record_sets, list_weighted_records, NameType};
+pub(crate) use list::{list_record_sets, NameType};
+pub(crate) use records::{pack_by, upsert_cost};
 pub(crate) use retry::describe;
 pub use retry::RetryPolicy;
 pub use sdk::sdk_loader;

@@ -34,30 +34,32 @@ struct Group {
     upserts: Vec<ResourceRecordSet>,
 }
 
-impl Group {
-    /// (changes, ResourceRecord elements, value characters) this group adds to a batch.
-    fn cost(&self) -> (usize, usize, usize) {
-        let records: usize = self
-            .upserts
-            .iter()
-            .map(|r| r.resource_records().len())
-            .sum();
-        let characters = self
-            .upserts
-            .iter()
-            .flat_map(|r| r.resource_records())
-            .map(|v| v.value().len())
-            .sum::<usize>();
-        (self.upserts.len(), 2 * records, 2 * characters)
-    }
+/// (changes, ResourceRecord elements, value characters) that UPSERTs of `records` count
+/// towards Route 53's limits on one request.
+pub(crate) fn upsert_cost(records: &[ResourceRecordSet]) -> (usize, usize, usize) {
+    let elements: usize = records.iter().map(|r| r.resource_records().len()).sum();
+    let characters = records
+        .iter()
+        .flat_map(|r| r.resource_records())
+        .map(|v| v.value().len())
+        .sum::<usize>();
+    (records.len(), 2 * elements, 2 * characters)
 }
 
-/// Whole groups packed into as few batches as the limits allow, in order.
 fn pack(groups: Vec<Group>) -> Vec<Vec<Group>> {
-    let mut batches: Vec<Vec<Group>> = Vec::new();
+    pack_by(groups, |g| upsert_cost(&g.upserts))
+}
+
+/// Whole groups packed, in order, into as few ChangeResourceRecordSets requests as Route 53's
+/// limits allow (a group larger than a request alone gets one of its own).
+pub(crate) fn pack_by<T>(
+    groups: Vec<T>,
+    cost: impl Fn(&T) -> (usize, usize, usize),
+) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
     let mut used = (0, 0, 0);
     for group in groups {
-        let (c, r, v) = group.cost();
+        let (c, r, v) = cost(&group);
         let fits = used.0 + c <= MAX_CHANGES
             && used.1 + r <= MAX_RESOURCE_RECORDS
             && used.2 + v <= MAX_VALUE_CHARACTERS;

@@ -8,6 +8,7 @@
 use super::config::{RegionRecord, Route53Config};
 use crate::backend::BackendError;
 use std::collections::BTreeMap;
+use vantage_protocol::config::FleetConfig;
 
 /// One named service's records, as `[[services]]` gives them (each service's
 /// `[services.route53]` merged with the fleet's `[route53]`).
@@ -17,6 +18,32 @@ pub struct ServiceRecords {
     /// dimension.
     pub service: String,
     pub config: Route53Config,
+}
+
+impl ServiceRecords {
+    /// Every named service's records in `fleet` (its `[services.route53]` over the fleet's
+    /// `[route53]`). A service without `[services.route53]` would have no record to move and
+    /// its decisions would go nowhere: refused, naming the service.
+    pub fn of_fleet(fleet: &FleetConfig) -> Result<Vec<ServiceRecords>, BackendError> {
+        fleet
+            .services()
+            .iter()
+            .map(|service| {
+                let section = service.fleet.route53.as_ref().ok_or_else(|| {
+                    BackendError::Config(format!(
+                        "service {} has no [services.route53]: the Route 53 backend moves each \
+                         service's own weighted records; give it record_name and a \
+                         [services.route53.regions.<region>] set_identifier per Region",
+                        service.name
+                    ))
+                })?;
+                Ok(ServiceRecords {
+                    service: service.name.clone(),
+                    config: Route53Config::from_section(section)?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// One weighted record set: every Region's record of one service (same name and type).
