@@ -154,9 +154,9 @@ impl Inner {
         })
     }
 
-    /// Forces the CALCULATED check of unit `key` healthy (threshold 0) or unhealthy (children
-    /// + 1), from a fresh read so the threshold matches the current children and the write
-    /// carries the version it was computed from.
+    /// Forces the CALCULATED check of unit `key` healthy (threshold 0) or unhealthy (one above
+    /// its children), from a fresh read so the threshold matches the current children and the
+    /// write carries the version it was computed from.
     pub(super) async fn force_health(
         &self,
         key: &str,

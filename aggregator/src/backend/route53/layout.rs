@@ -741,4 +741,88 @@ set_identifier = "euw1-record"
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
     }
+
+    #[test]
+    fn named_services_get_objects_of_their_own_per_region() {
+        let text = r#"
+[fleet]
+name = "shop"
+[[vantages]]
+region = "us-east-1"
+[agents.auth]
+key_id = "k1"
+[aggregator]
+backend = "route53"
+replicas = [
+  { id = "use1", region = "us-east-1", url = "https://a.example.com" },
+  { id = "euw1", region = "eu-west-1", url = "https://b.example.com" },
+  { id = "apse1", region = "ap-southeast-1", url = "https://c.example.com" },
+]
+[aggregator.lease]
+table = "vantage-lease"
+[route53]
+hosted_zone_id = "Z1"
+[[services]]
+name = "payments"
+global = { url = "https://payments.example.com/status" }
+[[services.regions]]
+name = "eu-west-1"
+status_url = "https://p-euw1.example.com/status"
+[services.route53]
+record_name = "payments-origin.example.com"
+[services.route53.regions.eu-west-1]
+set_identifier = "p-euw1"
+[[services]]
+name = "orders"
+global = { url = "https://orders.example.com/status" }
+[[services.regions]]
+name = "eu-west-1"
+status_url = "https://o-euw1.example.com/status"
+[services.route53]
+record_name = "orders-origin.example.com"
+[services.route53.regions.eu-west-1]
+set_identifier = "o-euw1"
+"#;
+        let l = layout(&FleetConfig::parse(text, "fleet.toml").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(l.records.is_none(), "records are per service");
+        let units: Vec<_> = l
+            .regions
+            .iter()
+            .map(|r| (r.service.as_deref().unwrap(), r.region.as_str()))
+            .collect();
+        assert_eq!(units, [("orders", "eu-west-1"), ("payments", "eu-west-1")]);
+        let payments = &l.regions[1];
+        assert_eq!(
+            payments.records.as_ref().unwrap().record_name,
+            "payments-origin.example.com."
+        );
+        let vote = &payments.votes[2];
+        assert_eq!(vote.alarm.name, "vantage-shop-payments-eu-west-1-apse1");
+        assert_eq!(
+            vote.alarm.dimensions,
+            [
+                ("Region".to_owned(), "eu-west-1".to_owned()),
+                ("Service".to_owned(), "payments".to_owned()),
+                ("Replica".to_owned(), "apse1".to_owned())
+            ]
+        );
+        assert_eq!(
+            vote.caller_reference,
+            "vantage:shop:payments:eu-west-1:vote:apse1"
+        );
+        assert_eq!(
+            payments.record_check_reference(),
+            Some("vantage:shop:payments:eu-west-1:majority")
+        );
+        let text = l.to_string();
+        for needle in [
+            "service payments: records payments-origin.example.com. CNAME in hosted zone Z1",
+            "  payments/eu-west-1 (record set \"p-euw1\")",
+            "Vantage/RegionHealthy{Region=eu-west-1,Service=orders,Replica=use1}",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
 }
