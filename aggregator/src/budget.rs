@@ -381,6 +381,12 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
     }
 
     let checks = if replicas > 1 { r * (n + 1.0) } else { r };
+    // A named service's Region is a unit of its own: its own check, metric and alarm.
+    let unit = if parts.iter().any(|p| p.name.is_some()) {
+        "service Region"
+    } else {
+        "Region"
+    };
     let puts_month = n * per_minute(timing.heartbeat_every) * puts * MINUTES_PER_MONTH;
     let mut costs = if health.is_none() {
         arc_costs(r)
@@ -390,15 +396,15 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
                 item: format!(
                     "{checks:.0} Route 53 health checks ({})",
                     if replicas > 1 {
-                        "per Region: one CLOUDWATCH_METRIC per replica and one CALCULATED"
+                        format!("per {unit}: one CLOUDWATCH_METRIC per replica and one CALCULATED")
                     } else {
-                        "one CLOUDWATCH_METRIC per Region"
+                        format!("one CLOUDWATCH_METRIC per {unit}")
                     }
                 ),
                 usd_per_month: checks * price::HEALTH_CHECK_MONTH,
             },
             CostLine {
-                item: format!("{:.0} CloudWatch custom metrics (Region × replica)", r * n),
+                item: format!("{:.0} CloudWatch custom metrics ({unit} × replica)", r * n),
                 usd_per_month: r * n * price::METRIC_MONTH,
             },
             CostLine {
