@@ -1,6 +1,10 @@
 //! What driving Route 53 costs, before it runs: the AWS calls per minute the configured periods
 //! make (in steady state, and while weights are moving), checked against the account's
 //! documented limits, and the monthly bill at list prices. `vantage check-config` prints it.
+//! With `[[services]]` every figure scales with the units (one service in one Region): reads
+//! are at most one ListResourceRecordSets per service's record name, weights of every service
+//! in one hosted zone share ChangeResourceRecordSets batches, health goes 1,000 metrics to a
+//! PutMetricData and 500 to a GetMetricData; each service's share is printed beside the totals.
 //!
 //! The Route 53 API allows 5 requests per second per account, shared with every other tool
 //! (Terraform, CI, other controllers); a controller that spends it in steady state leaves
@@ -10,9 +14,10 @@
 //! by the lease holder only.
 
 use crate::config::PlaneTiming;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
-use vantage_protocol::config::{FleetConfig, Route53Health};
+use vantage_protocol::config::{FleetConfig, Route53Health, Route53Section};
 
 /// Route 53's API limit: 5 requests per second per account, every caller together.
 pub const ROUTE53_REQUESTS_PER_MINUTE: f64 = 5.0 * 60.0;
@@ -26,6 +31,11 @@ pub const PUT_METRIC_DATA_PER_MINUTE: f64 = 500.0 * 60.0;
 const GET_CHANGE_POLLS_PER_BATCH: f64 = 9.0;
 /// Weighted records ListResourceRecordSets returns per page.
 const RECORDS_PER_PAGE: usize = 300;
+/// ResourceRecord elements in one ChangeResourceRecordSets request (an UPSERT counts twice).
+const RECORD_ELEMENTS_PER_BATCH: usize = 1000;
+/// Metrics in one PutMetricData request, queries in one GetMetricData request.
+const METRICS_PER_PUT: usize = 1000;
+const QUERIES_PER_GET: usize = 500;
 /// Minutes in a month of 730 hours, as AWS prices monthly quantities.
 const MINUTES_PER_MONTH: f64 = 730.0 * 60.0;
 
@@ -99,11 +109,33 @@ pub struct CostLine {
     pub usd_per_month: f64,
 }
 
+/// One service's share of the estimate (a single-API fleet has one, unnamed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceShare {
+    /// `None` for a single-API fleet.
+    pub name: Option<String>,
+    /// Its Regions with weighted records.
+    pub regions: usize,
+    /// Its health checks, CloudWatch alarms and custom metrics (0 with the arc backend).
+    pub health_checks: usize,
+    pub alarms: usize,
+    pub metrics: usize,
+    /// Its Route 53 reads per minute (ListResourceRecordSets of its record name, GetHealthCheck
+    /// of its checks), all replicas together: at most, as record names that share a page are
+    /// read together.
+    pub route53_reads_per_minute: f64,
+    /// Its objects' monthly cost (health checks, metrics, alarms; the requests are shared).
+    pub usd_per_month: f64,
+}
+
 /// The estimate for one fleet file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     pub replicas: usize,
+    /// Units: Regions of a single-API fleet, (service, Region) pairs with `[[services]]`.
     pub regions: usize,
+    /// Each service's share; named services only when the fleet has `[[services]]`.
+    pub services: Vec<ServiceShare>,
     pub rates: Vec<ApiRate>,
     pub costs: Vec<CostLine>,
     /// Limits the configured periods would exceed.
@@ -135,10 +167,53 @@ fn per_minute(every: Duration) -> f64 {
     60.0 / every.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
-/// The estimate, or `None` when the fleet file has no `[route53]` section (the dry-run
+/// One service's records as the estimate counts them.
+struct Part {
+    name: Option<String>,
+    zone: String,
+    regions: usize,
+}
+
+/// The services with Route 53 records (the single-API fleet as one unnamed part), and the
+/// first one's section, which holds the shared health settings.
+fn parts(fleet: &FleetConfig) -> Option<(Vec<Part>, &Route53Section)> {
+    let named = fleet.has_named_services();
+    let sections: Vec<(Option<String>, &Route53Section)> = if named {
+        fleet
+            .services()
+            .iter()
+            .filter_map(|s| Some((Some(s.name.clone()), s.fleet.route53.as_ref()?)))
+            .collect()
+    } else {
+        vec![(None, fleet.route53.as_ref()?)]
+    };
+    let first = sections.first()?.1;
+    let parts = sections
+        .iter()
+        .map(|(name, section)| Part {
+            name: name.clone(),
+            zone: section
+                .hosted_zone_id
+                .get_ref()
+                .trim()
+                .trim_start_matches("/hostedzone/")
+                .to_owned(),
+            // A single-API fleet counts its Regions as it always did; a service the Regions
+            // its records map.
+            regions: if named {
+                section.regions.len()
+            } else {
+                fleet.regions.len()
+            },
+        })
+        .collect();
+    Some((parts, first))
+}
+
+/// The estimate, or `None` when the fleet file names no Route 53 records (the dry-run
 /// backend makes no AWS calls).
 pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
-    let route53 = fleet.route53.as_ref()?;
+    let (parts, route53) = parts(fleet)?;
     // With the arc backend, health is ARC's: no CloudWatch metric, alarm or forced check.
     let arc = fleet.arc.is_some()
         && fleet
@@ -154,12 +229,24 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
     };
     let timing = PlaneTiming::from_fleet(fleet);
     let replicas = fleet.aggregator.replicas.len().max(1);
-    let regions = fleet.regions.len();
+    let regions: usize = parts.iter().map(|p| p.regions).sum();
     let n = replicas as f64;
     let r = regions as f64;
     let observes = n * per_minute(timing.observe_every);
-    let weight_batches = per_minute(timing.weight_min_interval);
-    let pages = regions.div_ceil(RECORDS_PER_PAGE).max(1) as f64;
+    // Every service moving at once: each hosted zone's records in as few batches as fit.
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &parts {
+        *per_zone.entry(&p.zone).or_default() += p.regions;
+    }
+    let zone_batches: usize = per_zone
+        .values()
+        .map(|records| (2 * records).div_ceil(RECORD_ELEMENTS_PER_BATCH).max(1))
+        .sum();
+    let weight_batches = per_minute(timing.weight_min_interval) * zone_batches as f64;
+    let pages_of = |regions: usize| regions.div_ceil(RECORDS_PER_PAGE).max(1) as f64;
+    let pages: f64 = parts.iter().map(|p| pages_of(p.regions)).sum();
+    let puts = regions.div_ceil(METRICS_PER_PUT).max(1) as f64;
+    let gets = regions.div_ceil(QUERIES_PER_GET).max(1) as f64;
     let mut rates = vec![ApiRate {
         service: Service::Route53,
         operation: "ListResourceRecordSets",
@@ -182,7 +269,7 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
             operation: "ChangeResourceRecordSets",
             steady_per_minute: 0.0,
             moving_per_minute: weight_batches,
-            by: "the weight writer, at most once per weights.min_interval",
+            by: "the weight writer, at most once per weights.min_interval (per hosted zone)",
         },
         ApiRate {
             service: Service::Route53,
@@ -196,9 +283,9 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         rates.push(ApiRate {
             service: Service::CloudWatch,
             operation: "PutMetricData",
-            steady_per_minute: n * per_minute(timing.heartbeat_every),
-            moving_per_minute: n * per_minute(timing.heartbeat_every),
-            by: "every replica, every heartbeat_every (all Regions in one request)",
+            steady_per_minute: n * per_minute(timing.heartbeat_every) * puts,
+            moving_per_minute: n * per_minute(timing.heartbeat_every) * puts,
+            by: "every replica, every heartbeat_every (1,000 metrics a request)",
         });
     } else {
         rates.extend([
@@ -223,9 +310,9 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         rates.push(ApiRate {
             service: Service::CloudWatch,
             operation: "GetMetricData",
-            steady_per_minute: observes,
-            moving_per_minute: observes,
-            by: "every replica, every observe_every",
+            steady_per_minute: observes * gets,
+            moving_per_minute: observes * gets,
+            by: "every replica, every observe_every (500 metrics a request)",
         });
     }
     let lease = fleet
@@ -267,14 +354,25 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
              raise aggregator.observe_every or weights.min_interval"
         ));
     }
-    let per_replica_get = per_minute(timing.observe_every);
+    let route53_steady: f64 = rates
+        .iter()
+        .filter(|r| r.service == Service::Route53)
+        .map(|r| r.steady_per_minute)
+        .sum();
+    if route53_steady > ROUTE53_REQUESTS_PER_MINUTE {
+        warnings.push(format!(
+            "Route 53: {route53_steady:.0} calls/min in steady state, above the account's 5 \
+             requests/s ({ROUTE53_REQUESTS_PER_MINUTE:.0}/min): raise aggregator.observe_every"
+        ));
+    }
+    let per_replica_get = per_minute(timing.observe_every) * gets;
     if health == Some(Route53Health::DataPlane) && per_replica_get > GET_METRIC_DATA_PER_MINUTE {
         warnings.push(format!(
             "CloudWatch GetMetricData: {per_replica_get:.0} calls/min per replica Region, above \
              its 50/s quota; raise aggregator.observe_every"
         ));
     }
-    let per_replica_put = per_minute(timing.heartbeat_every);
+    let per_replica_put = per_minute(timing.heartbeat_every) * puts;
     if health.is_some() && per_replica_put > PUT_METRIC_DATA_PER_MINUTE {
         warnings.push(format!(
             "CloudWatch PutMetricData: {per_replica_put:.0} calls/min per replica Region, above \
@@ -283,7 +381,13 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
     }
 
     let checks = if replicas > 1 { r * (n + 1.0) } else { r };
-    let puts_month = n * per_minute(timing.heartbeat_every) * MINUTES_PER_MONTH;
+    // A named service's Region is a unit of its own: its own check, metric and alarm.
+    let unit = if parts.iter().any(|p| p.name.is_some()) {
+        "service Region"
+    } else {
+        "Region"
+    };
+    let puts_month = n * per_minute(timing.heartbeat_every) * puts * MINUTES_PER_MONTH;
     let mut costs = if health.is_none() {
         arc_costs(r)
     } else {
@@ -292,15 +396,15 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
                 item: format!(
                     "{checks:.0} Route 53 health checks ({})",
                     if replicas > 1 {
-                        "per Region: one CLOUDWATCH_METRIC per replica and one CALCULATED"
+                        format!("per {unit}: one CLOUDWATCH_METRIC per replica and one CALCULATED")
                     } else {
-                        "one CLOUDWATCH_METRIC per Region"
+                        format!("one CLOUDWATCH_METRIC per {unit}")
                     }
                 ),
                 usd_per_month: checks * price::HEALTH_CHECK_MONTH,
             },
             CostLine {
-                item: format!("{:.0} CloudWatch custom metrics (Region × replica)", r * n),
+                item: format!("{:.0} CloudWatch custom metrics ({unit} × replica)", r * n),
                 usd_per_month: r * n * price::METRIC_MONTH,
             },
             CostLine {
@@ -333,9 +437,38 @@ pub fn estimate(fleet: &FleetConfig) -> Option<Budget> {
         item: "Route 53 API calls".into(),
         usd_per_month: 0.0,
     });
+    let services = parts
+        .iter()
+        .map(|p| {
+            let r = p.regions as f64;
+            let (checks, alarms, metrics) = match health {
+                None => (r, 0.0, 0.0),
+                Some(_) if replicas > 1 => (r * (n + 1.0), r * n, r * n),
+                Some(_) => (r, r, r),
+            };
+            let reads = observes * pages_of(p.regions)
+                + if health == Some(Route53Health::ControlPlane) {
+                    observes * r
+                } else {
+                    0.0
+                };
+            ServiceShare {
+                name: p.name.clone(),
+                regions: p.regions,
+                health_checks: checks as usize,
+                alarms: alarms as usize,
+                metrics: metrics as usize,
+                route53_reads_per_minute: reads,
+                usd_per_month: checks * price::HEALTH_CHECK_MONTH
+                    + metrics * price::METRIC_MONTH
+                    + alarms * price::ALARM_MONTH,
+            }
+        })
+        .collect();
     Some(Budget {
         replicas,
         regions,
+        services,
         rates,
         costs,
         warnings,
@@ -371,11 +504,22 @@ fn arc_costs(regions: f64) -> Vec<CostLine> {
 /// The estimate as `check-config` prints it.
 pub fn render(budget: &Budget) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "AWS calls per minute ({} Region(s), {} aggregator replica(s)): steady state / while weights move",
-        budget.regions, budget.replicas
-    );
+    let named = budget.services.iter().any(|s| s.name.is_some());
+    if named {
+        let _ = writeln!(
+            out,
+            "AWS calls per minute ({} service(s), {} service Region(s), {} aggregator replica(s)): steady state / while every service's weights move",
+            budget.services.len(),
+            budget.regions,
+            budget.replicas
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "AWS calls per minute ({} Region(s), {} aggregator replica(s)): steady state / while weights move",
+            budget.regions, budget.replicas
+        );
+    }
     for rate in &budget.rates {
         let _ = writeln!(
             out,
@@ -403,112 +547,44 @@ pub fn render(budget: &Budget) -> String {
         let _ = writeln!(out, "  {:>8.2}  {}", cost.usd_per_month, cost.item);
     }
     let _ = writeln!(out, "  {:>8.2}  total", budget.monthly_usd());
+    if named {
+        let _ = writeln!(
+            out,
+            "Per service (objects, Route 53 reads/min at most, monthly cost of its objects):"
+        );
+        for s in &budget.services {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>3} Region(s) {:>4} health checks {:>4} alarms {:>4} metrics {:>7.1} reads/min {:>8.2} USD",
+                s.name.as_deref().unwrap_or_default(),
+                s.regions,
+                s.health_checks,
+                s.alarms,
+                s.metrics,
+                s.route53_reads_per_minute,
+                s.usd_per_month
+            );
+        }
+        let sum = |f: fn(&ServiceShare) -> usize| budget.services.iter().map(f).sum::<usize>();
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>3} Region(s) {:>4} health checks {:>4} alarms {:>4} metrics {:>7.1} reads/min {:>8.2} USD",
+            "total",
+            sum(|s| s.regions),
+            sum(|s| s.health_checks),
+            sum(|s| s.alarms),
+            sum(|s| s.metrics),
+            budget
+                .services
+                .iter()
+                .map(|s| s.route53_reads_per_minute)
+                .sum::<f64>(),
+            budget.services.iter().map(|s| s.usd_per_month).sum::<f64>()
+        );
+    }
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fleet(aggregator: &str, route53: &str) -> FleetConfig {
-        let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"];
-        let mut text = String::from(
-            "[fleet]\nname = \"orders-api\"\n[global]\nurl = \"https://api.example.com/status\"\n",
-        );
-        for r in regions {
-            text += &format!(
-                "[[regions]]\nname = \"{r}\"\nstatus_url = \"https://{r}.example.com/status\"\n"
-            );
-        }
-        text += "[[vantages]]\nregion = \"us-east-1\"\n[agents.auth]\nkey_id = \"k1\"\n";
-        text += &format!("[aggregator]\n{aggregator}\n");
-        text += &format!(
-            "[route53]\nhosted_zone_id = \"Z1\"\nrecord_name = \"api.example.com\"\n{route53}\n"
-        );
-        for r in regions {
-            text += &format!("[route53.regions.{r}]\nset_identifier = \"{r}\"\n");
-            if route53.contains("control-plane") {
-                text += &format!("health_check_id = \"hc-{r}\"\n");
-            }
-        }
-        FleetConfig::parse(&text, "fleet.toml").unwrap()
-    }
-
-    #[track_caller]
-    fn approx(got: f64, want: f64) {
-        assert!((got - want).abs() < 1e-9, "{got} != {want}");
-    }
-
-    const THREE: &str = "backend = \"route53\"\nreplicas = [\n\
-        { id = \"use1\", region = \"us-east-1\", url = \"https://a.example.com\" },\n\
-        { id = \"euw1\", region = \"eu-west-1\", url = \"https://b.example.com\" },\n\
-        { id = \"apse1\", region = \"ap-southeast-1\", url = \"https://c.example.com\" },\n]\n\
-        [aggregator.lease]\ntable = \"vantage-lease\"\n";
-
-    #[test]
-    fn steady_state_writes_nothing_and_reads_a_handful() {
-        let b = estimate(&fleet("url = \"https://agg.example.com\"", "")).unwrap();
-        // Defaults: heartbeat 10 s, observe 5 min, weights at most once a minute.
-        approx(b.per_minute(Service::Route53, false), 0.2);
-        approx(b.per_minute(Service::CloudWatch, false), 6.2);
-        approx(b.per_minute(Service::Route53, true), 0.2 + 1.0 + 9.0);
-        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
-        // 3 checks, 3 metrics, 3 alarms, 262,800 PutMetricData, 26,280 metrics read (730 h).
-        let usd = b.monthly_usd();
-        assert!(
-            (usd - (1.5 + 0.9 + 0.3 + 2.628 + 0.2628)).abs() < 1e-6,
-            "{usd}"
-        );
-    }
-
-    #[test]
-    fn replicas_multiply_the_data_plane_and_add_the_lease() {
-        let b = estimate(&fleet(THREE, "")).unwrap();
-        assert_eq!(b.replicas, 3);
-        approx(b.per_minute(Service::CloudWatch, false), 3.0 * 6.2);
-        approx(b.per_minute(Service::Route53, false), 0.6);
-        // A 30 s lease renewed every 10 s by its holder and read as often by the two others
-        // (measured with bench/aws: 6 UpdateItem and 12 GetItem a minute).
-        approx(b.per_minute(Service::DynamoDb, false), 18.0);
-        let checks = &b.costs[0];
-        assert!(
-            checks.item.starts_with("12 Route 53 health checks"),
-            "{}",
-            checks.item
-        );
-        let text = render(&b);
-        assert!(text.contains("3 aggregator replica(s)"), "{text}");
-        assert!(text.contains("dynamodb"), "{text}");
-    }
-
-    #[test]
-    fn periods_beyond_the_route53_limit_are_warned_about() {
-        let b = estimate(&fleet(
-            "url = \"https://agg.example.com\"\nevaluate_every = \"1s\"\nobserve_every = \"1s\"",
-            "health = \"control-plane\"\n",
-        ))
-        .unwrap();
-        // One ListResourceRecordSets and three GetHealthCheck a second: 240/min, plus the
-        // weights' 10/min. Under 300: no warning yet.
-        approx(b.per_minute(Service::Route53, false), 240.0);
-        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
-        let fast = fleet(
-            "url = \"https://agg.example.com\"\nevaluate_every = \"1s\"\nobserve_every = \"1s\"",
-            "health = \"control-plane\"\n",
-        );
-        let mut fast = fast;
-        fast.weights.min_interval = Some(vantage_protocol::config::DurationText(
-            Duration::from_secs(1),
-        ));
-        let b = estimate(&fast).unwrap();
-        assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
-        assert!(b.warnings[0].contains("5 requests/s"), "{}", b.warnings[0]);
-    }
-
-    #[test]
-    fn dry_run_without_route53_makes_no_calls() {
-        let mut f = fleet("url = \"https://agg.example.com\"", "");
-        f.route53 = None;
-        assert!(estimate(&f).is_none());
-    }
-}
+#[path = "budget_tests.rs"]
+mod tests;

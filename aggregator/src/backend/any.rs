@@ -4,7 +4,7 @@
 //! backend.
 
 use super::arc::ArcBackend;
-use super::route53::{sdk_loader, Route53Backend, Route53Config};
+use super::route53::{sdk_loader, Route53Backend, Route53Config, ServiceRecords};
 use super::{Backend, BackendError, Change, DesiredState, DryRun, ObservedState};
 use crate::config::{AggregatorConfig, BackendKind};
 
@@ -54,7 +54,8 @@ impl AnyBackend {
     }
 
     /// The Route 53 backend of `[route53]`: the route53 backend itself, or the ARC backend's
-    /// weights.
+    /// weights. With `[[services]]`, one backend drives every service's records (its
+    /// `[services.route53]` over the fleet's `[route53]`), through one set of clients.
     async fn route53(
         config: &AggregatorConfig,
         tolerant: bool,
@@ -65,13 +66,24 @@ impl AnyBackend {
                 config.backend.as_str()
             ))
         })?;
-        let mut r53 = Route53Config::from_section(section)?;
         // A replica votes under its own id, in its own Region's CloudWatch.
-        if let Some(replica) = &config.replica {
-            r53 = r53.with_replica(&replica.id, &replica.region);
-        }
+        let vote = |r53: Route53Config| match &config.replica {
+            Some(replica) => r53.with_replica(&replica.id, &replica.region),
+            None => r53,
+        };
         let endpoint = section.endpoint_url.as_ref().map(|e| e.get_ref().clone());
         let region = section.aws_region.clone();
+        if config.fleet.has_named_services() {
+            let services = ServiceRecords::of_fleet(&config.fleet)?
+                .into_iter()
+                .map(|s| ServiceRecords {
+                    config: vote(s.config),
+                    ..s
+                })
+                .collect();
+            return Route53Backend::connect_services(services, endpoint, region, tolerant).await;
+        }
+        let r53 = vote(Route53Config::from_section(section)?);
         if tolerant {
             Route53Backend::connect_tolerant(r53, endpoint, region).await
         } else {

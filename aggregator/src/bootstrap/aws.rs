@@ -3,10 +3,10 @@
 
 use super::{BootstrapError, Clients, Line, Mode, Status};
 use crate::backend::route53::layout::{
-    AlarmSpec, Layout, MajorityCheck, RecordSet, Vote, ALARM_EVALUATION_PERIODS, ALARM_PERIOD_SECS,
-    ALARM_THRESHOLD, ALARM_TREAT_MISSING_DATA,
+    AlarmSpec, Layout, MajorityCheck, RecordSet, RegionLayout, Vote, ALARM_EVALUATION_PERIODS,
+    ALARM_PERIOD_SECS, ALARM_THRESHOLD, ALARM_TREAT_MISSING_DATA,
 };
-use crate::backend::route53::{describe, RetryPolicy};
+use crate::backend::route53::{describe, pack_by, upsert_cost, RetryPolicy};
 use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_route53 as route53;
 use route53::types::{
@@ -26,7 +26,6 @@ const HEALTH_CHECK_MAX_PAGES: usize = 100;
 /// The state of one run.
 pub(super) struct Run<'a> {
     layout: &'a Layout,
-    records: &'a RecordSet,
     clients: &'a Clients,
     mode: Mode,
     report: &'a mut dyn FnMut(&Line),
@@ -36,8 +35,8 @@ pub(super) struct Run<'a> {
     alarms: BTreeMap<(String, String), cloudwatch::types::MetricAlarm>,
     /// Every health check in the account, by CallerReference.
     checks: BTreeMap<String, HealthCheck>,
-    /// The weighted records, by set identifier.
-    record_sets: BTreeMap<String, ResourceRecordSet>,
+    /// The weighted records of each record set, by set identifier.
+    record_sets: BTreeMap<RecordSet, BTreeMap<String, ResourceRecordSet>>,
     table_exists: bool,
 }
 
@@ -62,6 +61,14 @@ where
         object: object.to_owned(),
         operation,
         message,
+    }
+}
+
+/// How lines name a unit: `Region eu-west-1`, or `service payments, Region eu-west-1`.
+fn unit_label(r: &RegionLayout) -> String {
+    match &r.service {
+        Some(s) => format!("service {s}, Region {}", r.region),
+        None => format!("Region {}", r.region),
     }
 }
 
@@ -90,14 +97,12 @@ fn majority_label(m: &MajorityCheck, children: usize, id: Option<&str>) -> Strin
 impl<'a> Run<'a> {
     pub(super) fn new(
         layout: &'a Layout,
-        records: &'a RecordSet,
         clients: &'a Clients,
         mode: Mode,
         report: &'a mut dyn FnMut(&Line),
     ) -> Self {
         Run {
             layout,
-            records,
             clients,
             mode,
             report,
@@ -128,7 +133,9 @@ impl<'a> Run<'a> {
     /// Creates what is missing ([`Mode::Apply`]) or reports it ([`Mode::Inspect`]).
     pub(super) async fn apply(&mut self) -> Result<(), BootstrapError> {
         let layout = self.layout;
-        let mut upserts = Vec::new();
+        // Per hosted zone, each record set's UPSERTs (a service's records travel together).
+        let mut upserts: BTreeMap<String, BTreeMap<RecordSet, Vec<ResourceRecordSet>>> =
+            BTreeMap::new();
         let mut record_lines = Vec::new();
         for region in &layout.regions {
             let mut vote_ids = Vec::new();
@@ -140,17 +147,19 @@ impl<'a> Run<'a> {
                 Some(m) => self.ensure_majority(m, &vote_ids).await?,
                 None => vote_ids.first().cloned().flatten(),
             };
-            let Some(set) = &region.set_identifier else {
+            let (Some(set), Some(r)) = (&region.set_identifier, &region.records) else {
                 continue;
             };
-            let r = self.records;
-            let record = self.record_sets[set].clone();
+            // read_records checked that every unit's record exists.
+            let record = self.record_sets[r][set].clone();
             let target = guard
                 .as_deref()
                 .unwrap_or("(the check above, once created)");
             let object = format!(
-                "record {} {} {set:?} (Region {}) guarded by health check {target}",
-                r.record_name, r.record_type, region.region
+                "record {} {} {set:?} ({}) guarded by health check {target}",
+                r.record_name,
+                r.record_type,
+                unit_label(region)
             );
             if guard.is_some() && record.health_check_id == guard {
                 record_lines.push((Status::Exists, object));
@@ -160,22 +169,20 @@ impl<'a> Run<'a> {
                 // Values, TTL, alias target and weight as read; only the health check changes.
                 let mut record = record;
                 record.health_check_id = guard;
-                upserts.push(
-                    route53::types::Change::builder()
-                        .action(ChangeAction::Upsert)
-                        .resource_record_set(record)
-                        .build()
-                        .map_err(|e| BootstrapError::Aws {
-                            object: object.clone(),
-                            operation: "ChangeResourceRecordSets",
-                            message: e.to_string(),
-                        })?,
-                );
+                upserts
+                    .entry(r.hosted_zone_id.clone())
+                    .or_default()
+                    .entry(r.clone())
+                    .or_default()
+                    .push(record);
                 record_lines.push((Status::Updated, object));
             }
         }
-        if !upserts.is_empty() {
-            self.upsert_records(upserts).await?;
+        for (zone, sets) in upserts {
+            let groups: Vec<Vec<ResourceRecordSet>> = sets.into_values().collect();
+            for batch in pack_by(groups, |g| upsert_cost(g)) {
+                self.upsert_records(&zone, batch.concat()).await?;
+            }
         }
         for (status, object) in record_lines {
             self.emit(status, object);
@@ -399,30 +406,46 @@ impl<'a> Run<'a> {
         Ok(check.id().to_owned())
     }
 
-    /// One batch for every record: they are one weighted group, changed together.
+    /// One batch for the records of a hosted zone: each service's weighted group changes
+    /// together.
     async fn upsert_records(
         &mut self,
-        upserts: Vec<route53::types::Change>,
+        zone: &str,
+        records: Vec<ResourceRecordSet>,
     ) -> Result<(), BootstrapError> {
-        let r = self.records;
-        let object = format!(
-            "records {} {} in hosted zone {}",
-            r.record_name, r.record_type, r.hosted_zone_id
-        );
+        let names: BTreeSet<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.name(), r.r#type().as_str()))
+            .collect();
+        let object = match names.iter().collect::<Vec<_>>().as_slice() {
+            [(name, rr_type)] => format!("records {name} {rr_type} in hosted zone {zone}"),
+            many => format!("records of {} services in hosted zone {zone}", many.len()),
+        };
+        let aws = |message: String| BootstrapError::Aws {
+            object: object.clone(),
+            operation: "ChangeResourceRecordSets",
+            message,
+        };
+        let mut changes = Vec::new();
+        for record in records {
+            changes.push(
+                route53::types::Change::builder()
+                    .action(ChangeAction::Upsert)
+                    .resource_record_set(record)
+                    .build()
+                    .map_err(|e| aws(e.to_string()))?,
+            );
+        }
         let batch = ChangeBatch::builder()
-            .set_changes(Some(upserts))
+            .set_changes(Some(changes))
             .comment("vantage bootstrap: guard each Region's record with its health votes")
             .build()
-            .map_err(|e| BootstrapError::Aws {
-                object: object.clone(),
-                operation: "ChangeResourceRecordSets",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| aws(e.to_string()))?;
         let request = self
             .clients
             .route53
             .change_resource_record_sets()
-            .hosted_zone_id(&r.hosted_zone_id)
+            .hosted_zone_id(zone)
             .change_batch(batch);
         self.retry
             .run("ChangeResourceRecordSets", || request.clone().send())

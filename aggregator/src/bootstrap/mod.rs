@@ -157,14 +157,14 @@ pub async fn bootstrap(
                 .into(),
         ));
     }
-    let Some(records) = &layout.records else {
+    if layout.regions.iter().all(|r| r.records.is_none()) {
         return Err(BootstrapError::Unsupported(
             "the fleet file has no [route53] section: bootstrap needs the hosted zone and each \
              Region's set_identifier to guard the records with the votes' health checks"
                 .into(),
         ));
-    };
-    let mut run = aws::Run::new(layout, records, clients, mode, report);
+    }
+    let mut run = aws::Run::new(layout, clients, mode, report);
     run.read().await?;
     run.apply().await?;
     Ok(run.into_lines())

@@ -71,16 +71,26 @@ pub async fn create_zone(r53: &aws_sdk_route53::Client) -> Result<String> {
     Ok(id.trim_start_matches("/hostedzone/").to_owned())
 }
 
-/// Creates weighted CNAME records (TTL 60) in one batch.
+/// Creates weighted CNAME records (TTL 60) named [`RECORD`] in one batch.
 pub async fn create_records(
     r53: &aws_sdk_route53::Client,
     zone: &str,
     records: &[SeedRecord],
 ) -> Result<()> {
+    create_records_named(r53, zone, RECORD, records).await
+}
+
+/// Creates weighted CNAME records (TTL 60) named `name` in one batch.
+pub async fn create_records_named(
+    r53: &aws_sdk_route53::Client,
+    zone: &str,
+    name: &str,
+    records: &[SeedRecord],
+) -> Result<()> {
     let mut changes = Vec::new();
     for r in records {
         let set = ResourceRecordSet::builder()
-            .name(RECORD)
+            .name(name)
             .r#type(RrType::Cname)
             .set_identifier(&r.set_identifier)
             .weight(r.weight)
@@ -149,6 +159,15 @@ pub async fn read_records(
     r53: &aws_sdk_route53::Client,
     zone: &str,
 ) -> Result<std::collections::BTreeMap<String, ResourceRecordSet>> {
+    read_records_named(r53, zone, RECORD).await
+}
+
+/// Every record of the zone named `name`, by set identifier.
+pub async fn read_records_named(
+    r53: &aws_sdk_route53::Client,
+    zone: &str,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, ResourceRecordSet>> {
     let out = r53
         .list_resource_record_sets()
         .hosted_zone_id(zone)
@@ -157,7 +176,7 @@ pub async fn read_records(
     Ok(out
         .resource_record_sets()
         .iter()
-        .filter(|r| r.name() == RECORD)
+        .filter(|r| r.name() == name)
         .filter_map(|r| Some((r.set_identifier()?.to_owned(), r.clone())))
         .collect())
 }

@@ -1,9 +1,10 @@
-//! Control-plane health: each Region's record is guarded by an aggregator-owned CALCULATED
+//! Control-plane health: each unit's (service's Region's) record is guarded by an aggregator-owned CALCULATED
 //! health check, forced healthy with HealthThreshold 0 and unhealthy with a threshold above its
 //! child count. Every write starts from a fresh GetHealthCheck and carries its
 //! HealthCheckVersion, so a concurrent edit is detected (and re-read) instead of overwritten.
 
 use super::retry::describe;
+use super::units::Unit;
 use super::{Inner, Route53Backend, RETRIES_METRIC};
 use crate::backend::{BackendError, Change};
 use aws_sdk_route53::error::ProvideErrorMetadata;
@@ -44,47 +45,58 @@ fn forced_state(check: &CheckSnapshot) -> Option<bool> {
     }
 }
 
-/// How errors name one Region's health check, so an operator can find it in the console.
-fn health_check_label(region: &str, id: &str) -> String {
-    format!("CALCULATED health check {id} (Region {region})")
+/// How errors name one unit's health check, so an operator can find it in the console.
+fn health_check_label(unit: &Unit, id: &str) -> String {
+    format!("CALCULATED health check {id} ({})", unit.label())
 }
 
+/// GetHealthCheck reads in flight at once: Route 53 takes five requests a second per account,
+/// so a fleet of many services reads in waves instead of one burst that throttles.
+const CONCURRENT_READS: usize = 5;
+
 impl Route53Backend {
-    /// GetHealthCheck for every Region at once: one task per Region (each holding the shared
-    /// state), so a pass waits for the slowest read rather than the sum of them.
+    /// GetHealthCheck for every unit, [`CONCURRENT_READS`] at a time: one task per unit (each
+    /// holding the shared state), so a pass waits for the slowest reads rather than the sum
+    /// of them.
     pub(super) async fn observe_calculated(
         &self,
     ) -> Result<BTreeMap<String, Option<bool>>, BackendError> {
         let mut reads = tokio::task::JoinSet::new();
-        for (region, want) in &self.inner.config.regions {
-            let inner = Arc::clone(&self.inner);
-            let region = region.clone();
-            let id = want.health_check_id.clone().unwrap_or_default();
-            reads.spawn(async move {
-                let check = inner.calculated_check(&region, &id).await?;
-                Ok::<_, BackendError>((region, forced_state(&check)))
-            });
-        }
         let mut health = BTreeMap::new();
-        while let Some(joined) = reads.join_next().await {
-            let (region, state) = joined
+        let mut keys = self.inner.units.keys();
+        loop {
+            while reads.len() < CONCURRENT_READS {
+                let Some(key) = keys.next() else { break };
+                let inner = Arc::clone(&self.inner);
+                let key = key.clone();
+                reads.spawn(async move {
+                    let unit = &inner.units[&key];
+                    let id = unit.record.health_check_id.clone().unwrap_or_default();
+                    let check = inner.calculated_check(unit, &id).await?;
+                    Ok::<_, BackendError>((key, forced_state(&check)))
+                });
+            }
+            let Some(joined) = reads.join_next().await else {
+                break;
+            };
+            let (key, state) = joined
                 .map_err(|e| BackendError::Observe(format!("GetHealthCheck task: {e}")))??;
-            health.insert(region, state);
+            health.insert(key, state);
         }
         Ok(health)
     }
 }
 
 impl Inner {
-    /// Every Region's CALCULATED check exists, is CALCULATED, has room for a threshold above
+    /// Every unit's CALCULATED check exists, is CALCULATED, has room for a threshold above
     /// its children, and is not Inverted (which would turn forcing around).
     pub(super) async fn verify_calculated_checks(&self) -> Result<(), BackendError> {
-        for (region, want) in &self.config.regions {
-            let id = want.health_check_id.as_deref().unwrap_or_default();
-            let check = self.calculated_check(region, id).await?;
+        for unit in self.units.values() {
+            let id = unit.record.health_check_id.as_deref().unwrap_or_default();
+            let check = self.calculated_check(unit, id).await?;
             if check.inverted == Some(true) {
                 return Err(BackendError::Shape(
-                    health_check_label(region, id),
+                    health_check_label(unit, id),
                     "it is Inverted: forcing its threshold would have the opposite effect".into(),
                 ));
             }
@@ -93,11 +105,7 @@ impl Inner {
     }
 
     /// GetHealthCheck, checked to be a CALCULATED check.
-    async fn calculated_check(
-        &self,
-        region: &str,
-        id: &str,
-    ) -> Result<CheckSnapshot, BackendError> {
+    async fn calculated_check(&self, unit: &Unit, id: &str) -> Result<CheckSnapshot, BackendError> {
         let request = self.route53.get_health_check().health_check_id(id);
         let out = self
             .config
@@ -106,10 +114,11 @@ impl Inner {
             .await
             .map_err(|e| {
                 if e.code() == Some("NoSuchHealthCheck") {
-                    BackendError::Shape(health_check_label(region, id), describe(&e))
+                    BackendError::Shape(health_check_label(unit, id), describe(&e))
                 } else {
                     BackendError::Observe(format!(
-                        "GetHealthCheck {id} (Region {region}): {}",
+                        "GetHealthCheck {id} ({}): {}",
+                        unit.label(),
                         describe(&e)
                     ))
                 }
@@ -122,14 +131,14 @@ impl Inner {
         })?;
         if config.r#type != HealthCheckType::Calculated {
             return Err(BackendError::Shape(
-                health_check_label(region, id),
+                health_check_label(unit, id),
                 format!("it is {}, not CALCULATED", config.r#type.as_str()),
             ));
         }
         let children = config.child_health_checks.unwrap_or_default();
         if children.len() >= MAX_HEALTH_THRESHOLD {
             return Err(BackendError::Shape(
-                health_check_label(region, id),
+                health_check_label(unit, id),
                 format!(
                     "it has {} children: a threshold above that is over Route 53's limit of {MAX_HEALTH_THRESHOLD}",
                     children.len()
@@ -145,26 +154,26 @@ impl Inner {
         })
     }
 
-    /// Forces `region`'s CALCULATED check healthy (threshold 0) or unhealthy (children + 1),
-    /// from a fresh read so the threshold matches the current children and the write carries
-    /// the version it was computed from.
+    /// Forces the CALCULATED check of unit `key` healthy (threshold 0) or unhealthy (one above
+    /// its children), from a fresh read so the threshold matches the current children and the
+    /// write carries the version it was computed from.
     pub(super) async fn force_health(
         &self,
-        region: &str,
+        key: &str,
         in_service: bool,
     ) -> Result<(), BackendError> {
-        let id = self.config.regions[region]
-            .health_check_id
-            .clone()
-            .unwrap_or_default();
+        let unit = &self.units[key];
+        // Logs name the unit by its key: the Region, or `<service>/<region>`.
+        let region = key;
+        let id = unit.record.health_check_id.clone().unwrap_or_default();
         let change = Change::Health {
-            region: region.to_owned(),
+            region: key.to_owned(),
             in_service,
         }
         .to_string();
         let mut round = 0;
         loop {
-            let check = self.calculated_check(region, &id).await?;
+            let check = self.calculated_check(unit, &id).await?;
             let target = if in_service {
                 0
             } else {

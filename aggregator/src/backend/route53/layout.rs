@@ -1,18 +1,22 @@
 //! The objects a fleet needs in Route 53, CloudWatch and DynamoDB, computed from the fleet file
 //! alone (no AWS call, no clock), so `check-config` can print it offline, `plan` can compare it
-//! with AWS and `vantage aggregator bootstrap` can create what is missing. Per Region and per
-//! voter (each replica, or the one aggregator): a CloudWatch alarm in the voter's own AWS
-//! Region on its `RegionHealthy` metric, and a CLOUDWATCH_METRIC health check on that alarm.
-//! With replicas, a CALCULATED check per Region counts their votes (majority) and guards the
-//! Region's weighted record; with one aggregator its one check guards the record directly.
-//! Health checks are found again by a deterministic CallerReference, alarms by name, so
-//! creating the layout twice finds the first copy instead of making a second.
+//! with AWS and `vantage aggregator bootstrap` can create what is missing. Per unit (a Region
+//! of a single-API fleet, or one service in one Region with `[[services]]`) and per voter
+//! (each replica, or the one aggregator): a CloudWatch alarm in the voter's own AWS Region on
+//! its `RegionHealthy` metric, and a CLOUDWATCH_METRIC health check on that alarm. With
+//! replicas, a CALCULATED check per unit counts their votes (majority) and guards the unit's
+//! weighted record; with one aggregator its one check guards the record directly. A named
+//! service's objects carry its name (alarm `vantage-<fleet>-<service>-<region>`, the metric's
+//! `Service` dimension, CallerReferences `vantage:<fleet>:<service>:<region>:...`); a
+//! single-API fleet's are named as they always were. Health checks are found again by a
+//! deterministic CallerReference, alarms by name, so creating the layout twice finds the first
+//! copy instead of making a second.
 
 use super::config::{HealthMode, Route53Config};
-use super::data_plane::{REGION_DIMENSION, REPLICA_DIMENSION};
+use super::data_plane::{REGION_DIMENSION, REPLICA_DIMENSION, SERVICE_DIMENSION};
 use crate::backend::BackendError;
 use std::fmt;
-use vantage_protocol::config::FleetConfig;
+use vantage_protocol::config::{FleetConfig, Route53Health, Route53Section};
 
 /// The alarm's period: CLOUDWATCH_METRIC checks need standard resolution, so 60 s at least.
 pub const ALARM_PERIOD_SECS: i32 = 60;
@@ -31,13 +35,14 @@ const DEFAULT_AWS_REGION: &str = "us-east-1";
 /// One CloudWatch alarm on a voter's health metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlarmSpec {
-    /// `vantage-<fleet>-<region>-<replica>`, or `vantage-<fleet>-<region>` for one aggregator.
+    /// `vantage-<fleet>-<region>-<replica>`, or `vantage-<fleet>-<region>` for one aggregator;
+    /// a named service's name comes after the fleet's.
     pub name: String,
     /// The AWS Region whose CloudWatch holds the metric and the alarm.
     pub aws_region: String,
     pub namespace: String,
     pub metric_name: String,
-    /// (name, value): `Region`, and `Replica` for a replica.
+    /// (name, value): `Region`, `Service` for a named service, and `Replica` for a replica.
     pub dimensions: Vec<(String, String)>,
 }
 
@@ -59,10 +64,14 @@ pub struct MajorityCheck {
     pub health_threshold: i32,
 }
 
-/// One Region's objects.
+/// One unit's objects: a Region's, or one service's in one Region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionLayout {
+    /// The named service (`None` in a single-API fleet).
+    pub service: Option<String>,
     pub region: String,
+    /// The unit's weighted record set (None without Route 53 records).
+    pub records: Option<RecordSet>,
     /// Its weighted record's SetIdentifier (None without a `[route53]` section).
     pub set_identifier: Option<String>,
     /// Data plane: one per voter. Control plane: none.
@@ -85,7 +94,7 @@ impl RegionLayout {
 }
 
 /// The weighted records the Regions' entries name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RecordSet {
     pub hosted_zone_id: String,
     pub record_name: String,
@@ -107,41 +116,56 @@ pub struct Layout {
     pub data_plane: bool,
     /// How many voters per Region: the replicas, or 1.
     pub voters: usize,
-    /// Present with a `[route53]` section.
+    /// A single-API fleet's records (present with a `[route53]` section); with services each
+    /// unit's are in [`RegionLayout::records`].
     pub records: Option<RecordSet>,
+    /// Every unit, by service then Region.
     pub regions: Vec<RegionLayout>,
     pub lease: Option<LeaseTable>,
 }
 
-/// The layout of a fleet file with replicas or a `[route53]` section; `None` for a fleet
-/// that has neither (nothing in AWS to lay out).
+/// One service as the layout sees it: its name (when named), its records' configuration and
+/// its Regions.
+struct ServicePart {
+    name: Option<String>,
+    route53: Option<Route53Config>,
+    regions: Vec<String>,
+}
+
+/// The layout of a fleet file with replicas or Route 53 records (`[route53]`, or a service's
+/// `[services.route53]`); `None` for a fleet that has neither (nothing in AWS to lay out).
 pub fn layout(fleet: &FleetConfig) -> Result<Option<Layout>, BackendError> {
     let a = &fleet.aggregator;
-    let route53 = match &fleet.route53 {
-        Some(section) => Some((section, Route53Config::from_section(section)?)),
-        None if a.replicas.is_empty() => return Ok(None),
-        None => None,
-    };
+    let parts = service_parts(fleet)?;
+    let any_records = parts.iter().any(|p| p.route53.is_some());
+    if !any_records && a.replicas.is_empty() {
+        return Ok(None);
+    }
     let fleet_name = fleet.fleet.name.get_ref().clone();
-    let (namespace, metric_name) = match route53.as_ref().map(|(_, c)| &c.health) {
-        Some(HealthMode::ControlPlane) => (String::new(), String::new()),
-        Some(HealthMode::DataPlane {
+    let first = parts.iter().find_map(|p| p.route53.as_ref());
+    let health = match first {
+        Some(c) => c.health.clone(),
+        None => shared_health(fleet.route53.as_ref()),
+    };
+    let (namespace, metric_name) = match &health {
+        HealthMode::ControlPlane => (String::new(), String::new()),
+        HealthMode::DataPlane {
             namespace,
             metric_name,
-        }) => (namespace.clone(), metric_name.clone()),
-        None => (
-            super::DEFAULT_METRIC_NAMESPACE.to_owned(),
-            super::DEFAULT_METRIC_NAME.to_owned(),
-        ),
+        } => (namespace.clone(), metric_name.clone()),
     };
-    let data_plane = !matches!(
-        route53.as_ref().map(|(_, c)| &c.health),
-        Some(HealthMode::ControlPlane)
-    );
+    let data_plane = !matches!(health, HealthMode::ControlPlane);
     // The single aggregator publishes through the Route 53 clients' Region.
-    let single_region = route53
+    let single_region = fleet
+        .route53
         .as_ref()
-        .and_then(|(s, _)| s.aws_region.clone())
+        .or_else(|| {
+            fleet
+                .services()
+                .iter()
+                .find_map(|s| s.fleet.route53.as_ref())
+        })
+        .and_then(|s| s.aws_region.clone())
         .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned());
     let voters: Vec<(Option<String>, String)> = if a.replicas.is_empty() {
         vec![(None, single_region)]
@@ -151,25 +175,26 @@ pub fn layout(fleet: &FleetConfig) -> Result<Option<Layout>, BackendError> {
             .map(|r| (Some(r.id.get_ref().clone()), r.region.get_ref().clone()))
             .collect()
     };
-    let region_names: Vec<String> = match &route53 {
-        Some((_, c)) => c.regions.keys().cloned().collect(),
-        None => fleet
-            .regions
-            .iter()
-            .map(|r| r.name.get_ref().clone())
-            .collect(),
-    };
-    let regions = region_names
-        .into_iter()
-        .map(|region| {
-            let record = route53.as_ref().and_then(|(_, c)| c.regions.get(&region));
+    let mut regions = Vec::new();
+    for part in &parts {
+        let records = part.route53.as_ref().map(|c| RecordSet {
+            hosted_zone_id: c.hosted_zone_id.clone(),
+            record_name: c.record_name.clone(),
+            record_type: c.record_type.clone(),
+        });
+        for region in &part.regions {
+            let record = part.route53.as_ref().and_then(|c| c.regions.get(region));
+            let unit = Unit {
+                fleet: &fleet_name,
+                service: part.name.as_deref(),
+                region,
+            };
             let votes = if data_plane {
                 voters
                     .iter()
                     .map(|(replica, aws_region)| {
                         vote(
-                            &fleet_name,
-                            &region,
+                            &unit,
                             replica.as_deref(),
                             aws_region,
                             &namespace,
@@ -181,22 +206,26 @@ pub fn layout(fleet: &FleetConfig) -> Result<Option<Layout>, BackendError> {
                 Vec::new()
             };
             let majority = (data_plane && !a.replicas.is_empty()).then(|| MajorityCheck {
-                caller_reference: caller_reference(&[&fleet_name, &region, "majority"]),
+                caller_reference: caller_reference(&unit.parts(&["majority"])),
                 health_threshold: majority(voters.len()),
             });
-            RegionLayout {
+            regions.push(RegionLayout {
+                service: part.name.clone(),
                 set_identifier: record.map(|r| r.set_identifier.clone()),
+                records: record.and(records.clone()),
                 forced_check_id: if data_plane {
                     None
                 } else {
                     record.and_then(|r| r.health_check_id.clone())
                 },
-                region,
+                region: region.clone(),
                 votes,
                 majority,
-            }
-        })
-        .collect();
+            });
+        }
+    }
+    // Services in name order, as decisions list them (a single-API fleet keeps its order).
+    regions.sort_by(|x, y| x.service.cmp(&y.service));
     let lease = a.lease.as_ref().map(|l| LeaseTable {
         table: l.table.get_ref().clone(),
         aws_region: l
@@ -206,18 +235,104 @@ pub fn layout(fleet: &FleetConfig) -> Result<Option<Layout>, BackendError> {
             .or_else(|| a.replicas.first().map(|r| r.region.get_ref().clone()))
             .unwrap_or_else(|| DEFAULT_AWS_REGION.to_owned()),
     });
+    let single_records = match parts.as_slice() {
+        [ServicePart {
+            name: None,
+            route53: Some(c),
+            ..
+        }] => Some(RecordSet {
+            hosted_zone_id: c.hosted_zone_id.clone(),
+            record_name: c.record_name.clone(),
+            record_type: c.record_type.clone(),
+        }),
+        _ => None,
+    };
     Ok(Some(Layout {
         fleet: fleet_name,
         data_plane,
         voters: voters.len(),
-        records: route53.map(|(_, c)| RecordSet {
-            hosted_zone_id: c.hosted_zone_id,
-            record_name: c.record_name,
-            record_type: c.record_type,
-        }),
+        records: single_records,
         regions,
         lease,
     }))
+}
+
+/// Each service's part: the single-API fleet as one unnamed part, or every `[[services]]`
+/// entry. A part's Regions are those its records map (all its Regions without records).
+fn service_parts(fleet: &FleetConfig) -> Result<Vec<ServicePart>, BackendError> {
+    let part = |name: Option<String>, view: &FleetConfig| -> Result<ServicePart, BackendError> {
+        let route53 = view
+            .route53
+            .as_ref()
+            .map(Route53Config::from_section)
+            .transpose()?;
+        let regions = match &route53 {
+            Some(c) => c.regions.keys().cloned().collect(),
+            None => view
+                .regions
+                .iter()
+                .map(|r| r.name.get_ref().clone())
+                .collect(),
+        };
+        Ok(ServicePart {
+            name,
+            route53,
+            regions,
+        })
+    };
+    if !fleet.has_named_services() {
+        return Ok(vec![part(None, fleet)?]);
+    }
+    fleet
+        .services()
+        .iter()
+        .map(|s| part(Some(s.name.clone()), &s.fleet))
+        .collect()
+}
+
+/// The health mode of the fleet's `[route53]` when no service has records to take it from.
+fn shared_health(section: Option<&Route53Section>) -> HealthMode {
+    let control = section
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.get_ref().parse::<Route53Health>().ok())
+        == Some(Route53Health::ControlPlane);
+    if control {
+        return HealthMode::ControlPlane;
+    }
+    HealthMode::DataPlane {
+        namespace: section
+            .and_then(|s| s.metric_namespace.as_ref())
+            .map_or(super::DEFAULT_METRIC_NAMESPACE.to_owned(), |n| {
+                n.get_ref().clone()
+            }),
+        metric_name: super::DEFAULT_METRIC_NAME.to_owned(),
+    }
+}
+
+/// Whose objects are being named: the fleet, the service (when named) and the Region.
+struct Unit<'a> {
+    fleet: &'a str,
+    service: Option<&'a str>,
+    region: &'a str,
+}
+
+impl Unit<'_> {
+    /// `fleet[:service]:region` followed by `rest`, a CallerReference's parts.
+    fn parts<'b>(&'b self, rest: &[&'b str]) -> Vec<&'b str> {
+        let mut parts = vec![self.fleet];
+        parts.extend(self.service);
+        parts.push(self.region);
+        parts.extend_from_slice(rest);
+        parts
+    }
+
+    /// `vantage-fleet[-service]-region`, an alarm name's stem.
+    fn alarm_stem(&self) -> String {
+        match self.service {
+            Some(s) => format!("vantage-{}-{s}-{}", self.fleet, self.region),
+            None => format!("vantage-{}-{}", self.fleet, self.region),
+        }
+    }
 }
 
 /// A majority of `count` voters: more than half, so two halves can never both decide.
@@ -226,26 +341,25 @@ pub fn majority(count: usize) -> i32 {
 }
 
 fn vote(
-    fleet: &str,
-    region: &str,
+    unit: &Unit,
     replica: Option<&str>,
     aws_region: &str,
     namespace: &str,
     metric_name: &str,
 ) -> Vote {
-    let mut dimensions = vec![(REGION_DIMENSION.to_owned(), region.to_owned())];
+    let mut dimensions = vec![(REGION_DIMENSION.to_owned(), unit.region.to_owned())];
+    if let Some(service) = unit.service {
+        dimensions.push((SERVICE_DIMENSION.to_owned(), service.to_owned()));
+    }
     let (name, caller_reference) = match replica {
         Some(id) => {
             dimensions.push((REPLICA_DIMENSION.to_owned(), id.to_owned()));
             (
-                format!("vantage-{fleet}-{region}-{id}"),
-                caller_reference(&[fleet, region, "vote", id]),
+                format!("{}-{id}", unit.alarm_stem()),
+                caller_reference(&unit.parts(&["vote", id])),
             )
         }
-        None => (
-            format!("vantage-{fleet}-{region}"),
-            caller_reference(&[fleet, region, "vote"]),
-        ),
+        None => (unit.alarm_stem(), caller_reference(&unit.parts(&["vote"]))),
     };
     Vote {
         replica: replica.map(str::to_owned),
@@ -260,8 +374,8 @@ fn vote(
     }
 }
 
-/// `vantage:<part>:<part>...`: ':' appears in no fleet, Region or replica name, so two
-/// different objects never share a reference. Beyond Route 53's 64 characters the tail is
+/// `vantage:<part>:<part>...`: ':' appears in no fleet, service, Region or replica name, so
+/// two different objects never share a reference. Beyond Route 53's 64 characters the tail is
 /// replaced by a stable hash of the whole (FNV-1a: the same on every build and platform).
 pub fn caller_reference(parts: &[&str]) -> String {
     let full = format!("vantage:{}", parts.join(":"));
@@ -303,24 +417,45 @@ impl fmt::Display for Layout {
             "one aggregator".to_owned()
         };
         writeln!(f, "AWS layout of fleet {} ({voters}):", self.fleet)?;
+        let named = self.regions.iter().any(|r| r.service.is_some());
         if let Some(r) = &self.records {
             writeln!(
                 f,
                 "  records: {} {} in hosted zone {}",
                 r.record_name, r.record_type, r.hosted_zone_id
             )?;
-        } else {
+        } else if !named {
             writeln!(
                 f,
                 "  records: none ([route53] is not set; votes are published, nothing moves traffic)"
             )?;
         }
+        let mut service = None;
         for region in &self.regions {
+            if named && service != Some(&region.service) {
+                service = Some(&region.service);
+                let name = region.service.as_deref().unwrap_or_default();
+                match &region.records {
+                    Some(r) => writeln!(
+                        f,
+                        "  service {name}: records {} {} in hosted zone {}",
+                        r.record_name, r.record_type, r.hosted_zone_id
+                    )?,
+                    None => writeln!(
+                        f,
+                        "  service {name}: records none (no [services.route53]; votes are published, nothing moves its traffic)"
+                    )?,
+                }
+            }
             let record = region
                 .set_identifier
                 .as_deref()
                 .map_or(String::new(), |s| format!(" (record set {s:?})"));
-            writeln!(f, "  {}{record}", region.region)?;
+            let unit = match &region.service {
+                Some(s) => format!("{s}/{}", region.region),
+                None => region.region.clone(),
+            };
+            writeln!(f, "  {unit}{record}")?;
             if let Some(id) = &region.forced_check_id {
                 writeln!(
                     f,
@@ -602,6 +737,90 @@ set_identifier = "euw1-record"
             "CALCULATED health check \"vantage:orders:us-east-1:majority\": healthy while 2 of its 3 children are",
             "record \"use1-record\" uses health check \"vantage:orders:us-east-1:majority\"",
             "lease table vantage-lease in us-east-1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn named_services_get_objects_of_their_own_per_region() {
+        let text = r#"
+[fleet]
+name = "shop"
+[[vantages]]
+region = "us-east-1"
+[agents.auth]
+key_id = "k1"
+[aggregator]
+backend = "route53"
+replicas = [
+  { id = "use1", region = "us-east-1", url = "https://a.example.com" },
+  { id = "euw1", region = "eu-west-1", url = "https://b.example.com" },
+  { id = "apse1", region = "ap-southeast-1", url = "https://c.example.com" },
+]
+[aggregator.lease]
+table = "vantage-lease"
+[route53]
+hosted_zone_id = "Z1"
+[[services]]
+name = "payments"
+global = { url = "https://payments.example.com/status" }
+[[services.regions]]
+name = "eu-west-1"
+status_url = "https://p-euw1.example.com/status"
+[services.route53]
+record_name = "payments-origin.example.com"
+[services.route53.regions.eu-west-1]
+set_identifier = "p-euw1"
+[[services]]
+name = "orders"
+global = { url = "https://orders.example.com/status" }
+[[services.regions]]
+name = "eu-west-1"
+status_url = "https://o-euw1.example.com/status"
+[services.route53]
+record_name = "orders-origin.example.com"
+[services.route53.regions.eu-west-1]
+set_identifier = "o-euw1"
+"#;
+        let l = layout(&FleetConfig::parse(text, "fleet.toml").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(l.records.is_none(), "records are per service");
+        let units: Vec<_> = l
+            .regions
+            .iter()
+            .map(|r| (r.service.as_deref().unwrap(), r.region.as_str()))
+            .collect();
+        assert_eq!(units, [("orders", "eu-west-1"), ("payments", "eu-west-1")]);
+        let payments = &l.regions[1];
+        assert_eq!(
+            payments.records.as_ref().unwrap().record_name,
+            "payments-origin.example.com."
+        );
+        let vote = &payments.votes[2];
+        assert_eq!(vote.alarm.name, "vantage-shop-payments-eu-west-1-apse1");
+        assert_eq!(
+            vote.alarm.dimensions,
+            [
+                ("Region".to_owned(), "eu-west-1".to_owned()),
+                ("Service".to_owned(), "payments".to_owned()),
+                ("Replica".to_owned(), "apse1".to_owned())
+            ]
+        );
+        assert_eq!(
+            vote.caller_reference,
+            "vantage:shop:payments:eu-west-1:vote:apse1"
+        );
+        assert_eq!(
+            payments.record_check_reference(),
+            Some("vantage:shop:payments:eu-west-1:majority")
+        );
+        let text = l.to_string();
+        for needle in [
+            "service payments: records payments-origin.example.com. CNAME in hosted zone Z1",
+            "  payments/eu-west-1 (record set \"p-euw1\")",
+            "Vantage/RegionHealthy{Region=eu-west-1,Service=orders,Replica=use1}",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }

@@ -1,10 +1,13 @@
-//! The Route 53 backend: makes one weighted record set and each Region's health signal agree
-//! with the desired state through the AWS SDK, with every retry our own (jittered, bounded and
-//! counted in `vantage_route53_retries_total`). `config` says what is driven; `records` moves
-//! the weights (one UPSERT batch, then INSYNC); health goes through `data_plane` (a CloudWatch
-//! metric behind a CLOUDWATCH_METRIC health check, the default) or `control_plane` (forced
-//! CALCULATED health checks); `retry` wraps every call and `sdk` sets up the clients; this
-//! module wires them into one [`Backend`]. `layout` computes, from the fleet file alone, every
+//! The Route 53 backend: makes each service's weighted record set and each unit's (one service
+//! in one Region) health signal agree with the desired state through the AWS SDK, with every
+//! retry our own (jittered, bounded and counted in `vantage_route53_retries_total`). `config`
+//! says what one service drives and `units` flattens every service into units keyed as
+//! decisions are (`payments/eu-west-1`, or the bare Region for a single-API fleet); `list` reads
+//! the records (one sweep per hosted zone), `records` moves the weights (UPSERT batches per
+//! zone, then INSYNC); health goes through `data_plane` (a CloudWatch metric behind a
+//! CLOUDWATCH_METRIC health check, the default) or `control_plane` (forced CALCULATED health
+//! checks); `retry` wraps every call and `sdk` sets up the clients, one set for all services;
+//! this module wires them into one [`Backend`]. `layout` computes, from the fleet file alone, every
 //! object the health votes need (alarms, health checks, the records' checks, the lease table),
 //! which `vantage aggregator bootstrap` creates and `plan` / `check-config` show.
 
@@ -12,33 +15,40 @@ mod config;
 mod control_plane;
 mod data_plane;
 pub mod layout;
+mod list;
 mod records;
 mod retry;
 mod sdk;
+mod units;
 
 pub use config::{
     HealthMode, RegionRecord, ReplicaVote, Route53Config, DEFAULT_METRIC_NAME,
     DEFAULT_METRIC_NAMESPACE,
 };
-pub use data_plane::{REGION_DIMENSION, REPLICA_DIMENSION};
-pub(crate) use records::list_weighted_records;
+pub use data_plane::{REGION_DIMENSION, REPLICA_DIMENSION, SERVICE_DIMENSION};
+pub(crate) use list::{list_record_sets, NameType};
+pub(crate) use records::{pack_by, upsert_cost};
 pub(crate) use retry::describe;
 pub use retry::RetryPolicy;
 pub use sdk::sdk_loader;
+pub use units::ServiceRecords;
 
 use super::{Backend, BackendError, Change, DesiredState, ObservedRegion, ObservedState};
 use aws_sdk_cloudwatch as cloudwatch;
 use aws_sdk_route53 as route53;
 use route53::error::ProvideErrorMetadata;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use units::Unit;
 
 /// Counter of retried AWS calls, labelled by `operation` (the AWS API name).
 pub const RETRIES_METRIC: &str = "vantage_route53_retries_total";
 /// Histogram of the time from ChangeResourceRecordSets to INSYNC.
 pub const INSYNC_METRIC: &str = "vantage_route53_change_insync_seconds";
 
-/// The Route 53 + CloudWatch backend. Cheap to clone (the clients are shared).
+/// The Route 53 + CloudWatch backend, for one API or every service of a fleet: one set of
+/// clients whatever the number of services. Cheap to clone (the clients are shared).
 #[derive(Clone)]
 pub struct Route53Backend {
     inner: Arc<Inner>,
@@ -48,7 +58,11 @@ pub struct Route53Backend {
 struct Inner {
     route53: route53::Client,
     cloudwatch: cloudwatch::Client,
+    /// The shared settings (health mode, retry, INSYNC timeout, replica): the one service's
+    /// configuration, or the first service's (every service has the fleet's `[route53]` ones).
     config: Route53Config,
+    /// Every unit driven, by unit key.
+    units: BTreeMap<String, Unit>,
     /// Write attempts sent (ChangeResourceRecordSets, UpdateHealthCheck, PutMetricData), so
     /// tests can prove that a pass with nothing to do writes nothing.
     writes: AtomicU64,
@@ -58,6 +72,7 @@ impl std::fmt::Debug for Route53Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route53Backend")
             .field("config", &self.inner.config)
+            .field("units", &self.inner.units.len())
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +86,45 @@ impl Route53Backend {
     ) -> Result<Self, BackendError> {
         let sdk = Self::load_sdk(endpoint_url, aws_region).await;
         Self::connect_with(&sdk, config).await
+    }
+
+    /// [`Self::connect`] (or, `tolerant`, [`Self::connect_tolerant`]) for a fleet with
+    /// `[[services]]`: every service's records driven through one set of clients.
+    pub async fn connect_services(
+        services: Vec<ServiceRecords>,
+        endpoint_url: Option<String>,
+        aws_region: Option<String>,
+        tolerant: bool,
+    ) -> Result<Self, BackendError> {
+        let sdk = Self::load_sdk(endpoint_url, aws_region).await;
+        let backend = Self::build(&sdk, services)?;
+        if tolerant {
+            backend.verify_tolerant().await?;
+        } else {
+            backend.verify_shape().await?;
+        }
+        Ok(backend)
+    }
+
+    /// [`Self::connect_with`] for a fleet with `[[services]]`.
+    pub async fn connect_services_with(
+        sdk: &aws_config::SdkConfig,
+        services: Vec<ServiceRecords>,
+    ) -> Result<Self, BackendError> {
+        let backend = Self::build(sdk, services)?;
+        backend.verify_shape().await?;
+        Ok(backend)
+    }
+
+    fn build(
+        sdk: &aws_config::SdkConfig,
+        services: Vec<ServiceRecords>,
+    ) -> Result<Self, BackendError> {
+        let cloudwatch = match services.first() {
+            Some(first) => cloudwatch_client(sdk, &first.config),
+            None => cloudwatch::Client::new(sdk),
+        };
+        Self::from_service_clients(route53::Client::new(sdk), cloudwatch, services)
     }
 
     async fn load_sdk(
@@ -97,8 +151,14 @@ impl Route53Backend {
             cloudwatch_client(&sdk, &config),
             config,
         );
-        match backend.verify_shape().await {
-            Ok(()) => Ok(backend),
+        backend.verify_tolerant().await?;
+        Ok(backend)
+    }
+
+    /// [`Self::verify_shape`], where only a shape or configuration error is fatal.
+    async fn verify_tolerant(&self) -> Result<(), BackendError> {
+        match self.verify_shape().await {
+            Ok(()) => Ok(()),
             Err(e @ (BackendError::Shape(..) | BackendError::Config(_))) => Err(e),
             Err(e) => {
                 let text = e.to_string();
@@ -107,7 +167,7 @@ impl Route53Backend {
                 } else {
                     tracing::error!("cannot reach Route 53 to verify the records: {text}; deciding goes on, AWS calls are retried with backoff");
                 }
-                Ok(backend)
+                Ok(())
             }
         }
     }
@@ -135,6 +195,28 @@ impl Route53Backend {
         cloudwatch: cloudwatch::Client,
         config: Route53Config,
     ) -> Self {
+        let units = units::single(&config);
+        Self::from_parts(route53, cloudwatch, config, units)
+    }
+
+    /// [`Self::from_clients`] for a fleet with `[[services]]`; fails when two services name
+    /// one record or differ in the shared settings.
+    pub fn from_service_clients(
+        route53: route53::Client,
+        cloudwatch: cloudwatch::Client,
+        services: Vec<ServiceRecords>,
+    ) -> Result<Self, BackendError> {
+        let units = units::units(&services)?;
+        let config = shared(services)?;
+        Ok(Self::from_parts(route53, cloudwatch, config, units))
+    }
+
+    fn from_parts(
+        route53: route53::Client,
+        cloudwatch: cloudwatch::Client,
+        config: Route53Config,
+        units: BTreeMap<String, Unit>,
+    ) -> Self {
         let route53 = route53::Client::from_conf(
             route53
                 .config()
@@ -154,13 +236,21 @@ impl Route53Backend {
                 route53,
                 cloudwatch,
                 config,
+                units,
                 writes: AtomicU64::new(0),
             }),
         }
     }
 
+    /// The shared settings, and for a single-API fleet its records (with services, the first
+    /// service's).
     pub fn config(&self) -> &Route53Config {
         &self.inner.config
+    }
+
+    /// The unit keys this backend drives, sorted.
+    pub fn unit_keys(&self) -> Vec<String> {
+        self.inner.units.keys().cloned().collect()
     }
 
     /// Write attempts sent so far (retries included).
@@ -172,22 +262,22 @@ impl Route53Backend {
     pub async fn verify_shape(&self) -> Result<(), BackendError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let records = inner.weighted_records().await.map_err(|e| {
+        let records = inner.read_records(None).await.map_err(|(zone, e)| {
             if e.code() == Some("NoSuchHostedZone") {
-                BackendError::Shape(
-                    format!("hosted zone {}", config.hosted_zone_id),
-                    describe(&e),
-                )
+                BackendError::Shape(format!("hosted zone {zone}"), describe(&e))
             } else {
                 BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
             }
         })?;
-        for (region, want) in &config.regions {
-            let what = inner.record_label(region, want);
-            let Some(record) = records.get(&want.set_identifier) else {
+        for unit in inner.units.values() {
+            let what = inner.record_label(unit);
+            let Some(record) = records
+                .get(&unit.set)
+                .and_then(|r| r.get(&unit.record.set_identifier))
+            else {
                 return Err(BackendError::Shape(
                     what,
-                    format!("no such record in hosted zone {}", config.hosted_zone_id),
+                    format!("no such record in hosted zone {}", unit.set.zone),
                 ));
             };
             if record.weight.is_none() {
@@ -196,7 +286,7 @@ impl Route53Backend {
                     "it is not a weighted record (no Weight)".into(),
                 ));
             }
-            match (&config.health, &want.health_check_id) {
+            match (&config.health, &unit.record.health_check_id) {
                 (HealthMode::ControlPlane, Some(check))
                     if record.health_check_id.as_deref() != Some(check.as_str()) =>
                 {
@@ -222,32 +312,46 @@ impl Route53Backend {
         }
         Ok(())
     }
-}
 
-impl Route53Backend {
-    /// Each Region's weight alone (one ListResourceRecordSets), for a backend that moves health
-    /// some other way (ARC) and leaves the weights here; `in_service` is left `None`.
-    pub async fn observe_weights(&self) -> Result<ObservedState, BackendError> {
+    /// Each unit's weight from `records` (`None` where its record is missing).
+    fn weights_of(&self, records: &records::Records, warn: bool) -> BTreeMap<String, Option<u8>> {
         let inner = &self.inner;
-        let records = inner.weighted_records().await.map_err(|e| {
-            BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
-        })?;
-        Ok(inner
-            .config
-            .regions
+        inner
+            .units
             .iter()
-            .map(|(region, want)| {
-                let weight = records
-                    .get(&want.set_identifier)
+            .map(|(key, unit)| {
+                let record = records
+                    .get(&unit.set)
+                    .and_then(|r| r.get(&unit.record.set_identifier));
+                if record.is_none() && warn {
+                    // Not an error here: health can still be driven; the weight write will
+                    // report the missing record as a Shape error.
+                    tracing::warn!(record = %inner.record_label(unit), "weighted record not found");
+                }
+                let weight = record
                     .and_then(|r| r.weight)
                     .and_then(|w| u8::try_from(w).ok());
-                (
-                    region.clone(),
-                    ObservedRegion {
-                        in_service: None,
-                        weight,
-                    },
-                )
+                (key.clone(), weight)
+            })
+            .collect()
+    }
+
+    /// Each unit's weight alone (one ListResourceRecordSets sweep per zone), for a backend that
+    /// moves health some other way (ARC) and leaves the weights here; `in_service` is left
+    /// `None`.
+    pub async fn observe_weights(&self) -> Result<ObservedState, BackendError> {
+        let records = self.inner.read_records(None).await.map_err(|(_, e)| {
+            BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
+        })?;
+        Ok(self
+            .weights_of(&records, false)
+            .into_iter()
+            .map(|(key, weight)| {
+                let observed = ObservedRegion {
+                    in_service: None,
+                    weight,
+                };
+                (key, observed)
             })
             .collect())
     }
@@ -260,7 +364,7 @@ impl Backend for Route53Backend {
 
     async fn observe(&self) -> Result<ObservedState, BackendError> {
         let inner = &self.inner;
-        let records = inner.weighted_records().await.map_err(|e| {
+        let records = inner.read_records(None).await.map_err(|(_, e)| {
             BackendError::Observe(format!("ListResourceRecordSets: {}", describe(&e)))
         })?;
         let health = match &inner.config.health {
@@ -270,37 +374,21 @@ impl Backend for Route53Backend {
                 metric_name,
             } => inner.observe_metric(namespace, metric_name).await,
         };
-        let mut state = ObservedState::new();
-        for (region, want) in &inner.config.regions {
-            let weight = match records.get(&want.set_identifier) {
-                Some(record) => record.weight.and_then(|w| u8::try_from(w).ok()),
-                None => {
-                    // Not an error here: health can still be driven; the weight write will
-                    // report the missing record as a Shape error.
-                    tracing::warn!(record = %inner.record_label(region, want), "weighted record not found");
-                    None
-                }
-            };
-            state.insert(
-                region.clone(),
-                ObservedRegion {
-                    in_service: health.get(region).copied().flatten(),
-                    weight,
-                },
-            );
-        }
-        Ok(state)
+        Ok(self
+            .weights_of(&records, true)
+            .into_iter()
+            .map(|(key, weight)| {
+                let in_service = health.get(&key).copied().flatten();
+                (key, ObservedRegion { in_service, weight })
+            })
+            .collect())
     }
 
     async fn apply(&self, changes: &[Change], _desired: &DesiredState) -> Result<(), BackendError> {
         let inner = &self.inner;
         for c in changes {
-            if !inner.config.regions.contains_key(c.region()) {
-                return Err(BackendError::Config(format!(
-                    "{c}: Region {} has no [route53.regions.{}] entry",
-                    c.region(),
-                    c.region()
-                )));
+            if !inner.units.contains_key(c.region()) {
+                return Err(BackendError::Config(unmapped(c)));
             }
         }
         // Every change is attempted even when an earlier one failed: taking one Region out must
@@ -315,8 +403,8 @@ impl Backend for Route53Backend {
             .collect();
         match &inner.config.health {
             HealthMode::ControlPlane => {
-                for (region, in_service) in &health {
-                    if let Err(e) = inner.force_health(region, *in_service).await {
+                for (key, in_service) in &health {
+                    if let Err(e) = inner.force_health(key, *in_service).await {
                         errors.push(e);
                     }
                 }
@@ -340,10 +428,10 @@ impl Backend for Route53Backend {
             }
             HealthMode::DataPlane { .. } => {}
         }
-        let weights: Vec<(&Change, &str, u8)> = changes
+        let weights: Vec<(&Change, &Unit, u8)> = changes
             .iter()
             .filter_map(|c| match c {
-                Change::Weight { region, to, .. } => Some((c, region.as_str(), *to)),
+                Change::Weight { region, to, .. } => Some((c, &inner.units[region], *to)),
                 Change::Health { .. } => None,
             })
             .collect();
@@ -373,10 +461,11 @@ impl Backend for Route53Backend {
         else {
             return Ok(());
         };
+        // Every unit of every service in as few PutMetricData requests as CloudWatch takes.
         let values: Vec<(&str, bool)> = desired
             .iter()
-            .filter(|(region, _)| inner.config.regions.contains_key(region.as_str()))
-            .map(|(region, want)| (region.as_str(), want.in_service))
+            .filter(|(key, _)| inner.units.contains_key(key.as_str()))
+            .map(|(key, want)| (key.as_str(), want.in_service))
             .collect();
         if values.is_empty() {
             return Ok(());
@@ -389,6 +478,27 @@ impl Backend for Route53Backend {
                 message: format!("PutMetricData: {message}"),
             })
     }
+}
+
+/// Why a change names a unit the backend does not drive, with the fleet-file key that would.
+fn unmapped(c: &Change) -> String {
+    match vantage_protocol::config::split_unit(c.region()) {
+        (Some(service), region) => format!(
+            "{c}: service {service} has no [services.route53.regions.{region}] entry for Region {region}"
+        ),
+        (None, region) => format!("{c}: Region {region} has no [route53.regions.{region}] entry"),
+    }
+}
+
+/// The shared settings of named services: the first one's configuration.
+fn shared(services: Vec<ServiceRecords>) -> Result<Route53Config, BackendError> {
+    services
+        .into_iter()
+        .next()
+        .map(|s| s.config)
+        .ok_or_else(|| {
+            BackendError::Config("no service names Route 53 records ([services.route53])".into())
+        })
 }
 
 /// CloudWatch in the SDK's Region, or in the replica's own Region when this process is one of

@@ -1,90 +1,217 @@
-//! The weighted records: read with ListResourceRecordSets exactly as Route 53 holds them, and
-//! changed as ONE ChangeResourceRecordSets batch of UPSERTs that alters only Weight (value, TTL,
-//! alias target and health check are re-sent as read), so traffic shifts in one step and
-//! nothing else about a record can drift; then GetChange until INSYNC, timed in
-//! [`INSYNC_METRIC`].
+//! The weighted records: read per hosted zone in one sweep (`list`), and changed with UPSERTs
+//! that alter only Weight (value, TTL, alias target and health check are re-sent as read), so
+//! nothing else about a record can drift. Every service's weight changes in one hosted zone go
+//! in as few ChangeResourceRecordSets batches as Route 53 takes (at most 1,000 changes, 1,000
+//! ResourceRecord elements and 32,000 value characters a request, an UPSERT counting twice);
+//! one service's records always travel in the same batch, so its traffic shifts in one step.
+//! Each batch then waits for INSYNC, timed in [`INSYNC_METRIC`].
 
+use super::list::{list_record_sets, ListError, NameType};
 use super::retry::describe;
-use super::{Inner, RegionRecord, RetryPolicy, INSYNC_METRIC};
+use super::units::{RecordSetKey, Unit};
+use super::{Inner, INSYNC_METRIC};
 use crate::backend::{BackendError, Change};
 use aws_sdk_route53 as route53;
-use route53::config::http::HttpResponse;
-use route53::error::SdkError;
-use route53::types::{ChangeAction, ChangeBatch, ChangeStatus, ResourceRecordSet, RrType};
-use std::collections::BTreeMap;
+use route53::types::{ChangeAction, ChangeBatch, ChangeStatus, ResourceRecordSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// GetChange polling: first wait and ceiling (doubling in between).
 const INSYNC_POLL_FIRST: Duration = Duration::from_secs(1);
 const INSYNC_POLL_MAX: Duration = Duration::from_secs(10);
-/// ListResourceRecordSets page size (the API maximum) and a bound on pages, so a service that
-/// never stops saying "truncated" cannot keep us looping.
-const LIST_PAGE_SIZE: i32 = 300;
-const LIST_MAX_PAGES: usize = 20;
+/// Route 53's limits on one ChangeResourceRecordSets request (an UPSERT counts twice towards
+/// the last two).
+const MAX_CHANGES: usize = 1000;
+const MAX_RESOURCE_RECORDS: usize = 1000;
+const MAX_VALUE_CHARACTERS: usize = 32_000;
+
+/// The records of each record set, by set identifier.
+pub(super) type Records = BTreeMap<RecordSetKey, BTreeMap<String, ResourceRecordSet>>;
+
+/// One record set's weight UPSERTs and the changes they carry (for messages).
+struct Group {
+    labels: Vec<String>,
+    upserts: Vec<ResourceRecordSet>,
+}
+
+/// (changes, ResourceRecord elements, value characters) that UPSERTs of `records` count
+/// towards Route 53's limits on one request.
+pub(crate) fn upsert_cost(records: &[ResourceRecordSet]) -> (usize, usize, usize) {
+    let elements: usize = records.iter().map(|r| r.resource_records().len()).sum();
+    let characters = records
+        .iter()
+        .flat_map(|r| r.resource_records())
+        .map(|v| v.value().len())
+        .sum::<usize>();
+    (records.len(), 2 * elements, 2 * characters)
+}
+
+fn pack(groups: Vec<Group>) -> Vec<Vec<Group>> {
+    pack_by(groups, |g| upsert_cost(&g.upserts))
+}
+
+/// Whole groups packed, in order, into as few ChangeResourceRecordSets requests as Route 53's
+/// limits allow (a group larger than a request alone gets one of its own).
+pub(crate) fn pack_by<T>(
+    groups: Vec<T>,
+    cost: impl Fn(&T) -> (usize, usize, usize),
+) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
+    let mut used = (0, 0, 0);
+    for group in groups {
+        let (c, r, v) = cost(&group);
+        let fits = used.0 + c <= MAX_CHANGES
+            && used.1 + r <= MAX_RESOURCE_RECORDS
+            && used.2 + v <= MAX_VALUE_CHARACTERS;
+        match batches.last_mut() {
+            Some(batch) if fits => {
+                batch.push(group);
+                used = (used.0 + c, used.1 + r, used.2 + v);
+            }
+            _ => {
+                batches.push(vec![group]);
+                used = (c, r, v);
+            }
+        }
+    }
+    batches
+}
 
 impl Inner {
-    /// How errors and logs name one Region's record, so an operator can find it in the zone.
-    pub(super) fn record_label(&self, region: &str, want: &RegionRecord) -> String {
+    /// How errors and logs name one unit's record, so an operator can find it in the zone.
+    pub(super) fn record_label(&self, unit: &Unit) -> String {
         format!(
-            "weighted record {} {} with set identifier {:?} (Region {region})",
-            self.config.record_name, self.config.record_type, want.set_identifier
+            "weighted record {} {} with set identifier {:?} ({})",
+            unit.set.name,
+            unit.set.rr_type,
+            unit.record.set_identifier,
+            unit.label()
         )
     }
 
-    /// The weighted records of the configured name and type, by set identifier, exactly as
-    /// Route 53 returns them.
-    pub(super) async fn weighted_records(
+    /// The records of `sets` (every unit's with `None`), exactly as Route 53 returns them: one
+    /// sweep per hosted zone. An error names the zone it came from.
+    pub(super) async fn read_records(
         &self,
-    ) -> Result<BTreeMap<String, ResourceRecordSet>, ListError> {
-        let c = &self.config;
-        list_weighted_records(
-            &self.route53,
-            &c.retry,
-            &c.hosted_zone_id,
-            &c.record_name,
-            &c.record_type,
-        )
-        .await
+        sets: Option<&BTreeSet<RecordSetKey>>,
+    ) -> Result<Records, (String, ListError)> {
+        let mut by_zone: BTreeMap<&str, BTreeSet<NameType>> = BTreeMap::new();
+        for unit in self.units.values() {
+            if sets.is_some_and(|s| !s.contains(&unit.set)) {
+                continue;
+            }
+            by_zone
+                .entry(&unit.set.zone)
+                .or_default()
+                .insert((unit.set.name.clone(), unit.set.rr_type.clone()));
+        }
+        let mut out = Records::new();
+        for (zone, wanted) in by_zone {
+            let sets = list_record_sets(&self.route53, &self.config.retry, zone, &wanted)
+                .await
+                .map_err(|e| (zone.to_owned(), e))?;
+            for ((name, rr_type), records) in sets {
+                let key = RecordSetKey {
+                    zone: zone.to_owned(),
+                    name,
+                    rr_type,
+                };
+                out.insert(key, records);
+            }
+        }
+        Ok(out)
     }
 
-    /// One ChangeResourceRecordSets batch with every weight change, then INSYNC.
+    /// Every weight change, grouped by record set and packed into batches per hosted zone,
+    /// each then INSYNC. Every batch is attempted; the first error is returned.
     pub(super) async fn apply_weights(
         &self,
-        weights: &[(&Change, &str, u8)],
+        weights: &[(&Change, &Unit, u8)],
     ) -> Result<(), BackendError> {
-        let label = weights
+        let all = || {
+            weights
+                .iter()
+                .map(|(c, _, _)| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut by_set: BTreeMap<&RecordSetKey, Vec<(&Change, &Unit, u8)>> = BTreeMap::new();
+        for w in weights {
+            by_set.entry(&w.1.set).or_default().push(*w);
+        }
+        let wanted: BTreeSet<RecordSetKey> = by_set.keys().map(|k| (*k).clone()).collect();
+        // Re-read so every UPSERT carries the record exactly as it is now: values, TTL, alias
+        // target and health check survive, only Weight changes.
+        let records =
+            self.read_records(Some(&wanted))
+                .await
+                .map_err(|(_, e)| BackendError::Apply {
+                    change: all(),
+                    message: format!("ListResourceRecordSets: {}", describe(&e)),
+                })?;
+        let mut errors = Vec::new();
+        let mut by_zone: BTreeMap<&str, Vec<Group>> = BTreeMap::new();
+        'sets: for (set, changes) in by_set {
+            let empty = BTreeMap::new();
+            let have = records.get(set).unwrap_or(&empty);
+            let mut group = Group {
+                labels: changes.iter().map(|(c, _, _)| c.to_string()).collect(),
+                upserts: Vec::new(),
+            };
+            for (_, unit, to) in changes {
+                let Some(record) = have.get(&unit.record.set_identifier) else {
+                    // The service's weights move together or not at all.
+                    errors.push(BackendError::Shape(
+                        self.record_label(unit),
+                        format!("no such record in hosted zone {}", set.zone),
+                    ));
+                    continue 'sets;
+                };
+                if record.weight == Some(i64::from(to)) {
+                    continue;
+                }
+                let mut record = record.clone();
+                record.weight = Some(i64::from(to));
+                group.upserts.push(record);
+            }
+            if !group.upserts.is_empty() {
+                by_zone.entry(&set.zone).or_default().push(group);
+            }
+        }
+        for (zone, groups) in by_zone {
+            for batch in pack(groups) {
+                if let Err(e) = self.send_batch(zone, batch).await {
+                    errors.push(e);
+                }
+            }
+        }
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => {
+                for other in errors {
+                    tracing::error!(backend = "route53", "{other}");
+                }
+                Err(first)
+            }
+        }
+    }
+
+    /// One ChangeResourceRecordSets request, then INSYNC.
+    async fn send_batch(&self, zone: &str, batch: Vec<Group>) -> Result<(), BackendError> {
+        let label = batch
             .iter()
-            .map(|(c, _, _)| c.to_string())
+            .flat_map(|g| &g.labels)
+            .cloned()
             .collect::<Vec<_>>()
             .join(", ");
         let apply_error = |message: String| BackendError::Apply {
             change: label.clone(),
             message,
         };
-        // Re-read so every UPSERT carries the record exactly as it is now: values, TTL, alias
-        // target and health check survive, only Weight changes.
-        let records = self
-            .weighted_records()
-            .await
-            .map_err(|e| apply_error(format!("ListResourceRecordSets: {}", describe(&e))))?;
-        let mut batch = Vec::new();
-        for (_, region, to) in weights {
-            let want = &self.config.regions[*region];
-            let Some(record) = records.get(&want.set_identifier) else {
-                return Err(BackendError::Shape(
-                    self.record_label(region, want),
-                    format!(
-                        "no such record in hosted zone {}",
-                        self.config.hosted_zone_id
-                    ),
-                ));
-            };
-            if record.weight == Some(i64::from(*to)) {
-                continue;
-            }
-            let mut record = record.clone();
-            record.weight = Some(i64::from(*to));
-            batch.push(
+        let mut changes = Vec::new();
+        for record in batch.into_iter().flat_map(|g| g.upserts) {
+            changes.push(
                 route53::types::Change::builder()
                     .action(ChangeAction::Upsert)
                     .resource_record_set(record)
@@ -92,20 +219,17 @@ impl Inner {
                     .map_err(|e| apply_error(format!("building the change: {e}")))?,
             );
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
         let mut comment = format!("vantage: {label}");
         comment.truncate(256);
         let change_batch = ChangeBatch::builder()
-            .set_changes(Some(batch))
+            .set_changes(Some(changes))
             .comment(comment)
             .build()
             .map_err(|e| apply_error(format!("building the batch: {e}")))?;
         let request = self
             .route53
             .change_resource_record_sets()
-            .hosted_zone_id(&self.config.hosted_zone_id)
+            .hosted_zone_id(zone)
             .change_batch(change_batch);
         let started = tokio::time::Instant::now();
         let out = self
@@ -159,64 +283,45 @@ impl Inner {
     }
 }
 
-/// What listing the records can fail with.
-pub(crate) type ListError = SdkError<
-    route53::operation::list_resource_record_sets::ListResourceRecordSetsError,
-    HttpResponse,
->;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use route53::types::{ResourceRecord, RrType};
 
-/// The records named `record_name` of `record_type` in `zone` that have a set identifier, by
-/// set identifier, exactly as Route 53 returns them (paged, with a bound on pages).
-pub(crate) async fn list_weighted_records(
-    client: &route53::Client,
-    retry: &RetryPolicy,
-    zone: &str,
-    record_name: &str,
-    record_type: &str,
-) -> Result<BTreeMap<String, ResourceRecordSet>, ListError> {
-    let rr_type = RrType::from(record_type);
-    let mut found = BTreeMap::new();
-    let mut start = (record_name.to_owned(), rr_type.clone(), None::<String>);
-    for _ in 0..LIST_MAX_PAGES {
-        let request = client
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .start_record_name(&start.0)
-            .start_record_type(start.1.clone())
-            .set_start_record_identifier(start.2.clone())
-            .max_items(LIST_PAGE_SIZE);
-        let page = retry
-            .run("ListResourceRecordSets", || request.clone().send())
-            .await?;
-        let mut past_ours = false;
-        for record in page.resource_record_sets() {
-            let ours = record
-                .name
-                .trim_end_matches('.')
-                .eq_ignore_ascii_case(record_name.trim_end_matches('.'))
-                && record.r#type == rr_type;
-            if !ours {
-                past_ours = true;
-                break;
-            }
-            if let Some(id) = &record.set_identifier {
-                found.insert(id.clone(), record.clone());
-            }
+    fn group(records: usize, value_len: usize) -> Group {
+        let upserts = (0..records)
+            .map(|i| {
+                ResourceRecordSet::builder()
+                    .name("x.example.com.")
+                    .r#type(RrType::Cname)
+                    .set_identifier(format!("s{i}"))
+                    .weight(1)
+                    .resource_records(
+                        ResourceRecord::builder()
+                            .value("v".repeat(value_len))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        Group {
+            labels: Vec::new(),
+            upserts,
         }
-        if past_ours || !page.is_truncated() {
-            break;
-        }
-        let next = (
-            page.next_record_name().unwrap_or_default().to_owned(),
-            page.next_record_type().cloned().unwrap_or(rr_type.clone()),
-            page.next_record_identifier().map(str::to_owned),
-        );
-        if next == start {
-            // A service that cannot page inside a weighted group (moto ignores
-            // StartRecordIdentifier) would hand back the same page forever.
-            break;
-        }
-        start = next;
     }
-    Ok(found)
+
+    #[test]
+    fn batches_hold_whole_groups_within_route53s_limits() {
+        // 200 services of 3 records: an UPSERT counts twice, so 166 groups (498 records, 996
+        // elements) fit in the first request and the other 34 in a second.
+        let batches = pack((0..200).map(|_| group(3, 20)).collect());
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [166, 34]);
+        // Longer values: 32,000 characters counted twice, 3 × 40 × 2 = 240 a group, 133 fit.
+        let batches = pack((0..200).map(|_| group(3, 40)).collect());
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [133, 67]);
+        assert!(pack(Vec::new()).is_empty());
+    }
 }

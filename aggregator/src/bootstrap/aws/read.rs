@@ -1,9 +1,13 @@
 //! The reading half of a run: everything that exists, before anything is written, so a
 //! refused read or a missing record stops bootstrap with nothing half-built.
 
-use super::{aws_error, Run, DESCRIBE_ALARMS_BATCH, HEALTH_CHECK_MAX_PAGES, HEALTH_CHECK_PAGE};
-use crate::backend::route53::list_weighted_records;
+use super::{
+    aws_error, unit_label, Run, DESCRIBE_ALARMS_BATCH, HEALTH_CHECK_MAX_PAGES, HEALTH_CHECK_PAGE,
+};
+use crate::backend::route53::layout::RecordSet;
+use crate::backend::route53::{list_record_sets, NameType};
 use crate::bootstrap::BootstrapError;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Run<'_> {
     /// Everything that exists, before anything is written.
@@ -73,32 +77,50 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Every unit's weighted records: one ListResourceRecordSets sweep per hosted zone.
     pub(super) async fn read_records(&mut self) -> Result<(), BootstrapError> {
-        let r = self.records;
-        let what = format!(
-            "records {} {} in hosted zone {}",
-            r.record_name, r.record_type, r.hosted_zone_id
-        );
-        self.record_sets = list_weighted_records(
-            &self.clients.route53,
-            &self.retry,
-            &r.hosted_zone_id,
-            &r.record_name,
-            &r.record_type,
-        )
-        .await
-        .map_err(|e| aws_error(&what, "ListResourceRecordSets", &e))?;
+        let mut by_zone: BTreeMap<&str, BTreeSet<NameType>> = BTreeMap::new();
+        for r in self
+            .layout
+            .regions
+            .iter()
+            .filter_map(|r| r.records.as_ref())
+        {
+            by_zone
+                .entry(&r.hosted_zone_id)
+                .or_default()
+                .insert((r.record_name.clone(), r.record_type.clone()));
+        }
+        for (zone, wanted) in by_zone {
+            let what = match wanted.iter().collect::<Vec<_>>().as_slice() {
+                [(name, rr_type)] => format!("records {name} {rr_type} in hosted zone {zone}"),
+                many => format!("records of {} services in hosted zone {zone}", many.len()),
+            };
+            let sets = list_record_sets(&self.clients.route53, &self.retry, zone, &wanted)
+                .await
+                .map_err(|e| aws_error(&what, "ListResourceRecordSets", &e))?;
+            for ((record_name, record_type), records) in sets {
+                let key = RecordSet {
+                    hosted_zone_id: zone.to_owned(),
+                    record_name,
+                    record_type,
+                };
+                self.record_sets.insert(key, records);
+            }
+        }
         // Records carry the traffic's values, which only their owner knows: bootstrap guards
         // them but never invents one, so a missing record stops it before anything is written.
         for region in &self.layout.regions {
-            let Some(set) = &region.set_identifier else {
+            let (Some(set), Some(r)) = (&region.set_identifier, &region.records) else {
                 continue;
             };
             let object = format!(
-                "weighted record {} {} {set:?} (Region {})",
-                r.record_name, r.record_type, region.region
+                "weighted record {} {} {set:?} ({})",
+                r.record_name,
+                r.record_type,
+                unit_label(region)
             );
-            match self.record_sets.get(set) {
+            match self.record_sets.get(r).and_then(|records| records.get(set)) {
                 None => {
                     return Err(BootstrapError::Shape {
                         object,
