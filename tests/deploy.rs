@@ -3,7 +3,9 @@
 //! (each stack in its own Region, on the network, code bucket and certificate a fixture makes
 //! there), reach CREATE_COMPLETE, and `vantage deploy outputs` turns the routing stack into
 //! the `[route53.regions.*]` tables whose ids are moto's health checks. moto's CloudFormation
-//! skips resource types it does not model (AWS::CloudWatch::Alarm here) with a warning.
+//! skips resource types it does not model (AWS::CloudWatch::Alarm here) with a warning. Then a
+//! real aggregator and three agents run from a fleet file plus those outputs: no Route 53
+//! write on their first passes, and a failed Region changes only its own health and weight.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -313,4 +315,290 @@ async fn the_replicas_example_deploys_into_moto_and_its_outputs_are_the_fleet_fi
         assert_eq!(record.health_check_id(), Some(check));
         assert_eq!(record.weight(), Some(255));
     }
+}
+
+/// A Region's latest published health (1 in service, 0 out) in moto's CloudWatch.
+async fn health(sdk: &aws_config::SdkConfig, namespace: &str, region: &str) -> Option<f64> {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+    let cw = aws_sdk_cloudwatch::Client::new(sdk);
+    let now = std::time::SystemTime::now();
+    let metric = Metric::builder()
+        .namespace(namespace)
+        .metric_name("RegionHealthy")
+        .dimensions(Dimension::builder().name("Region").value(region).build())
+        .build();
+    let out = cw
+        .get_metric_data()
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("h")
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric)
+                        .period(60)
+                        .stat("Minimum")
+                        .build(),
+                )
+                .build(),
+        )
+        .start_time((now - std::time::Duration::from_secs(300)).into())
+        .end_time((now + std::time::Duration::from_secs(60)).into())
+        .send()
+        .await
+        .ok()?;
+    out.metric_data_results().first()?.values().first().copied()
+}
+
+async fn weights(
+    r53: &aws_sdk_route53::Client,
+    zone: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    r53.list_resource_record_sets()
+        .hosted_zone_id(zone)
+        .send()
+        .await
+        .unwrap()
+        .resource_record_sets()
+        .iter()
+        .filter_map(|r| Some((r.set_identifier()?.to_owned(), r.weight()?)))
+        .collect()
+}
+
+async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 60 s: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The routing stack made from a fleet file, and a real aggregator run from that fleet file
+/// with the ids `vantage deploy outputs` printed: its first pass writes nothing, and a failed
+/// Region changes that Region's health and weight, and no other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregator_on_the_routing_stacks_outputs_writes_nothing_until_a_region_fails() {
+    use vantage_testkit::process::{free_port, ChildGuard};
+    const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+    const FAILING: &str = "eu-west-1";
+    let moto = Moto::shared();
+    let sdk = sdk_loader(Some(&moto.endpoint()), Some("us-east-1"))
+        .credentials_provider(credentials())
+        .load()
+        .await;
+    let r53 = aws_sdk_route53::Client::new(&sdk);
+    let zone = r53
+        .create_hosted_zone()
+        .name("example.com.")
+        .caller_reference(format!("deploy-agg-{}", std::process::id()))
+        .send()
+        .await
+        .unwrap()
+        .hosted_zone
+        .unwrap()
+        .id
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+    let mut servers = std::collections::BTreeMap::new();
+    for r in REGIONS {
+        let s = vantage_testkit::server()
+            .status(200)
+            .body("{\"status\":\"pass\"}")
+            .start()
+            .await;
+        servers.insert(r, Some(s));
+    }
+    let port = free_port().unwrap();
+    let fleet_name = format!("deploy{}", std::process::id());
+    let namespace = format!("VantageDeploy{}", std::process::id());
+    let mut text = format!(
+        "[fleet]\nname = \"{fleet_name}\"\nreport_interval = \"1s\"\n\
+         [probe]\ninterval = \"250ms\"\ntimeout = \"1s\"\nconnect_timeout = \"500ms\"\n\
+         first_byte_timeout = \"500ms\"\nexpect_status = \"200\"\n\
+         [global]\nurl = \"{}\"\n",
+        servers["us-east-1"].as_ref().unwrap().url("/status")
+    );
+    for r in REGIONS {
+        text += &format!(
+            "[[regions]]\nname = \"{r}\"\nstatus_url = \"{}\"\n[[vantages]]\nregion = \"{r}\"\nkey_id = \"k-{r}\"\n",
+            servers[r].as_ref().unwrap().url("/status")
+        );
+    }
+    text += &format!(
+        "[aggregator]\nurl = \"http://127.0.0.1:{port}\"\nbackend = \"route53\"\nwindow = \"3s\"\n\
+         evaluate_every = \"1s\"\nheartbeat_every = \"2s\"\n[aggregator.keys]\n"
+    );
+    for r in REGIONS {
+        text += &format!("k-{r} = {{ env = \"DEPLOY_TEST_KEY\", vantages = [\"{r}\"] }}\n");
+    }
+    text += &format!(
+        "[agents.auth]\nkey_id = \"k-us-east-1\"\nkey_env = \"DEPLOY_TEST_KEY\"\n\
+         [policy]\nrecover_after = 3\n[weights]\nmin_interval = \"2s\"\n\
+         [route53]\nhosted_zone_id = \"{zone}\"\nrecord_name = \"api-origin.example.com\"\n\
+         endpoint_url = \"{}\"\nmetric_namespace = \"{namespace}\"\n",
+        moto.endpoint()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // What synth reads: the Regions' set identifiers.
+    let mut synth_text = text.clone();
+    for r in REGIONS {
+        synth_text += &format!("[route53.regions.{r}]\nset_identifier = \"{r}\"\n");
+    }
+    let synth_config = dir.path().join("synth.toml");
+    std::fs::write(&synth_config, &synth_text).unwrap();
+    let stacks = synth(&synth_config, &dir.path().join("stacks"));
+    let routing = stacks.iter().find(|s| s["kind"] == "routing").unwrap();
+    let body = std::fs::read_to_string(
+        dir.path()
+            .join("stacks")
+            .join(routing["file"].as_str().unwrap()),
+    )
+    .unwrap();
+    let cf = aws_sdk_cloudformation::Client::new(&sdk);
+    // The routing stack names the control stack's role; in moto the role must exist.
+    create_aggregator_role(moto, &fleet_name);
+    create(&cf, routing["name"].as_str().unwrap(), &body, Vec::new()).await;
+
+    // What the aggregator reads: the same file with the ids the stack's outputs give.
+    let o = vantage()
+        .args([
+            "deploy",
+            "outputs",
+            "--stack",
+            routing["name"].as_str().unwrap(),
+        ])
+        .args(["--endpoint-url", &moto.endpoint()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "outputs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(&config, text + &String::from_utf8(o.stdout).unwrap()).unwrap();
+    let before = weights(&r53, &zone).await;
+    assert_eq!(
+        before.values().collect::<Vec<_>>(),
+        [&255, &255, &255],
+        "{before:?}"
+    );
+
+    let log = dir.path().join("decisions.jsonl");
+    let command = |args: &[&str]| {
+        let mut cmd = vantage();
+        cmd.args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("DEPLOY_TEST_KEY", "deploy-test-key-0123456789")
+            .env("AWS_REGION", "us-east-1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut aggregator = command(&["aggregator"]);
+    aggregator
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--decision-log")
+        .arg(&log);
+    let _aggregator = ChildGuard::spawn("aggregator", &mut aggregator, "TERM").unwrap();
+    let mut agents = Vec::new();
+    for r in REGIONS {
+        let mut cmd = command(&["agent", "--vantage", r]);
+        cmd.arg("--spool-dir")
+            .arg(dir.path().join(format!("spool-{r}")));
+        agents.push(ChildGuard::spawn(&format!("agent {r}"), &mut cmd, "TERM").unwrap());
+    }
+    let plan_lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"plan_applied\"") || l.contains("\"plan_failed\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let state = |region: &'static str| {
+        let r =
+            vantage_testkit::http::exchange_blocking(port, "GET", "/v1/state", &[], b"").ok()?;
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        let entry = v["decision"]["regions"]
+            .as_array()?
+            .iter()
+            .find(|e| e["region"] == region)?
+            .clone();
+        Some((
+            entry["verdict"].as_str()?.to_owned(),
+            entry["in_service"].as_bool()?,
+        ))
+    };
+    poll("every Region up, health published", async || {
+        for r in REGIONS {
+            if state(r) != Some(("up".into(), true))
+                || health(&sdk, &namespace, r).await != Some(1.0)
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // Several passes of both planes (evaluate_every 1 s, weights.min_interval 2 s).
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // No Route 53 write: the records' weights and checks are what the aggregator wants. The
+    // health plane's first publication is the metric itself (CloudWatch holds no data point
+    // until someone puts one, and CloudFormation cannot), and it says every Region is in.
+    for line in plan_lines() {
+        let plan: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(plan["event"], "plan_applied", "{line}");
+        assert_eq!(
+            plan["plane"], "health",
+            "a weight write on the first pass: {line}"
+        );
+        for change in plan["changes"].as_array().unwrap() {
+            assert_eq!(change["in_service"], true, "{line}");
+        }
+    }
+    assert_eq!(weights(&r53, &zone).await, before);
+
+    servers.insert(FAILING, None);
+    poll("eu-west-1 out, its health 0 and weight 0", async || {
+        (health(&sdk, &namespace, FAILING).await == Some(0.0)
+            && weights(&r53, &zone).await.get(FAILING) == Some(&0))
+        .then_some(())
+    })
+    .await;
+    let after = weights(&r53, &zone).await;
+    for r in REGIONS.iter().filter(|r| **r != FAILING) {
+        assert_eq!(after[*r], before[*r], "{r}'s weight moved: {after:?}");
+        assert_eq!(health(&sdk, &namespace, r).await, Some(1.0), "{r}'s health");
+    }
+}
+
+/// The control stack's aggregator role, which the routing stack's policy attaches to.
+fn create_aggregator_role(moto: &Moto, fleet: &str) {
+    let name = format!("vantage-{fleet}-aggregator-us-east-1");
+    let body = format!(
+        "Action=CreateRole&Version=2010-05-08&RoleName={name}&AssumeRolePolicyDocument=%7B%7D"
+    );
+    let r = vantage_testkit::http::exchange_blocking(
+        moto.port,
+        "POST",
+        "/",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+            ),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "CreateRole: {}", r.body);
 }
