@@ -30,8 +30,12 @@ fn example(name: &str) -> PathBuf {
 
 /// Synthesises `config` into `out` and returns stacks.json's entries.
 fn synth(config: &Path, out: &Path) -> Vec<Value> {
+    synth_with(config, out, "lambda")
+}
+
+fn synth_with(config: &Path, out: &Path, agents: &str) -> Vec<Value> {
     let o = vantage()
-        .args(["deploy", "synth", "--config"])
+        .args(["deploy", "synth", "--agents", agents, "--config"])
         .arg(config)
         .arg("--out")
         .arg(out)
@@ -62,9 +66,14 @@ fn every_example_template_passes_cfn_lint_and_the_iam_check() {
         venv_bin.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    for name in EXAMPLES {
-        let out = dir.path().join(name);
-        let stacks = synth(&example(name), &out);
+    // The ECS agents of the first example too.
+    let runs = EXAMPLES
+        .iter()
+        .map(|n| (*n, "lambda"))
+        .chain([("fleet", "ecs")]);
+    for (name, agents) in runs {
+        let out = dir.path().join(format!("{name}-{agents}"));
+        let stacks = synth_with(&example(name), &out, agents);
         assert!(
             stacks.iter().any(|s| s["kind"] == "routing"),
             "{name}: no routing stack"
