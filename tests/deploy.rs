@@ -272,6 +272,9 @@ async fn the_replicas_example_deploys_into_moto_and_its_outputs_are_the_fleet_fi
             ("LoadBalancerSubnetIds", format!("{},{}", id("A"), id("B"))),
             ("LoadBalancerSecurityGroupIds", id("Sg")),
             ("CertificateArn", id("Cert")),
+            // The status endpoint's checked dependencies: the conditional policy statements.
+            ("CheckedFunction", "orders-api".to_owned()),
+            ("CheckedTables", "rates,orders".to_owned()),
         ];
         let body = std::fs::read_to_string(out.join(stack["file"].as_str().unwrap())).unwrap();
         let template: Value = serde_json::from_str(&body).unwrap();

@@ -75,6 +75,25 @@ pub fn stacks(fleet: &FleetConfig) -> Vec<Stack> {
         .collect()
 }
 
+/// The ARNs of the `CheckedTables` names in `region`. CloudFormation has no map over a list and
+/// a `Fn::Join` delimiter must be a literal, so the account is `*`: the names and the Region
+/// are exact, and another account's table of the same name is reachable only if that account's
+/// resource policy grants it.
+fn table_arns(region: &str) -> Value {
+    let partition = if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    };
+    let prefix = format!("arn:{partition}:dynamodb:{region}:*:table/");
+    json!({"Fn::Split": [",", {"Fn::Join": ["", [
+        prefix.clone(),
+        {"Fn::Join": [format!(",{prefix}"), r#ref("CheckedTables")]},
+    ]]}]})
+}
+
 fn template(fleet: &FleetConfig, region: &str) -> Value {
     let fleet_name = fleet.fleet.name.get_ref();
     let function = format!("vantage-{}-status", dns_safe(fleet_name));
@@ -114,15 +133,15 @@ fn template(fleet: &FleetConfig, region: &str) -> Value {
         Some(""),
     );
     t.parameter(
-        "CheckedTableArns",
+        "CheckedTables",
         "CommaDelimitedList",
-        "ARNs of the DynamoDB tables /status/deep reads (empty: none)",
+        "Names of the DynamoDB tables in this Region /status/deep reads (empty: none)",
         Some(""),
     );
     t.non_empty_list_condition("HasVpc", "SubnetIds");
     t.non_empty_condition("HasDatabase", "DatabaseSecretArn");
     t.non_empty_condition("HasFunction", "CheckedFunction");
-    t.non_empty_list_condition("HasTables", "CheckedTableArns");
+    t.non_empty_list_condition("HasTables", "CheckedTables");
 
     let mut statements = vec![iam::lambda_logs(&function), iam::xray()];
     // lambda:InvokeFunction cannot be limited to DryRun invocations by IAM; it is limited to
@@ -139,7 +158,7 @@ fn template(fleet: &FleetConfig, region: &str) -> Value {
         "HasTables",
         iam::allow(
             &["dynamodb:DescribeTable", "dynamodb:GetItem"],
-            r#ref("CheckedTableArns"),
+            table_arns(region),
         ),
         no_value(),
     ));
@@ -168,7 +187,7 @@ fn template(fleet: &FleetConfig, region: &str) -> Value {
         "VANTAGE_AURORA_WRITER": if_else("HasDatabase", secret("writer"), no_value()),
         "VANTAGE_AURORA_READER": if_else("HasDatabase", secret("reader"), no_value()),
         "VANTAGE_LAMBDA_FUNCTION": if_else("HasFunction", r#ref("CheckedFunction"), no_value()),
-        "VANTAGE_DYNAMODB_TABLES": if_else("HasTables", json!({"Fn::Join": [",", r#ref("CheckedTableArns")]}), no_value()),
+        "VANTAGE_DYNAMODB_TABLES": if_else("HasTables", json!({"Fn::Join": [",", r#ref("CheckedTables")]}), no_value()),
         // The role may read the tables, not write the heartbeat item.
         "VANTAGE_DYNAMODB_READ_ONLY": "true",
     });
