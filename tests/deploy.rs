@@ -6,6 +6,7 @@
 //! skips resource types it does not model (AWS::CloudWatch::Alarm here) with a warning. Then a
 //! real aggregator and three agents run from a fleet file plus those outputs: no Route 53
 //! write on their first passes, and a failed Region changes only its own health and weight.
+//! The ARC example's routing stack deploys with RECOVERY_CONTROL checks.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -613,4 +614,91 @@ fn create_aggregator_role(moto: &Moto, fleet: &str) {
     )
     .unwrap();
     assert_eq!(r.status, 200, "CreateRole: {}", r.body);
+}
+
+/// The ARC example's routing stack: RECOVERY_CONTROL checks on the fleet's routing controls
+/// guard its records, and their ids come back through `vantage deploy outputs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arc_examples_routing_stack_deploys_with_recovery_control_checks() {
+    let moto = Moto::shared();
+    let sdk = sdk_loader(Some(&moto.endpoint()), Some("us-east-1"))
+        .credentials_provider(credentials())
+        .load()
+        .await;
+    let r53 = aws_sdk_route53::Client::new(&sdk);
+    let zone = r53
+        .create_hosted_zone()
+        .name("example.com.")
+        .caller_reference(format!("deploy-arc-{}", std::process::id()))
+        .send()
+        .await
+        .unwrap()
+        .hosted_zone
+        .unwrap()
+        .id
+        .trim_start_matches("/hostedzone/")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string(example("fleet-arc")).unwrap();
+    std::fs::write(&config, text.replace(EXAMPLE_ZONE, &zone)).unwrap();
+    let out = dir.path().join("stacks");
+    let stacks = synth(&config, &out);
+    let routing = stacks.iter().find(|s| s["kind"] == "routing").unwrap();
+    let body = std::fs::read_to_string(out.join(routing["file"].as_str().unwrap())).unwrap();
+    let template: Value = serde_json::from_str(&body).unwrap();
+    let controls: Vec<&str> = template["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Properties"]["HealthCheckConfig"]["Type"] == "RECOVERY_CONTROL")
+        .map(|r| {
+            r["Properties"]["HealthCheckConfig"]["RoutingControlArn"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(controls.len(), 3, "one per Region");
+    assert!(
+        controls.iter().all(|arn| text.contains(arn)),
+        "{controls:?}"
+    );
+
+    create_aggregator_role(moto, "orders-api");
+    let cf = aws_sdk_cloudformation::Client::new(&sdk);
+    create(&cf, routing["name"].as_str().unwrap(), &body, Vec::new()).await;
+    let o = vantage()
+        .args([
+            "deploy",
+            "outputs",
+            "--stack",
+            routing["name"].as_str().unwrap(),
+        ])
+        .args(["--endpoint-url", &moto.endpoint()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "outputs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let tables: toml::Table = toml::from_str(&String::from_utf8(o.stdout).unwrap()).unwrap();
+    let regions = tables["route53"]["regions"].as_table().unwrap();
+    assert_eq!(regions.len(), 3);
+    for ids in regions.values() {
+        let check = ids["health_check_id"].as_str().unwrap();
+        let found = r53
+            .get_health_check()
+            .health_check_id(check)
+            .send()
+            .await
+            .unwrap();
+        let kind = found
+            .health_check()
+            .unwrap()
+            .health_check_config()
+            .unwrap()
+            .r#type();
+        assert_eq!(kind.as_str(), "RECOVERY_CONTROL");
+    }
 }
