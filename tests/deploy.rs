@@ -14,7 +14,7 @@ use std::process::Command;
 use vantage_aggregator::backend::route53::sdk_loader;
 use vantage_testkit::moto::{credentials, Moto};
 
-const EXAMPLES: [&str; 3] = ["fleet", "fleet-replicas", "fleet-arc"];
+const EXAMPLES: [&str; 4] = ["fleet", "fleet-services", "fleet-replicas", "fleet-arc"];
 const EXAMPLE_ZONE: &str = "Z0123456789ABCDEFGHIJ";
 
 fn vantage() -> Command {

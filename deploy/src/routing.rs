@@ -23,14 +23,14 @@ pub const OUTPUT_SEPARATOR: &str = "|";
 /// Output keys of units start with this.
 pub const UNIT_OUTPUT_PREFIX: &str = "Unit";
 
-/// A unit's record set (the service's records; today the fleet's one `[route53]`).
-fn unit_records<'a>(layout: &'a Layout, _unit: &'a RegionLayout) -> Option<&'a RecordSet> {
-    layout.records.as_ref()
+/// A unit's record set: its service's records (`[services.route53]`, or the one `[route53]`).
+fn unit_records<'a>(layout: &'a Layout, unit: &'a RegionLayout) -> Option<&'a RecordSet> {
+    unit.records.as_ref().or(layout.records.as_ref())
 }
 
 /// The unit's named service (none in a single-API fleet).
-fn unit_service(_unit: &RegionLayout) -> Option<&str> {
-    None
+fn unit_service(unit: &RegionLayout) -> Option<&str> {
+    unit.service.as_deref()
 }
 
 pub fn stack(fleet: &FleetConfig, layout: Option<&Layout>) -> Result<Option<Stack>, SynthError> {
