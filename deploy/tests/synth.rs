@@ -154,3 +154,51 @@ fn agents_run_every_minute_for_at_most_70_seconds_or_as_a_fargate_service() {
     let err = synth(&fleet, &options(AgentRuntime::Lambda, &padded)).unwrap_err();
     assert!(err.to_string().contains("--agents ecs"), "{err}");
 }
+
+#[test]
+fn each_service_has_its_records_checks_and_outputs_in_the_routing_stack() {
+    let (fleet, text) = example("fleet-services");
+    let options = SynthOptions {
+        agents: AgentRuntime::Lambda,
+        fleet_text: text,
+    };
+    let stacks = synth(&fleet, &options).unwrap();
+    let routing = stacks
+        .iter()
+        .find(|s| s.kind == StackKind::Routing)
+        .unwrap();
+    let mut records: Vec<(String, String)> =
+        resources(&routing.template, "AWS::Route53::RecordSet")
+            .map(|r| {
+                let name = r["Name"].as_str().unwrap().to_owned();
+                (name, r["SetIdentifier"].as_str().unwrap().to_owned())
+            })
+            .collect();
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            ("orders-origin.example.com.", "orders-eu-west-1"),
+            ("orders-origin.example.com.", "orders-us-east-1"),
+            ("payments-origin.example.com.", "payments-ap-southeast-1"),
+            ("payments-origin.example.com.", "payments-eu-west-1"),
+            ("payments-origin.example.com.", "payments-us-east-1"),
+        ]
+        .map(|(n, s)| (n.to_owned(), s.to_owned()))
+    );
+    // A named service's alarms carry its name, as the aggregator publishes them.
+    let alarms: BTreeSet<String> = resources(&routing.template, "AWS::Route53::HealthCheck")
+        .map(|c| {
+            let name = &c["HealthCheckConfig"]["AlarmIdentifier"]["Name"];
+            name.as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(
+        alarms.contains("vantage-shop-payments-eu-west-1"),
+        "{alarms:?}"
+    );
+    let outputs = routing.template["Outputs"].as_object().unwrap();
+    let unit = &outputs["UnitPaymentsEuWest1"]["Value"]["Fn::Join"][1];
+    assert_eq!(unit[0], "payments");
+    assert_eq!(unit[2], "payments-eu-west-1");
+}
