@@ -95,12 +95,13 @@ Without fault flags it runs the embedded default: us-east-1 fails at 10 s and re
   vantage demo --fail eu-west-1@5 --recover eu-west-1@20 --duration 40
   vantage demo --flaky ap-southeast-1@3:0.5 --duration 30     (one vantage's own network drops half)
   vantage demo --slow eu-west-1@5:+300 --duration 30          (slower, stays in, weight drops)
+  vantage demo --degrade eu-west-1@5:0.3 --duration 30        (30 % 5xx: stays in, weight drops)
   vantage demo --aggregators 3 --fail eu-west-1@5 --kill-aggregator 1@8 --duration 30
                                    (three replicas; out by majority; the lease moves on)
   vantage demo --services orders,payments,rates --fail payments:eu-west-1@10 --duration 25
                                    (a [[services]] fleet; only payments leaves eu-west-1)
 With --services, each service has its own endpoints in every Region; SERVICE:REGION in
---fail, --recover and --slow (SERVICE:VANTAGE in --flaky) limits a fault to one service, a
+--fail, --recover, --slow and --degrade (SERVICE:VANTAGE in --flaky) limits a fault to one service, a
 bare Region (or vantage) means every service.
 Round-trip times between vantages and Regions follow public inter-Region medians
 (demo/src/rtt.rs). Events: fault, region_out, region_in, region_wide, weights, plan_applied,
@@ -126,12 +127,16 @@ struct DemoArgs {
     /// with SERVICE:, every service's without. Repeatable.
     #[arg(long, value_name = "[SERVICE:]REGION@SECS")]
     fail: Vec<String>,
-    /// Undo --fail / --slow at SECS. Repeatable.
+    /// Undo --fail / --slow / --degrade at SECS. Repeatable.
     #[arg(long, value_name = "[SERVICE:]REGION@SECS")]
     recover: Vec<String>,
     /// Add latency to a Region's answers from SECS. Repeatable.
     #[arg(long, value_name = "[SERVICE:]REGION@SECS:+MS")]
     slow: Vec<String>,
+    /// Make a Region answer 503 to RATIO (0..1) of requests from SECS: a gray failure that
+    /// keeps it in service below policy.max_failure_ratio, with less weight. Repeatable.
+    #[arg(long, value_name = "[SERVICE:]REGION@SECS:RATIO")]
+    degrade: Vec<String>,
     /// Make one vantage's own network drop a share of its connections (to one service's
     /// endpoints with SERVICE:). Repeatable.
     #[arg(long, value_name = "[SERVICE:]VANTAGE@SECS:RATIO")]

@@ -148,6 +148,9 @@ impl DemoOptions {
             | Fault::Recover { region, service }
             | Fault::Slow {
                 region, service, ..
+            }
+            | Fault::Degrade {
+                region, service, ..
             } => self
                 .units()
                 .into_iter()

@@ -28,6 +28,8 @@ use vantage_protocol::config::split_unit;
 pub struct Faults {
     failed: Mutex<BTreeSet<String>>,
     slow: Mutex<BTreeMap<String, Duration>>,
+    /// Unit → share of requests answered 503 (a gray failure).
+    degraded: Mutex<BTreeMap<String, f64>>,
     /// (vantage, service or `None` for all) → share of connections dropped.
     flaky: Mutex<BTreeMap<(String, Option<String>), f64>>,
 }
@@ -40,6 +42,15 @@ impl Faults {
     pub fn recover(&self, unit: &str) {
         lock(&self.failed).remove(unit);
         lock(&self.slow).remove(unit);
+        lock(&self.degraded).remove(unit);
+    }
+
+    pub fn degrade(&self, unit: &str, ratio: f64) {
+        lock(&self.degraded).insert(unit.to_owned(), ratio);
+    }
+
+    fn degraded(&self, unit: &str) -> f64 {
+        lock(&self.degraded).get(unit).copied().unwrap_or(0.0)
     }
 
     pub fn slow(&self, unit: &str, extra: Duration) {
@@ -205,6 +216,13 @@ async fn carry(net: Arc<Network>, client: TcpStream, vantage: String, unit: Stri
     if drop_ratio > 0.0 && rand::rng().random_bool(drop_ratio.min(1.0)) {
         // The vantage's own network loses the connection.
         let _ = client.set_zero_linger();
+        return;
+    }
+    let degraded = net.faults.degraded(&unit);
+    if degraded > 0.0 && rand::rng().random_bool(degraded.min(1.0)) {
+        // A gray failure: this request gets a 503, the next may not.
+        tokio::time::sleep(one_way * 2).await;
+        answer_503(client, &region).await;
         return;
     }
     if net.faults.is_failed(&unit) {

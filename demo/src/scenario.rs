@@ -24,6 +24,13 @@ pub enum Fault {
         service: Option<String>,
         extra: Duration,
     },
+    /// The Region answers 503 to this share of requests: a gray failure, below
+    /// `max_failure_ratio` it stays in service and loses weight. `Recover` undoes it.
+    Degrade {
+        region: String,
+        service: Option<String>,
+        ratio: f64,
+    },
     /// The vantage's own network drops this share of its connections (a vantage-side problem).
     Flaky {
         vantage: String,
@@ -43,7 +50,8 @@ impl Fault {
         match self {
             Fault::Fail { region, .. }
             | Fault::Recover { region, .. }
-            | Fault::Slow { region, .. } => region,
+            | Fault::Slow { region, .. }
+            | Fault::Degrade { region, .. } => region,
             Fault::Flaky { vantage, .. } => vantage,
             Fault::KillAggregator { id } | Fault::ReviveAggregator { id } => id,
         }
@@ -55,6 +63,7 @@ impl Fault {
             Fault::Fail { service, .. }
             | Fault::Recover { service, .. }
             | Fault::Slow { service, .. }
+            | Fault::Degrade { service, .. }
             | Fault::Flaky { service, .. } => service.as_deref(),
             Fault::KillAggregator { .. } | Fault::ReviveAggregator { .. } => None,
         }
@@ -82,6 +91,7 @@ impl Fault {
             Fault::Fail { .. } => format!("fail {at}"),
             Fault::Recover { .. } => format!("recover {at}"),
             Fault::Slow { extra, .. } => format!("slow {at} +{} ms", extra.as_millis()),
+            Fault::Degrade { ratio, .. } => format!("degrade {at} {:.0}% 5xx", ratio * 100.0),
             Fault::Flaky { ratio, .. } => {
                 format!("flaky vantage {at} {:.0}%", ratio * 100.0)
             }
@@ -98,7 +108,7 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
-/// A bad `--fail` / `--recover` / `--slow` / `--flaky` value.
+/// A bad `--fail` / `--recover` / `--slow` / `--degrade` / `--flaky` value.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("bad {flag} {value:?}: {expected}")]
 pub struct BadFault {
@@ -167,6 +177,31 @@ pub fn parse_slow(text: &str) -> Result<Scheduled, BadFault> {
             region,
             service,
             extra: Duration::from_millis(ms),
+        },
+    })
+}
+
+/// `[SERVICE:]REGION@SECS:RATIO` for `--degrade`: the Region answers 503 to that share of
+/// requests from SECS until a `--recover`.
+pub fn parse_degrade(text: &str) -> Result<Scheduled, BadFault> {
+    let bad = || BadFault {
+        flag: "--degrade",
+        value: text.to_owned(),
+        expected: "expected [SERVICE:]REGION@SECS:RATIO with RATIO in (0, 1), e.g. eu-west-1@5:0.3",
+    };
+    let (target, rest) = text.split_once('@').ok_or_else(bad)?;
+    let (at, ratio) = rest.split_once(':').ok_or_else(bad)?;
+    let ratio: f64 = ratio.parse().map_err(|_| bad())?;
+    let (service, region) = address(target).ok_or_else(bad)?;
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return Err(bad());
+    }
+    Ok(Scheduled {
+        at: secs(at).ok_or_else(bad)?,
+        fault: Fault::Degrade {
+            region,
+            service,
+            ratio,
         },
     })
 }
@@ -422,6 +457,18 @@ mod tests {
             parse_flaky("eu-west-1@2.5:0.5").unwrap().at,
             Duration::from_millis(2500)
         );
+        assert_eq!(
+            parse_degrade("payments:eu-west-1@5:0.3").unwrap().fault,
+            Fault::Degrade {
+                region: "eu-west-1".into(),
+                service: Some("payments".into()),
+                ratio: 0.3
+            }
+        );
+        for bad in ["eu-west-1@5", "eu-west-1@5:0", "eu-west-1@5:1", "eu-west-1@5:x", "@5:0.3"] {
+            let e = parse_degrade(bad).unwrap_err().to_string();
+            assert!(e.contains("--degrade") && e.contains("RATIO in (0, 1)"), "{bad}: {e}");
+        }
         assert_eq!(
             parse_region_at("--recover", "payments:eu-west-1@10", true)
                 .unwrap()

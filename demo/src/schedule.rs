@@ -42,6 +42,7 @@ impl FaultSchedule {
                 Fault::Fail { .. } => net.faults.fail(unit),
                 Fault::Recover { .. } => net.faults.recover(unit),
                 Fault::Slow { extra, .. } => net.faults.slow(unit, *extra),
+                Fault::Degrade { ratio, .. } => net.faults.degrade(unit, *ratio),
                 _ => {}
             }
         }

@@ -31,8 +31,13 @@ pub struct DemoSummary {
     pub seconds: f64,
     pub faults: Vec<FaultOutcome>,
     pub transitions: usize,
-    /// Transitions no fault explains (a Region out while healthy, in while failed).
+    /// Transitions no fault explains: a take-out of a unit no `fail` covers (nor a `recover`
+    /// of it within `slack_seconds`, its evidence still in the window), or a put-back while a
+    /// `fail` covers it.
     pub false_transitions: usize,
+    /// How long after a `recover` a take-out still counts as the fault's (window + two
+    /// evaluations).
+    pub slack_seconds: f64,
     /// Take-outs beyond one per `fail`.
     pub flaps: usize,
     pub alerts: usize,
@@ -129,6 +134,13 @@ impl DemoSummary {
             "transitions {}, false transitions {}, flaps {}, alerts {}\n",
             self.transitions, self.false_transitions, self.flaps, self.alerts
         );
+        out += &format!(
+            "false transition = a take-out of a Region no fail covers (nor a recover within \
+             {:.0} s: the window plus two evaluations), or a put-back while a fail covers it; \
+             flap = a take-out beyond one per fail; alerts = alerts raised (one that holds \
+             counts once)\n",
+            self.slack_seconds
+        );
         if self.aggregators > 1 {
             out += &format!(
                 "detected = fault to Route 53's combined view taking the Region out \
@@ -202,6 +214,9 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         options.unit_key(e.service.as_deref().unwrap_or(""), region)
     };
     let mut failed: BTreeMap<String, bool> = BTreeMap::new();
+    let mut recovered_at: BTreeMap<String, f64> = BTreeMap::new();
+    // The demo's window is three probe intervals and it decides every interval.
+    let slack = 5.0 * options.probe_interval.as_secs_f64();
     let mut false_transitions = 0;
     let mut outs: BTreeMap<String, usize> = BTreeMap::new();
     let mut transitions = 0;
@@ -229,13 +244,17 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
             }
             "fault" if e.reason.starts_with("recover ") => {
                 for u in fault_units() {
-                    failed.insert(u, false);
+                    failed.insert(u.clone(), false);
+                    recovered_at.insert(u, e.t);
                 }
             }
             "region_out" => {
                 transitions += 1;
                 let unit = unit_of(e);
-                if !failed.get(&unit).copied().unwrap_or(false) {
+                let just_recovered = recovered_at
+                    .get(&unit)
+                    .is_some_and(|at| e.t - at <= slack);
+                if !failed.get(&unit).copied().unwrap_or(false) && !just_recovered {
                     false_transitions += 1;
                 }
                 *outs.entry(unit).or_default() += 1;
@@ -267,6 +286,7 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
         faults: outcomes,
         transitions,
         false_transitions,
+        slack_seconds: slack,
         flaps,
         // Alerts raised, not evaluations that saw one: repeats of one that holds do not count.
         alerts: events
@@ -410,5 +430,25 @@ mod tests {
         assert_eq!(s.faults[1].back_after, Some(8.0));
         assert!(s.services.is_empty());
         assert!(!s.render().contains("per service"));
+    }
+
+    #[test]
+    fn a_take_out_just_after_a_recover_is_the_faults_a_later_one_is_false() {
+        let options = DemoOptions::embedded_default();
+        let slack = 5.0 * options.probe_interval.as_secs_f64();
+        let events = vec![
+            event(10.0, "fault", None, "us-east-1", "fail us-east-1"),
+            event(11.0, "fault", None, "us-east-1", "recover us-east-1"),
+            // Out on the failed intervals still in the window: the fault's doing.
+            event(11.0 + slack, "region_out", None, "us-east-1", ""),
+            event(20.0, "region_in", None, "us-east-1", ""),
+            // Out long after the recover, no fault: false.
+            event(40.0, "region_out", None, "us-east-1", ""),
+        ];
+        let s = summarize(&options, &events, Duration::from_secs(50));
+        assert_eq!((s.transitions, s.false_transitions), (3, 1));
+        let text = s.render();
+        assert!(text.contains("false transition = a take-out"), "{text}");
+        assert!(text.contains(&format!("within {slack:.0} s")), "{text}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 use tokio::sync::watch;
-use vantage_demo::scenario::{parse_flaky, parse_region_at, parse_slow};
+use vantage_demo::scenario::{parse_degrade, parse_flaky, parse_region_at, parse_slow};
 use vantage_demo::{DemoOptions, DemoSummary, Event, Outputs, Scheduled};
 
 fn options(faults: Vec<Scheduled>, secs: u64) -> DemoOptions {
@@ -86,6 +86,38 @@ async fn one_flaky_vantage_never_takes_a_region_out() {
     let s = run(options(vec![parse_flaky("eu-west-1@2:0.5").unwrap()], 22)).await;
     assert_eq!(s.transitions, 0, "{}", s.render());
     assert_eq!(s.false_transitions, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gray_region_stays_in_and_loses_weight() {
+    // 20 % of eu-west-1's answers are 503s. The demo's window holds about six attempts per
+    // vantage, so 20 % (not the 30 % of the decision-core test) keeps a chance quorum of
+    // "more than half failed" out of the test; the weight follows the measured error ratio.
+    let s = run(options(vec![parse_degrade("eu-west-1@4:0.2").unwrap()], 22)).await;
+    assert_eq!(s.transitions, 0, "a gray failure is not taken out: {}", s.render());
+    let weights: Vec<(f64, u64)> = s
+        .events
+        .iter()
+        .filter(|e| e.event == "weights")
+        .filter_map(|e| e.detail["eu-west-1"].as_u64().map(|w| (e.t, w)))
+        .collect();
+    let before = weights
+        .iter()
+        .rev()
+        .find(|(t, _)| *t < 4.0)
+        .map(|(_, w)| *w)
+        .expect("weights before");
+    let lowest = weights
+        .iter()
+        .filter(|(t, _)| *t > 4.0)
+        .map(|(_, w)| *w)
+        .min()
+        .expect("weights after");
+    assert!(
+        lowest < before,
+        "eu-west-1 weight {before} -> {lowest}: expected a drop with its errors"
+    );
+    assert!(lowest >= 10, "stays above the floor while in service");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use vantage_demo::layout::parse_services;
 use vantage_demo::scenario::{
-    parse_aggregator_at, parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS,
+    parse_aggregator_at, parse_degrade, parse_flaky, parse_region_at, parse_slow,
+    DEFAULT_REGIONS,
 };
 use vantage_demo::{DemoOptions, Outputs};
 
@@ -43,6 +44,9 @@ fn options(args: &DemoArgs) -> Result<DemoOptions, String> {
     }
     for f in &args.flaky {
         faults.push(parse_flaky(f).map_err(|e| e.to_string())?);
+    }
+    for f in &args.degrade {
+        faults.push(parse_degrade(f).map_err(|e| e.to_string())?);
     }
     let mut replica_faults = Vec::new();
     for f in &args.kill_aggregator {
