@@ -465,9 +465,18 @@ mod tests {
                 ratio: 0.3
             }
         );
-        for bad in ["eu-west-1@5", "eu-west-1@5:0", "eu-west-1@5:1", "eu-west-1@5:x", "@5:0.3"] {
+        for bad in [
+            "eu-west-1@5",
+            "eu-west-1@5:0",
+            "eu-west-1@5:1",
+            "eu-west-1@5:x",
+            "@5:0.3",
+        ] {
             let e = parse_degrade(bad).unwrap_err().to_string();
-            assert!(e.contains("--degrade") && e.contains("RATIO in (0, 1)"), "{bad}: {e}");
+            assert!(
+                e.contains("--degrade") && e.contains("RATIO in (0, 1)"),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(
             parse_region_at("--recover", "payments:eu-west-1@10", true)

@@ -251,9 +251,7 @@ pub fn summarize(options: &DemoOptions, events: &[Event], elapsed: Duration) -> 
             "region_out" => {
                 transitions += 1;
                 let unit = unit_of(e);
-                let just_recovered = recovered_at
-                    .get(&unit)
-                    .is_some_and(|at| e.t - at <= slack);
+                let just_recovered = recovered_at.get(&unit).is_some_and(|at| e.t - at <= slack);
                 if !failed.get(&unit).copied().unwrap_or(false) && !just_recovered {
                     false_transitions += 1;
                 }

@@ -94,7 +94,12 @@ async fn a_gray_region_stays_in_and_loses_weight() {
     // vantage, so 20 % (not the 30 % of the decision-core test) keeps a chance quorum of
     // "more than half failed" out of the test; the weight follows the measured error ratio.
     let s = run(options(vec![parse_degrade("eu-west-1@4:0.2").unwrap()], 22)).await;
-    assert_eq!(s.transitions, 0, "a gray failure is not taken out: {}", s.render());
+    assert_eq!(
+        s.transitions,
+        0,
+        "a gray failure is not taken out: {}",
+        s.render()
+    );
     let weights: Vec<(f64, u64)> = s
         .events
         .iter()

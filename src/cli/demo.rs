@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vantage_demo::layout::parse_services;
 use vantage_demo::scenario::{
-    parse_aggregator_at, parse_degrade, parse_flaky, parse_region_at, parse_slow,
-    DEFAULT_REGIONS,
+    parse_aggregator_at, parse_degrade, parse_flaky, parse_region_at, parse_slow, DEFAULT_REGIONS,
 };
 use vantage_demo::{DemoOptions, Outputs};
 
