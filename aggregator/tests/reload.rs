@@ -2,19 +2,19 @@
 //! decisions made at chosen instants (no sockets, no clock), the file rewritten between them.
 //! The decision state of Regions that stay is compared field by field in the state file.
 
+mod reports;
+
+use reports::{ingest, stats, Sender};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_agent::recorder::IntervalStats;
-use vantage_agent::report::{build, ReportIdentity, TargetInterval};
+use vantage_agent::report::TargetInterval;
 use vantage_aggregator::backend::DryRun;
 use vantage_aggregator::ingest::{IngestError, Ingested};
 use vantage_aggregator::reload;
 use vantage_aggregator::service::Aggregator;
-use vantage_probe::{PhaseTimings, ProbeResult};
-use vantage_protocol::auth;
 use vantage_protocol::config::TargetKind;
-use vantage_protocol::{Outcome, Phase};
 use vantage_testkit::fleet::{quoted, FleetToml};
 use vantage_testkit::log::JsonLines;
 
@@ -44,25 +44,6 @@ fn write(path: &Path, text: &str) {
     std::env::set_var("VANTAGE_TEST_RELOAD_KEY", KEY);
     std::env::set_var("VANTAGE_TEST_RELOAD_ADMIN_KEY", ADMIN_KEY);
     std::fs::write(path, text).unwrap();
-}
-
-fn stats(failed: bool) -> IntervalStats {
-    let mut s = IntervalStats::new(3);
-    for _ in 0..10 {
-        let mut t = PhaseTimings::default();
-        t.set(Phase::Total, Duration::from_millis(20));
-        let outcome = if failed {
-            Outcome::Timeout
-        } else {
-            Outcome::Ok
-        };
-        let mut r = ProbeResult::synthetic(outcome, t);
-        if !failed {
-            r.status = Some(200);
-        }
-        s.record(&r, Duration::ZERO);
-    }
-    s
 }
 
 /// A test aggregator and the clock its reports and decisions follow.
@@ -116,32 +97,13 @@ impl Fleet {
             .collect();
         let seq = self.seq.entry(vantage.to_owned()).or_insert(1);
         *seq += 1;
-        let identity = ReportIdentity {
-            fleet: "orders-api".into(),
-            agent_id: format!("vantage-{vantage}"),
-            vantage: vantage.into(),
+        let sender = Sender {
+            fleet: "orders-api",
+            vantage,
+            key_id: "k1",
+            key: KEY.as_bytes(),
         };
-        let body = serde_json::to_vec(&build(
-            &identity,
-            *seq,
-            self.next_ms,
-            Duration::from_secs(1),
-            &targets,
-        ))
-        .unwrap();
-        let now = self.now();
-        let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let signature = auth::sign(KEY.as_bytes(), ts, &body);
-        self.agg.ingest(
-            |name| match name {
-                auth::HEADER_KEY_ID => Some("k1".to_owned()),
-                auth::HEADER_TIMESTAMP => Some(ts.to_string()),
-                auth::HEADER_SIGNATURE => Some(signature.clone()),
-                _ => None,
-            },
-            &body,
-            now,
-        )
+        ingest(&self.agg, &sender, *seq, self.next_ms, &targets, self.now())
     }
 
     /// Just after the interval being reported ends.

@@ -4,21 +4,20 @@
 //! never blocks another; a Region down for every service is one `region_wide` event; pins
 //! address one service or all; a reload that adds a service leaves the others' state alone.
 
+mod reports;
+
+use reports::{ingest, stats, Sender};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vantage_agent::recorder::IntervalStats;
-use vantage_agent::report::{build, ReportIdentity, TargetInterval};
+use vantage_agent::report::TargetInterval;
 use vantage_aggregator::backend::DryRun;
 use vantage_aggregator::ingest::Ingested;
 use vantage_aggregator::model::{AlertKind, Pin};
 use vantage_aggregator::overrides::{Caller, OverrideRequest};
 use vantage_aggregator::reload;
 use vantage_aggregator::service::Aggregator;
-use vantage_probe::{PhaseTimings, ProbeResult};
-use vantage_protocol::auth;
 use vantage_protocol::config::TargetKind;
-use vantage_protocol::{Outcome, Phase};
 use vantage_testkit::log::JsonLines;
 
 const KEY: &str = "aggregator-services-key-0123456789";
@@ -81,25 +80,6 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-fn stats(failed: bool) -> IntervalStats {
-    let mut s = IntervalStats::new(3);
-    for _ in 0..10 {
-        let mut t = PhaseTimings::default();
-        t.set(Phase::Total, Duration::from_millis(20));
-        let outcome = if failed {
-            Outcome::Timeout
-        } else {
-            Outcome::Ok
-        };
-        let mut r = ProbeResult::synthetic(outcome, t);
-        if !failed {
-            r.status = Some(200);
-        }
-        s.record(&r, Duration::ZERO);
-    }
-    s
-}
-
 /// A test aggregator and the clock its reports and decisions follow.
 struct Fleet {
     agg: Aggregator<DryRun>,
@@ -151,31 +131,19 @@ impl Fleet {
             .collect();
         for v in VANTAGES {
             self.seq += 1;
-            let identity = ReportIdentity {
-                fleet: "shop".into(),
-                agent_id: format!("vantage-{v}"),
-                vantage: v.into(),
+            let sender = Sender {
+                fleet: "shop",
+                vantage: v,
+                key_id: "k1",
+                key: KEY.as_bytes(),
             };
-            let report = build(
-                &identity,
+            let r = ingest(
+                &self.agg,
+                &sender,
                 self.seq,
                 self.next_ms,
-                Duration::from_secs(1),
                 &targets,
-            );
-            let body = serde_json::to_vec(&report).unwrap();
-            let now = self.now();
-            let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            let signature = auth::sign(KEY.as_bytes(), ts, &body);
-            let r = self.agg.ingest(
-                |name| match name {
-                    auth::HEADER_KEY_ID => Some("k1".to_owned()),
-                    auth::HEADER_TIMESTAMP => Some(ts.to_string()),
-                    auth::HEADER_SIGNATURE => Some(signature.clone()),
-                    _ => None,
-                },
-                &body,
-                now,
+                self.now(),
             );
             assert!(matches!(r, Ok(Ingested::Accepted { .. })), "{v}: {r:?}");
         }

@@ -4,23 +4,21 @@
 //! in eu-west-1: its record there goes to weight 0 and its health metric to 0, while every
 //! orders record keeps its weight and a further pass writes nothing.
 
+mod reports;
 mod support;
 
+use reports::{ingest, stats, Sender};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::{AwsMoto as _, Moto, SeedRecord};
-use vantage_agent::recorder::IntervalStats;
-use vantage_agent::report::{build, ReportIdentity, TargetInterval};
+use vantage_agent::report::TargetInterval;
 use vantage_aggregator::backend::route53::{Route53Backend, ServiceRecords};
 use vantage_aggregator::backend::{Backend, Change};
 use vantage_aggregator::ingest::Ingested;
 use vantage_aggregator::reload;
 use vantage_aggregator::service::Aggregator;
-use vantage_probe::{PhaseTimings, ProbeResult};
-use vantage_protocol::auth;
 use vantage_protocol::config::TargetKind;
-use vantage_protocol::{Outcome, Phase};
 
 const KEY: &str = "aggregator-svc-failover-key-0123456789";
 const REGIONS: [&str; 3] = ["ap-southeast-1", "eu-west-1", "us-east-1"];
@@ -89,26 +87,6 @@ endpoint_url = "{endpoint}"
     t
 }
 
-/// Ten probes of 20 ms, all failed (timeouts) or all answered 200.
-fn stats(failed: bool) -> IntervalStats {
-    let mut s = IntervalStats::new(3);
-    for _ in 0..10 {
-        let mut t = PhaseTimings::default();
-        t.set(Phase::Total, Duration::from_millis(20));
-        let outcome = if failed {
-            Outcome::Timeout
-        } else {
-            Outcome::Ok
-        };
-        let mut r = ProbeResult::synthetic(outcome, t);
-        if !failed {
-            r.status = Some(200);
-        }
-        s.record(&r, Duration::ZERO);
-    }
-    s
-}
-
 /// The aggregator and the interval its next reports are about.
 struct Run {
     agg: Aggregator<Route53Backend>,
@@ -143,31 +121,19 @@ impl Run {
             .collect();
         for v in REGIONS {
             self.seq += 1;
-            let identity = ReportIdentity {
-                fleet: FLEET.into(),
-                agent_id: format!("vantage-{v}"),
-                vantage: v.into(),
+            let sender = Sender {
+                fleet: FLEET,
+                vantage: v,
+                key_id: "k1",
+                key: KEY.as_bytes(),
             };
-            let report = build(
-                &identity,
+            let r = ingest(
+                &self.agg,
+                &sender,
                 self.seq,
                 self.next_ms,
-                Duration::from_secs(1),
                 &targets,
-            );
-            let body = serde_json::to_vec(&report).unwrap();
-            let now = self.now();
-            let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
-            let signature = auth::sign(KEY.as_bytes(), ts, &body);
-            let r = self.agg.ingest(
-                |name| match name {
-                    auth::HEADER_KEY_ID => Some("k1".to_owned()),
-                    auth::HEADER_TIMESTAMP => Some(ts.to_string()),
-                    auth::HEADER_SIGNATURE => Some(signature.clone()),
-                    _ => None,
-                },
-                &body,
-                now,
+                self.now(),
             );
             assert!(matches!(r, Ok(Ingested::Accepted { .. })), "{v}: {r:?}");
         }
