@@ -50,7 +50,7 @@ aggregator per repeat. Throughput per core = target-intervals / process CPU seco
 thread's CPU time, and the sparse decoder ingest uses beside hdrhistogram's dense one (checked, \
 untimed, to give the same pairs on every histogram).
 2. Decision, each after one warm-up: Window::observations for every unit; \
-every service's traffic evidence (Window::layer_traffic_of for the global and the DNS layer, \
+every service's traffic evidence (Window::layer_traffic_by_service for the global and the DNS layer, \
 as Aggregator::decide gathers it); decide::evaluate_services alone on pre-built observations \
 (every service's own decide::evaluate); Aggregator::decide (one tick of the evaluation loop: observations, traffic \
 evidence, every service decided, logged, handed to the planes); Aggregator::plan_now (decision \

@@ -47,7 +47,8 @@ pub struct Figures {
     pub core: Vec<Span>,
     /// `Window::observations` for every unit.
     pub observe: Vec<Span>,
-    /// Every service's traffic evidence from the window (two `layer_traffic_of` each).
+    /// Every service's traffic evidence from the window (one `layer_traffic_by_service` pass
+    /// per layer).
     pub traffic: Vec<Span>,
     /// `Aggregator::decide`: one tick of the evaluation loop (window → decision, logged and
     /// handed to the planes).
