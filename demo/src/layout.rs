@@ -18,11 +18,7 @@ pub const SINGLE_API: &str = "demo-api";
 /// `payments/eu-west-1` in a `[[services]]` fleet (`named`), the bare Region otherwise: the
 /// unit keys of `vantage_protocol::config::Service::unit`.
 pub(crate) fn unit_key(named: bool, service: &str, region: &str) -> String {
-    if named {
-        format!("{service}/{region}")
-    } else {
-        region.to_owned()
-    }
+    vantage_protocol::config::qualified(named, service, region)
 }
 
 /// One service in one Region.

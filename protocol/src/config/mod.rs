@@ -46,7 +46,7 @@ pub use sections::{
     AgentsSection, AggregatorSection, AuthSection, FleetSection, GlobalEndpoint, KeySource,
     PolicySection, Region, SpoolSection, Vantage, WeightsSection,
 };
-pub use services::{split_unit, Service, ServiceRoute53, ServiceSection};
+pub use services::{qualified, split_unit, Service, ServiceRoute53, ServiceSection};
 pub use units::{ByteSize, DurationText};
 
 use serde::Deserialize;

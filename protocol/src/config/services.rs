@@ -94,7 +94,9 @@ impl Service {
     }
 }
 
-fn qualified(named: bool, service: &str, local: &str) -> String {
+/// `local` (a target id or a Region) as the fleet names it: `<service>/<local>` for a named
+/// service, bare for a single-API file. The one place that spelling is made.
+pub fn qualified(named: bool, service: &str, local: &str) -> String {
     if named {
         format!("{service}/{local}")
     } else {

@@ -2,12 +2,25 @@
 //! [`Policy`] / [`WeightPolicy`], agent keys loaded, defaults applied. Problems are reported
 //! with the key (and the line where the file records one).
 
-use crate::model::{Policy, Quorum, WeightPolicy};
+//!
+//! Layout: this module holds [`AggregatorConfig`] and its checks; `secrets` loads agent keys,
+//! admin keys and the state token; `services` turns each service's policy and weights into its
+//! [`ServiceConfig`].
+
+mod secrets;
+mod services;
+
+pub use secrets::Secret;
+pub use services::{ServiceConfig, TargetInfo};
+
+use crate::model::{Policy, WeightPolicy};
+use secrets::{load_admin_keys, load_key, load_state_token};
+use services::decision_settings;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
-use vantage_protocol::auth::{check_key, MIN_KEY_BYTES};
-use vantage_protocol::config::{ConfigError, ConfigText, FleetConfig, KeySource, TargetKind};
+use vantage_protocol::auth::check_key;
+use vantage_protocol::config::{qualified, ConfigError, ConfigText, FleetConfig, KeySource};
 use vantage_protocol::sparse::Shape;
 
 /// Default evaluation period (or the report interval, if shorter). The default window is three
@@ -124,46 +137,6 @@ pub struct AggregatorConfig {
     pub replica: Option<ReplicaIdentity>,
 }
 
-/// What a report's target is: its kind, its Region as reports name it, and the unit (service
-/// in Region) its observations count for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetInfo {
-    pub kind: TargetKind,
-    pub region: Option<String>,
-    /// `service.unit(region)`; `None` for targets of no Region (global, dns).
-    pub unit: Option<String>,
-}
-
-/// One service's decision settings: its Regions and the policy and weights it is decided by.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceConfig {
-    pub name: String,
-    /// Declared in `[[services]]`: unit keys and target ids carry the name.
-    pub named: bool,
-    /// The service's Regions, in file order.
-    pub regions: Vec<String>,
-    pub policy: Policy,
-    pub latency_quantile: f64,
-    pub weights: WeightPolicy,
-    pub weight_quantile: f64,
-}
-
-impl ServiceConfig {
-    /// The unit key of this service in `region` (see `vantage_protocol::config::services`).
-    pub fn unit(&self, region: &str) -> String {
-        if self.named {
-            format!("{}/{region}", self.name)
-        } else {
-            region.to_owned()
-        }
-    }
-
-    /// The unit keys of every Region of the service, in file order.
-    pub fn units(&self) -> Vec<String> {
-        self.regions.iter().map(|r| self.unit(r)).collect()
-    }
-}
-
 /// This process's place among the replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaIdentity {
@@ -174,197 +147,9 @@ pub struct ReplicaIdentity {
     pub count: usize,
 }
 
-fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
+/// An error at `key` of `fleet`, on the key's line.
+pub(crate) fn invalid(fleet: &FleetConfig, key: &str, message: impl Into<String>) -> ConfigError {
     ConfigText::new(&fleet.source, &fleet.origin).invalid_key(key, message)
-}
-
-fn fraction(
-    fleet: &FleetConfig,
-    key: &str,
-    v: Option<f64>,
-    default: f64,
-) -> Result<f64, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(x) if x > 0.0 && x <= 1.0 => Ok(x),
-        Some(x) => Err(invalid(fleet, key, format!("{x} is not in (0, 1]"))),
-    }
-}
-
-/// Loads one agent key; `None` when its variable is unset and it has no file.
-fn load_key(id: &str, source: &KeySource) -> Result<Vec<u8>, String> {
-    if let Some(var) = &source.env {
-        if let Ok(v) = std::env::var(var) {
-            return Ok(v.into_bytes());
-        }
-    }
-    if let Some(path) = &source.file {
-        let mut k = std::fs::read(path)
-            .map_err(|e| format!("key {id}: reading {}: {e}", path.display()))?;
-        while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            k.pop();
-        }
-        return Ok(k);
-    }
-    Err(match &source.env {
-        Some(var) => format!("key {id}: environment variable {var} is not set"),
-        None => format!("key {id}: give env = \"VARIABLE\" or file = \"path\""),
-    })
-}
-
-/// Key material or a token: compared and used, never printed (`Debug` shows its length only).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Secret(bytes)
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
-/// Admin keys: each loaded, long enough, and none equal to an agent key (an agent holding that
-/// key could otherwise sign overrides under the admin id).
-fn load_admin_keys(
-    fleet: &FleetConfig,
-    agent_keys: &HashMap<String, Vec<u8>>,
-) -> Result<HashMap<String, Secret>, ConfigError> {
-    let mut admin = HashMap::new();
-    for (id, source) in &fleet.aggregator.admin_keys {
-        let key_name = format!("aggregator.admin_keys.{id}");
-        let key = load_key(id, source).map_err(|m| invalid(fleet, &key_name, m))?;
-        check_key(&key).map_err(|e| invalid(fleet, &key_name, e.to_string()))?;
-        if let Some((agent, _)) = agent_keys.iter().find(|(_, k)| **k == key) {
-            return Err(invalid(
-                fleet,
-                &key_name,
-                format!(
-                    "holds the same key as agent key {agent:?}; give operators a key of their own"
-                ),
-            ));
-        }
-        admin.insert(id.clone(), Secret(key));
-    }
-    Ok(admin)
-}
-
-/// The state endpoint's token: the named variable must be set, to at least 16 bytes; a
-/// misspelt variable must not leave the state open while the file says it is closed.
-fn load_state_token(fleet: &FleetConfig, var: &str) -> Result<Secret, ConfigError> {
-    let key = "aggregator.state_token_env";
-    match std::env::var(var) {
-        Ok(token) if token.len() >= MIN_KEY_BYTES => Ok(Secret(token.into_bytes())),
-        Ok(token) => Err(invalid(
-            fleet,
-            key,
-            format!(
-                "the token in {var} is {} bytes; use at least {MIN_KEY_BYTES}",
-                token.len()
-            ),
-        )),
-        Err(_) => Err(invalid(
-            fleet,
-            key,
-            format!("environment variable {var} is not set; set it to the token, or remove state_token_env"),
-        )),
-    }
-}
-
-/// The policy and weights of one API (the whole file, or one service's view) with their
-/// defaults: (policy, its latency quantile, weights, their quantile).
-fn decision_settings(fleet: &FleetConfig) -> Result<(Policy, f64, WeightPolicy, f64), ConfigError> {
-    let p = &fleet.policy;
-    let d = Policy::default();
-    let quorum = match p.quorum.as_ref() {
-            None => Quorum::Majority,
-            Some(q) if q.get_ref() == "majority" => Quorum::Majority,
-            Some(q) => match q.get_ref().parse::<usize>() {
-                Ok(n) if n >= 2 => Quorum::AtLeast(n),
-                _ => {
-                    return Err(fleet.invalid(
-                        q,
-                        "policy.quorum",
-                        "use \"majority\" or a number of vantages, at least 2 (one vantage must never fail a Region alone)",
-                    ))
-                }
-            },
-        };
-    let policy = Policy {
-        min_attempts: p.min_attempts.unwrap_or(d.min_attempts).max(1),
-        max_failure_ratio: fraction(
-            fleet,
-            "policy.max_failure_ratio",
-            p.max_failure_ratio,
-            d.max_failure_ratio,
-        )?,
-        max_latency: p.max_latency.map(|l| l.0),
-        quorum,
-        fail_after: p.fail_after.unwrap_or(d.fail_after).max(1),
-        recover_after: p.recover_after.unwrap_or(d.recover_after).max(1),
-        flap_penalty: p.flap_penalty.unwrap_or(d.flap_penalty).max(0.0),
-        flap_half_life: p.flap_half_life.map_or(d.flap_half_life, |h| h.0),
-        flap_suppress: p.flap_suppress.unwrap_or(d.flap_suppress).max(0.0),
-        min_healthy: p.min_healthy.unwrap_or(d.min_healthy),
-        max_changes: p.max_changes.unwrap_or(d.max_changes).max(1),
-        change_window: p.change_window.map_or(d.change_window, |w| w.0),
-        correlated_fraction: match p.correlated_fraction {
-            None => d.correlated_fraction,
-            // Off: a share no count of Regions reaches.
-            Some(0.0) => f64::INFINITY,
-            Some(x) if x > 0.0 && x <= 1.0 => x,
-            Some(x) => {
-                return Err(invalid(
-                    fleet,
-                    "policy.correlated_fraction",
-                    format!("{x} is not in (0, 1]; 0.5 is the default, 0 turns the rule off"),
-                ))
-            }
-        },
-        // The aggregator's window, set by `from_fleet`.
-        correlated_window: d.correlated_window,
-    };
-    if policy.recover_after < policy.fail_after {
-        tracing::warn!("policy.recover_after is shorter than fail_after: Regions will come back faster than they leave");
-    }
-    if policy.flap_half_life.is_zero() {
-        return Err(invalid(fleet, "policy.flap_half_life", "must be positive"));
-    }
-    let w = &fleet.weights;
-    let dw = WeightPolicy::default();
-    let weights = WeightPolicy {
-        ewma_alpha: fraction(fleet, "weights.ewma_alpha", w.ewma_alpha, dw.ewma_alpha)?,
-        floor: w.floor.unwrap_or(dw.floor).max(1),
-        dead_band: w.dead_band.unwrap_or(dw.dead_band),
-        dead_band_ratio: match w.dead_band_ratio {
-            None => dw.dead_band_ratio,
-            Some(r) if (0.0..1.0).contains(&r) => r,
-            Some(r) => {
-                return Err(invalid(
-                    fleet,
-                    "weights.dead_band_ratio",
-                    format!("{r} is not in [0, 1): 0.1 keeps changes under 10 % unwritten"),
-                ))
-            }
-        },
-        latency_tolerance: w
-            .latency_tolerance
-            .map_or(dw.latency_tolerance, |d| d.0.as_secs_f64()),
-    };
-    Ok((
-        policy,
-        fraction(fleet, "policy.latency_quantile", p.latency_quantile, 0.99)?,
-        weights,
-        fraction(fleet, "weights.quantile", w.quantile, 0.5)?,
-    ))
 }
 
 impl AggregatorConfig {
@@ -515,13 +300,7 @@ impl AggregatorConfig {
             .into_iter()
             .map(|t| {
                 let named = fleet.service(&t.service).is_some_and(|s| s.named);
-                let unit = t.region.as_ref().map(|r| {
-                    if named {
-                        format!("{}/{r}", t.service)
-                    } else {
-                        r.clone()
-                    }
-                });
+                let unit = t.region.as_ref().map(|r| qualified(named, &t.service, r));
                 let info = TargetInfo {
                     kind: t.kind,
                     region: t.region,
@@ -592,11 +371,7 @@ impl AggregatorConfig {
 
     /// The unit key of `service` in `region` (bare Region for a single-API fleet).
     pub fn unit(&self, service: &str, region: &str) -> String {
-        if self.fleet.has_named_services() {
-            format!("{service}/{region}")
-        } else {
-            region.to_owned()
-        }
+        qualified(self.fleet.has_named_services(), service, region)
     }
 
     /// Every unit key (service in Region), service by service.
