@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_agent::fleet::{build_targets, render_plan};
+use vantage_agent::fleet::{build_targets, check_control_targets, render_plan};
 use vantage_agent::oneshot::{self, OneshotOptions};
 use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
 use vantage_probe::spec::{
@@ -491,7 +491,11 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
 
 fn check_config(args: CheckConfigArgs) -> ExitCode {
     let checked = FleetConfig::load(&args.file)
-        .and_then(|fleet| build_targets(&fleet).map(|targets| (fleet, targets)));
+        .and_then(|fleet| build_targets(&fleet).map(|targets| (fleet, targets)))
+        .and_then(|(fleet, targets)| {
+            check_control_targets(&fleet)?;
+            Ok((fleet, targets))
+        });
     match checked {
         Ok((fleet, targets)) => {
             for warning in fleet.warnings() {

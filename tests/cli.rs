@@ -203,7 +203,8 @@ fn check_config_prints_the_plan() {
         "fleet orders-api: 3 Regions, 3 vantages, 6 targets per vantage",
         "status:ap-southeast-1",
         "vantage-apse1",
-        "total: 2.10 probes/s across 3 vantages",
+        "total: 2.40 probes/s across 3 vantages",
+        "(with its control target https://checkip.amazonaws.com/)",
     ] {
         assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
     }

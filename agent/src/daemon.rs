@@ -18,7 +18,7 @@
 //! Reloading: [`run_with_reload`] also rereads the fleet file when asked (SIGHUP, or a changed
 //! file with `--watch-config`) and applies it to the running targets by id ([`crate::reload`]).
 
-use crate::fleet::{build_targets, AgentTarget, TargetProber};
+use crate::fleet::{build_vantage_targets, AgentTarget, TargetProber};
 use crate::identity::parse_agent_id;
 use crate::metrics::{self, DeliveryLabels, TargetLabels};
 use crate::push::{
@@ -132,7 +132,7 @@ pub fn check(settings: &AgentSettings) -> Result<Vec<AgentTarget>, AgentError> {
     } else {
         check_replicas(&settings.push, &settings.replicas)?;
     }
-    Ok(build_targets(&settings.fleet)?)
+    Ok(build_vantage_targets(&settings.fleet, &settings.vantage)?)
 }
 
 /// Runs the agent until a stop is requested or `run_for` elapses, then reports and flushes.

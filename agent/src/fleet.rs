@@ -100,8 +100,36 @@ impl AgentTarget {
 
 /// Compiles every target of the fleet, every service's, failing on the first bad setting.
 pub fn build_targets(config: &FleetConfig) -> Result<Vec<AgentTarget>, ConfigError> {
-    config
-        .targets()
+    compile_plans(config, config.targets())
+}
+
+/// What the agent in `vantage` probes: every target of the fleet, then its own control
+/// target (`vantages[].control_url`) when it has one.
+pub fn build_vantage_targets(
+    config: &FleetConfig,
+    vantage: &str,
+) -> Result<Vec<AgentTarget>, ConfigError> {
+    let mut plans = config.targets();
+    plans.extend(config.control_target(vantage));
+    compile_plans(config, plans)
+}
+
+/// Every control target of the file, compiled: `check-config` finds a bad `control_url`
+/// before any agent starts.
+pub fn check_control_targets(config: &FleetConfig) -> Result<(), ConfigError> {
+    let plans = config
+        .vantages
+        .iter()
+        .filter_map(|v| config.control_target(v.region.get_ref()))
+        .collect();
+    compile_plans(config, plans).map(drop)
+}
+
+fn compile_plans(
+    config: &FleetConfig,
+    plans: Vec<TargetPlan>,
+) -> Result<Vec<AgentTarget>, ConfigError> {
+    plans
         .into_iter()
         .map(|plan| {
             // The DNS target is its service's: its name and its answer → Region map. With

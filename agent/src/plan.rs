@@ -57,17 +57,30 @@ pub fn render_plan(config: &FleetConfig, targets: &[AgentTarget]) -> String {
         },
         targets.len()
     );
+    let mut total = 0.0;
     for v in &config.vantages {
+        // Its control target, when it has one, is probed by this vantage alone.
+        let control = config.control_target(v.region.get_ref());
+        let own = control.as_ref().map_or(0.0, |c| {
+            1.0 / c
+                .settings
+                .interval
+                .map_or(vantage_protocol::config::DEFAULT_PROBE_INTERVAL, |d| d.0)
+                .as_secs_f64()
+        });
+        total += per_vantage + own;
         let _ = writeln!(
             out,
-            "vantage {:<16} agent {:<24} probes all {} targets: {:.2} probes/s",
+            "vantage {:<16} agent {:<24} probes all {} targets: {:.2} probes/s{}",
             v.region.get_ref(),
             v.agent_id(),
             targets.len(),
-            per_vantage
+            per_vantage + own,
+            control
+                .map(|c| format!(" (with its control target {})", c.url.get_ref()))
+                .unwrap_or_default()
         );
     }
-    let total = per_vantage * config.vantages.len() as f64;
     let _ = writeln!(
         out,
         "total: {:.2} probes/s across {} vantages ({:.0} probes/day), reporting to {}",

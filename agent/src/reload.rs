@@ -26,7 +26,7 @@
 //! agent to apply it") and the value in use kept; the rest of the file still applies.
 
 use crate::daemon::LabelledProber;
-use crate::fleet::{build_targets, AgentTarget, TargetProber};
+use crate::fleet::{build_vantage_targets, AgentTarget, TargetProber};
 use crate::metrics;
 use crate::recorder::{IntervalClock, TargetRecorder};
 use crate::scheduler::{run_target, spread_offsets, ScheduledTarget, SlotGrid};
@@ -224,7 +224,7 @@ impl Targets {
                 vantage: vantage.to_owned(),
             });
         };
-        let targets = build_targets(&fleet)?;
+        let targets = build_vantage_targets(&fleet, vantage)?;
         let mut restart_needed: Vec<String> = in_use
             .changed_keys(&fleet, RESTART_KEYS)
             .into_iter()
@@ -266,7 +266,12 @@ impl Targets {
             }
         }
         let probers = self.probers(&starting, &origin)?;
-        let keep: BTreeSet<String> = fleet.targets().into_iter().map(|p| p.id).collect();
+        let keep: BTreeSet<String> = fleet
+            .targets()
+            .into_iter()
+            .chain(fleet.control_target(vantage))
+            .map(|p| p.id)
+            .collect();
 
         let now = Instant::now();
         let interval_now = self.clock.index_of(now);

@@ -32,6 +32,7 @@ impl AlertKind {
             AlertKind::PinnedAgainstMeasurements => "pinned_against_measurements",
             AlertKind::Forced => "forced",
             AlertKind::ArcSafetyRule => "arc_safety_rule",
+            AlertKind::VantageSuspect => "vantage_suspect",
         }
     }
 }

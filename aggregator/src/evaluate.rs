@@ -10,7 +10,7 @@ use crate::alerts::{ActiveAlert, AlertState};
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::lease::LeaseStatus;
-use crate::model::{Decision, ModelState, Overrides, RegionObservation};
+use crate::model::{Alert, AlertKind, Decision, ModelState, Overrides, RegionObservation, Verdict};
 use crate::planes::HeartbeatStatus;
 use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub lease: Option<LeaseStatus>,
     /// The alerts that hold, with when each was raised.
     pub active_alerts: Vec<ActiveAlert>,
+    /// The vantages whose verdicts did not vote, and the ones their control target confirmed.
+    pub vantages: decide::VantageHealth,
 }
 
 /// What the window says at one instant: the decision and what it was made from. Nothing has
@@ -58,6 +60,8 @@ struct Evaluation {
     window_series: usize,
     /// The overrides the decision honoured.
     overrides: Overrides,
+    /// Whose verdicts voted.
+    vantages: decide::VantageHealth,
 }
 
 impl<B: Backend> Aggregator<B> {
@@ -66,7 +70,7 @@ impl<B: Backend> Aggregator<B> {
     fn decide_now(&self, now_ms: u64) -> Evaluation {
         let config = self.config();
         let from_ms = self.window_start(now_ms);
-        let (observations, global_traffic, traffic, window_series) = {
+        let (observations, controls, global_traffic, traffic, window_series) = {
             let mut w = lock(&self.window);
             // A margin of one interval before the window: any report ingest still takes as
             // not stale finds its sequence number here, so a replay is refused, not merged twice.
@@ -76,6 +80,7 @@ impl<B: Backend> Aggregator<B> {
             lock(&self.seen).prune(keep_from);
             (
                 observations_of(&w, &config, from_ms, now_ms),
+                w.control_samples(from_ms, now_ms),
                 w.global_traffic(from_ms, now_ms),
                 self.traffic_of(&w, &config, from_ms, now_ms),
                 w.series(),
@@ -83,13 +88,25 @@ impl<B: Backend> Aggregator<B> {
         };
         let overrides = self.overrides();
         let previous = lock(&self.model).clone();
-        let (next_state, decision) = decide::evaluate_services(
+        let vantages =
+            decide::assess_vantages(&config.services, &observations, &controls, &config.policy);
+        let (next_state, mut decision) = decide::evaluate_services(
             &config.services,
             &previous,
             &observations,
             &overrides,
+            &vantages,
             Duration::from_millis(now_ms),
         );
+        for (vantage, suspicion) in &vantages.suspect {
+            decision.alerts.push(Alert {
+                kind: AlertKind::VantageSuspect,
+                service: String::new(),
+                region: Some(vantage.clone()),
+                message: suspicion.describe(vantage),
+            });
+        }
+        self.add_correlated_cause(&mut decision, &vantages, from_ms, now_ms);
         Evaluation {
             next_state,
             decision,
@@ -97,6 +114,60 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            vantages,
+        }
+    }
+
+    /// Appends to each correlated-failure alert what the shallow and deep checks of its
+    /// Regions say about the cause (`decide::correlated_cause`), counting trusted vantages only.
+    fn add_correlated_cause(
+        &self,
+        decision: &mut Decision,
+        vantages: &decide::VantageHealth,
+        from_ms: u64,
+        now_ms: u64,
+    ) {
+        if !decision
+            .alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::CorrelatedFailure)
+        {
+            return;
+        }
+        let config = self.config();
+        let (shallow, deep) = {
+            let w = lock(&self.window);
+            let trusted = |v: &str| !vantages.is_suspect(v);
+            (
+                w.kind_totals(TargetKind::Status, from_ms, now_ms, trusted),
+                w.kind_totals(TargetKind::Deep, from_ms, now_ms, trusted),
+            )
+        };
+        for alert in &mut decision.alerts {
+            if alert.kind != AlertKind::CorrelatedFailure {
+                continue;
+            }
+            let Some(service) = config.services.iter().find(|s| s.name == alert.service) else {
+                continue;
+            };
+            let regions: Vec<decide::RegionChecks> = decision
+                .regions
+                .iter()
+                .filter(|r| r.service == alert.service && r.verdict == Verdict::Down)
+                .map(|r| {
+                    let unit = service.unit(&r.region);
+                    decide::RegionChecks {
+                        region: r.region.clone(),
+                        shallow: shallow.get(&unit).cloned().unwrap_or_default(),
+                        deep: deep.get(&unit).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            if let Some(cause) =
+                decide::correlated_cause(&regions, service.policy.max_failure_ratio)
+            {
+                alert.message = format!("{}. {cause}", alert.message);
+            }
         }
     }
 
@@ -196,6 +267,7 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            vantages,
         } = self.decide_now(now_ms);
         *lock(&self.model) = next_state;
         self.planes.publish(desired_of(&decision, &self.config()));
@@ -215,6 +287,7 @@ impl<B: Backend> Aggregator<B> {
             heartbeat: self.planes.heartbeat_status(),
             lease: self.lease_status(),
             active_alerts: lock(&self.alert_book).active(),
+            vantages,
         };
         *lock(&self.last) = Some(snapshot.clone());
         snapshot

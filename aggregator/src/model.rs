@@ -125,6 +125,16 @@ pub struct VantageSample {
     pub weight_latency: Option<Duration>,
 }
 
+/// How the targets of one kind (a unit's `/status`, or its `/status/deep`) fared over the
+/// window, summed over the vantages that vote: evidence for an alert, not a verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindTotals {
+    pub attempts: u64,
+    pub failures: u64,
+    /// The failed attempts by outcome.
+    pub failed: BTreeMap<vantage_protocol::Outcome, u64>,
+}
+
 /// Everything observed of one Region in the window, one entry per vantage that reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionObservation {
@@ -289,6 +299,9 @@ pub enum AlertKind {
     Forced,
     /// An ARC safety rule refused a routing-control change (ARC agreeing with `min_healthy`).
     ArcSafetyRule,
+    /// A vantage looks broken itself (its control target fails, or it alone sees everything
+    /// down): its votes do not count. `region` names the vantage.
+    VantageSuspect,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

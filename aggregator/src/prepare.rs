@@ -118,6 +118,11 @@ pub fn prepare(
                 total,
                 answered_by,
                 unmatched,
+                failed: t
+                    .outcomes
+                    .into_iter()
+                    .filter(|(o, n)| *o != Outcome::Ok && *n > 0)
+                    .collect(),
             },
             id: t.target,
             kind: t.kind,

@@ -6,12 +6,13 @@
 //! instead of a dense array — so a thousand endpoints seen from thirty vantages fit in memory,
 //! and quantiles over the window are exact at the histogram's precision.
 
-use crate::model::{RegionObservation, VantageSample};
+use crate::model::{KindTotals, RegionObservation, VantageSample};
 use crate::prepare::PreparedReport;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use vantage_protocol::config::TargetKind;
+use vantage_protocol::Outcome;
 
 /// Latency samples as sorted `(value µs, count)` pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -120,6 +121,9 @@ pub struct Bucket {
     pub answered_by: BTreeMap<String, u64>,
     /// DNS target only: answer records that map to no Region.
     pub unmatched: u64,
+    /// The attempts that failed, by outcome (empty while none failed): how a target fails,
+    /// for the evidence an alert gives.
+    pub failed: BTreeMap<Outcome, u64>,
 }
 
 /// Where one layer (the global endpoint's HTTP answers, or DNS) shows traffic going over a
@@ -169,6 +173,10 @@ impl Bucket {
             self.total = other.total;
         } else {
             self.total.merge(&other.total);
+        }
+        for (outcome, n) in other.failed {
+            let count = self.failed.entry(outcome).or_default();
+            *count = count.saturating_add(n);
         }
         if self.answered_by.is_empty() {
             self.answered_by = other.answered_by;
@@ -383,6 +391,61 @@ impl Window {
                     .unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// Each vantage's control target (`vantages[].control_url`) over `[from_ms, to_ms)`:
+    /// attempts and failures, no latency.
+    pub fn control_samples(&self, from_ms: u64, to_ms: u64) -> Vec<VantageSample> {
+        let target = vantage_protocol::config::CONTROL_TARGET;
+        let from = (target.to_owned(), String::new());
+        self.series
+            .range(from..)
+            .take_while(|((t, _), _)| t == target)
+            .filter_map(|((_, vantage), intervals)| {
+                let (attempts, failures) = intervals
+                    .range(from_ms..to_ms)
+                    .fold((0u64, 0u64), |(a, f), (_, b)| {
+                        (a.saturating_add(b.attempts), f.saturating_add(b.failures))
+                    });
+                (attempts > 0).then(|| VantageSample {
+                    vantage: vantage.clone(),
+                    attempts,
+                    failures,
+                    limit_latency: None,
+                    weight_latency: None,
+                })
+            })
+            .collect()
+    }
+
+    /// How the targets of `kind` fared per unit over `[from_ms, to_ms)`, summed over the
+    /// vantages `counts` accepts.
+    pub fn kind_totals(
+        &self,
+        kind: TargetKind,
+        from_ms: u64,
+        to_ms: u64,
+        counts: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, KindTotals> {
+        let mut out: BTreeMap<String, KindTotals> = BTreeMap::new();
+        for ((target, vantage), intervals) in &self.series {
+            let Some((k, Some(unit))) = self.kinds.get(target) else {
+                continue;
+            };
+            if *k != kind || !counts(vantage) {
+                continue;
+            }
+            for (_, b) in intervals.range(from_ms..to_ms) {
+                let totals = out.entry(unit.clone()).or_default();
+                totals.attempts = totals.attempts.saturating_add(b.attempts);
+                totals.failures = totals.failures.saturating_add(b.failures);
+                for (outcome, n) in &b.failed {
+                    let count = totals.failed.entry(*outcome).or_default();
+                    *count = count.saturating_add(*n);
+                }
+            }
+        }
+        out
     }
 
     /// Which Region answered the global endpoint's probes over `[from_ms, to_ms)`, summed over
@@ -615,6 +678,7 @@ mod tests {
                         total: sparse(&p.3),
                         answered_by,
                         unmatched: 0,
+                        failed: BTreeMap::new(),
                     });
             }
             w

@@ -166,7 +166,14 @@ pub(crate) struct Links {
     pub(crate) per_unit: BTreeMap<String, String>,
     /// Service (or [`SINGLE_API`]) → its global URL through the vantage's global endpoint.
     pub(crate) global: BTreeMap<String, String>,
+    /// Every vantage's control target URL (through that vantage's own link), by vantage: the
+    /// same map in every vantage's `Links`, since the fleet file lists every vantage.
+    pub(crate) controls: BTreeMap<String, String>,
 }
+
+/// The demo's control target: a status endpoint outside every Region, reached through each
+/// vantage's own link, so a vantage whose network drops connections fails it too.
+pub(crate) const CONTROL_UNIT: &str = "vantage-control";
 
 /// The fleet file one vantage sees: its own links as the status URLs and global URLs.
 /// `aggregator`: the `[aggregator]` section's `url` or `replicas` entry.
@@ -218,6 +225,9 @@ key_id = "demo-{first}"
     // Each vantage signs with its own key, which may report for that vantage only.
     for v in &options.vantages {
         t += &format!("[[vantages]]\nregion = \"{v}\"\nkey_id = \"demo-{v}\"\n");
+        if let Some(control) = links.controls.get(v) {
+            t += &format!("control_url = \"{control}\"\n");
+        }
         t += &format!(
             "[aggregator.keys.\"demo-{v}\"]\nfile = {:?}\nvantages = [\"{v}\"]\n",
             key_dir.join(format!("{v}.key")).display().to_string()
@@ -364,7 +374,11 @@ mod tests {
             .enumerate()
             .map(|(i, s)| (s, format!("http://127.0.0.1:{}/status", 30000 + i)))
             .collect();
-        let links = Links { per_unit, global };
+        let links = Links {
+            per_unit,
+            global,
+            controls: BTreeMap::new(),
+        };
         let dir = std::env::temp_dir();
         let text = fleet_text(&o, &links, "url = \"http://127.0.0.1:1\"\n", &dir);
         let fleet = FleetConfig::parse(&text, "demo fleet").expect(&text);
@@ -404,10 +418,18 @@ mod tests {
                 .map(|r| (r.clone(), format!("http://127.0.0.1:1/{r}")))
                 .collect(),
             global: BTreeMap::from([(SINGLE_API.to_owned(), "http://127.0.0.1:2/".into())]),
+            controls: single
+                .vantages
+                .iter()
+                .map(|v| (v.clone(), format!("http://127.0.0.1:3/{v}")))
+                .collect(),
         };
         let text = fleet_text(&single, &links, "url = \"http://127.0.0.1:1\"\n", &dir);
         let fleet = FleetConfig::parse(&text, "demo fleet").expect(&text);
         assert!(!fleet.has_named_services());
         assert_eq!(fleet.services()[0].name, SINGLE_API);
+        // Each vantage probes its own control target.
+        let control = fleet.control_target("eu-west-1").expect("a control target");
+        assert_eq!(control.url.get_ref(), "http://127.0.0.1:3/eu-west-1");
     }
 }

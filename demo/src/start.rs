@@ -7,7 +7,7 @@
 //! aggregator sees the Regions). Everything started here stops when `halted` turns true,
 //! agents when [`Agents`] is told to.
 
-use crate::layout::{fleet_text, Links};
+use crate::layout::{fleet_text, Links, CONTROL_UNIT};
 use crate::net::{serve_link, Destination, Network};
 use crate::run::{start_err, DemoError};
 use crate::scenario::DemoOptions;
@@ -83,45 +83,57 @@ pub(crate) async fn bind() -> Result<TcpListener, DemoError> {
         .map_err(|e| start_err("a loopback listener", e))
 }
 
-/// One real status endpoint per unit; returns where each listens, by unit key.
+/// One real status endpoint per unit, and the vantages' control target; returns where each
+/// listens, by unit key ([`CONTROL_UNIT`] for the control target).
 pub(crate) async fn start_regions(
     options: &DemoOptions,
     halted: &watch::Receiver<bool>,
 ) -> Result<BTreeMap<String, SocketAddr>, DemoError> {
     let mut status_addrs = BTreeMap::new();
     for unit in options.units() {
-        let what = || format!("status endpoint {}", unit.key);
-        let config = vantage_status_endpoint::config::Config {
-            region: Some(unit.region.clone()),
-            service_id: Some(
-                unit.service
-                    .clone()
-                    .unwrap_or_else(|| crate::layout::SINGLE_API.into()),
-            ),
-            ..Default::default()
-        };
-        let settings = config.validate().map_err(|e| start_err(what(), e))?;
-        let checks = vantage_status_endpoint::router::build_checks(&settings, None)
-            .await
-            .map_err(|e| start_err(what(), e))?;
-        let router = vantage_status_endpoint::router::router(&settings, checks);
-        let listener = bind().await?;
-        status_addrs.insert(
-            unit.key.clone(),
-            listener
-                .local_addr()
-                .map_err(|e| start_err("status endpoint", e))?,
-        );
-        let mut stopped = halted.clone();
-        tokio::spawn(vantage_status_endpoint::router::run(
-            router,
-            listener,
-            async move {
-                let _ = stopped.changed().await;
-            },
-        ));
+        let service = unit
+            .service
+            .clone()
+            .unwrap_or_else(|| crate::layout::SINGLE_API.into());
+        let addr = start_status_endpoint(&unit.key, &unit.region, service, halted).await?;
+        status_addrs.insert(unit.key.clone(), addr);
     }
+    let control =
+        start_status_endpoint(CONTROL_UNIT, CONTROL_UNIT, CONTROL_UNIT.into(), halted).await?;
+    status_addrs.insert(CONTROL_UNIT.to_owned(), control);
     Ok(status_addrs)
+}
+
+async fn start_status_endpoint(
+    key: &str,
+    region: &str,
+    service: String,
+    halted: &watch::Receiver<bool>,
+) -> Result<SocketAddr, DemoError> {
+    let what = || format!("status endpoint {key}");
+    let config = vantage_status_endpoint::config::Config {
+        region: Some(region.to_owned()),
+        service_id: Some(service),
+        ..Default::default()
+    };
+    let settings = config.validate().map_err(|e| start_err(what(), e))?;
+    let checks = vantage_status_endpoint::router::build_checks(&settings, None)
+        .await
+        .map_err(|e| start_err(what(), e))?;
+    let router = vantage_status_endpoint::router::router(&settings, checks);
+    let listener = bind().await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| start_err("status endpoint", e))?;
+    let mut stopped = halted.clone();
+    tokio::spawn(vantage_status_endpoint::router::run(
+        router,
+        listener,
+        async move {
+            let _ = stopped.changed().await;
+        },
+    ));
+    Ok(addr)
 }
 
 /// Links: every vantage to every unit, and to each service's global endpoint. Vantage → its
@@ -163,7 +175,30 @@ pub(crate) async fn start_links(
                 halted.clone(),
             ));
         }
-        links.insert(v.clone(), Links { per_unit, global });
+        links.insert(
+            v.clone(),
+            Links {
+                per_unit,
+                global,
+                controls: BTreeMap::new(),
+            },
+        );
+    }
+    // Each vantage's control target, through its own link (its faults apply).
+    let mut controls = BTreeMap::new();
+    for v in &options.vantages {
+        let l = bind().await?;
+        controls.insert(v.clone(), url(&l)?);
+        tokio::spawn(serve_link(
+            net.clone(),
+            l,
+            v.clone(),
+            Destination::Region(CONTROL_UNIT.to_owned()),
+            halted.clone(),
+        ));
+    }
+    for l in links.values_mut() {
+        l.controls = controls.clone();
     }
     Ok(links)
 }

@@ -89,6 +89,69 @@ async fn one_flaky_vantage_never_takes_a_region_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_broken_vantages_of_three_move_no_region() {
+    // Two of the three vantages drop 60 % of their own connections, their control target's
+    // too: without the broken-vantage rule they would make a quorum of two against every Region.
+    let faults = vec![
+        parse_flaky("eu-west-1@2:0.6").unwrap(),
+        parse_flaky("ap-southeast-1@2:0.6").unwrap(),
+    ];
+    let s = run(options(faults, 22)).await;
+    assert_eq!(s.transitions, 0, "{}", s.render());
+    assert_eq!(s.false_transitions, 0);
+    let suspects: Vec<&str> = s
+        .events
+        .iter()
+        .filter(|e| e.event == "alert" && e.detail["kind"] == "vantage_suspect")
+        .filter_map(|e| e.region.as_deref())
+        .collect();
+    for broken in ["eu-west-1", "ap-southeast-1"] {
+        assert!(
+            suspects.contains(&broken),
+            "{broken} not suspect: {suspects:?}"
+        );
+    }
+    assert!(!suspects.contains(&"us-east-1"), "{suspects:?}");
+    // The control targets travel end to end: agent → report → window → the rule.
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.event == "alert" && e.reason.contains("control target failed")),
+        "no suspicion from a control target: {}",
+        s.render()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_failure_beside_two_broken_vantages_is_found_by_the_healthy_one() {
+    let faults = vec![
+        parse_flaky("eu-west-1@2:0.6").unwrap(),
+        parse_flaky("ap-southeast-1@2:0.6").unwrap(),
+        fail("us-east-1@8"),
+    ];
+    let s = run(options(faults, 24)).await;
+    assert_eq!(
+        events(&s, "region_out", "us-east-1").len(),
+        1,
+        "{}",
+        s.render()
+    );
+    for other in ["eu-west-1", "ap-southeast-1"] {
+        assert!(events(&s, "region_out", other).is_empty(), "{}", s.render());
+    }
+    let fault = s
+        .faults
+        .iter()
+        .find(|f| f.fault.starts_with("fail"))
+        .expect("the failure");
+    let detected = fault.detected_after.expect("detected");
+    assert!(
+        detected <= DETECTION_BUDGET_SECS,
+        "detected after {detected:.1} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gray_region_stays_in_and_loses_weight() {
     // 20 % of eu-west-1's answers are 503s. The demo's window holds about six attempts per
     // vantage, so 20 % (not the 30 % of the decision-core test) keeps a chance quorum of

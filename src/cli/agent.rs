@@ -162,7 +162,7 @@ fn prepare(args: &AgentArgs) -> anyhow::Result<Prepared> {
     }
     .map_err(|e| anyhow!("report delivery: {e}"))?;
     // Compile every target now, so a bad fleet file fails before anything starts.
-    vantage_agent::fleet::build_targets(&fleet)?;
+    vantage_agent::fleet::build_vantage_targets(&fleet, &vantage)?;
     Ok(Prepared {
         run_for: args.run_for,
         fleet,

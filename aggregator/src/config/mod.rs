@@ -295,9 +295,16 @@ impl AggregatorConfig {
             tracing::warn!("{warning}");
         }
         let key_vantages = fleet.key_vantages().into_iter().collect();
+        // Every vantage's control target has the one id `control`; each agent reports its own.
         let targets = fleet
             .targets()
             .into_iter()
+            .chain(
+                fleet
+                    .vantages
+                    .iter()
+                    .find_map(|v| fleet.control_target(v.region.get_ref())),
+            )
             .map(|t| {
                 let named = fleet.service(&t.service).is_some_and(|s| s.named);
                 let unit = t.region.as_ref().map(|r| qualified(named, &t.service, r));

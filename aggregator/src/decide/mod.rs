@@ -81,15 +81,19 @@
 //! 1 and 2, `hysteresis` rules 4 and 5, `safety` rule 6, `weights` rule 7 and `explain` the
 //! reason and alert texts.
 
+mod evidence;
 mod explain;
 mod hysteresis;
 mod safety;
 mod services;
+mod vantages;
 mod verdict;
 mod weights;
 
+pub use evidence::{correlated_cause, RegionChecks};
 pub use hysteresis::decayed_penalty;
 pub use services::{evaluate_services, region_wide};
+pub use vantages::{assess_vantages, Suspicion, VantageHealth};
 pub use verdict::{region_verdict, vantage_verdict};
 pub use weights::{weights_for, weights_with_errors};
 
@@ -101,7 +105,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use verdict::Tally;
 
-/// One evaluation: see the module documentation for the rules.
+/// One evaluation with every vantage trusted: see the module documentation for the rules.
 pub fn evaluate(
     policy: &Policy,
     weights: &WeightPolicy,
@@ -111,23 +115,50 @@ pub fn evaluate(
     overrides: &Overrides,
     now: Duration,
 ) -> (ModelState, Decision) {
+    let inputs = Inputs {
+        policy,
+        weights,
+        regions,
+        previous,
+        observations,
+        overrides,
+        vantages: &VantageHealth::default(),
+    };
+    evaluate_with(&inputs, now)
+}
+
+/// Everything one evaluation of one service decides from, but the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub policy: &'a Policy,
+    pub weights: &'a WeightPolicy,
+    pub regions: &'a [String],
+    pub previous: &'a ModelState,
+    pub observations: &'a [RegionObservation],
+    pub overrides: &'a Overrides,
+    /// Which vantages' verdicts vote ([`assess_vantages`]).
+    pub vantages: &'a VantageHealth,
+}
+
+/// One evaluation: see the module documentation for the rules; suspect vantages do not vote
+/// (`vantages.rs`).
+pub fn evaluate_with(inputs: &Inputs<'_>, now: Duration) -> (ModelState, Decision) {
+    let Inputs {
+        policy,
+        weights,
+        regions,
+        previous,
+        observations,
+        overrides,
+        vantages: _,
+    } = *inputs;
     let names: BTreeSet<&str> = regions.iter().map(String::as_str).collect();
     let samples = verdict::merge_observations(&names, observations);
     let mut recent = safety::recent_changes(policy, previous, now);
 
     let mut work: Vec<Work<'_>> = names
         .iter()
-        .map(|&name| {
-            observe(
-                policy,
-                weights,
-                name,
-                previous.regions.get(name),
-                samples.get(name),
-                overrides.pinned.get(name).copied(),
-                now,
-            )
-        })
+        .map(|&name| observe(inputs, name, samples.get(name), now))
         .collect();
 
     hysteresis::propose(policy, &mut work, now);
@@ -253,25 +284,29 @@ struct Work<'a> {
 
 /// Verdicts, streaks and smoothed latency of one Region (rules 1 to 4, the EWMA of rule 7).
 fn observe<'a>(
-    policy: &Policy,
-    weights: &WeightPolicy,
+    inputs: &Inputs<'_>,
     name: &'a str,
-    previous: Option<&RegionState>,
     samples: Option<&BTreeMap<&str, VantageSample>>,
-    pin: Option<Pin>,
     now: Duration,
 ) -> Work<'a> {
-    let mut state = previous.cloned().unwrap_or(RegionState {
-        in_service: true,
-        down_streak: 0,
-        up_streak: 0,
-        penalty: 0.0,
-        penalty_at: now,
-        smoothed_latency: None,
-        weight: 0,
-        since: now,
-        down_since: None,
-    });
+    let (policy, weights, health) = (inputs.policy, inputs.weights, inputs.vantages);
+    let pin = inputs.overrides.pinned.get(name).copied();
+    let mut state = inputs
+        .previous
+        .regions
+        .get(name)
+        .cloned()
+        .unwrap_or(RegionState {
+            in_service: true,
+            down_streak: 0,
+            up_streak: 0,
+            penalty: 0.0,
+            penalty_at: now,
+            smoothed_latency: None,
+            weight: 0,
+            since: now,
+            down_since: None,
+        });
     let was_in = state.in_service;
 
     let empty = BTreeMap::new();
@@ -281,18 +316,34 @@ fn observe<'a>(
     let mut described = Vec::with_capacity(samples.len());
     let (mut attempts, mut failures) = (0u64, 0u64);
     let mut latencies = Vec::new();
+    // Suspect vantages' verdicts are shown, not counted; the ones that voted are kept for
+    // the quorum's floor.
+    let (mut excluded, mut voters) = (0usize, Vec::new());
     for (vantage, sample) in samples {
         let verdict = vantage_verdict(policy, sample);
         vantages.insert((*vantage).to_owned(), verdict);
+        let described_vantage = explain::describe_vantage(policy, vantage, sample, verdict);
+        if health.is_suspect(vantage) {
+            excluded += usize::from(verdict != Verdict::Unknown);
+            described.push(format!("{described_vantage}, suspect: not counted"));
+            continue;
+        }
+        if verdict != Verdict::Unknown {
+            voters.push(*vantage);
+        }
         verdicts.push(verdict);
-        described.push(explain::describe_vantage(policy, vantage, sample, verdict));
+        described.push(described_vantage);
         attempts = attempts.saturating_add(sample.attempts);
         failures = failures.saturating_add(sample.failures.min(sample.attempts));
         if let Some(latency) = sample.weight_latency {
             latencies.push(latency.as_secs_f64());
         }
     }
-    let tally = verdict::tally(policy, &verdicts);
+    let floor = match voters.as_slice() {
+        [only] if excluded > 0 && health.is_confirmed(only) => 1,
+        _ => 2,
+    };
+    let tally = verdict::tally_with_floor(policy, &verdicts, floor);
     let evidence = explain::describe_tally(&tally, &described.join(", "));
 
     hysteresis::advance_streaks(&mut state, tally.verdict, now);

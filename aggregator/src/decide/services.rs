@@ -14,12 +14,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// One evaluation of every service. `observations` are keyed by unit (any order, units of no
-/// service are ignored); the state's Regions by unit, its change budget per service.
+/// service are ignored); the state's Regions by unit, its change budget per service;
+/// `vantages` says whose verdicts vote ([`super::assess_vantages`], over every service).
 pub fn evaluate_services(
     services: &[ServiceConfig],
     previous: &ModelState,
     observations: &[RegionObservation],
     overrides: &Overrides,
+    vantages: &super::VantageHealth,
     now: Duration,
 ) -> (ModelState, Decision) {
     let by_unit: HashMap<&str, &RegionObservation> = observations
@@ -55,15 +57,16 @@ pub fn evaluate_services(
             .iter()
             .filter_map(|u| by_unit.get(u.as_str()).map(|o| (*o).clone()))
             .collect();
-        let (state, decision) = super::evaluate(
-            &service.policy,
-            &service.weights,
-            &units,
-            &slice,
-            &seen,
+        let inputs = super::Inputs {
+            policy: &service.policy,
+            weights: &service.weights,
+            regions: &units,
+            previous: &slice,
+            observations: &seen,
             overrides,
-            now,
-        );
+            vantages,
+        };
+        let (state, decision) = super::evaluate_with(&inputs, now);
         next.regions.extend(state.regions);
         if service.named {
             next.services_recent

@@ -34,6 +34,12 @@ pub(super) struct Tally {
 }
 
 pub(super) fn tally(policy: &Policy, verdicts: &[Verdict]) -> Tally {
+    tally_with_floor(policy, verdicts, 2)
+}
+
+/// [`tally`] with the quorum's floor given: 2, or 1 when broken vantages were left out and the
+/// one left is confirmed by its control target (see `vantages.rs`).
+pub(super) fn tally_with_floor(policy: &Policy, verdicts: &[Verdict], floor: usize) -> Tally {
     let up = verdicts.iter().filter(|v| **v == Verdict::Up).count();
     let down = verdicts.iter().filter(|v| **v == Verdict::Down).count();
     let voters = up + down;
@@ -41,7 +47,7 @@ pub(super) fn tally(policy: &Policy, verdicts: &[Verdict]) -> Tally {
         Quorum::Majority => voters / 2 + 1,
         Quorum::AtLeast(n) => n,
     }
-    .max(2);
+    .max(floor.max(1));
     let verdict = if voters == 0 {
         Verdict::Unknown
     } else if down >= needed {

@@ -156,11 +156,15 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         }
     });
     let decide_at = |previous: &ModelState| {
+        // As `Aggregator::decide`: every vantage judged first, then every service.
+        let vantages =
+            decide::assess_vantages(&config.services, &observations, &[], &config.policy);
         decide::evaluate_services(
             &config.services,
             previous,
             &observations,
             &Overrides::default(),
+            &vantages,
             Duration::from_millis(now_ms),
         )
     };

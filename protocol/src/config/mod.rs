@@ -56,6 +56,9 @@ use std::time::Duration;
 /// Default report interval.
 pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The id of a vantage's control target in its reports (`vantages[].control_url`).
+pub const CONTROL_TARGET: &str = "control";
+
 /// The whole fleet file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +168,32 @@ impl FleetConfig {
             }
         }
         out
+    }
+
+    /// The control target of the vantage in `region` (`vantages[].control_url`), probed by its
+    /// agent only, with the fleet's `[probe]` settings. Its id is [`CONTROL_TARGET`] in every
+    /// file; its service is `fleet.name`.
+    pub fn control_target(&self, region: &str) -> Option<TargetPlan> {
+        let (i, vantage) = self
+            .vantages
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.region.get_ref() == region)?;
+        let url = vantage.control_url.clone()?;
+        Some(TargetPlan {
+            id: CONTROL_TARGET.to_owned(),
+            service: self.fleet.name.get_ref().clone(),
+            kind: TargetKind::Control,
+            region: None,
+            url,
+            url_key: format!("vantages[{i}].control_url"),
+            settings: self.probe.clone(),
+        })
+    }
+
+    /// True when any vantage has a control target.
+    pub fn has_control_targets(&self) -> bool {
+        self.vantages.iter().any(|v| v.control_url.is_some())
     }
 
     /// The targets of this file read as one API called `service`, with local ids.

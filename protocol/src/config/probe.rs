@@ -105,6 +105,9 @@ pub enum TargetKind {
     Deep,
     /// The global name resolved in DNS (`[dns]`); its answers are mapped to Regions.
     Dns,
+    /// A vantage's own control target (`vantages[].control_url`): tells a vantage's network
+    /// problem apart from the Regions'.
+    Control,
 }
 
 impl TargetKind {
@@ -114,6 +117,7 @@ impl TargetKind {
             TargetKind::Status => "status",
             TargetKind::Deep => "deep",
             TargetKind::Dns => "dns",
+            TargetKind::Control => "control",
         }
     }
 }

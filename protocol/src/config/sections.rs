@@ -55,6 +55,10 @@ pub struct Vantage {
     /// Key id this vantage's agent signs with (default `agents.auth.key_id`): one key per
     /// vantage, so a stolen key speaks for one vantage only.
     pub key_id: Option<Located<String>>,
+    /// A control target this vantage's agent probes beside the Regions (another vantage's
+    /// agent, or a stable endpoint outside the fleet): when it fails too, the vantage's own
+    /// network is the likeliest cause of what it sees, and its votes stop counting.
+    pub control_url: Option<Located<String>>,
 }
 
 impl Vantage {
