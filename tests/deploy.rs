@@ -98,6 +98,62 @@ fn every_example_template_passes_cfn_lint_and_the_iam_check() {
     }
 }
 
+/// `--format yaml` writes the same templates: PyYAML (cfn-lint's own parser) reads each back
+/// to exactly the JSON template, and cfn-lint passes on the YAML file too.
+#[test]
+fn yaml_templates_are_the_json_templates_and_pass_cfn_lint() {
+    let venv_bin = Moto::moto_server_path()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    for name in EXAMPLES {
+        let json_dir = dir.path().join(format!("{name}-json"));
+        let yaml_dir = dir.path().join(format!("{name}-yaml"));
+        let stacks = synth(&example(name), &json_dir);
+        let o = vantage()
+            .args(["deploy", "synth", "--format", "yaml", "--config"])
+            .arg(example(name))
+            .arg("--out")
+            .arg(&yaml_dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for stack in &stacks {
+            let json_file = json_dir.join(stack["file"].as_str().unwrap());
+            let yaml_file = yaml_dir.join(format!("{}.yaml", stack["name"].as_str().unwrap()));
+            let template: Value =
+                serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
+            let read = Command::new(venv_bin.join("python"))
+                .args([
+                    "-c",
+                    "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+                ])
+                .arg(&yaml_file)
+                .output()
+                .unwrap();
+            assert!(
+                read.status.success(),
+                "{}",
+                String::from_utf8_lossy(&read.stderr)
+            );
+            let from_yaml: Value = serde_json::from_slice(&read.stdout).unwrap();
+            assert_eq!(from_yaml, template, "{}", yaml_file.display());
+            let o = Command::new(venv_bin.join("cfn-lint"))
+                .arg(&yaml_file)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "cfn-lint {}:\n{}",
+                yaml_file.display(),
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
+    }
+}
+
 /// A request moto answers without checking the signature; the credential scope names the
 /// Region, as a signed request's would.
 fn moto_json(moto: &Moto, region: &str, service: &str, target: &str, body: &str) -> Value {

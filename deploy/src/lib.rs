@@ -17,6 +17,7 @@ pub mod iam;
 pub mod outputs;
 pub mod regional;
 pub mod routing;
+pub mod yaml;
 
 use serde_json::Value;
 use vantage_protocol::config::FleetConfig;

@@ -38,6 +38,16 @@ enum Agents {
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Format {
     Json,
+    Yaml,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Yaml => "yaml",
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -51,7 +61,8 @@ struct SynthArgs {
     /// How agents run: a Lambda function every minute, or an ECS Fargate service.
     #[arg(long, value_enum, default_value = "lambda")]
     agents: Agents,
-    /// Template format (JSON; CloudFormation reads it as it reads YAML).
+    /// Template format: JSON, or block-style YAML (the same template; strings quoted, intrinsic
+    /// functions by their full names). stacks.json, the manifest, is JSON either way.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
 }
@@ -84,7 +95,6 @@ pub async fn run(args: DeployCommand) -> ExitCode {
 }
 
 fn synth(args: SynthArgs) -> anyhow::Result<()> {
-    let Format::Json = args.format;
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let fleet = FleetConfig::parse(&text, &args.config.display().to_string())?;
@@ -100,8 +110,11 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut manifest = Vec::new();
     for stack in &stacks {
-        let file = format!("{}.json", stack.name);
-        let body = serde_json::to_string_pretty(&stack.template)? + "\n";
+        let file = format!("{}.{}", stack.name, args.format.extension());
+        let body = match args.format {
+            Format::Json => serde_json::to_string_pretty(&stack.template)? + "\n",
+            Format::Yaml => vantage_deploy::yaml::to_yaml(&stack.template),
+        };
         std::fs::write(args.out.join(&file), body).with_context(|| format!("writing {file}"))?;
         manifest.push(serde_json::json!({
             "name": stack.name, "kind": stack.kind.label(), "region": stack.aws_region, "file": file,
