@@ -45,6 +45,15 @@ if [ ! -x "$VANTAGE_VENV/bin/moto_server" ] || [ ! -x "$VANTAGE_VENV/bin/hadolin
   "$VANTAGE_VENV/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
+# checkov's IAM checks run on every synthesised template (tests/deploy.rs); it pins an older
+# boto3 than moto needs, so it has a venv of its own.
+export VANTAGE_CHECKOV_VENV="${VANTAGE_CHECKOV_VENV:-$PWD/.venv-checkov}"
+if [ ! -x "$VANTAGE_CHECKOV_VENV/bin/checkov" ]; then
+  log "creating $VANTAGE_CHECKOV_VENV with checkov"
+  python3 -m venv "$VANTAGE_CHECKOV_VENV"
+  "$VANTAGE_CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==3.*"
+fi
+
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
     echo "cargo ${component/rustfmt/fmt} is missing: install it with 'rustup component add $component'" >&2

@@ -98,6 +98,92 @@ fn every_example_template_passes_cfn_lint_and_the_iam_check() {
     }
 }
 
+/// checkov's IAM checks (its own reading of each policy, independent of `iam::check`) pass on
+/// every template of every example: no `*` action, no admin policy, no role assumable by all,
+/// no unconstrained write, permissions management, privilege escalation, credentials exposure
+/// or data exfiltration. checkov lives in a venv of its own (`.venv-checkov`, made by
+/// scripts/test.sh) because it pins an older boto3 than moto needs.
+#[test]
+fn checkovs_iam_checks_pass_on_every_example_template() {
+    const IAM_CHECKS: &str = "CKV_AWS_60,CKV_AWS_61,CKV_AWS_62,CKV_AWS_63,CKV_AWS_107,\
+                              CKV_AWS_108,CKV_AWS_109,CKV_AWS_110,CKV_AWS_111";
+    let venv = std::env::var_os("VANTAGE_CHECKOV_VENV").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-checkov"),
+        PathBuf::from,
+    );
+    let checkov = venv.join("bin/checkov");
+    assert!(
+        checkov.exists(),
+        "{} is missing: python3 -m venv {} && {}/bin/pip install 'checkov==3.*' \
+         (scripts/test.sh does)",
+        checkov.display(),
+        venv.display(),
+        venv.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for name in EXAMPLES {
+        let out = dir.path().join(name);
+        synth(&example(name), &out);
+        let o = Command::new(&checkov)
+            .args([
+                "--framework",
+                "cloudformation",
+                "--compact",
+                "--quiet",
+                "--check",
+            ])
+            .arg(IAM_CHECKS.replace(' ', ""))
+            .arg("-d")
+            .arg(&out)
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "checkov {name}:\n{report}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let passed = report
+            .lines()
+            .find_map(|l| l.strip_prefix("Passed checks: "))
+            .and_then(|rest| rest.split(',').next()?.parse::<u32>().ok());
+        assert!(
+            passed.is_some_and(|n| n > 0) && report.contains("Failed checks: 0,"),
+            "checkov {name}: the IAM checks must run and pass:\n{report}"
+        );
+    }
+    // And they can fail: a role allowed every action on every resource is caught.
+    let bad = dir.path().join("wildcard");
+    std::fs::create_dir_all(&bad).unwrap();
+    let role = serde_json::json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Role": {"Type": "AWS::IAM::Role", "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": "all", "PolicyDocument": {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}}]}}}
+    });
+    std::fs::write(bad.join("wildcard.json"), role.to_string()).unwrap();
+    let o = Command::new(&checkov)
+        .args([
+            "--framework",
+            "cloudformation",
+            "--compact",
+            "--quiet",
+            "--check",
+        ])
+        .arg(IAM_CHECKS.replace(' ', ""))
+        .arg("-d")
+        .arg(&bad)
+        .env("BC_SKIP_MAPPING", "TRUE")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "checkov passed a wildcard role");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("CKV_AWS_63"));
+}
+
 /// `--format yaml` writes the same templates: PyYAML (cfn-lint's own parser) reads each back
 /// to exactly the JSON template, and cfn-lint passes on the YAML file too.
 #[test]
