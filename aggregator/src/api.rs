@@ -2,8 +2,9 @@
 //! are checked from the headers before the body is read, and at most [`MAX_PENDING_UPLOADS`]
 //! bodies are read and ingested at once), `GET /v1/state` (the
 //! last [`crate::evaluate::Snapshot`], 503 before the first evaluation; a bearer token when
-//! `aggregator.state_token_env` is set) and `POST /v1/overrides` (signed with an admin key,
-//! whatever the peer; applied by [`crate::overrides`]). Every answer is JSON, errors included: any other method on those
+//! `aggregator.state_token_env` is set), `GET /` (the status page, [`crate::status_page`],
+//! behind the same token) and `POST /v1/overrides` (signed with an admin key,
+//! whatever the peer; applied by [`crate::overrides`]). Every answer but the page is JSON, errors included: any other method on those
 //! paths is a 405 and any other path a 404, each with a `reason`. Bodies are read with a
 //! bound before anything is buffered: the report cap from the config, 64 KiB for overrides.
 //! Connections are accepted by the shared server loop ([`vantage_runtime::http_server`]), which
@@ -95,6 +96,7 @@ fn router<B: Backend>(aggregator: Arc<Aggregator<B>>) -> Router {
     Router::new()
         .route(REPORTS_PATH, any(reports::<B>))
         .route("/v1/state", any(state::<B>))
+        .route("/", any(status_page::<B>))
         .route("/v1/overrides", any(overrides::<B>))
         .fallback(not_found)
         .with_state(aggregator)
@@ -216,18 +218,8 @@ async fn state<B: Backend>(
     if method != Method::GET {
         return method_not_allowed();
     }
-    if let Some(token) = &aggregator.config().state_token {
-        if !bearer_matches(&headers, token.expose()) {
-            let mut r = json(
-                StatusCode::UNAUTHORIZED,
-                serde_json::json!({"reason": "the state needs Authorization: Bearer <token>, the token in the variable aggregator.state_token_env names"}),
-            );
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return r;
-        }
+    if let Some(refused) = refuse_reader(&aggregator, &headers) {
+        return refused;
     }
     match aggregator.snapshot() {
         Some(s) => json(StatusCode::OK, serde_json::to_value(s).unwrap_or_default()),
@@ -236,6 +228,79 @@ async fn state<B: Backend>(
             serde_json::json!({"status": "starting", "reason": "no evaluation yet"}),
         ),
     }
+}
+
+/// The 401 for a read without the state token, when `aggregator.state_token_env` sets one.
+fn refuse_reader<B: Backend>(aggregator: &Aggregator<B>, headers: &HeaderMap) -> Option<Response> {
+    let token = aggregator.config().state_token.clone()?;
+    if bearer_matches(headers, token.expose()) {
+        return None;
+    }
+    let mut r = json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({"reason": "the state needs Authorization: Bearer <token>, the token in the variable aggregator.state_token_env names"}),
+    );
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
+/// `GET /` (and `?service=NAME`): the status page ([`crate::status_page`]), read-only, behind
+/// the same token as `/v1/state`.
+async fn status_page<B: Backend>(
+    method: Method,
+    State(aggregator): Shared<B>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response {
+    if method != Method::GET {
+        return method_not_allowed();
+    }
+    if let Some(refused) = refuse_reader(&aggregator, &headers) {
+        return refused;
+    }
+    // The only parameter is `service`; its value is a service name, compared, never echoed
+    // unescaped.
+    let service = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("service="))
+            .map(percent_decode)
+    });
+    let html = aggregator.status_page("/", service.as_deref(), SystemTime::now());
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .header("content-security-policy", crate::status_page::CSP)
+        .header("x-content-type-options", "nosniff")
+        .header("cache-control", "no-store")
+        .body(Body::from(html))
+        .expect("static response parts")
+}
+
+/// `%XX` sequences decoded (bytes that are not UTF-8 become U+FFFD); `+` left as it is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `Authorization` is `Bearer <expected>`, compared in constant time.

@@ -62,6 +62,8 @@ struct Evaluation {
     overrides: Overrides,
     /// Whose verdicts voted.
     vantages: decide::VantageHealth,
+    /// What the decision was made from, for the status page's history.
+    observations: Vec<RegionObservation>,
 }
 
 impl<B: Backend> Aggregator<B> {
@@ -115,6 +117,7 @@ impl<B: Backend> Aggregator<B> {
             window_series,
             overrides,
             vantages,
+            observations,
         }
     }
 
@@ -268,11 +271,25 @@ impl<B: Backend> Aggregator<B> {
             window_series,
             overrides,
             vantages,
+            observations,
         } = self.decide_now(now_ms);
         *lock(&self.model) = next_state;
         self.planes.publish(desired_of(&decision, &self.config()));
 
         self.log_decision(now_ms, &decision);
+        {
+            let config = self.config();
+            let services: BTreeMap<&str, &crate::config::ServiceConfig> = config
+                .services
+                .iter()
+                .map(|s| (s.name.as_str(), s))
+                .collect();
+            lock(&self.history).record(now_ms, &decision, &observations, |service, region| {
+                services
+                    .get(service)
+                    .map_or_else(|| region.to_owned(), |s| s.unit(region))
+            });
+        }
         self.log_traffic_moved(now_ms, &decision, &traffic);
         self.record_metrics(&decision, &traffic, window_series);
         self.persist_state();

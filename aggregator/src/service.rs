@@ -77,6 +77,8 @@ pub struct Aggregator<B> {
     pub(crate) last: Mutex<Option<Snapshot>>,
     /// The alerts that hold: raised once, repeated every `alert_repeat`, resolved once.
     pub(crate) alert_book: Mutex<crate::alerts::AlertBook>,
+    /// The last hour for the status page: timelines, latency, recent decision-log lines.
+    pub(crate) history: Mutex<crate::history::History>,
     decision_log: Option<Mutex<Box<dyn std::io::Write + Send>>>,
     /// Wakes the loop early (overrides changed).
     pub(crate) wake: Notify,
@@ -133,6 +135,7 @@ impl<B: Backend> Aggregator<B> {
             persisting: Mutex::new(()),
             last: Mutex::new(None),
             alert_book: Mutex::new(crate::alerts::AlertBook::default()),
+            history: Mutex::new(crate::history::History::default()),
             decision_log: decision_log.map(Mutex::new),
             wake: Notify::new(),
             planes: crate::planes::Planes::new(),
@@ -210,8 +213,24 @@ impl<B: Backend> Aggregator<B> {
     }
 
     /// One line in the decision log (and a `vantage::decisions` trace event).
+    /// The status page at `now`, served at `base`: every service, or the one named (see
+    /// [`crate::status_page`]).
+    pub fn status_page(&self, base: &str, service: Option<&str>, now: SystemTime) -> String {
+        let scope = crate::status_page::PageScope { base, service };
+        let snapshot = lock(&self.last).clone();
+        let history = lock(&self.history);
+        crate::status_page::render(
+            &self.config(),
+            snapshot.as_ref(),
+            &history,
+            scope,
+            unix_ms(now),
+        )
+    }
+
     pub(crate) fn log_event(&self, event: serde_json::Value) {
         tracing::info!(target: "vantage::decisions", "{event}");
+        lock(&self.history).log(&event);
         if let Some(log) = &self.decision_log {
             let mut w = lock(log);
             let _ = writeln!(w, "{event}");

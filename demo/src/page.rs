@@ -4,7 +4,8 @@
 //! combined view (lease holder marked, down replicas with their frozen votes), and the
 //! timeline. With `--services` the Regions come as one table per service (each service in
 //! each Region in or out on its own), and `/metrics/status/<service>/<region>` serves each
-//! unit's status endpoint metrics.
+//! unit's status endpoint metrics. `/aggregator` is the production status page
+//! (`vantage aggregator` serves it at `/`) of the first running replica.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -27,6 +28,10 @@ pub struct PageState {
     pub status_endpoints: BTreeMap<String, SocketAddr>,
     /// The process's Prometheus rendering (agents and aggregator), if a recorder is installed.
     pub render: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The first running replica: `/aggregator` serves its status page, the page
+    /// `vantage aggregator` serves at `/` in production.
+    pub aggregator:
+        Option<Arc<vantage_aggregator::service::Aggregator<vantage_aggregator::backend::DryRun>>>,
 }
 
 /// Serves the page until `stop` changes, through the shared server loop
@@ -69,6 +74,34 @@ async fn handle(page: &Mutex<PageState>, req: Request<Incoming>) -> Response<Ful
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/" | "/index.html" => respond(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
+        "/aggregator" => {
+            let aggregator = lock(page).aggregator.clone();
+            match aggregator {
+                Some(a) => {
+                    let service = req
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("service=")))
+                        .map(str::to_owned);
+                    let html = a.status_page(
+                        "/aggregator",
+                        service.as_deref(),
+                        std::time::SystemTime::now(),
+                    );
+                    let mut r = respond(StatusCode::OK, "text/html; charset=utf-8", html);
+                    r.headers_mut().insert(
+                        "content-security-policy",
+                        http::HeaderValue::from_static(vantage_aggregator::status_page::CSP),
+                    );
+                    r
+                }
+                None => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "no aggregator replica is running\n",
+                ),
+            }
+        }
         "/api/state" => {
             let state = lock(page).state.to_string();
             respond(StatusCode::OK, "application/json", state)

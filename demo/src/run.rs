@@ -181,7 +181,15 @@ pub async fn run(
             print!("{}", live_view(&view));
             let _ = std::io::stdout().flush();
         }
-        lock(&page_state).state = view;
+        // The aggregator's own status page (`/aggregator`): the first running replica's.
+        let primary = replicas
+            .members
+            .iter()
+            .find(|r| r.is_up())
+            .and_then(|r| r.aggregator().cloned());
+        let mut page = lock(&page_state);
+        page.state = view;
+        page.aggregator = primary;
     }
 
     // Stop everything, agents first so their last reports are in. Reports queued for a

@@ -4,14 +4,13 @@
 //! page must show it out of service with weight 0; with `--services`, a table per service, one
 //! service out in a Region while the other stays in there.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use vantage_demo::scenario::parse_region_at;
 use vantage_demo::{DemoOptions, Outputs};
+use vantage_testkit::browser::Browser;
 
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
 /// When us-east-1 fails, from the start of the run.
@@ -19,165 +18,15 @@ const FAULT_AT: Duration = Duration::from_secs(3);
 /// From the fault to the page showing us-east-1 out: the scenarios' detection budget (8 s)
 /// plus a page refresh and Chromium's own start-up, with room for a loaded machine.
 const OUT_DEADLINE: Duration = Duration::from_secs(3 + 14);
-/// One dump: Chromium's start, the page's first polls (virtual time), its exit.
-const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn chromium() -> PathBuf {
-    let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("chromium not found: install with apt-get install -y chromium (./scripts/test.sh does)")
-        })
-}
-
-/// A directory of our own under the system temp dir, removed on drop (also on panic).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "vantage-status-page-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // A browser helper that has just exited may still be flushing into its profile.
-        for _ in 0..20 {
-            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// The members of process group `pgid` still alive (not zombies), from /proc.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-            pgrp == Some(pgid) && state != Some("Z")
-        })
-        .collect()
-}
-
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Ends a Chromium started in its own process group: on a timeout the whole group is killed
-/// while the leader is still unreaped (so the group id cannot have been reused); after a
-/// normal exit, helpers left behind get a moment to go and are then killed.
-async fn finish(mut child: Child, deadline: Instant) -> Result<(), String> {
-    let pgid = child.id();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let until = Instant::now() + Duration::from_secs(3);
-                while !group_members(pgid).is_empty() {
-                    if Instant::now() >= until {
-                        kill_group(pgid);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(format!("chromium exited with {status}"))
-                };
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                kill_group(pgid);
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "chromium still running after {DUMP_TIMEOUT:?}: killed"
-                ));
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => {
-                kill_group(pgid);
-                let _ = child.wait();
-                return Err(format!("waiting for chromium: {e}"));
-            }
-        }
-    }
-}
-
-/// Loads `url` in a fresh headless Chromium (a new profile every time), lets the page's script
-/// run for three seconds of virtual time, and returns the DOM it dumps.
-async fn dump_dom(chromium: &Path, scratch: &Path, n: usize, url: &str) -> Result<String, String> {
-    let profile = scratch.join(format!("profile-{n}"));
-    let out_path = scratch.join(format!("dom-{n}.html"));
-    let err_path = scratch.join(format!("chromium-{n}.log"));
-    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
-    let err = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
-    let child = {
-        use std::os::unix::process::CommandExt as _;
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(["--virtual-time-budget=3000", "--dump-dom", url])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", chromium.display()))?
-    };
-    let result = finish(child, Instant::now() + DUMP_TIMEOUT).await;
-    let _ = std::fs::remove_dir_all(&profile);
-    let dom = std::fs::read_to_string(&out_path).unwrap_or_default();
-    match result {
-        Ok(()) if dom.contains("<table") => Ok(dom),
-        other => {
-            let log = std::fs::read_to_string(&err_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            Err(format!(
-                "{}; stdout {} bytes; stderr tail:\n{}",
-                other.err().unwrap_or_else(|| "no page in the dump".into()),
-                dom.len(),
-                tail.join("\n")
-            ))
-        }
+/// Loads `url` in a fresh headless Chromium and returns the DOM once the page's script has
+/// run for three seconds of virtual time and drawn its tables.
+async fn dump_dom(browser: &Browser, url: &str) -> Result<String, String> {
+    let dom = browser.dump_dom(url, 3000).await?;
+    if dom.contains("<table") {
+        Ok(dom)
+    } else {
+        Err(format!("no page in the dump ({} bytes)", dom.len()))
     }
 }
 
@@ -284,8 +133,7 @@ fn check_row(region: &str, row: &Row, dom: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_failover() {
-    let chromium = chromium();
-    let scratch = Scratch::new();
+    let browser = Browser::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
     let url = format!("http://{}/", listener.local_addr().expect("page addr"));
 
@@ -308,15 +156,13 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
     // service. The page's clock (the state's time) says whether a dump shows the state from
     // before the fault, however long Chromium took.
     tokio::time::sleep_until(start + Duration::from_secs(1)).await;
-    let mut n = 0;
     let mut last = String::new();
     loop {
         assert!(
             Instant::now() < start + OUT_DEADLINE,
             "no dump showed every Region; last:\n{last}"
         );
-        n += 1;
-        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+        let dom = dump_dom(&browser, &url)
             .await
             .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
         if let (Some(rows), Some(t)) = (rows(&dom), clock(&dom)) {
@@ -352,8 +198,7 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
             tokio::time::sleep_until(start + FAULT_AT).await;
             continue;
         }
-        n += 1;
-        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+        let dom = dump_dom(&browser, &url)
             .await
             .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
         if let Some(rows) = rows(&dom) {
@@ -375,6 +220,15 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
         last = dom;
         tokio::time::sleep_until(began + Duration::from_secs(1)).await;
     }
+    // The production page, as `vantage aggregator` serves it at `/`, from the demo's replica.
+    let production = browser
+        .dump_dom(&format!("{url}aggregator"), 500)
+        .await
+        .unwrap_or_else(|e| panic!("headless chromium on {url}aggregator: {e}"));
+    assert!(
+        production.contains(r#"<tr data-unit="us-east-1" data-verdict="down" data-in-service="false" data-weight="0""#),
+        "{production}"
+    );
 
     let _ = stop.send(true);
     let summary = tokio::time::timeout(Duration::from_secs(15), demo)
@@ -383,15 +237,13 @@ async fn the_status_page_in_headless_chromium_shows_every_region_and_follows_a_f
         .expect("the demo task")
         .expect("the demo runs");
     print!("{}", summary.render());
-    drop(scratch);
 }
 
 /// Three replicas: the page shows a column per replica beside Route 53's, marks the lease
 /// holder, and once replica 2 is killed shows it down with its frozen votes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_each_replica_side_by_side_with_route53() {
-    let chromium = chromium();
-    let scratch = Scratch::new();
+    let browser = Browser::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
     let url = format!("http://{}/", listener.local_addr().expect("page addr"));
     let mut options = DemoOptions::embedded_default();
@@ -413,15 +265,13 @@ async fn the_status_page_shows_each_replica_side_by_side_with_route53() {
     let start = Instant::now();
     let demo = tokio::spawn(vantage_demo::run(options, outputs, stopped));
     tokio::time::sleep_until(start + Duration::from_secs(4)).await;
-    let mut n = 0;
     let mut last = String::new();
     loop {
         assert!(
             Instant::now() < start + Duration::from_secs(17),
             "the page never showed replica 2 down beside the others; last:\n{last}"
         );
-        n += 1;
-        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+        let dom = dump_dom(&browser, &url)
             .await
             .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
         let headers = replica_headers(&dom);
@@ -456,7 +306,6 @@ async fn the_status_page_shows_each_replica_side_by_side_with_route53() {
         .expect("the demo task")
         .expect("the demo runs");
     print!("{}", summary.render());
-    drop(scratch);
 }
 
 /// The rendered table of one service (`--services`), up to its end.
@@ -470,8 +319,7 @@ fn service_table<'a>(dom: &'a str, service: &str) -> Option<&'a str> {
 /// with weight 0 in payments' table while orders' eu-west-1 row stays in service with weight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_a_table_per_service_and_one_service_out_in_a_region() {
-    let chromium = chromium();
-    let scratch = Scratch::new();
+    let browser = Browser::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind page");
     let url = format!("http://{}/", listener.local_addr().expect("page addr"));
     let mut options = DemoOptions::embedded_default();
@@ -489,7 +337,6 @@ async fn the_status_page_shows_a_table_per_service_and_one_service_out_in_a_regi
     let start = Instant::now();
     let demo = tokio::spawn(vantage_demo::run(options, outputs, stopped));
     tokio::time::sleep_until(start + FAULT_AT).await;
-    let mut n = 0;
     let mut last = String::new();
     loop {
         let began = Instant::now();
@@ -497,8 +344,7 @@ async fn the_status_page_shows_a_table_per_service_and_one_service_out_in_a_regi
             began < start + OUT_DEADLINE + Duration::from_secs(5),
             "the page never showed payments OUT in eu-west-1; last:\n{last}"
         );
-        n += 1;
-        let dom = dump_dom(&chromium, &scratch.0, n, &url)
+        let dom = dump_dom(&browser, &url)
             .await
             .unwrap_or_else(|e| panic!("headless chromium on {url}: {e}"));
         let tables = service_table(&dom, "orders").zip(service_table(&dom, "payments"));
@@ -532,5 +378,4 @@ async fn the_status_page_shows_a_table_per_service_and_one_service_out_in_a_regi
         .expect("the demo task")
         .expect("the demo runs");
     print!("{}", summary.render());
-    drop(scratch);
 }

@@ -21,6 +21,7 @@
 
 pub mod aggregator;
 pub mod arc;
+pub mod browser;
 pub mod ca;
 pub mod dirs;
 pub mod dns;
