@@ -1,6 +1,8 @@
 //! The wire histograms against an independent HdrHistogram implementation: the Python port
-//! (PyPI `hdrhistogram`, module `hdrh`) decodes what the agent encodes, and the agent decodes
-//! what Python encodes, and both sides agree on every count and percentile.
+//! (PyPI `hdrhistogram`, module `hdrh`) decodes what the agent encodes — plain V2 for small
+//! histograms, V2-deflate for large ones, and V2-deflate for every set as older agents sent it —
+//! and the agent decodes what Python encodes, and both sides agree on every count and
+//! percentile.
 //!
 //! Percentiles, precisely: both ports walk the counts to a target rank and return the highest
 //! value equivalent to the bucket that reaches it, but they pick the rank differently. Python's
@@ -17,7 +19,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use vantage_agent::recorder::{SampleSet, SPARSE_LIMIT};
-use vantage_protocol::histogram::{decode_base64, encode_base64, HIGHEST_MICROS};
+use vantage_protocol::histogram::{
+    decode_base64, encode_base64, encode_base64_deflate, HIGHEST_MICROS,
+};
 
 /// Percentiles as Python takes them and quantiles as Rust callers write them.
 const PERCENTILES: [(f64, f64); 4] = [(50.0, 0.5), (90.0, 0.9), (99.0, 0.99), (99.9, 0.999)];
@@ -39,9 +43,21 @@ def describe(h):
                         for p in percentiles],
     }
 
+import base64, struct, zlib
+
+def readable(text):
+    # hdrh's wire decoder takes the compressed form only: a plain V2 payload (cookie
+    # 0x1c849313) is handed to it zlib-wrapped, byte for byte, so hdrh still parses every
+    # header field and varint the agent wrote.
+    raw = base64.b64decode(text)
+    if struct.unpack(">i", raw[:4])[0] == 0x1c849313:
+        packed = zlib.compress(raw)
+        return base64.b64encode(struct.pack(">ii", 0x1c849314, len(packed)) + packed)
+    return text
+
 request = json.load(open(sys.argv[1]))
 percentiles = request["percentiles"]
-decoded = {item["name"]: describe(HdrHistogram.decode(item["histogram"]))
+decoded = {item["name"]: describe(HdrHistogram.decode(readable(item["histogram"])))
            for item in request["histograms"]}
 
 encoded = []
@@ -276,13 +292,29 @@ fn python_hdrh_and_the_agent_read_each_others_histograms() {
         .map(|(_, s)| s.len());
     assert!(dense_len.is_some_and(|n| n > SPARSE_LIMIT as u64));
 
-    let encoded: Vec<(&str, String, hdrhistogram::Histogram<u64>)> = sets
+    // Each set as the agent sends it (plain V2 or V2-deflate, by size) and as V2-deflate.
+    let encoded: Vec<(String, String, hdrhistogram::Histogram<u64>)> = sets
         .iter()
-        .map(|(name, set)| {
+        .flat_map(|(name, set)| {
             let h = set.to_histogram();
-            (*name, encode_base64(&h).expect("encode"), h)
+            [
+                (
+                    name.to_string(),
+                    encode_base64(&h).expect("encode"),
+                    h.clone(),
+                ),
+                (
+                    format!("{name}-deflate"),
+                    encode_base64_deflate(&h).expect("encode"),
+                    h,
+                ),
+            ]
         })
         .collect();
+    assert!(
+        encoded.iter().any(|(_, b64, _)| b64.starts_with("HISTE")),
+        "some set goes as plain V2"
+    );
     let request = json!({
         "percentiles": PERCENTILES.map(|(p, _)| p),
         "histograms": encoded.iter()
@@ -310,7 +342,7 @@ fn python_hdrh_and_the_agent_read_each_others_histograms() {
     // Agent → Python.
     let mut direct = 0;
     for (name, b64, original) in &encoded {
-        let py = &answer["decoded"][name];
+        let py = &answer["decoded"][name.as_str()];
         assert!(py.is_object(), "python did not decode {name}");
         let decoded = decode_base64(b64).expect("decode our own encoding");
         direct += assert_agree(name, &decoded, py);

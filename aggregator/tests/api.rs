@@ -166,7 +166,7 @@ impl Server {
 async fn unknown_paths_are_404_and_other_methods_405_all_in_json() {
     let server = start(config()).await;
     for (method, path) in [
-        ("GET", "/"),
+        ("GET", "/index.html"),
         ("GET", "/v1/nothing"),
         ("POST", "/v1/nothing"),
         ("GET", "/v1/state/"),
@@ -184,6 +184,7 @@ async fn unknown_paths_are_404_and_other_methods_405_all_in_json() {
         ("DELETE", "/v1/state"),
         ("GET", "/v1/overrides"),
         ("PATCH", "/v1/overrides"),
+        ("POST", "/"),
     ] {
         let a = server.request(method, path, "", b"").await;
         assert_eq!(a.status, 405, "{method} {path}");

@@ -225,7 +225,7 @@ async fn ingest_accepts_good_reports_and_refuses_bad_ones_with_reasons() {
     );
 
     let bad_hist = String::from_utf8(report("eu-west-1", 3, interval, &[])).unwrap();
-    let start = bad_hist.find("HISTF").unwrap();
+    let start = bad_hist.find("HIST").unwrap();
     let bad_hist = format!("{}AAAA{}", &bad_hist[..start], &bad_hist[start + 8..]);
     let (status, body) = api.post("/v1/reports", bad_hist.into_bytes(), KEY).await;
     assert_eq!(status, 400, "{body}");

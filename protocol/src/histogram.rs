@@ -1,9 +1,16 @@
-//! HDR latency histograms on the wire: values are microseconds, the encoding is HdrHistogram's
-//! standard "V2 compressed" format (DEFLATE of V2), then base64, so any HdrHistogram port
-//! (Java, Go, Python, JS) can read what an agent sends.
+//! HDR latency histograms on the wire: values are microseconds, the encoding is one of
+//! HdrHistogram's two standard formats, then base64, so any HdrHistogram port (Java, Go,
+//! Python, JS) can read what an agent sends. Each histogram is self-describing (its cookie says
+//! which format), so the choice is made per histogram, by size ([`encode_base64`]): plain V2
+//! for the small histograms an interval of a few probes gives — DEFLATE costs more to write
+//! and to read than it saves there (its header and tables outweigh a few dozen bytes of
+//! varints) — and "V2 compressed" (DEFLATE of V2) when the plain encoding is over
+//! [`DEFLATE_ABOVE_BYTES`] and deflating it is smaller. Every reader since the first version
+//! (the aggregator's sparse decoder, `hdrhistogram`'s `Deserializer`) reads both, so old agents
+//! and old aggregators keep working: the report's version does not change.
 
 use base64::Engine as _;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer, V2Serializer};
 use hdrhistogram::Histogram;
 
 /// Lowest value a latency histogram tracks: one microsecond.
@@ -22,7 +29,7 @@ pub enum HistogramError {
     Encode(String),
     #[error("histogram is not valid base64: {0}")]
     Base64(#[from] base64::DecodeError),
-    #[error("histogram is not a valid V2-deflate HdrHistogram: {0}")]
+    #[error("histogram is not a valid V2 or V2-deflate HdrHistogram: {0}")]
     Decode(String),
 }
 
@@ -41,9 +48,31 @@ pub fn clamp_micros(micros: u64) -> u64 {
     micros.clamp(LOWEST_MICROS, HIGHEST_MICROS)
 }
 
-/// Encode as V2-deflate, base64 (standard alphabet, padded) — the text form that starts `HISTF`
-/// once base64-decoded tooling prints it.
+/// Plain V2 encodings longer than this are also deflated, and the shorter one is sent.
+pub const DEFLATE_ABOVE_BYTES: usize = 256;
+
+/// Encode as V2, or as V2-deflate when the V2 bytes are over [`DEFLATE_ABOVE_BYTES`] and
+/// deflating them is smaller; base64 (standard alphabet, padded).
 pub fn encode_base64(histogram: &Histogram<u64>) -> Result<String, HistogramError> {
+    let mut plain = Vec::with_capacity(128);
+    V2Serializer::new()
+        .serialize(histogram, &mut plain)
+        .map_err(|e| HistogramError::Encode(format!("{e:?}")))?;
+    if plain.len() > DEFLATE_ABOVE_BYTES {
+        let mut deflated = Vec::with_capacity(plain.len());
+        V2DeflateSerializer::new()
+            .serialize(histogram, &mut deflated)
+            .map_err(|e| HistogramError::Encode(format!("{e:?}")))?;
+        if deflated.len() < plain.len() {
+            plain = deflated;
+        }
+    }
+    Ok(base64::engine::general_purpose::STANDARD.encode(plain))
+}
+
+/// Encode as V2-deflate always, as agents did before [`encode_base64`] chose by size: for
+/// compatibility tests and the benches' before-and-after figures.
+pub fn encode_base64_deflate(histogram: &Histogram<u64>) -> Result<String, HistogramError> {
     let mut bytes = Vec::with_capacity(64);
     V2DeflateSerializer::new()
         .serialize(histogram, &mut bytes)
@@ -78,15 +107,43 @@ mod tests {
         ));
     }
 
+    /// The cookie's last byte: 0x13 plain V2, 0x14 V2-deflate.
+    fn format_of(text: &str) -> u8 {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap()[3]
+    }
+
+    #[test]
+    fn small_histograms_go_plain_and_large_ones_deflated_when_smaller() {
+        let mut few = new_latency_histogram(3).unwrap();
+        for v in [20_000, 21_000, 25_000, 40_000] {
+            few.record(v).unwrap();
+        }
+        let plain = encode_base64(&few).unwrap();
+        assert_eq!(format_of(&plain), 0x13);
+        assert!(plain.len() < encode_base64_deflate(&few).unwrap().len());
+
+        let mut many = new_latency_histogram(3).unwrap();
+        for v in (1_000..400_000).step_by(97) {
+            many.record(v).unwrap();
+        }
+        let chosen = encode_base64(&many).unwrap();
+        assert_eq!(format_of(&chosen), 0x14);
+        assert_eq!(chosen, encode_base64_deflate(&many).unwrap());
+    }
+
     proptest! {
         #[test]
         fn round_trip_keeps_counts_and_quantiles(values in proptest::collection::vec(1u64..=HIGHEST_MICROS, 0..200)) {
             let mut h = new_latency_histogram(3).unwrap();
             for v in &values { h.record(*v).unwrap(); }
-            let decoded = decode_base64(&encode_base64(&h).unwrap()).unwrap();
-            prop_assert_eq!(decoded.len(), h.len());
-            for q in [0.5, 0.9, 0.99, 1.0] {
-                prop_assert_eq!(decoded.value_at_quantile(q), h.value_at_quantile(q));
+            for text in [encode_base64(&h).unwrap(), encode_base64_deflate(&h).unwrap()] {
+                let decoded = decode_base64(&text).unwrap();
+                prop_assert_eq!(decoded.len(), h.len());
+                for q in [0.5, 0.9, 0.99, 1.0] {
+                    prop_assert_eq!(decoded.value_at_quantile(q), h.value_at_quantile(q));
+                }
             }
         }
     }

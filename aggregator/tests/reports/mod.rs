@@ -63,7 +63,17 @@ pub fn ingest<B: Backend>(
         Duration::from_secs(1),
         targets,
     );
-    let body = serde_json::to_vec(&report).expect("a report serialises");
+    ingest_report(agg, sender, &report, now)
+}
+
+/// `report` as `sender` signs it at `now`, ingested at `now`.
+pub fn ingest_report<B: Backend>(
+    agg: &Aggregator<B>,
+    sender: &Sender<'_>,
+    report: &vantage_protocol::report::IntervalReport,
+    now: SystemTime,
+) -> Result<Ingested, IngestError> {
+    let body = serde_json::to_vec(report).expect("a report serialises");
     let ts = now
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")

@@ -265,6 +265,7 @@ fn target_stats(
 }
 
 /// One signed report body, as it arrives on `POST /v1/reports`.
+#[derive(Clone)]
 pub struct Signed {
     pub vantage: usize,
     pub interval: u64,
@@ -284,6 +285,30 @@ impl Signed {
             _ => None,
         }
     }
+}
+
+/// The same reports with every histogram V2-deflate, as agents sent them before histograms
+/// were encoded by size, re-signed: the bench's "before" on identical data.
+pub fn as_before(reports: &[Signed]) -> Vec<Signed> {
+    reports
+        .iter()
+        .map(|r| {
+            let mut report: vantage_protocol::report::IntervalReport =
+                serde_json::from_slice(&r.body).expect("our own report");
+            for t in &mut report.targets {
+                for text in t.histograms.values_mut() {
+                    let h = vantage_protocol::histogram::decode_base64(text).expect("our own");
+                    *text = vantage_protocol::histogram::encode_base64_deflate(&h).expect("encode");
+                }
+            }
+            let body = serde_json::to_vec(&report).expect("reports serialise");
+            Signed {
+                signature: auth::sign(KEY.as_bytes(), r.timestamp, &body),
+                body,
+                ..r.clone()
+            }
+        })
+        .collect()
 }
 
 /// Sizes of what was built.

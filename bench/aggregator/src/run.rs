@@ -86,28 +86,17 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     eprintln!("ingest: {} repeats...", s.repeats);
     let now = fleet::now(interval);
     let now_ms = fleet::now_ms(interval);
-    let mut runs: Vec<Span> = Vec::new();
-    let mut aggregator = None;
-    for _ in 0..s.repeats {
-        // Dropping the previous aggregator's window is not part of the next run.
-        drop(aggregator.take());
-        let agg = Aggregator::new(config.clone(), DryRun::new(), None)?;
-        let (result, span) = measure(|| {
-            for r in reports {
-                match agg.ingest(|n| r.header(n), &r.body, now) {
-                    Ok(Ingested::Accepted { targets }) if targets == r.targets as u64 => {}
-                    other => return Err((r.vantage, r.interval, format!("{other:?}"))),
-                }
-            }
-            Ok(())
-        });
-        if let Err((v, i, what)) = result {
-            bail!("report of vantage {v}, interval {i} was not accepted: {what}");
-        }
-        runs.push(span);
-        aggregator = Some(agg);
-    }
-    let aggregator = aggregator.expect("at least one repeat");
+    let (runs, aggregator) = ingest_runs(config, reports, s.repeats, now)?;
+    // The same reports as agents sent them before histograms were encoded by size.
+    let before_reports = fleet::as_before(reports);
+    let before_bytes: u64 = before_reports.iter().map(|r| r.body.len() as u64).sum();
+    let (before_runs, _) = ingest_runs(config, &before_reports, s.repeats, now)?;
+    drop(before_reports);
+    let before_per_core = sorted(
+        before_runs
+            .iter()
+            .map(|s| target_intervals as f64 / s.process_cpu.as_secs_f64().max(1e-9)),
+    );
     let rss_after_ingest = clock::status_bytes("VmRSS:");
     let per_core = sorted(
         runs.iter()
@@ -262,6 +251,19 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         ),
         &verdict(median >= INGEST_GOAL, "goal ≥ 50,000"),
     );
+    let before = before_per_core[before_per_core.len() / 2];
+    row(
+        &mut t,
+        "… the same reports all V2-deflate (before)",
+        format!(
+            "{} target-intervals/s per core; by size is {:.2}× that; bodies {:.0} → {:.0} bytes/target-interval",
+            thousands(before),
+            median / before,
+            before_bytes as f64 / target_intervals as f64,
+            body_bytes as f64 / target_intervals as f64
+        ),
+        &verdict(median >= 200_000.0, "issue 16 goal ≥ 200,000"),
+    );
     for (what, result, goal) in stages.rows(target_intervals, ingest_median_cpu) {
         row(&mut t, what, result, &goal);
     }
@@ -369,6 +371,37 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         peak,
     };
     Ok((t, figures))
+}
+
+/// `repeats` ingests of every report, each on a fresh aggregator; the spans and the last one.
+fn ingest_runs(
+    config: &AggregatorConfig,
+    reports: &[fleet::Signed],
+    repeats: usize,
+    now: std::time::SystemTime,
+) -> anyhow::Result<(Vec<Span>, Aggregator<DryRun>)> {
+    let mut runs: Vec<Span> = Vec::new();
+    let mut aggregator = None;
+    for _ in 0..repeats.max(1) {
+        // Dropping the previous aggregator's window is not part of the next run.
+        drop(aggregator.take());
+        let agg = Aggregator::new(config.clone(), DryRun::new(), None)?;
+        let (result, span) = measure(|| {
+            for r in reports {
+                match agg.ingest(|n| r.header(n), &r.body, now) {
+                    Ok(Ingested::Accepted { targets }) if targets == r.targets as u64 => {}
+                    other => return Err((r.vantage, r.interval, format!("{other:?}"))),
+                }
+            }
+            Ok(())
+        });
+        if let Err((v, i, what)) = result {
+            bail!("report of vantage {v}, interval {i} was not accepted: {what}");
+        }
+        runs.push(span);
+        aggregator = Some(agg);
+    }
+    Ok((runs, aggregator.expect("at least one repeat")))
 }
 
 fn sorted(v: impl Iterator<Item = f64>) -> Vec<f64> {
