@@ -585,6 +585,37 @@ fn flapping_region_is_held_out_until_the_penalty_decays() {
     assert!(sim.state.regions["b"].in_service);
 }
 
+/// Issue 17's gray failure end to end through the core: a Region answering 30 % errors to every
+/// vantage (below `max_failure_ratio`) for five minutes is never taken out, and its weight
+/// falls to about 70 % of a healthy Region's at the same latency; when the errors stop it
+/// earns its full weight back.
+#[test]
+fn a_region_with_thirty_percent_errors_stays_in_with_less_weight() {
+    let mut sim = Sim::new(Policy::default(), &["a", "b", "c"]);
+    for _ in 0..6 {
+        sim.step(&[up("a"), up("b"), up("c")]);
+    }
+    let mut last = None;
+    for _ in 0..60 {
+        let d = sim.step(&[seen("a", [3, 3, 3], 50), up("b"), up("c")]);
+        assert!(d.transitions.is_empty(), "{:?}", d.transitions);
+        assert!(in_service(&d, "a"));
+        last = Some(d);
+    }
+    let d = last.unwrap();
+    let (a, b) = (region(&d, "a").weight, region(&d, "b").weight);
+    assert!(
+        (f64::from(a) / f64::from(b) - 0.7).abs() < 0.05,
+        "weight {a} against a healthy {b}: {}",
+        region(&d, "a").reason
+    );
+    for _ in 0..20 {
+        sim.step(&[up("a"), up("b"), up("c")]);
+    }
+    let d = sim.step(&[up("a"), up("b"), up("c")]);
+    assert_eq!(region(&d, "a").weight, region(&d, "b").weight);
+}
+
 #[test]
 fn weights_follow_inverse_latency_with_floor_and_dead_band() {
     // Without the latency tolerance and the relative band, weights are exactly inverse.
