@@ -126,7 +126,7 @@ pub fn assess_vantages(
     }
 
     // What each vantage saw of each unit, judged by the unit's service policy.
-    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, Seen<'_>> = BTreeMap::new();
     for service in services {
         let units = service.units();
         let names: BTreeSet<&str> = units.iter().map(String::as_str).collect();
@@ -143,17 +143,16 @@ pub fn assess_vantages(
                 s.attempts = s.attempts.saturating_add(sample.attempts);
                 s.failures = s.failures.saturating_add(failures);
                 s.all_failing &= failing;
-                s.units
-                    .insert(unit.to_owned(), verdict == Verdict::Up && !failing);
+                s.units.insert(unit, verdict == Verdict::Up && !failing);
             }
         }
     }
-    let everything_failing = |s: &Seen| {
+    let everything_failing = |s: &Seen<'_>| {
         s.units.len() >= 2
             && s.all_failing
             && s.failures as f64 / s.attempts as f64 > fleet_policy.max_failure_ratio
     };
-    let witnesses: Vec<(&str, &Seen)> = seen
+    let witnesses: Vec<(&str, &Seen<'_>)> = seen
         .iter()
         .filter(|(v, s)| !everything_failing(s) && !health.is_suspect(v))
         .map(|(v, s)| (*v, s))
@@ -174,7 +173,7 @@ pub fn assess_vantages(
                 Suspicion::EverythingFailing {
                     units: s.units.len(),
                     contradicted_by: witness.to_owned(),
-                    unit: unit.clone(),
+                    unit: (*unit).to_owned(),
                 },
             );
         }
@@ -183,7 +182,7 @@ pub fn assess_vantages(
 }
 
 /// One vantage's probes of every unit it has a verdict on.
-struct Seen {
+struct Seen<'a> {
     attempts: u64,
     failures: u64,
     /// Every unit failed more than half the bar.
@@ -191,10 +190,10 @@ struct Seen {
     /// Per unit: clearly up (an `up` verdict, and no more than half the bar failed). Only a
     /// clear `up` contradicts: while a failure spreads, one vantage's window may hold one more
     /// failed interval than another's, and a borderline `up` must not make it suspect.
-    units: BTreeMap<String, bool>,
+    units: BTreeMap<&'a str, bool>,
 }
 
-impl Default for Seen {
+impl Default for Seen<'_> {
     fn default() -> Self {
         Seen {
             attempts: 0,
