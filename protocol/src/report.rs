@@ -382,6 +382,58 @@ mod tests {
         assert!(matches!(future.validate(), Err(ReportError::Version(v)) if v == WIRE_VERSION + 1));
     }
 
+    /// An aggregator of version 2 knows the eleven outcome codes of then: a report of TCP and
+    /// healthy gRPC targets (older codes only) parses there; one counting `not_serving` does
+    /// not, and is refused whole with a 400 rather than half understood.
+    #[test]
+    fn a_version_2_reader_takes_reports_without_grpc_codes() {
+        #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+        #[serde(rename_all = "snake_case")]
+        enum OutcomeV2 {
+            Ok,
+            Dns,
+            Connect,
+            Tls,
+            Timeout,
+            Reset,
+            Protocol,
+            HttpStatus,
+            BodyMismatch,
+            HeaderMismatch,
+            RedirectLimit,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct TargetV2 {
+            outcomes: BTreeMap<OutcomeV2, u64>,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct ReportV2 {
+            version: u32,
+            targets: Vec<TargetV2>,
+        }
+        let mut r = report();
+        r.targets[0].outcomes = [
+            (Outcome::Ok, 1),
+            (Outcome::Reset, 1),
+            (Outcome::BodyMismatch, 1),
+        ]
+        .into();
+        r.version = version_for(&r.targets);
+        let old = serde_json::from_str::<ReportV2>(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(old.version, 1);
+        r.targets[0].outcomes = [(Outcome::Ok, 2), (Outcome::NotServing, 1)].into();
+        r.version = version_for(&r.targets);
+        let e = serde_json::from_str::<ReportV2>(&serde_json::to_string(&r).unwrap())
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains("unknown variant `not_serving`"),
+            "{e}"
+        );
+    }
+
     /// An aggregator of the previous release reads reports with version-1 types: a version 2
     /// report with a DNS target fails to parse there (unknown kind), so it is refused whole
     /// with a 400 rather than half understood.
