@@ -48,10 +48,6 @@ fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
 use vantage_testkit::unix_now_ms as now_ms;
 
 /// Stats of `n` probes of which `failed` failed, ok ones at `latency_ms`.
-fn stats(n: u64, failed: u64, latency_ms: u64) -> IntervalStats {
-    stats_failing_with(n, failed, latency_ms, Outcome::Timeout)
-}
-
 fn stats_failing_with(n: u64, failed: u64, latency_ms: u64, failure: Outcome) -> IntervalStats {
     let mut s = IntervalStats::new(3);
     for i in 0..n {
