@@ -246,16 +246,23 @@ Examples:
   vantage probe https://api.example.com/status --count 20 --interval 500ms
   vantage probe https://api.example.com/status --resolve api.example.com:443:192.0.2.10
   vantage probe https://127.0.0.1:8443/status --cacert ca.pem --expect-json /status=pass --json
+  vantage probe tcp://db.example.com:5432
+  vantage probe tcp://mail.example.com:25 --expect-body ESMTP
+  vantage probe tcp://cache.example.com:6379 --data $'PING\r\n' --expect-body +PONG
+  vantage probe grpcs://api.example.com:443/orders.v1.Orders
 
 Phases: dns, connect (TCP), tls, ttfb (request sent to first response byte), transfer (body),
 total. Every probe opens a fresh connection unless --reuse-connection is given.
+tcp:// and tcps:// connect (and handshake); with --expect-body/--expect-body-regex they read
+the banner (after sending --data, if given). grpc:// and grpcs:// call
+grpc.health.v1.Health/Check for the service named by the path (none: the whole server).
 Outcome codes: ok, dns, connect, tls, timeout, reset, protocol, http_status, body_mismatch,
-header_mismatch, redirect_limit.
+header_mismatch, redirect_limit, grpc_status, not_serving.
 Exit status: 0 every probe ok, 1 at least one probe failed, 2 bad input.";
 
 #[derive(Args, Debug)]
 struct ProbeArgs {
-    /// http:// or https:// URL to probe.
+    /// URL to probe: http(s)://, tcp(s)://HOST:PORT or grpc(s)://HOST:PORT[/SERVICE].
     url: String,
 
     /// Number of probes.

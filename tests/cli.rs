@@ -169,6 +169,58 @@ fn table_output_and_failing_assertion() {
     assert!(table.contains("body_mismatch 1"), "{table}");
 }
 
+/// `vantage probe` takes tcp:// and grpc:// URLs: a banner read after the bytes of --data,
+/// matched by --expect-body, with the phases of a TCP exchange; a refused port is `connect`.
+#[test]
+fn probe_takes_tcp_urls() {
+    let rt = runtime();
+    let redis = rt.block_on(vantage_testkit::banner_server(b"+PONG\r\n", true));
+    let url = format!("tcp://127.0.0.1:{}", redis.port());
+    let out = vantage(&[
+        "probe",
+        &url,
+        "--data",
+        "PING\r\n",
+        "--expect-body",
+        "+PONG",
+    ]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    for needle in ["connect", "ttfb", "transfer", "outcomes: ok 1"] {
+        assert!(table.contains(needle), "missing {needle:?} in\n{table}");
+    }
+    assert_eq!(redis.received(), b"PING\r\n");
+
+    let refused = format!("grpc://127.0.0.1:{}/x", vantage_testkit::closed_port());
+    let out = vantage(&["probe", &refused]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("connect 1"), "{table}");
+
+    let out = vantage(&["probe", "tcp://127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port is required"));
+}
+
+#[test]
+fn check_config_accepts_the_tcp_grpc_example() {
+    let out = vantage(&[
+        "check-config",
+        &workspace_file("examples/fleet-tcp-grpc.toml"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "no warnings: {stderr}");
+    let plan = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "status:us-east-1         status         10s        5s SERVING        grpcs://orders.us-east-1.example.com:443/orders.v1.Orders",
+        "deep:us-east-1           deep           10s        5s banner         tcps://cache.us-east-1.example.com:6380\n",
+        "deep:eu-west-1           deep           10s        5s connect        tcp://db.eu-west-1.example.com:5432\n",
+    ] {
+        assert!(plan.contains(needle), "missing {needle:?} in\n{plan}");
+    }
+}
+
 #[test]
 fn help_teaches() {
     let out = vantage(&["probe", "--help"]);

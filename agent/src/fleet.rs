@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use vantage_probe::assertion::{HeaderAssertion, JsonPointerAssertion, StatusSet};
 use vantage_probe::dns::{DnsProber, DnsSetupError};
-use vantage_probe::spec::{HttpVersionPref, IpPreference, ProbeSpec, ResolveOverride, SpecError};
+use vantage_probe::spec::{
+    HttpVersionPref, IpPreference, ProbeKind, ProbeSpec, ResolveOverride, SpecError,
+};
 use vantage_probe::tls::TlsConfigCache;
 use vantage_probe::{ProbeResult, Prober};
 use vantage_protocol::config::{
@@ -292,6 +294,12 @@ fn compile(config: &FleetConfig, plan: &TargetPlan) -> Result<ProbeSpec, ConfigE
                 .parse::<ResolveOverride>()
                 .map_err(|e| bad(r, "probe.resolve", e.to_string()))?,
         );
+    }
+    if spec.kind() != ProbeKind::Http {
+        // JSON and header assertions mean nothing to a TCP banner or a gRPC health answer;
+        // dropped here so that fleet-wide `[probe]` defaults for HTTP targets do not fail them.
+        spec.assertions.json_pointer.clear();
+        spec.assertions.headers.clear();
     }
     let interval = s.interval.map_or(DEFAULT_PROBE_INTERVAL, |d| d.0);
     spec.validate()

@@ -5,6 +5,7 @@
 
 use crate::fleet::{AgentTarget, TargetProbe};
 use std::fmt::Write as _;
+use vantage_probe::spec::ProbeKind;
 use vantage_protocol::config::{
     DnsPlan, DurationText, FleetConfig, PolicySection, Service, ServiceSection, WeightsSection,
 };
@@ -141,8 +142,17 @@ fn render_table(out: &mut String, targets: &[&AgentTarget], width: usize) {
         let (timeout, expect, what) = match &t.probe {
             TargetProbe::Http(spec) => (
                 spec.timeouts.overall,
-                spec.assertions.status.to_string(),
-                spec.url.to_string(),
+                match spec.kind() {
+                    ProbeKind::Http => spec.assertions.status.to_string(),
+                    ProbeKind::Tcp if spec.assertions.needs_body() => "banner".to_owned(),
+                    ProbeKind::Tcp => "connect".to_owned(),
+                    ProbeKind::Grpc => "SERVING".to_owned(),
+                },
+                match spec.kind() {
+                    // http::Uri prints an empty path as `/`; a TCP target has none.
+                    ProbeKind::Tcp => spec.url.to_string().trim_end_matches('/').to_owned(),
+                    _ => spec.url.to_string(),
+                },
             ),
             TargetProbe::Dns(dns) => (
                 dns.timeout,

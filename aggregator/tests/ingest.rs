@@ -48,17 +48,13 @@ fn config(state_file: Option<&std::path::Path>) -> AggregatorConfig {
 use vantage_testkit::unix_now_ms as now_ms;
 
 /// Stats of `n` probes of which `failed` failed, ok ones at `latency_ms`.
-fn stats(n: u64, failed: u64, latency_ms: u64) -> IntervalStats {
+fn stats_failing_with(n: u64, failed: u64, latency_ms: u64, failure: Outcome) -> IntervalStats {
     let mut s = IntervalStats::new(3);
     for i in 0..n {
         let mut t = PhaseTimings::default();
         t.set(Phase::Connect, Duration::from_millis(1));
         t.set(Phase::Total, Duration::from_millis(latency_ms));
-        let outcome = if i < failed {
-            Outcome::Timeout
-        } else {
-            Outcome::Ok
-        };
+        let outcome = if i < failed { failure } else { Outcome::Ok };
         let mut r = ProbeResult::synthetic(outcome, t);
         if outcome == Outcome::Ok {
             r.status = Some(200);
@@ -70,11 +66,21 @@ fn stats(n: u64, failed: u64, latency_ms: u64) -> IntervalStats {
 
 /// A signed report body from `vantage` about every Region: `failing` Regions fail all probes.
 fn report(vantage: &str, seq: u64, interval_start_ms: u64, failing: &[&str]) -> Vec<u8> {
+    report_failing_with(vantage, seq, interval_start_ms, failing, Outcome::Timeout)
+}
+
+fn report_failing_with(
+    vantage: &str,
+    seq: u64,
+    interval_start_ms: u64,
+    failing: &[&str],
+    failure: Outcome,
+) -> Vec<u8> {
     let all: Vec<(String, IntervalStats)> = REGIONS
         .iter()
         .map(|r| {
             let failed = if failing.contains(r) { 10 } else { 0 };
-            (r.to_string(), stats(10, failed, 20))
+            (r.to_string(), stats_failing_with(10, failed, 20, failure))
         })
         .collect();
     let ids: Vec<String> = REGIONS.iter().map(|r| format!("status:{r}")).collect();
@@ -437,4 +443,49 @@ async fn overrides_pin_and_freeze_signed_with_an_admin_key() {
     let pin = br#"{"nonce": "ingest-nonce-000004", "pin": {"eu-west-1": "down"}}"#.to_vec();
     let (status, _) = api.post("/v1/overrides", pin, KEY).await;
     assert_eq!(status, 403);
+}
+
+/// A gRPC target's `not_serving` arrives in a version 3 report, is accepted, and counts as a
+/// failure like any other code: a quorum of vantages seeing it takes the Region out. The same
+/// report labelled version 2 is refused with a 400 that names the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_outcomes_arrive_in_version_3_and_count_as_failures() {
+    let agg = Arc::new(Aggregator::new(config(None), DryRun::new(), None).unwrap());
+    let (api, _stop) = start(agg.clone()).await;
+    let mut t = now_ms() / 1000 * 1000;
+    let mut seq = 0;
+
+    let body = report_failing_with(
+        "eu-west-1",
+        1,
+        t - 1000,
+        &["us-east-1"],
+        Outcome::NotServing,
+    );
+    let mut v2: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v2["version"], 3);
+    v2["version"] = 2.into();
+    let (status, reason) = api
+        .post("/v1/reports", v2.to_string().into_bytes(), KEY)
+        .await;
+    assert_eq!(status, 400, "{reason}");
+    assert!(reason.to_string().contains("version 3"), "{reason}");
+
+    let mut out = false;
+    for _ in 0..6 {
+        t += 1000;
+        for v in REGIONS {
+            seq += 1;
+            let body = report_failing_with(v, seq, t - 1000, &["us-east-1"], Outcome::NotServing);
+            let (status, reason) = api.post("/v1/reports", body, KEY).await;
+            assert_eq!(status, 200, "{reason}");
+        }
+        let s = agg.evaluate(UNIX_EPOCH + Duration::from_millis(t)).await;
+        assert!(in_service(&s)["eu-west-1"].0, "{:#?}", s.decision);
+        if !in_service(&s)["us-east-1"].0 {
+            out = true;
+            break;
+        }
+    }
+    assert!(out, "us-east-1 was never taken out");
 }

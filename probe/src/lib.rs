@@ -1,4 +1,5 @@
-//! The probe engine: one HTTP(S) exchange, measured phase by phase.
+//! The probe engine: one HTTP(S) exchange (or a TCP or gRPC health check), measured phase by
+//! phase.
 //!
 //! reqwest and hyper's pooled client hide the boundary between TCP connect and TLS handshake,
 //! so the engine drives each step itself: resolve (tokio's getaddrinfo), connect
@@ -15,13 +16,17 @@
 //! - [`tls`]: client configurations (web PKI roots, extra CAs, a verified-chain cache).
 //! - [`timed_io`]: the byte-timestamping I/O wrapper behind the first-byte and transfer phases.
 //! - `exchange`: the HTTP handshake, the request and redirect resolution.
+//! - [`tcp`]: `tcp(s)://` targets: connect, TLS, optional bytes sent and banner matched.
+//! - [`grpc`]: `grpc(s)://` targets: `grpc.health.v1.Health/Check` over HTTP/2.
 
 pub mod assertion;
 pub mod dns;
 mod exchange;
+pub mod grpc;
 pub mod prober;
 pub mod result;
 pub mod spec;
+pub mod tcp;
 pub mod timed_io;
 pub mod tls;
 

@@ -1,12 +1,16 @@
 //! [`Prober`]: one target's probes, each a fresh DNS lookup, TCP connect, TLS handshake and
 //! HTTP exchange (or a kept-open connection with `reuse_connection`), every step under the
-//! earlier of its own limit and the overall deadline.
+//! earlier of its own limit and the overall deadline. `tcp(s)://` and `grpc(s)://` targets
+//! go through the same resolver, connector and TLS handshake, then [`crate::tcp`] or
+//! [`crate::grpc`] instead of the HTTP exchange, so their phases mean the same thing.
 
 use crate::exchange::{
     build_request, classify_hyper, http_handshake, resolve_location, ConnectionTask, Sender,
 };
 use crate::result::{Failure, ProbeResult, StepError};
-use crate::spec::{host_of, port_of, HttpVersionPref, IpPreference, ProbeSpec, SpecError};
+use crate::spec::{
+    host_of, port_of, HttpVersionPref, IpPreference, ProbeKind, ProbeSpec, SpecError,
+};
 use crate::timed_io::SharedMarks;
 use crate::tls::{self, TlsConfigCache};
 use bytes::Bytes;
@@ -23,13 +27,13 @@ use vantage_protocol::{Outcome, Phase};
 use vantage_runtime::sync::lock;
 
 /// An open HTTP connection, with what was learned while opening it.
-struct Connection {
-    sender: Sender,
+pub(crate) struct Connection {
+    pub(crate) sender: Sender,
     marks: SharedMarks,
     _task: ConnectionTask,
-    remote_addr: SocketAddr,
-    tls_version: Option<&'static str>,
-    cert_not_after: Option<SystemTime>,
+    pub(crate) remote_addr: SocketAddr,
+    pub(crate) tls_version: Option<&'static str>,
+    pub(crate) cert_not_after: Option<SystemTime>,
     /// Scheme and authority the connection was opened for.
     origin: (bool, String, u16),
 }
@@ -38,7 +42,7 @@ struct Connection {
 /// that find the kept connection busy open their own.
 pub struct Prober {
     spec: Arc<ProbeSpec>,
-    tls_configs: Arc<TlsConfigCache>,
+    pub(crate) tls_configs: Arc<TlsConfigCache>,
     /// Kept-open connections, at most one per origin (a redirect chain may span origins).
     idle: Mutex<Vec<Connection>>,
     /// The last leaf certificate seen and its parsed notAfter: parsing X.509 on every probe
@@ -48,10 +52,18 @@ pub struct Prober {
 
 impl Prober {
     /// Validates the spec and prepares its TLS configuration (shared through `tls_configs`).
-    pub fn new(spec: ProbeSpec, tls_configs: Arc<TlsConfigCache>) -> Result<Self, SpecError> {
+    pub fn new(mut spec: ProbeSpec, tls_configs: Arc<TlsConfigCache>) -> Result<Self, SpecError> {
         spec.validate()?;
+        // gRPC is HTTP/2 only: ALPN h2 over TLS, prior knowledge in plaintext.
+        if spec.kind() == ProbeKind::Grpc {
+            spec.http_version = HttpVersionPref::Http2;
+        }
         // A CA bundle is checked even for http:// targets: a redirect may lead to https.
-        if spec.is_https() || spec.tls.ca_file.is_some() {
+        if spec.kind() == ProbeKind::Tcp {
+            if spec.uses_tls() || spec.tls.ca_file.is_some() {
+                tls_configs.get_without_alpn(&spec.tls)?;
+            }
+        } else if spec.uses_tls() || spec.tls.ca_file.is_some() {
             tls_configs.get(&spec.tls, spec.http_version)?;
         }
         Ok(Prober {
@@ -71,7 +83,12 @@ impl Prober {
         let started = Instant::now();
         let deadline = started + self.spec.timeouts.overall;
         let mut result = ProbeResult::new();
-        if let Err(e) = self.run(deadline, &mut result).await {
+        let run = match self.spec.kind() {
+            ProbeKind::Http => self.run(deadline, &mut result).await,
+            ProbeKind::Tcp => crate::tcp::run(self, deadline, &mut result).await,
+            ProbeKind::Grpc => crate::grpc::run(self, deadline, &mut result).await,
+        };
+        if let Err(e) = run {
             result.outcome = e.outcome;
             result.failure = Some(Failure {
                 phase: e.phase,
@@ -236,7 +253,7 @@ impl Prober {
     }
 
     /// The kept connection for `origin`, if reuse is on and it is still usable.
-    async fn take_idle(
+    pub(crate) async fn take_idle(
         &self,
         origin: &(bool, String, u16),
         deadline: Instant,
@@ -256,7 +273,7 @@ impl Prober {
         matches!(ready, Ok(Ok(()))).then_some(c)
     }
 
-    fn keep_idle(&self, connection: Connection) {
+    pub(crate) fn keep_idle(&self, connection: Connection) {
         /// A target's redirect chain rarely spans more origins than this.
         const MAX_IDLE: usize = 4;
         let mut idle = lock(&self.idle);
@@ -268,7 +285,7 @@ impl Prober {
     }
 
     /// DNS, TCP and TLS, each timed, then the HTTP handshake.
-    async fn connect(
+    pub(crate) async fn connect(
         &self,
         url: &Uri,
         origin: (bool, String, u16),
@@ -298,6 +315,42 @@ impl Prober {
             .tls_configs
             .get(&spec.tls, spec.http_version)
             .map_err(|e| StepError::new(Outcome::Tls, Phase::Tls, e.to_string()))?;
+        let stream = self
+            .tls_handshake(config, host, tcp, deadline, result)
+            .await?;
+        let session = stream.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
+        if spec.http_version == HttpVersionPref::Http2 && !h2 {
+            return Err(StepError::new(
+                Outcome::Protocol,
+                Phase::Tls,
+                "server did not agree to HTTP/2 (ALPN h2)",
+            ));
+        }
+        let (tls_version, cert_not_after) = (result.tls_version, result.cert_not_after);
+        let (sender, marks, task) =
+            http_handshake(stream, h2, spec.timeouts.first_byte, deadline).await?;
+        Ok(Connection {
+            sender,
+            marks,
+            _task: task,
+            remote_addr,
+            tls_version,
+            cert_not_after,
+            origin,
+        })
+    }
+
+    /// The TLS handshake, timed, under the earlier of the TLS limit and the deadline. Notes the
+    /// TLS version and the leaf's notAfter in `result`.
+    pub(crate) async fn tls_handshake(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        host: &str,
+        tcp: TcpStream,
+        deadline: Instant,
+        result: &mut ProbeResult,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, StepError> {
         let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
             StepError::new(
                 Outcome::Tls,
@@ -306,7 +359,7 @@ impl Prober {
             )
         })?;
         let tls_start = Instant::now();
-        let tls_limit = deadline.min(tls_start + spec.timeouts.tls);
+        let tls_limit = deadline.min(tls_start + self.spec.timeouts.tls);
         let connector = tokio_rustls::TlsConnector::from(config);
         let stream = match timeout_at(tls_limit, connector.connect(server_name, tcp)).await {
             Err(_) => return Err(StepError::timeout(Phase::Tls, tls_limit, tls_start)),
@@ -326,34 +379,16 @@ impl Prober {
         };
         result.timings.add(Phase::Tls, tls_start.elapsed());
         let session = stream.get_ref().1;
-        let tls_version = session.protocol_version().map(|v| match v {
+        result.tls_version = session.protocol_version().map(|v| match v {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1_3",
             rustls::ProtocolVersion::TLSv1_2 => "TLSv1_2",
             _ => "other",
         });
-        let h2 = session.alpn_protocol() == Some(b"h2".as_slice());
-        if spec.http_version == HttpVersionPref::Http2 && !h2 {
-            return Err(StepError::new(
-                Outcome::Protocol,
-                Phase::Tls,
-                "server did not agree to HTTP/2 (ALPN h2)",
-            ));
-        }
-        let cert_not_after = session
+        result.cert_not_after = session
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| self.leaf_not_after(leaf.as_ref()));
-        let (sender, marks, task) =
-            http_handshake(stream, h2, spec.timeouts.first_byte, deadline).await?;
-        Ok(Connection {
-            sender,
-            marks,
-            _task: task,
-            remote_addr,
-            tls_version,
-            cert_not_after,
-            origin,
-        })
+        Ok(stream)
     }
 
     fn leaf_not_after(&self, der: &[u8]) -> Option<SystemTime> {
@@ -368,7 +403,7 @@ impl Prober {
         not_after
     }
 
-    async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         host: &str,
         port: u16,
@@ -409,7 +444,7 @@ impl Prober {
     }
 
     /// Tries each address in order until one connects; the connect limit covers them all.
-    async fn connect_tcp(
+    pub(crate) async fn connect_tcp(
         &self,
         addrs: &[SocketAddr],
         deadline: Instant,

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub enum SpecError {
     #[error("malformed URL {url:?}: {reason}")]
     Url { url: String, reason: String },
-    #[error("unsupported URL scheme {0:?}: use http or https")]
+    #[error("unsupported URL scheme {0:?}: use http, https, tcp, tcps, grpc or grpcs")]
     Scheme(String),
     #[error("bad --resolve {0:?}: expected HOST:PORT:ADDR, e.g. api.example.com:443:192.0.2.10")]
     Resolve(String),
@@ -30,6 +30,29 @@ pub enum SpecError {
     CaCertificate { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What kind of exchange a target's URL asks for, from its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `http://`, `https://`: one HTTP exchange with assertions.
+    Http,
+    /// `tcp://host:port`, `tcps://host:port`: connect (and TLS), then optionally send the
+    /// body and match the banner against `expect_body`/`expect_body_regex`.
+    Tcp,
+    /// `grpc://host:port/service.Name`, `grpcs://...`: `grpc.health.v1.Health/Check` for the
+    /// service named by the path (empty: the server as a whole).
+    Grpc,
+}
+
+impl ProbeKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Grpc => "grpc",
+        }
+    }
 }
 
 /// Which HTTP version to speak.
@@ -151,8 +174,9 @@ pub const DEFAULT_REGION_HEADER: &str = "x-vantage-region";
 
 impl ProbeSpec {
     /// A GET of `url` with every default: fresh connection, verification on, 2xx/3xx expected.
+    /// A `tcp`/`tcps`/`grpc`/`grpcs` URL gives a TCP or gRPC health probe instead.
     pub fn get(url: &str) -> Result<Self, SpecError> {
-        let url = parse_url(url)?;
+        let url = parse_target_url(url)?;
         Ok(ProbeSpec {
             url,
             method: Method::GET,
@@ -199,6 +223,16 @@ impl ProbeSpec {
         self.url.scheme_str() == Some("https")
     }
 
+    /// The kind of exchange, from the URL's scheme.
+    pub fn kind(&self) -> ProbeKind {
+        kind_of(&self.url)
+    }
+
+    /// The target is reached over TLS (`https`, `tcps`, `grpcs`).
+    pub fn uses_tls(&self) -> bool {
+        matches!(self.url.scheme_str(), Some("https" | "tcps" | "grpcs"))
+    }
+
     /// Host as written in the URL, without IPv6 brackets.
     pub fn host(&self) -> &str {
         host_of(&self.url)
@@ -231,6 +265,71 @@ pub(crate) fn port_of(url: &Uri) -> u16 {
         })
 }
 
+pub(crate) fn kind_of(url: &Uri) -> ProbeKind {
+    match url.scheme_str() {
+        Some("tcp" | "tcps") => ProbeKind::Tcp,
+        Some("grpc" | "grpcs") => ProbeKind::Grpc,
+        _ => ProbeKind::Http,
+    }
+}
+
+/// Parses and checks a probe target's URL: http(s) as [`parse_url`], or `tcp`/`tcps` with a
+/// port and no path, or `grpc`/`grpcs` with a port and an optional service name as the path.
+pub fn parse_target_url(text: &str) -> Result<Uri, SpecError> {
+    let scheme = text.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let Some(scheme @ ("tcp" | "tcps" | "grpc" | "grpcs")) = scheme.as_deref() else {
+        return parse_url(text);
+    };
+    let bad = |reason: &str| SpecError::Url {
+        url: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = text
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    check_authority(&uri, &bad)?;
+    if uri.port_u16().is_none() {
+        return Err(bad("a port is required, e.g. tcp://db.example.com:5432"));
+    }
+    if uri.query().is_some() {
+        return Err(bad("a query string has no meaning here"));
+    }
+    let path = uri.path();
+    if scheme.starts_with("tcp") && !(path.is_empty() || path == "/") {
+        return Err(bad("a tcp URL has no path; send bytes with probe.body"));
+    }
+    if scheme.starts_with("grpc") {
+        let service = path.trim_start_matches('/');
+        if service.contains('/') {
+            return Err(bad(
+                "the path is the health service name, e.g. grpcs://h:443/my.pkg.Service",
+            ));
+        }
+    }
+    Ok(uri)
+}
+
+/// The gRPC health service name a `grpc(s)://` URL names: its path without the leading `/`.
+pub fn grpc_service_of(url: &Uri) -> &str {
+    url.path().trim_start_matches('/')
+}
+
+fn check_authority(uri: &Uri, bad: &dyn Fn(&str) -> SpecError) -> Result<(), SpecError> {
+    match uri.host() {
+        Some(h) if !h.is_empty() => {}
+        _ => return Err(bad("missing host")),
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(bad(
+            "credentials in the URL are not supported; use --header Authorization",
+        ));
+    }
+    if uri.port().is_some() && uri.port_u16().is_none_or(|p| p == 0) {
+        return Err(bad("port must be 1..=65535"));
+    }
+    Ok(())
+}
+
 /// Parses and checks an absolute http(s) URL.
 pub fn parse_url(text: &str) -> Result<Uri, SpecError> {
     let bad = |reason: &str| SpecError::Url {
@@ -245,18 +344,7 @@ pub fn parse_url(text: &str) -> Result<Uri, SpecError> {
         Some(other) => return Err(SpecError::Scheme(other.to_owned())),
         None => return Err(bad("missing scheme, e.g. https://api.example.com/status")),
     }
-    match uri.host() {
-        Some(h) if !h.is_empty() => {}
-        _ => return Err(bad("missing host")),
-    }
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(bad(
-            "credentials in the URL are not supported; use --header Authorization",
-        ));
-    }
-    if uri.port().is_some() && uri.port_u16().is_none_or(|p| p == 0) {
-        return Err(bad("port must be 1..=65535"));
-    }
+    check_authority(&uri, &bad)?;
     Ok(uri)
 }
 
@@ -287,6 +375,45 @@ mod tests {
             parse_url("https://x:0/"),
             Err(SpecError::Url { .. })
         ));
+    }
+
+    #[test]
+    fn tcp_and_grpc_urls_are_checked() {
+        let t = parse_target_url("tcp://db.example.com:5432").unwrap();
+        assert_eq!(kind_of(&t), ProbeKind::Tcp);
+        assert_eq!(port_of(&t), 5432);
+        assert_eq!(
+            kind_of(&parse_target_url("tcps://h:993/").unwrap()),
+            ProbeKind::Tcp
+        );
+        let g = parse_target_url("grpcs://h:443/my.pkg.Svc").unwrap();
+        assert_eq!(
+            (kind_of(&g), grpc_service_of(&g)),
+            (ProbeKind::Grpc, "my.pkg.Svc")
+        );
+        let whole = parse_target_url("grpc://[::1]:50051").unwrap();
+        assert_eq!(grpc_service_of(&whole), "");
+        assert_eq!(host_of(&whole), "::1");
+        for bad in [
+            "tcp://h",
+            "tcp://h:0",
+            "tcp://h:25/x",
+            "tcp://h:25?x=1",
+            "grpc://h",
+            "grpc://h:1/a/b",
+            "tcps://u:p@h:1",
+        ] {
+            assert!(
+                matches!(parse_target_url(bad), Err(SpecError::Url { .. })),
+                "{bad}"
+            );
+        }
+        // The http parser, which the aggregator's URL goes through, still refuses them.
+        assert!(matches!(parse_url("tcp://h:25"), Err(SpecError::Scheme(_))));
+        assert_eq!(
+            kind_of(&parse_target_url("https://h/x").unwrap()),
+            ProbeKind::Http
+        );
     }
 
     #[test]

@@ -19,8 +19,11 @@ use vantage_runtime::sync::lock;
 /// which is far more work than a probe.
 #[derive(Default)]
 pub struct TlsConfigCache {
-    configs: Mutex<HashMap<(TlsOptions, HttpVersionPref), Arc<ClientConfig>>>,
+    configs: Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
 }
+
+/// Options and ALPN: `None` offers no ALPN protocol (TCP targets).
+type ConfigKey = (TlsOptions, Option<HttpVersionPref>);
 
 impl TlsConfigCache {
     pub fn new() -> Self {
@@ -32,12 +35,30 @@ impl TlsConfigCache {
         options: &TlsOptions,
         version: HttpVersionPref,
     ) -> Result<Arc<ClientConfig>, SpecError> {
+        self.get_with_alpn(options, Some(version))
+    }
+
+    /// A configuration that offers no ALPN protocol: a `tcps://` target speaks whatever the
+    /// service speaks over TLS, and offering `h2` to it would be a lie some servers reject.
+    pub fn get_without_alpn(&self, options: &TlsOptions) -> Result<Arc<ClientConfig>, SpecError> {
+        self.get_with_alpn(options, None)
+    }
+
+    fn get_with_alpn(
+        &self,
+        options: &TlsOptions,
+        version: Option<HttpVersionPref>,
+    ) -> Result<Arc<ClientConfig>, SpecError> {
         let key = (options.clone(), version);
         let mut configs = lock(&self.configs);
         if let Some(c) = configs.get(&key) {
             return Ok(c.clone());
         }
-        let config = Arc::new(build_client_config(options, version)?);
+        let mut config = build_client_config(options, version.unwrap_or_default())?;
+        if version.is_none() {
+            config.alpn_protocols.clear();
+        }
+        let config = Arc::new(config);
         configs.insert(key, config.clone());
         Ok(config)
     }

@@ -32,11 +32,17 @@ pub enum Outcome {
     HeaderMismatch,
     /// Redirects were followed up to the configured cap and the chain went on.
     RedirectLimit,
+    /// gRPC: the call ended with a non-OK `grpc-status` (e.g. 5 NOT_FOUND for a health service
+    /// that does not know the service name). Report version 3.
+    GrpcStatus,
+    /// gRPC health: the server answered, but not SERVING (NOT_SERVING, UNKNOWN or
+    /// SERVICE_UNKNOWN). Report version 3.
+    NotServing,
 }
 
 impl Outcome {
     /// Every code, in a stable order (the order of metrics and JSON output).
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Ok,
         Outcome::Dns,
         Outcome::Connect,
@@ -48,6 +54,8 @@ impl Outcome {
         Outcome::BodyMismatch,
         Outcome::HeaderMismatch,
         Outcome::RedirectLimit,
+        Outcome::GrpcStatus,
+        Outcome::NotServing,
     ];
 
     /// Number of codes; sizes per-outcome counter arrays.
@@ -67,6 +75,8 @@ impl Outcome {
             Outcome::BodyMismatch => "body_mismatch",
             Outcome::HeaderMismatch => "header_mismatch",
             Outcome::RedirectLimit => "redirect_limit",
+            Outcome::GrpcStatus => "grpc_status",
+            Outcome::NotServing => "not_serving",
         }
     }
 
@@ -77,6 +87,16 @@ impl Outcome {
 
     pub const fn is_ok(self) -> bool {
         matches!(self, Outcome::Ok)
+    }
+
+    /// The oldest report version that may carry this code: aggregators before version 3 do
+    /// not know the gRPC codes, so an agent writes them only in a version 3 report, which such
+    /// an aggregator refuses as a whole with a 400 naming the version (see `report`).
+    pub const fn min_wire_version(self) -> u32 {
+        match self {
+            Outcome::GrpcStatus | Outcome::NotServing => 3,
+            _ => 1,
+        }
     }
 }
 

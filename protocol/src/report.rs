@@ -10,7 +10,13 @@
 //! whenever a report has no DNS target, so aggregators that know only version 1 keep accepting
 //! every report of a fleet without `[dns]`; a version 2 report is refused by them as a whole,
 //! with a 400 that names the version (the agent does not retry a 400). This aggregator accepts
-//! both ([`MIN_WIRE_VERSION`]..=[`WIRE_VERSION`]), and a `dns` field only in version 2.
+//! all ([`MIN_WIRE_VERSION`]..=[`WIRE_VERSION`]), and a `dns` field only from version 2.
+//!
+//! Version 3 added the gRPC outcome codes (`grpc_status`, `not_serving`). An older aggregator
+//! would fail to parse a report naming them, so an agent writes version 3 only when a report
+//! counts one of them, and an older version otherwise: a fleet without gRPC targets (or whose
+//! gRPC targets are healthy) keeps working with aggregators of versions 1 and 2. Upgrade
+//! aggregators before agents, as for version 2.
 
 use crate::config::TargetKind;
 use crate::histogram::{decode_base64, HistogramError};
@@ -20,17 +26,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version of the report format; bumped on incompatible change.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
+/// The version that added the `dns` target kind.
+pub const DNS_WIRE_VERSION: u32 = 2;
 /// Oldest version still accepted: version 1 is version 2 without DNS targets.
 pub const MIN_WIRE_VERSION: u32 = 1;
 
 /// The version a report with these targets is written in: the oldest one that can carry them.
 pub fn version_for(targets: &[TargetReport]) -> u32 {
-    if targets.iter().any(|t| t.kind == TargetKind::Dns) {
-        WIRE_VERSION
-    } else {
-        MIN_WIRE_VERSION
-    }
+    targets
+        .iter()
+        .map(TargetReport::min_version)
+        .max()
+        .unwrap_or(MIN_WIRE_VERSION)
 }
 
 /// Largest number of Regions one DNS target's answers may name (bounds what is decoded).
@@ -127,6 +135,8 @@ pub enum ReportError {
     DuplicateTarget(String),
     #[error("target {0}: counts overflow a 64-bit sum")]
     Overflow(String),
+    #[error("target {target}: a gRPC outcome code needs report version 3, this one is {version}")]
+    OutcomeVersion { target: String, version: u32 },
     #[error("target {target}: {answers} answers counted in answered_by, attempts is {attempts}")]
     Answers {
         target: String,
@@ -169,6 +179,12 @@ impl IntervalReport {
                 });
             }
             t.validate_dns(self.version)?;
+            if t.min_version() > self.version {
+                return Err(ReportError::OutcomeVersion {
+                    target: t.target.clone(),
+                    version: self.version,
+                });
+            }
             let answers = checked_sum(t.answered_by.values())
                 .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
             if answers > t.attempts {
@@ -184,6 +200,19 @@ impl IntervalReport {
 }
 
 impl TargetReport {
+    /// The oldest report version that can carry this target: its kind and outcome codes.
+    pub fn min_version(&self) -> u32 {
+        let kind = if self.kind == TargetKind::Dns {
+            DNS_WIRE_VERSION
+        } else {
+            MIN_WIRE_VERSION
+        };
+        self.outcomes
+            .keys()
+            .map(|o| o.min_wire_version())
+            .fold(kind, u32::max)
+    }
+
     /// DNS answers belong to DNS targets of version 2 reports, and their counts must add up.
     fn validate_dns(&self, version: u32) -> Result<(), ReportError> {
         let problem = |problem| ReportError::Dns {
@@ -191,9 +220,10 @@ impl TargetReport {
             problem,
         };
         let is_dns = self.kind == TargetKind::Dns;
-        if is_dns && version < WIRE_VERSION {
+        if is_dns && version < DNS_WIRE_VERSION {
             return Err(problem("a dns target needs report version 2"));
         }
+
         let Some(dns) = &self.dns else {
             return Ok(());
         };
@@ -282,6 +312,28 @@ mod tests {
     }
 
     #[test]
+    fn grpc_outcomes_need_version_3_and_only_they_raise_it() {
+        let mut r = report();
+        r.targets[0].outcomes = [(Outcome::Ok, 2), (Outcome::NotServing, 1)].into();
+        assert_eq!(version_for(&r.targets), 3);
+        r.version = 2;
+        assert!(matches!(
+            r.validate(),
+            Err(ReportError::OutcomeVersion { version: 2, .. })
+        ));
+        r.version = version_for(&r.targets);
+        r.validate().unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""not_serving":1"#), "{text}");
+        r.targets[0].outcomes = [(Outcome::Ok, 2), (Outcome::GrpcStatus, 1)].into();
+        assert_eq!(version_for(&r.targets), 3);
+        r.targets[0].outcomes = [(Outcome::Ok, 2), (Outcome::Timeout, 1)].into();
+        assert_eq!(version_for(&r.targets), 1);
+        r.targets.push(dns_target());
+        assert_eq!(version_for(&r.targets), 2);
+    }
+
+    #[test]
     fn version_1_is_written_without_dns_targets_and_read_by_this_aggregator() {
         let r = report();
         assert_eq!(version_for(&r.targets), 1);
@@ -326,8 +378,60 @@ mod tests {
         overflow.targets[1].dns.as_mut().unwrap().unmatched = u64::MAX;
         assert!(matches!(overflow.validate(), Err(ReportError::Overflow(_))));
         let mut future = r;
-        future.version = 3;
-        assert!(matches!(future.validate(), Err(ReportError::Version(3))));
+        future.version = WIRE_VERSION + 1;
+        assert!(matches!(future.validate(), Err(ReportError::Version(v)) if v == WIRE_VERSION + 1));
+    }
+
+    /// An aggregator of version 2 knows the eleven outcome codes of then: a report of TCP and
+    /// healthy gRPC targets (older codes only) parses there; one counting `not_serving` does
+    /// not, and is refused whole with a 400 rather than half understood.
+    #[test]
+    fn a_version_2_reader_takes_reports_without_grpc_codes() {
+        #[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+        #[serde(rename_all = "snake_case")]
+        enum OutcomeV2 {
+            Ok,
+            Dns,
+            Connect,
+            Tls,
+            Timeout,
+            Reset,
+            Protocol,
+            HttpStatus,
+            BodyMismatch,
+            HeaderMismatch,
+            RedirectLimit,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct TargetV2 {
+            outcomes: BTreeMap<OutcomeV2, u64>,
+        }
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct ReportV2 {
+            version: u32,
+            targets: Vec<TargetV2>,
+        }
+        let mut r = report();
+        r.targets[0].outcomes = [
+            (Outcome::Ok, 1),
+            (Outcome::Reset, 1),
+            (Outcome::BodyMismatch, 1),
+        ]
+        .into();
+        r.version = version_for(&r.targets);
+        let old = serde_json::from_str::<ReportV2>(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(old.version, 1);
+        r.targets[0].outcomes = [(Outcome::Ok, 2), (Outcome::NotServing, 1)].into();
+        r.version = version_for(&r.targets);
+        let e = serde_json::from_str::<ReportV2>(&serde_json::to_string(&r).unwrap())
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains("unknown variant `not_serving`"),
+            "{e}"
+        );
     }
 
     /// An aggregator of the previous release reads reports with version-1 types: a version 2

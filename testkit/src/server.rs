@@ -386,6 +386,50 @@ pub async fn reset_server() -> Stub {
     .await
 }
 
+/// A TCP service with a banner (SMTP, SSH, Redis-style): on each connection it writes
+/// `banner` (after reading the client's first bytes when `after_request`, noting them), then
+/// holds the connection open without another byte, as a server waiting for the next command.
+pub async fn banner_server(banner: &'static [u8], after_request: bool) -> Stub {
+    stub(move |mut tcp, received| async move {
+        use tokio::io::AsyncWriteExt;
+        if after_request {
+            let mut buf = [0u8; 1024];
+            match tcp.read(&mut buf).await {
+                Ok(n) if n > 0 => *received.lock().unwrap() = buf[..n].to_vec(),
+                _ => return,
+            }
+        }
+        if tcp.write_all(banner).await.is_ok() {
+            swallow(tcp, received).await;
+        }
+    })
+    .await
+}
+
+/// [`banner_server`] over TLS with `leaf` (no ALPN): the banner follows the handshake.
+pub async fn tls_banner_server(leaf: &Leaf, banner: &'static [u8]) -> Stub {
+    let acceptor = TlsAcceptor::from(Arc::new(leaf.server_config(&[], false)));
+    stub(move |tcp, _received| {
+        let acceptor = acceptor.clone();
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            if tls.write_all(banner).await.is_ok() && tls.flush().await.is_ok() {
+                let mut buf = [0u8; 1024];
+                while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {}
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts each connection and closes it at once, without a byte.
+pub async fn close_server() -> Stub {
+    stub(|tcp, _| async move { drop(tcp) }).await
+}
+
 /// Accepts TCP connections and never answers.
 pub async fn black_hole() -> Stub {
     stub(swallow).await

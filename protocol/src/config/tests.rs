@@ -573,3 +573,42 @@ fn dns_mistakes_name_their_key() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+#[test]
+fn regions_may_probe_tcp_and_grpc_urls_with_ports() {
+    let text = EXAMPLE
+        .replace(
+            "https://euw1.example.com/status",
+            "grpcs://euw1.example.com:443/orders.v1.Orders",
+        )
+        .replace(
+            "https://use1.example.com/status/deep",
+            "tcps://use1-db.example.com:5432",
+        );
+    let config = FleetConfig::parse(&text, "fleet.toml").unwrap();
+    let urls: Vec<_> = config
+        .targets()
+        .into_iter()
+        .map(|t| t.url.get_ref().clone())
+        .collect();
+    assert!(urls.contains(&"tcps://use1-db.example.com:5432".to_owned()));
+
+    for (bad, why) in [
+        ("tcp://euw1.example.com", "needs a host and a port"),
+        ("grpc://euw1.example.com:0/x", "needs a host and a port"),
+        ("tcp://:25", "needs a host and a port"),
+        ("gopher://euw1.example.com:70", "grpcs://"),
+    ] {
+        let e = error_of(&EXAMPLE.replace("https://euw1.example.com/status", bad));
+        assert!(
+            e.contains("fleet.toml:21: regions[1].status_url") && e.contains(why),
+            "{bad}: {e}"
+        );
+    }
+    // Only Region targets take them: the aggregator's URL stays http(s).
+    let e = error_of(&EXAMPLE.replace(
+        "https://aggregator.example.com",
+        "tcp://aggregator.example.com:443",
+    ));
+    assert!(e.contains("aggregator.url"), "{e}");
+}

@@ -115,9 +115,9 @@ impl FleetConfig {
                     format!("Region {:?} is listed twice", r.name.get_ref()),
                 ));
             }
-            check_url(self, &r.status_url, &format!("regions[{i}].status_url"))?;
+            check_target_url(self, &r.status_url, &format!("regions[{i}].status_url"))?;
             if let Some(d) = &r.deep_url {
-                check_url(self, d, &format!("regions[{i}].deep_url"))?;
+                check_target_url(self, d, &format!("regions[{i}].deep_url"))?;
             }
         }
         self.validate_dns()?;
@@ -249,6 +249,43 @@ pub(super) fn valid_name(s: &str) -> bool {
         && !s.chars().all(|c| c == '.')
 }
 
+/// Schemes a Region's `status_url`/`deep_url` may use beside http(s): TCP and gRPC health
+/// probes (see `vantage_probe::spec::ProbeKind`).
+pub const PROBE_SCHEMES: [&str; 4] = ["tcp", "tcps", "grpc", "grpcs"];
+
+/// A Region's probe URL: http(s) as [`check_url`], or `tcp(s)://host:port`, or
+/// `grpc(s)://host:port[/service.Name]`. The agent checks the rest when it compiles probes.
+pub(super) fn check_target_url(
+    config: &FleetConfig,
+    url: &Located<String>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let text = url.get_ref();
+    let Some((scheme, rest)) = text
+        .split_once("://")
+        .filter(|(s, _)| PROBE_SCHEMES.contains(s))
+    else {
+        return check_url(config, url, key);
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && !host.ends_with('['))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    if port.is_none() || authority.contains('@') || text.chars().any(char::is_whitespace) {
+        return Err(config.invalid(
+            url,
+            key,
+            format!(
+                "{:?}: a {scheme} URL needs a host and a port, like {scheme}://db.example.com:5432",
+                redact_userinfo(text)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn check_url(
     config: &FleetConfig,
     url: &Located<String>,
@@ -269,7 +306,14 @@ pub(super) fn check_url(
         return Err(config.invalid(
             url,
             key,
-            format!("scheme {scheme:?} is not supported; use https:// (or http://)"),
+            format!(
+                "scheme {scheme:?} is not supported; use https:// (or http://){}",
+                if key.starts_with("regions[") {
+                    ", or tcp://, tcps://, grpc://, grpcs:// for TCP and gRPC health probes"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
