@@ -332,6 +332,7 @@ impl<B: Backend> Aggregator<B> {
                 "region_wide": wide.contains_key(&t.region), "reason": t.reason,
             }));
         }
+        self.notify_transitions(now_ms, decision);
         let repeat = self.config().alert_repeat;
         let told = lock(&self.alert_book).update(&decision.alerts, now_ms, repeat);
         for (state, a) in told {
@@ -351,6 +352,7 @@ impl<B: Backend> Aggregator<B> {
                 "service": a.service, "region": a.region, "since_ms": a.since_ms,
                 "reason": a.message,
             }));
+            self.notify_alert(now_ms, state, &a);
         }
     }
 

@@ -290,6 +290,14 @@ impl<B: Backend> Aggregator<B> {
             "event": "overrides", "at_ms": now_ms, "by": caller.key_id,
             "peer": caller.peer.to_string(), "request": request, "overrides": next,
         }));
+        self.notify_with(
+            vantage_protocol::config::EventKind::Override,
+            now_ms,
+            request.service.as_deref(),
+            None,
+            override_summary(&request),
+            Some(caller.key_id),
+        );
         if forced {
             let down: Vec<&String> = next
                 .pinned
@@ -312,6 +320,34 @@ impl<B: Backend> Aggregator<B> {
         self.wake.notify_one();
         Ok(next)
     }
+}
+
+/// What an override did, in one line for people: pins, freeze, reason.
+fn override_summary(request: &OverrideRequest) -> String {
+    let mut parts: Vec<String> = request
+        .pin
+        .iter()
+        .map(|(r, p)| match p {
+            Some(Pin::Down) => format!("{r} pinned down"),
+            Some(Pin::Up) => format!("{r} pinned up"),
+            None => format!("{r} unpinned"),
+        })
+        .collect();
+    if let Some(f) = request.freeze {
+        parts.push(if f {
+            "automation frozen".into()
+        } else {
+            "freeze lifted".into()
+        });
+    }
+    if request.force {
+        parts.push("forced below min_healthy".into());
+    }
+    let mut s = parts.join(", ");
+    if let Some(r) = &request.reason {
+        s.push_str(&format!(": {r}"));
+    }
+    s
 }
 
 #[cfg(test)]

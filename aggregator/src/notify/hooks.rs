@@ -1,0 +1,119 @@
+//! Where the aggregator raises notification events: transitions and the alerts people must
+//! hear of at once (from the evaluation), overrides (from the API), repeated control-plane
+//! failures (from the planes). With replicas only the lease holder notifies, so one change is
+//! told once; a single aggregator always does.
+
+use super::NotifyEvent;
+use crate::alerts::{ActiveAlert, AlertState};
+use crate::backend::Backend;
+use crate::model::{AlertKind, Decision};
+use crate::reconcile::{PlaneKind, ReconcileResult};
+use crate::service::{lock, Aggregator};
+use vantage_protocol::config::EventKind;
+
+impl<B: Backend> Aggregator<B> {
+    /// True when this process may notify: no lease, or it holds it.
+    fn notifies(&self) -> bool {
+        self.lease_status().is_none_or(|l| l.held)
+    }
+
+    /// Builds an event of this fleet and queues it; nothing when no sink is configured or
+    /// another replica holds the lease.
+    pub(crate) fn notify_with(
+        &self,
+        kind: EventKind,
+        at_ms: u64,
+        service: Option<&str>,
+        region: Option<&str>,
+        reason: String,
+        by: Option<&str>,
+    ) {
+        let Some(n) = &self.notifier else { return };
+        if !self.notifies() {
+            return;
+        }
+        let mut event: NotifyEvent = n.event(kind, at_ms, service, region, reason);
+        if let Some(by) = by {
+            event = event.with_by(by);
+        }
+        n.notify(event);
+    }
+
+    /// A service's name for events: `None` would be the fleet-wide kind.
+    fn service_name(&self, service: &str) -> String {
+        if service.is_empty() {
+            self.config().fleet.fleet.name.get_ref().clone()
+        } else {
+            service.to_owned()
+        }
+    }
+
+    /// `region_out` / `region_in` for every transition.
+    pub(crate) fn notify_transitions(&self, now_ms: u64, decision: &Decision) {
+        for t in &decision.transitions {
+            let kind = if t.in_service {
+                EventKind::RegionIn
+            } else {
+                EventKind::RegionOut
+            };
+            let service = self.service_name(&t.service);
+            self.notify_with(
+                kind,
+                now_ms,
+                Some(&service),
+                Some(&t.region),
+                t.reason.clone(),
+                None,
+            );
+        }
+    }
+
+    /// `correlated_failure` and `fail_open` when raised (not when repeated or resolved).
+    pub(crate) fn notify_alert(&self, now_ms: u64, state: AlertState, a: &ActiveAlert) {
+        let kind = match a.kind {
+            AlertKind::CorrelatedFailure => EventKind::CorrelatedFailure,
+            AlertKind::FailOpen => EventKind::FailOpen,
+            _ => return,
+        };
+        if state != AlertState::Raised {
+            return;
+        }
+        let service = self.service_name(&a.service);
+        self.notify_with(
+            kind,
+            now_ms,
+            Some(&service),
+            a.region.as_deref(),
+            a.message.clone(),
+            None,
+        );
+    }
+
+    /// `reconcile_failed` once a plane has failed `reconcile_failed_after` passes in a row
+    /// (told once per run of failures; only the error's code, never AWS's message text).
+    pub(crate) fn notify_plane_result(
+        &self,
+        kind: PlaneKind,
+        result: &ReconcileResult,
+        now_ms: u64,
+    ) {
+        let after = self.config().fleet.notifications.reconcile_failed_after();
+        let i = match kind {
+            PlaneKind::Health => 0,
+            PlaneKind::Weights => 1,
+        };
+        let failures = {
+            let mut f = lock(&self.plane_failures);
+            f[i] = if result.ok { 0 } else { f[i].saturating_add(1) };
+            f[i]
+        };
+        if failures == after {
+            let reason = format!(
+                "the {} plane failed {failures} passes in a row ({}); Route 53 may not match the decision",
+                kind.label(),
+                result.error.as_deref().unwrap_or("error")
+            );
+            self.notify_with(EventKind::ReconcileFailed, now_ms, None, None, reason, None);
+        }
+    }
+}
