@@ -290,13 +290,12 @@ impl<B: Backend> Aggregator<B> {
             "event": "overrides", "at_ms": now_ms, "by": caller.key_id,
             "peer": caller.peer.to_string(), "request": request, "overrides": next,
         }));
-        self.notify_with(
-            vantage_protocol::config::EventKind::Override,
+        self.notify_override(
             now_ms,
             request.service.as_deref(),
-            None,
             override_summary(&request),
-            Some(caller.key_id),
+            caller.key_id,
+            &request.nonce,
         );
         if forced {
             let down: Vec<&String> = next

@@ -48,6 +48,27 @@ impl<B: Backend> Aggregator<B> {
         }
     }
 
+    /// `override`, with who and the request's nonce in its id (two overrides in one
+    /// millisecond are two events).
+    pub(crate) fn notify_override(
+        &self,
+        at_ms: u64,
+        service: Option<&str>,
+        reason: String,
+        by: &str,
+        nonce: &str,
+    ) {
+        let Some(n) = &self.notifier else { return };
+        if !self.notifies() {
+            return;
+        }
+        let mut event = n
+            .event(EventKind::Override, at_ms, service, None, reason)
+            .with_by(by);
+        event.id = format!("{}/{nonce}", event.id);
+        n.notify(event);
+    }
+
     /// `region_out` / `region_in` for every transition.
     pub(crate) fn notify_transitions(&self, now_ms: u64, decision: &Decision) {
         for t in &decision.transitions {
