@@ -273,6 +273,7 @@ impl<B: Backend> Aggregator<B> {
         self.planes.publish(desired_of(&decision, &self.config()));
 
         self.log_decision(now_ms, &decision);
+        self.check_silence(now_ms);
         self.log_traffic_moved(now_ms, &decision, &traffic);
         self.record_metrics(&decision, &traffic, window_series);
         self.persist_state();

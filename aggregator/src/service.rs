@@ -88,6 +88,8 @@ pub struct Aggregator<B> {
     pub(crate) notifier: Option<Arc<crate::notify::Notifier>>,
     /// Consecutive failed passes per control plane, for `reconcile_failed`.
     pub(crate) plane_failures: Mutex<[u32; 2]>,
+    /// When each vantage last reported, for `agent_silent`.
+    pub(crate) silence: Mutex<crate::notify::silence::Silence>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -143,6 +145,7 @@ impl<B: Backend> Aggregator<B> {
             lease: None,
             notifier: None,
             plane_failures: Mutex::new([0; 2]),
+            silence: Mutex::default(),
             config: RwLock::new(Arc::new(config)),
             config_turn: Mutex::new(()),
         })

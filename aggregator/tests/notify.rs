@@ -435,3 +435,41 @@ fn the_fleet_file_refuses_bad_sinks_with_the_line_and_key() {
         .to_string();
     assert!(!e.contains("SECRET-TOKEN"), "{e}");
 }
+
+#[tokio::test]
+async fn a_vantage_without_reports_for_k_intervals_is_told_once_as_agent_silent() {
+    let (addr, rx) = receiver(Mode::Ok).await;
+    let fleet = fleet(&format!(
+        "[notifications]\nagent_silent_after = 2\n\n\
+         [[notify]]\nname = \"silence\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\nevents = [\"agent_silent\"]\n"
+    ));
+    let interval = fleet.report_interval();
+    let notifier = Arc::new(Notifier::from_config(&fleet, fast()).await.unwrap());
+    let config = AggregatorConfig::from_fleet(fleet).unwrap();
+    let aggregator = Aggregator::new(config, DryRun::new(), None)
+        .unwrap()
+        .with_notifier(notifier);
+    let t0 = SystemTime::now();
+    aggregator.decide(t0);
+    aggregator.decide(t0 + interval);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        rx.got.lock().unwrap().is_empty(),
+        "one interval is not silence"
+    );
+    for k in 2..6 {
+        aggregator.decide(t0 + interval * k);
+    }
+    eventually(|| !rx.got.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "told once per silence, not per evaluation");
+    let event: NotifyEvent = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(event.kind, EventKind::AgentSilent);
+    assert_eq!(event.region.as_deref(), Some("eu-west-1"));
+    assert!(
+        event.reason.contains("has not reported"),
+        "{}",
+        event.reason
+    );
+}

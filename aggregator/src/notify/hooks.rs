@@ -3,6 +3,7 @@
 //! failures (from the planes). With replicas only the lease holder notifies, so one change is
 //! told once; a single aggregator always does.
 
+use super::silence::SilenceChange;
 use super::NotifyEvent;
 use crate::alerts::{ActiveAlert, AlertState};
 use crate::backend::Backend;
@@ -108,6 +109,53 @@ impl<B: Backend> Aggregator<B> {
             a.message.clone(),
             None,
         );
+    }
+
+    /// `agent_silent` lines (decision log) and events: a vantage with no report for
+    /// `agent_silent_after` report intervals, and again when it reports.
+    pub(crate) fn check_silence(&self, now_ms: u64) {
+        let config = self.config();
+        let vantages: Vec<String> = config
+            .fleet
+            .vantages
+            .iter()
+            .map(|v| v.region.get_ref().clone())
+            .collect();
+        let after =
+            config.fleet.report_interval() * config.fleet.notifications.agent_silent_after();
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let changes = lock(&self.silence).check(&vantages, now_ms, after_ms);
+        for change in changes {
+            match change {
+                SilenceChange::Silent { vantage, last_ms } => {
+                    let since = last_ms.map_or("since the aggregator started".to_owned(), |ms| {
+                        format!("since {}", vantage_protocol::config::format_rfc3339_ms(ms))
+                    });
+                    let reason = format!(
+                        "vantage {vantage} has not reported for {} s ({since}): its verdicts no longer count",
+                        after.as_secs()
+                    );
+                    self.log_event(serde_json::json!({
+                        "event": "agent_silent", "at_ms": now_ms, "vantage": vantage,
+                        "state": "silent", "last_report_ms": last_ms, "reason": reason,
+                    }));
+                    self.notify_with(
+                        EventKind::AgentSilent,
+                        now_ms,
+                        None,
+                        Some(&vantage),
+                        reason,
+                        None,
+                    );
+                }
+                SilenceChange::Reporting { vantage } => {
+                    self.log_event(serde_json::json!({
+                        "event": "agent_silent", "at_ms": now_ms, "vantage": vantage,
+                        "state": "reporting", "reason": format!("vantage {vantage} reports again"),
+                    }));
+                }
+            }
+        }
     }
 
     /// `reconcile_failed` once a plane has failed `reconcile_failed_after` passes in a row

@@ -9,6 +9,7 @@
 pub mod delivery;
 pub mod event;
 mod hooks;
+pub mod silence;
 pub mod sinks;
 
 pub use event::{NotifyEvent, EVENT_SCHEMA_VERSION};
