@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub lease: Option<LeaseStatus>,
     /// The alerts that hold, with when each was raised.
     pub active_alerts: Vec<ActiveAlert>,
+    /// Maintenance windows active and to come, and pins with an expiry.
+    pub maintenance: crate::maintenance::MaintenanceView,
     /// The vantages whose verdicts did not vote, and the ones their control target confirmed.
     pub vantages: decide::VantageHealth,
 }
@@ -58,8 +60,11 @@ struct Evaluation {
     traffic: TrafficEvidence,
     /// How many series the window holds (after pruning), for its gauge.
     window_series: usize,
-    /// The overrides the decision honoured.
+    /// The operators' overrides (the decision honoured these plus the windows' holds).
     overrides: Overrides,
+    /// The active windows' holds.
+    overlay: crate::maintenance::Overlay,
+    maintenance: crate::maintenance::MaintenanceView,
     /// Whose verdicts voted.
     vantages: decide::VantageHealth,
 }
@@ -87,6 +92,10 @@ impl<B: Backend> Aggregator<B> {
             )
         };
         let overrides = self.overrides();
+        let windows = crate::maintenance::windows(&config);
+        let overlay = crate::maintenance::overlay(&overrides, &windows, &config.services, now_ms);
+        let maintenance =
+            crate::maintenance::MaintenanceView::of(&windows, &overlay, &overrides, now_ms);
         let previous = lock(&self.model).clone();
         let vantages =
             decide::assess_vantages(&config.services, &observations, &controls, &config.policy);
@@ -94,7 +103,7 @@ impl<B: Backend> Aggregator<B> {
             &config.services,
             &previous,
             &observations,
-            &overrides,
+            &overlay.overrides,
             &vantages,
             Duration::from_millis(now_ms),
         );
@@ -114,6 +123,8 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            overlay,
+            maintenance,
             vantages,
         }
     }
@@ -260,6 +271,7 @@ impl<B: Backend> Aggregator<B> {
     pub fn decide(&self, now: SystemTime) -> Snapshot {
         let _turn = lock(&self.config_turn);
         let now_ms = unix_ms(now);
+        let released = self.maintenance_before(now_ms);
         let Evaluation {
             next_state,
             decision,
@@ -267,6 +279,8 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            overlay,
+            maintenance,
             vantages,
         } = self.decide_now(now_ms);
         *lock(&self.model) = next_state;
@@ -274,6 +288,7 @@ impl<B: Backend> Aggregator<B> {
 
         self.log_decision(now_ms, &decision);
         self.check_silence(now_ms);
+        self.maintenance_after(now_ms, released, &overlay);
         self.log_traffic_moved(now_ms, &decision, &traffic);
         self.record_metrics(&decision, &traffic, window_series);
         self.persist_state();
@@ -288,6 +303,7 @@ impl<B: Backend> Aggregator<B> {
             heartbeat: self.planes.heartbeat_status(),
             lease: self.lease_status(),
             active_alerts: lock(&self.alert_book).active(),
+            maintenance,
             vantages,
         };
         *lock(&self.last) = Some(snapshot.clone());

@@ -19,6 +19,7 @@
 //!   write weights at a time.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - [`reload`]: a new fleet file put in force while running, or refused whole.
+//! - [`maintenance`]: `[[maintenance]]` windows and pins with an expiry (pure).
 //! - [`notify`]: notification sinks (SNS, webhook, Slack) fed from the decision loop through
 //!   bounded queues, never waited on.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
@@ -36,6 +37,8 @@ pub mod decide;
 pub mod evaluate;
 pub mod ingest;
 pub mod lease;
+pub mod maintenance;
+mod maintenance_loop;
 pub mod model;
 pub mod notify;
 pub mod overrides;

@@ -90,6 +90,8 @@ pub struct Aggregator<B> {
     pub(crate) plane_failures: Mutex<[u32; 2]>,
     /// When each vantage last reported, for `agent_silent`.
     pub(crate) silence: Mutex<crate::notify::silence::Silence>,
+    /// The maintenance windows active at the last decision (by index).
+    pub(crate) maintenance_active: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -146,6 +148,7 @@ impl<B: Backend> Aggregator<B> {
             notifier: None,
             plane_failures: Mutex::new([0; 2]),
             silence: Mutex::default(),
+            maintenance_active: Mutex::default(),
             config: RwLock::new(Arc::new(config)),
             config_turn: Mutex::new(()),
         })
