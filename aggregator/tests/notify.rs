@@ -473,3 +473,52 @@ async fn a_vantage_without_reports_for_k_intervals_is_told_once_as_agent_silent(
         event.reason
     );
 }
+
+#[tokio::test]
+async fn with_replicas_only_the_lease_holder_notifies() {
+    use vantage_aggregator::lease::{Lease, LeaseSettings, MemoryLeaseStore};
+    let (addr, rx) = receiver(Mode::Ok).await;
+    let extra =
+        format!("[[notify]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://{addr}/hook\"\n");
+    let store = Arc::new(MemoryLeaseStore::new());
+    let replica = |holder: &str| {
+        let fleet = fleet(&extra);
+        let lease = Lease::new(
+            store.clone(),
+            LeaseSettings {
+                holder: holder.into(),
+                duration: Duration::from_secs(30),
+                max_clock_skew: Duration::from_secs(2),
+            },
+        );
+        (fleet, lease)
+    };
+    let mut replicas = Vec::new();
+    for holder in ["use1", "euw1"] {
+        let (fleet, lease) = replica(holder);
+        let notifier = Arc::new(Notifier::from_config(&fleet, fast()).await.unwrap());
+        let config = AggregatorConfig::from_fleet(fleet).unwrap();
+        replicas.push(
+            Aggregator::new(config, DryRun::new(), None)
+                .unwrap()
+                .with_lease(lease)
+                .with_notifier(notifier),
+        );
+    }
+    assert!(replicas[0].lease_step().await.unwrap().held);
+    assert!(!replicas[1].lease_step().await.unwrap().held);
+    for (i, r) in replicas.iter().enumerate() {
+        r.set_overrides(
+            caller(),
+            pin(&format!("nonce-lease-{i:08}"), "eu-west-1"),
+            SystemTime::now(),
+        )
+        .unwrap();
+    }
+    eventually(|| !rx.got.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "only the holder's override was told");
+    let event: NotifyEvent = serde_json::from_slice(&got[0].1).unwrap();
+    assert!(event.id.ends_with("nonce-lease-00000000"), "{}", event.id);
+}
