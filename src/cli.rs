@@ -25,6 +25,7 @@ mod aggregator;
 mod arc;
 mod demo;
 mod deploy;
+mod notify_cmd;
 mod override_cmd;
 
 /// Exit code for bad input: flags, URLs, files.
@@ -72,6 +73,9 @@ enum Command {
     /// stacks made back into fleet-file TOML (outputs).
     #[command(after_help = deploy::DEPLOY_HELP)]
     Deploy(deploy::DeployCommand),
+    /// Notification sinks (`[[notify]]`): send a test event to each and report the result.
+    #[command(subcommand)]
+    Notify(notify_cmd::NotifyCommand),
 }
 
 const CHECK_CONFIG_HELP: &str = "\
@@ -493,6 +497,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args).await,
         Command::StatusEndpoint(args) => vantage_status_endpoint::cli::run(args).await,
         Command::Deploy(args) => deploy::run(args).await,
+        Command::Notify(args) => notify_cmd::run(args).await,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub lease: Option<LeaseStatus>,
     /// The alerts that hold, with when each was raised.
     pub active_alerts: Vec<ActiveAlert>,
+    /// Maintenance windows active and to come, and pins with an expiry.
+    pub maintenance: crate::maintenance::MaintenanceView,
     /// The vantages whose verdicts did not vote, and the ones their control target confirmed.
     pub vantages: decide::VantageHealth,
 }
@@ -58,8 +60,11 @@ struct Evaluation {
     traffic: TrafficEvidence,
     /// How many series the window holds (after pruning), for its gauge.
     window_series: usize,
-    /// The overrides the decision honoured.
+    /// The operators' overrides (the decision honoured these plus the windows' holds).
     overrides: Overrides,
+    /// The active windows' holds.
+    overlay: crate::maintenance::Overlay,
+    maintenance: crate::maintenance::MaintenanceView,
     /// Whose verdicts voted.
     vantages: decide::VantageHealth,
     /// What the decision was made from, for the status page's history.
@@ -89,6 +94,10 @@ impl<B: Backend> Aggregator<B> {
             )
         };
         let overrides = self.overrides();
+        let windows = crate::maintenance::windows(&config);
+        let overlay = crate::maintenance::overlay(&overrides, &windows, &config.services, now_ms);
+        let maintenance =
+            crate::maintenance::MaintenanceView::of(&windows, &overlay, &overrides, now_ms);
         let previous = lock(&self.model).clone();
         let vantages =
             decide::assess_vantages(&config.services, &observations, &controls, &config.policy);
@@ -96,7 +105,7 @@ impl<B: Backend> Aggregator<B> {
             &config.services,
             &previous,
             &observations,
-            &overrides,
+            &overlay.overrides,
             &vantages,
             Duration::from_millis(now_ms),
         );
@@ -116,6 +125,8 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            overlay,
+            maintenance,
             vantages,
             observations,
         }
@@ -263,6 +274,7 @@ impl<B: Backend> Aggregator<B> {
     pub fn decide(&self, now: SystemTime) -> Snapshot {
         let _turn = lock(&self.config_turn);
         let now_ms = unix_ms(now);
+        let released = self.maintenance_before(now_ms);
         let Evaluation {
             next_state,
             decision,
@@ -270,6 +282,8 @@ impl<B: Backend> Aggregator<B> {
             traffic,
             window_series,
             overrides,
+            overlay,
+            maintenance,
             vantages,
             observations,
         } = self.decide_now(now_ms);
@@ -277,19 +291,9 @@ impl<B: Backend> Aggregator<B> {
         self.planes.publish(desired_of(&decision, &self.config()));
 
         self.log_decision(now_ms, &decision);
-        {
-            let config = self.config();
-            let services: BTreeMap<&str, &crate::config::ServiceConfig> = config
-                .services
-                .iter()
-                .map(|s| (s.name.as_str(), s))
-                .collect();
-            lock(&self.history).record(now_ms, &decision, &observations, |service, region| {
-                services
-                    .get(service)
-                    .map_or_else(|| region.to_owned(), |s| s.unit(region))
-            });
-        }
+        self.record_history(now_ms, &decision, &observations);
+        self.check_silence(now_ms);
+        self.maintenance_after(now_ms, released, &overlay);
         self.log_traffic_moved(now_ms, &decision, &traffic);
         self.record_metrics(&decision, &traffic, window_series);
         self.persist_state();
@@ -304,10 +308,26 @@ impl<B: Backend> Aggregator<B> {
             heartbeat: self.planes.heartbeat_status(),
             lease: self.lease_status(),
             active_alerts: lock(&self.alert_book).active(),
+            maintenance,
             vantages,
         };
         *lock(&self.last) = Some(snapshot.clone());
         snapshot
+    }
+
+    /// The evaluation into the status page's last hour.
+    fn record_history(&self, now_ms: u64, decision: &Decision, observations: &[RegionObservation]) {
+        let config = self.config();
+        let services: BTreeMap<&str, &crate::config::ServiceConfig> = config
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        lock(&self.history).record(now_ms, decision, observations, |service, region| {
+            services
+                .get(service)
+                .map_or_else(|| region.to_owned(), |s| s.unit(region))
+        });
     }
 
     /// Transitions and alerts: counted, and one decision-log line each. (Applied and failed
@@ -349,6 +369,7 @@ impl<B: Backend> Aggregator<B> {
                 "region_wide": wide.contains_key(&t.region), "reason": t.reason,
             }));
         }
+        self.notify_transitions(now_ms, decision);
         let repeat = self.config().alert_repeat;
         let told = lock(&self.alert_book).update(&decision.alerts, now_ms, repeat);
         for (state, a) in told {
@@ -368,6 +389,7 @@ impl<B: Backend> Aggregator<B> {
                 "service": a.service, "region": a.region, "since_ms": a.since_ms,
                 "reason": a.message,
             }));
+            self.notify_alert(now_ms, state, &a);
         }
     }
 

@@ -196,6 +196,9 @@ impl<B: Backend> Aggregator<B> {
             });
         }
         let now_ms = unix_ms(now);
+        // Signed by a key that may speak for it: the vantage's agent is alive, whatever the
+        // report's fate below.
+        lock(&self.silence).heard(&report.vantage, now_ms);
         let skew_ms = auth::DEFAULT_MAX_SKEW_SECS * 1000;
         if report.interval_start_ms > now_ms.saturating_add(skew_ms) {
             return Err(IngestError::Future(

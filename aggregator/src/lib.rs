@@ -19,6 +19,9 @@
 //!   write weights at a time.
 //! - [`reconcile`]: one control-plane pass: plan one kind of change, apply only that.
 //! - [`reload`]: a new fleet file put in force while running, or refused whole.
+//! - [`maintenance`]: `[[maintenance]]` windows and pins with an expiry (pure).
+//! - [`notify`]: notification sinks (SNS, webhook, Slack) fed from the decision loop through
+//!   bounded queues, never waited on.
 //! - [`overrides`]: an authenticated override request checked whole, then applied and logged.
 //! - `persist`: the state file that carries decisions, overrides and nonces across restarts.
 //! - [`api`]: the HTTP API on axum: reports, state, overrides.
@@ -35,7 +38,10 @@ pub mod evaluate;
 pub mod history;
 pub mod ingest;
 pub mod lease;
+pub mod maintenance;
+mod maintenance_loop;
 pub mod model;
+pub mod notify;
 pub mod overrides;
 mod persist;
 pub mod planes;

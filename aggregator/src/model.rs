@@ -188,6 +188,9 @@ pub struct SetBy {
     /// True when the change needed `force` (it left fewer than `min_healthy` eligible).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// When the pin expires (Unix ms; the request's `until`); never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 /// What the core remembers of a Region between evaluations.

@@ -52,6 +52,10 @@ pub struct OverrideRequest {
     /// Why, for the decision log and `GET /v1/state`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the pins set by this request expire (RFC 3339, in the future); without it they
+    /// hold until lifted. At expiry a pin is removed and its units go back to the normal rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 /// Why an authenticated override was refused. Nothing of it was applied.
@@ -185,6 +189,18 @@ fn check_shape(request: &OverrideRequest) -> Result<(), OverrideError> {
             "reason: at most {MAX_REASON_CHARS} characters, one line"
         )));
     }
+    if let Some(until) = &request.until {
+        if vantage_protocol::config::parse_rfc3339_ms(until).is_none() {
+            return Err(OverrideError::Invalid(
+                "until: use RFC 3339, e.g. \"2026-12-03T02:00:00Z\"".into(),
+            ));
+        }
+        if !request.pin.values().any(Option::is_some) {
+            return Err(OverrideError::Invalid(
+                "until: only pins expire; give \"pin\" with \"up\" or \"down\"".into(),
+            ));
+        }
+    }
     if request.pin.is_empty() && request.freeze.is_none() {
         return Err(OverrideError::Invalid(
             "nothing to change: give \"pin\" and/or \"freeze\"".into(),
@@ -203,11 +219,17 @@ fn next_overrides(
     set_by: &SetBy,
 ) -> Result<(Overrides, bool), OverrideError> {
     let mut next = current.clone();
+    let until_ms = request
+        .until
+        .as_deref()
+        .and_then(vantage_protocol::config::parse_rfc3339_ms);
     for (region, pin) in pins {
         match pin {
             Some(p) => {
                 next.pinned.insert(region.clone(), *p);
-                next.pinned_by.insert(region.clone(), set_by.clone());
+                let mut by = set_by.clone();
+                by.until_ms = until_ms;
+                next.pinned_by.insert(region.clone(), by);
             }
             None => {
                 next.pinned.remove(region);
@@ -271,7 +293,21 @@ impl<B: Backend> Aggregator<B> {
             at_ms: now_ms,
             reason: request.reason.clone(),
             forced: false,
+            until_ms: None,
         };
+        if let Some(until) = request
+            .until
+            .as_deref()
+            .and_then(vantage_protocol::config::parse_rfc3339_ms)
+        {
+            if until <= now_ms {
+                return Err(OverrideError::Invalid(format!(
+                    "until: {} is not in the future (now {})",
+                    request.until.as_deref().unwrap_or_default(),
+                    vantage_protocol::config::format_rfc3339_ms(now_ms)
+                )));
+            }
+        }
         let (next, forced) = {
             let mut current = lock(&self.overrides);
             let (next, forced) =
@@ -290,6 +326,13 @@ impl<B: Backend> Aggregator<B> {
             "event": "overrides", "at_ms": now_ms, "by": caller.key_id,
             "peer": caller.peer.to_string(), "request": request, "overrides": next,
         }));
+        self.notify_override(
+            now_ms,
+            request.service.as_deref(),
+            override_summary(&request),
+            caller.key_id,
+            &request.nonce,
+        );
         if forced {
             let down: Vec<&String> = next
                 .pinned
@@ -312,6 +355,34 @@ impl<B: Backend> Aggregator<B> {
         self.wake.notify_one();
         Ok(next)
     }
+}
+
+/// What an override did, in one line for people: pins, freeze, reason.
+fn override_summary(request: &OverrideRequest) -> String {
+    let mut parts: Vec<String> = request
+        .pin
+        .iter()
+        .map(|(r, p)| match p {
+            Some(Pin::Down) => format!("{r} pinned down"),
+            Some(Pin::Up) => format!("{r} pinned up"),
+            None => format!("{r} unpinned"),
+        })
+        .collect();
+    if let Some(f) = request.freeze {
+        parts.push(if f {
+            "automation frozen".into()
+        } else {
+            "freeze lifted".into()
+        });
+    }
+    if request.force {
+        parts.push("forced below min_healthy".into());
+    }
+    let mut s = parts.join(", ");
+    if let Some(r) = &request.reason {
+        s.push_str(&format!(": {r}"));
+    }
+    s
 }
 
 #[cfg(test)]

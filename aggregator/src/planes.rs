@@ -152,6 +152,7 @@ impl<B: Backend> Aggregator<B> {
         };
         let previous = std::mem::replace(&mut *lock(slot), result.clone());
         self.log_plane_result(kind, &result, fencing_token);
+        self.notify_plane_result(kind, &result, unix_ms(SystemTime::now()));
         // A safety rule's refusal is an alert once, not once per retry.
         if result.error.as_deref() == Some(SAFETY_RULE_CODE)
             && previous.error.as_deref() != Some(SAFETY_RULE_CODE)

@@ -12,7 +12,8 @@
 //! What it refuses, because the process built it once at start ([`RESTART_KEYS`]): the
 //! backend and `[route53]` (the backend object holds the record and health-check ids), the
 //! replicas and the lease, the window, the evaluation and plane periods, the state file, the
-//! report interval, the histogram precision and the report size cap.
+//! report interval, the histogram precision, the report size cap, and the `[[notify]]` sinks
+//! and `notifications.status_url`. `[[maintenance]]` windows reload.
 
 use crate::backend::Backend;
 use crate::config::AggregatorConfig;
@@ -44,6 +45,10 @@ pub const RESTART_KEYS: &[&str] = &[
     "aggregator.max_report_bytes",
     "weights.min_interval",
     "route53",
+    // The notification sinks (clients, secrets) and their link base are built at start;
+    // `[[maintenance]]` and the other `[notifications]` keys are read at every decision.
+    "notify",
+    "notifications.status_url",
 ];
 
 /// A new fleet file that cannot be put in force; the configuration in use stays.

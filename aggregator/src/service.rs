@@ -86,6 +86,14 @@ pub struct Aggregator<B> {
     pub(crate) planes: crate::planes::Planes,
     /// The weights lease, with several replicas: only its holder writes weights.
     lease: Option<Lease>,
+    /// Where notifications go (`[[notify]]`); only the lease holder's are sent.
+    pub(crate) notifier: Option<Arc<crate::notify::Notifier>>,
+    /// Consecutive failed passes per control plane, for `reconcile_failed`.
+    pub(crate) plane_failures: Mutex<[u32; 2]>,
+    /// When each vantage last reported, for `agent_silent`.
+    pub(crate) silence: Mutex<crate::notify::silence::Silence>,
+    /// The maintenance windows active at the last decision (by index).
+    pub(crate) maintenance_active: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
@@ -140,6 +148,10 @@ impl<B: Backend> Aggregator<B> {
             wake: Notify::new(),
             planes: crate::planes::Planes::new(),
             lease: None,
+            notifier: None,
+            plane_failures: Mutex::new([0; 2]),
+            silence: Mutex::default(),
+            maintenance_active: Mutex::default(),
             config: RwLock::new(Arc::new(config)),
             config_turn: Mutex::new(()),
         })
@@ -166,6 +178,12 @@ impl<B: Backend> Aggregator<B> {
     /// [`Aggregator::run_loop`]. Health is never gated: every replica publishes its vote.
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
+        self
+    }
+
+    /// Sends notifications through `notifier` (see [`crate::notify`]).
+    pub fn with_notifier(mut self, notifier: Arc<crate::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 

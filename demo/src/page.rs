@@ -192,6 +192,7 @@ health check it publishes), beside the CALCULATED health check Route 53 combines
 majority of votes are). A down replica's vote is frozen at its last value. &#9733; marks the lease holder,
 the only replica whose weights are written.</p>
 <table id="replicas"><thead><tr></tr></thead><tbody></tbody></table>
+<h2>Maintenance</h2><ul id="maintenance"></ul>
 <h2>Timeline</h2><ul id="events"></ul>
 <script>
 function esc(s) { return String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
@@ -235,6 +236,15 @@ async function refresh() {
       '/' + Object.keys(c.votes || {}).length + ' healthy, need ' + c.threshold + ')</td></tr>').join('');
     document.getElementById('statuslinks').innerHTML = (s.regions || []).map(r =>
       ' · <a href="/metrics/status/' + esc(r.unit || r.region) + '">status ' + esc(r.unit || r.region) + '</a>').join('');
+    const m = s.maintenance || {};
+    document.getElementById('maintenance').innerHTML =
+      (m.active || []).map(w => '<li><b>active</b> ' + esc(w.start) + ' to ' + esc(w.end) + ': held out ' +
+        esc((w.held || []).join(', ') || 'nothing') + ((w.not_held || []).length ? ' (kept in for min_healthy: ' +
+        esc(w.not_held.join(', ')) + ')' : '') + ' <span class="reason">' + esc(w.reason || '') + '</span></li>').join('') +
+      (m.upcoming || []).map(w => '<li>upcoming ' + esc(w.start) + ' to ' + esc(w.end) + ': ' +
+        esc((w.units || []).join(', ')) + ' <span class="reason">' + esc(w.reason || '') + '</span></li>').join('') +
+      Object.entries(m.pins_until || {}).map(([u, t]) => '<li>pin on ' + esc(u) + ' until ' + esc(t) + '</li>').join('') ||
+      '<li class="reason">none scheduled</li>';
     document.getElementById('events').innerHTML = (s.events || []).slice().reverse().map(e =>
       '<li><span class="t">' + e.t.toFixed(1) + ' s</span> <b>' + esc(e.event) + '</b> ' + (e.service ? esc(e.service) + ' ' : '') + esc(e.region || e.vantage || '') +
       ' <span class="reason">' + esc(e.reason || '') + '</span></li>').join('');

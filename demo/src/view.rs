@@ -120,6 +120,7 @@ pub(crate) fn state_json(
         "routed": total_routed,
         "events": recent,
         "alerts": snapshot.map(|s| s.decision.alerts.clone()).unwrap_or_default(),
+        "maintenance": snapshot.map(|s| s.maintenance.clone()),
         "aggregators": replicas.members.len(),
         "lease_holder": holder,
         "replicas": replica_views,

@@ -366,6 +366,18 @@ async fn serve<B: Backend>(
             Some(lease) => aggregator.with_lease(lease),
             None => aggregator,
         };
+    // `[[notify]]` sinks: secrets read and clients built now, so a missing secret stops the
+    // start instead of the first page.
+    let aggregator = if aggregator.config().fleet.notify.is_empty() {
+        aggregator
+    } else {
+        let notifier = vantage_aggregator::notify::Notifier::from_config(
+            &aggregator.config().fleet,
+            vantage_aggregator::notify::Tuning::default(),
+        )
+        .await?;
+        aggregator.with_notifier(Arc::new(notifier))
+    };
     let aggregator = Arc::new(aggregator);
     let trigger = ReloadTrigger::new(hangups);
     let trigger = if args.watch_config {

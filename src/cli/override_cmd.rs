@@ -44,6 +44,9 @@ Example: take eu-west-1 out by hand and hold automation while you investigate:
       --key-id ops-alice --pin eu-west-1=down --freeze --reason 'INC-1234: bad deploy'
 and give it back to automation afterwards:
   vantage override --config fleet.toml --key-id ops-alice --pin eu-west-1=clear --unfreeze
+or hold it out for a maintenance window that ends on its own (then it earns its way back):
+  vantage override --config fleet.toml --key-id ops-alice --pin eu-west-1=down \\
+      --until 2026-12-03T02:00:00Z --reason 'CHG-42: database upgrade'
 The key id must be one of [aggregator.admin_keys] in the fleet file (agent keys are refused);
 the request carries a fresh nonce and is signed like agents' reports, so it cannot be replayed.
 Pins that leave fewer than policy.min_healthy Regions able to serve need --force, and raise an
@@ -92,6 +95,17 @@ pub(super) struct OverrideArgs {
     /// Why: recorded in the decision log and shown by GET /v1/state.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// The pins expire at this instant (RFC 3339, e.g. 2026-12-03T02:00:00Z): a maintenance
+    /// window the aggregator ends on its own. Without it a pin holds until cleared.
+    #[arg(long, value_name = "TIME", value_parser = until_arg)]
+    until: Option<String>,
+}
+
+/// `--until`: checked here so a typo fails before anything is signed.
+fn until_arg(s: &str) -> Result<String, String> {
+    vantage_protocol::config::parse_rfc3339_ms(s)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("--until {s:?}: use RFC 3339, e.g. 2026-12-03T02:00:00Z"))
 }
 
 /// Bad input: what to print, exit 2.
@@ -299,6 +313,7 @@ fn prepare(args: &OverrideArgs) -> Result<Vec<Prepared>, BadInput> {
             force: args.force,
             reason: args.reason.clone(),
             service: args.service.clone(),
+            until: args.until.clone(),
         };
         let body = serde_json::to_vec(&request).map_err(|e| BadInput(e.to_string()))?;
         let timestamp = SystemTime::now()

@@ -21,6 +21,8 @@ mod diff;
 pub mod dns;
 pub mod error;
 mod keys;
+pub mod maintenance;
+pub mod notify;
 pub mod probe;
 pub mod redact;
 pub mod replicas;
@@ -35,6 +37,8 @@ pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
+pub use maintenance::{format_rfc3339_ms, parse_rfc3339_ms, MaintenanceSection};
+pub use notify::{EventKind, NotificationsSection, NotifySection, Severity, SinkKind};
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
 pub use replicas::{LeaseSection, ReplicaEndpoint, ReplicaSection, MAX_REPLICAS};
@@ -87,6 +91,15 @@ pub struct FleetConfig {
     pub dns: Option<DnsSection>,
     /// ARC routing controls, for `aggregator.backend = "arc"`.
     pub arc: Option<ArcSection>,
+    /// Where notifications go (`[[notify]]`, see [`notify`]).
+    #[serde(default)]
+    pub notify: Vec<NotifySection>,
+    /// What every notification sink shares.
+    #[serde(default)]
+    pub notifications: NotificationsSection,
+    /// Scheduled maintenance windows (see [`maintenance`]).
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,
@@ -110,6 +123,8 @@ impl FleetConfig {
         config.source = text.into();
         config.validate()?;
         config.build_services()?;
+        config.validate_notify()?;
+        config.validate_maintenance()?;
         Ok(config)
     }
 
