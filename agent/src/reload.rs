@@ -53,6 +53,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "aggregator.replicas",
     "agents.auth",
     "agents.spool",
+    // Changing which phases are histograms would leave the old kind's series behind.
+    "metrics",
 ];
 
 /// Where a running agent rereads its fleet file, and what asks it to.
@@ -107,6 +109,8 @@ pub(crate) struct Targets {
     running: Vec<Running>,
     clock: IntervalClock,
     precision: u8,
+    /// `metrics.phase_histograms`, fixed for the process (a restart-only key).
+    histograms: metrics::HistogramPhases,
     tls: Arc<TlsConfigCache>,
 }
 
@@ -121,11 +125,13 @@ impl Targets {
         start: Instant,
         clock: IntervalClock,
         precision: u8,
+        histograms: metrics::HistogramPhases,
     ) -> Result<Self, ReloadError> {
         let mut set = Targets {
             running: Vec::with_capacity(targets.len()),
             clock,
             precision,
+            histograms,
             tls: Arc::new(TlsConfigCache::new()),
         };
         let intervals: Vec<_> = targets.iter().map(|t| t.interval).collect();
@@ -184,7 +190,11 @@ impl Targets {
         let labels = target.labels();
         metrics::register_target(&labels);
         let scheduled = Arc::new(ScheduledTarget {
-            probe: LabelledProber { prober, labels },
+            probe: LabelledProber {
+                prober,
+                labels,
+                histograms: self.histograms,
+            },
             grid,
             recorder,
         });

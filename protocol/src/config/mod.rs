@@ -13,14 +13,15 @@
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
 //! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
 //! controls), [`replicas`] where the aggregator runs (one process or replicas, and their
-//! lease), [`dns`] the DNS target and its answer → Region map, and `validate` the checks
-//! across the whole file.
+//! lease), [`dns`] the DNS target and its answer → Region map, [`metrics`] what the agent's
+//! `/metrics` exports, and `validate` the checks across the whole file.
 
 pub mod arc;
 mod diff;
 pub mod dns;
 pub mod error;
 mod keys;
+pub mod metrics;
 pub mod probe;
 pub mod redact;
 pub mod replicas;
@@ -35,6 +36,7 @@ pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
+pub use metrics::{MetricsSection, MetricsSettings, DEFAULT_PHASE_HISTOGRAMS};
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
 pub use replicas::{LeaseSection, ReplicaEndpoint, ReplicaSection, MAX_REPLICAS};
@@ -87,6 +89,9 @@ pub struct FleetConfig {
     pub dns: Option<DnsSection>,
     /// ARC routing controls, for `aggregator.backend = "arc"`.
     pub arc: Option<ArcSection>,
+    /// What the agent's `/metrics` exports (see [`metrics`]).
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,
@@ -146,6 +151,11 @@ impl FleetConfig {
             .map_or(crate::histogram::DEFAULT_SIGNIFICANT_DIGITS, |p| {
                 *p.get_ref()
             })
+    }
+
+    /// The checked `[metrics]` section (checked when the file loaded, so this cannot fail).
+    pub fn metrics_settings(&self) -> MetricsSettings {
+        self.metrics.settings().unwrap_or_default()
     }
 
     pub fn vantage(&self, region: &str) -> Option<&Vantage> {
