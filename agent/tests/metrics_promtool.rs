@@ -234,7 +234,9 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     }
     assert!(
         text.contains("# TYPE process_cpu_seconds_total counter\n")
-            && text.lines().any(|l| l.starts_with("process_resident_memory_bytes ")),
+            && text
+                .lines()
+                .any(|l| l.starts_with("process_resident_memory_bytes ")),
         "no process metrics in:\n{text}"
     );
 
