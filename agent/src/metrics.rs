@@ -350,7 +350,8 @@ pub fn describe() {
         DNS_ANSWERS_TOTAL,
         Unit::Count,
         "DNS answer records of the global name, by the Region they map to (region=\"unmatched\" \
-         for none); the resolution time is vantage_probe_phase_duration_seconds{phase=\"dns\"}."
+         for none); the resolution time is phase=\"dns\" of vantage_probe_phase_elapsed_seconds \
+         (or of vantage_probe_phase_duration_seconds when metrics.phase_histograms lists dns)."
     );
     describe_gauge!(
         DNS_ANSWER_TTL_SECONDS,
