@@ -22,7 +22,8 @@
 //! (`fleet.report_interval`), the recorders' precision (`fleet.histogram_precision`), the
 //! identity in reports (`fleet.name`, the vantage's `agent_id`), the delivery queues
 //! (`aggregator.url`, `aggregator.replicas`, `agents.spool`) and the signing key
-//! (`agents.auth`, the vantage's `key_id`). A change to one of those is logged ("restart the
+//! (`agents.auth`, the vantage's `key_id`), and which phases are histograms (`[metrics]`: a
+//! phase switched kind would leave its old series behind). A change to one of those is logged ("restart the
 //! agent to apply it") and the value in use kept; the rest of the file still applies.
 
 use crate::daemon::LabelledProber;
