@@ -150,4 +150,14 @@ key_id = "k1"
             .to_string();
         assert!(err.contains("phase_histogram"), "{err}");
     }
+
+    #[test]
+    fn a_changed_section_is_seen_by_reloads() {
+        // The agent refuses to apply a changed [metrics] without a restart: it compares the key.
+        let before = FleetConfig::parse(BASE, "a.toml").unwrap();
+        let text = format!("{BASE}[metrics]\nphase_histograms = [\"total\", \"tls\"]\n");
+        let after = FleetConfig::parse(&text, "b.toml").unwrap();
+        assert_eq!(before.changed_keys(&after, &["metrics"]), vec!["metrics"]);
+        assert!(after.changed_keys(&after, &["metrics"]).is_empty());
+    }
 }
