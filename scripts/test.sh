@@ -17,6 +17,11 @@ declare -A debian_packages=(
   [/usr/bin/chromium]=chromium
   [/usr/sbin/named]=bind9
   [/usr/bin/nsupdate]=bind9-dnsutils
+  # Prometheus' server scrapes a live fleet for the dashboards' queries (tests/grafana.rs).
+  [/usr/bin/prometheus]=prometheus
+  # tsc checks grafana/dashboards against npm @grafana/schema (tests/grafana.rs).
+  [/usr/bin/node]=nodejs
+  [/usr/bin/npm]=npm
 )
 missing=()
 for binary in "${!debian_packages[@]}"; do
@@ -53,6 +58,16 @@ if [ ! -x "$VANTAGE_CHECKOV_VENV/bin/checkov" ]; then
   python3 -m venv "$VANTAGE_CHECKOV_VENV"
   "$VANTAGE_CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov==3.*"
 fi
+
+# The npm packages tests/grafana.rs type-checks the dashboards with (@grafana/schema and
+# typescript, pinned by grafana/schema-check/package-lock.json): fetched once here so a test
+# run needs no registry; the test runs the same `npm ci` into its target dir when they are
+# missing or the lock file changed.
+log "npm ci for grafana/schema-check (into target/tmp)"
+schema_check="${CARGO_TARGET_DIR:-target}/tmp/grafana-schema-check"
+mkdir -p "$schema_check"
+cp grafana/schema-check/{package.json,package-lock.json,tsconfig.json,dashboard.ts} "$schema_check/"
+(cd "$schema_check" && npm ci --no-audit --no-fund --loglevel=error)
 
 for component in rustfmt clippy; do
   if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -105,6 +105,8 @@ pub struct AgentSummary {
 pub struct LabelledProber {
     pub(crate) prober: TargetProber,
     pub(crate) labels: TargetLabels,
+    /// The phases exported as histograms (`metrics.phase_histograms`).
+    pub(crate) histograms: metrics::HistogramPhases,
 }
 
 impl crate::scheduler::ProbeTarget for LabelledProber {
@@ -113,7 +115,7 @@ impl crate::scheduler::ProbeTarget for LabelledProber {
     }
 
     fn observe(&self, result: &vantage_probe::ProbeResult, start_lag: Duration) {
-        metrics::record_probe(&self.labels, result, start_lag);
+        metrics::record_probe(&self.labels, self.histograms, result, start_lag);
     }
 
     fn observe_missed(&self, slots: u64) {
@@ -153,6 +155,8 @@ pub async fn run_with_reload(
 ) -> Result<AgentSummary, AgentError> {
     let targets = check(&settings)?;
     let precision = settings.fleet.histogram_precision();
+    let histograms =
+        metrics::HistogramPhases::of(&settings.fleet.metrics_settings().phase_histograms);
     let identity = ReportIdentity {
         fleet: settings.fleet.fleet.name.get_ref().clone(),
         agent_id: settings.agent_id.clone(),
@@ -195,10 +199,11 @@ pub async fn run_with_reload(
         .map_or(now_ms, |m| (m + 1).max(now_ms));
 
     let start = Instant::now();
-    let mut targets = Targets::start(targets, start, clock, precision).map_err(|e| match e {
-        ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
-        other => unreachable!("starting compiles probers only: {other}"),
-    })?;
+    let mut targets =
+        Targets::start(targets, start, clock, precision, histograms).map_err(|e| match e {
+            ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
+            other => unreachable!("starting compiles probers only: {other}"),
+        })?;
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
     let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);

@@ -13,10 +13,23 @@
 //!
 //! Histograms are classic Prometheus histograms with fixed buckets rather than summaries:
 //! buckets aggregate across vantages and targets (`sum by (le)`), summaries' quantiles do not.
+//! A classic histogram costs a series per bucket for every target, so only the phases listed in
+//! `metrics.phase_histograms` ([`HistogramPhases`], default `total`) get one; every other phase
+//! is exported per target as [`PROBE_PHASE_ELAPSED_SECONDS`] (seconds spent, summed) and
+//! [`PROBE_PHASE_OBSERVATIONS_TOTAL`] (how many probes timed it), whose ratio of rates is the
+//! mean. Outcome counters appear when an outcome first happens, not pre-registered at zero for
+//! every outcome code. With the defaults a target costs about fifteen series instead of about
+//! 130 (measured by the 1,000-target test in `agent/tests/metrics_size.rs` and `bench/agent`).
 //! [`PHASE_BUCKETS`] is dense where API latency lives and reaches the limits that matter;
 //! [`DELIVERY_BUCKETS`] spans a quick POST to the aggregator up to API Gateway's 29 s
 //! integration limit. The exact distributions travel in the interval reports as HDR histograms;
 //! these buckets only have to answer "is it fast, slow or failing" on a dashboard.
+//!
+//! Native histograms: `metrics-exporter-prometheus` 0.18 can keep them
+//! (`set_native_histogram_for_metric`) but only renders them in the protobuf exposition (its
+//! `protobuf` feature, which needs `protoc` at build time); its text rendering, which `/metrics`
+//! serves, skips them. vantage does not enable that feature, so there is no native-histogram
+//! option yet.
 //!
 //! Delivery metrics (attempts, drops, attempt durations, spool depth) belong to one delivery
 //! queue; with `aggregator.replicas` each replica has its own and every such series carries a
@@ -32,12 +45,19 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use vantage_probe::ProbeResult;
-use vantage_protocol::{Outcome, Phase};
+use vantage_protocol::Phase;
 
 /// Probes by outcome. Labels: `service`, `target`, `region`, `outcome`.
 pub const PROBE_TOTAL: &str = "vantage_probe_total";
 /// Per-phase probe latency histogram, seconds. Labels: `service`, `target`, `region`, `phase`.
 pub const PROBE_PHASE_SECONDS: &str = "vantage_probe_phase_duration_seconds";
+/// Seconds spent in a phase that has no histogram, summed over every probe since the agent
+/// started: only grows, `rate()` it like a counter (a gauge because the exporter's counters are
+/// integers). Labels: `service`, `target`, `region`, `phase`.
+pub const PROBE_PHASE_ELAPSED_SECONDS: &str = "vantage_probe_phase_elapsed_seconds";
+/// Probes that timed a phase that has no histogram: the divisor of
+/// [`PROBE_PHASE_ELAPSED_SECONDS`]. Labels: `service`, `target`, `region`, `phase`.
+pub const PROBE_PHASE_OBSERVATIONS_TOTAL: &str = "vantage_probe_phase_observations_total";
 /// Leaf certificate notAfter, Unix seconds. Labels: `service`, `target`, `region`.
 pub const CERT_EXPIRY: &str = "vantage_probe_cert_expiry_timestamp_seconds";
 /// Slots skipped because a probe or the scheduler ran late. Labels: `service`, `target`,
@@ -72,11 +92,40 @@ pub const DNS_ANSWER_TTL_SECONDS: &str = "vantage_dns_answer_ttl_seconds";
 /// The `region` value of DNS answers that map to no Region.
 pub const UNMATCHED_REGION: &str = "unmatched";
 
-/// Histogram buckets for probe phases, seconds: dense where API latency lives (1 ms .. 1 s),
-/// reaching Route 53's 2 s first-byte limit and the 10 s probe deadline.
-pub const PHASE_BUCKETS: [f64; 20] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
-    1.5, 2.0, 3.0, 5.0, 10.0,
+/// Which probe phases [`record_probe`] exports as histograms (`metrics.phase_histograms`); the
+/// others as [`PROBE_PHASE_ELAPSED_SECONDS`] and [`PROBE_PHASE_OBSERVATIONS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistogramPhases([bool; Phase::COUNT]);
+
+impl HistogramPhases {
+    /// Exactly `phases`.
+    pub fn of(phases: &[Phase]) -> Self {
+        let mut set = [false; Phase::COUNT];
+        for p in phases {
+            set[p.index()] = true;
+        }
+        HistogramPhases(set)
+    }
+
+    /// True when `phase` has a histogram.
+    pub fn contains(self, phase: Phase) -> bool {
+        self.0[phase.index()]
+    }
+}
+
+/// `total` only, as a fleet file without `[metrics]` says.
+impl Default for HistogramPhases {
+    fn default() -> Self {
+        HistogramPhases::of(&vantage_protocol::config::DEFAULT_PHASE_HISTOGRAMS)
+    }
+}
+
+/// Histogram buckets for probe phases, seconds: a factor of 2 to 2.5 apart from 2.5 ms (a probe
+/// inside one Region) to Route 53's 2 s first-byte limit and the 10 s probe deadline. Twelve,
+/// not more: every bucket is a series per target and histogram phase, and at 1,000 targets each
+/// costs about 145 kB of `/metrics`.
+pub const PHASE_BUCKETS: [f64; 12] = [
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
 
 /// Histogram buckets for report deliveries, seconds: an in-Region POST to the aggregator takes
@@ -250,6 +299,18 @@ pub fn describe() {
          measured from the intended start, so late starts show as latency."
     );
     describe_gauge!(
+        PROBE_PHASE_ELAPSED_SECONDS,
+        Unit::Seconds,
+        "Seconds spent in a probe phase that has no histogram (metrics.phase_histograms), summed \
+         over every probe; only grows: rate() it and divide by \
+         vantage_probe_phase_observations_total for the mean."
+    );
+    describe_counter!(
+        PROBE_PHASE_OBSERVATIONS_TOTAL,
+        Unit::Count,
+        "Probes that timed a phase that has no histogram (metrics.phase_histograms)."
+    );
+    describe_gauge!(
         CERT_EXPIRY,
         Unit::Seconds,
         "notAfter of the target's TLS leaf certificate, Unix time."
@@ -289,7 +350,8 @@ pub fn describe() {
         DNS_ANSWERS_TOTAL,
         Unit::Count,
         "DNS answer records of the global name, by the Region they map to (region=\"unmatched\" \
-         for none); the resolution time is vantage_probe_phase_duration_seconds{phase=\"dns\"}."
+         for none); the resolution time is phase=\"dns\" of vantage_probe_phase_elapsed_seconds \
+         (or of vantage_probe_phase_duration_seconds when metrics.phase_histograms lists dns)."
     );
     describe_gauge!(
         DNS_ANSWER_TTL_SECONDS,
@@ -303,19 +365,11 @@ pub fn describe() {
     );
 }
 
-/// Creates a target's counters at zero, every outcome included, so a dashboard sees `0` rather
-/// than no series for outcomes that have not happened and `rate()` sees the first increment.
+/// Creates a target's missed-slot counter at zero, so the agent's dashboard sees every target's
+/// schedule and `increase()` sees the first miss. Outcome counters are not created ahead: an
+/// outcome that never happened costs no series (eleven outcome codes per target would be most
+/// of `/metrics` at fleet scale); dashboards read them with `sum(...)` or `or`.
 pub fn register_target(labels: &TargetLabels) {
-    for outcome in Outcome::ALL {
-        counter!(
-            PROBE_TOTAL,
-            "service" => labels.service.clone(),
-            "target" => labels.target.clone(),
-            "region" => labels.region.clone(),
-            "outcome" => outcome.as_str(),
-        )
-        .increment(0);
-    }
     counter!(
         MISSED_SLOTS_TOTAL,
         "service" => labels.service.clone(),
@@ -327,11 +381,17 @@ pub fn register_target(labels: &TargetLabels) {
 
 /// Records one probe that was meant to start `start_lag` before it did.
 ///
-/// Counts it under its outcome, observes every timed phase, and sets the certificate expiry
+/// Counts it under its outcome, observes every timed phase (a histogram for the phases in
+/// `histograms`, the elapsed/observations pair for the others), and sets the certificate expiry
 /// when the leaf was seen. Like the interval recorder, `total` is measured from the intended
 /// start and observed only for probes that were ok: a failure's latency says nothing about
 /// serving; it shows in [`PROBE_TOTAL`] under its outcome instead.
-pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Duration) {
+pub fn record_probe(
+    labels: &TargetLabels,
+    histograms: HistogramPhases,
+    result: &ProbeResult,
+    start_lag: Duration,
+) {
     counter!(
         PROBE_TOTAL,
         "service" => labels.service.clone(),
@@ -346,14 +406,18 @@ pub fn record_probe(labels: &TargetLabels, result: &ProbeResult, start_lag: Dura
             Phase::Total => d + start_lag,
             _ => d,
         };
-        histogram!(
-            PROBE_PHASE_SECONDS,
-            "service" => labels.service.clone(),
-            "target" => labels.target.clone(),
-            "region" => labels.region.clone(),
-            "phase" => phase.as_str(),
-        )
-        .record(d.as_secs_f64());
+        let series = [
+            Label::new("service", labels.service.clone()),
+            Label::new("target", labels.target.clone()),
+            Label::new("region", labels.region.clone()),
+            Label::new("phase", phase.as_str()),
+        ];
+        if histograms.contains(phase) {
+            histogram!(PROBE_PHASE_SECONDS, series.to_vec()).record(d.as_secs_f64());
+        } else {
+            gauge!(PROBE_PHASE_ELAPSED_SECONDS, series.to_vec()).increment(d.as_secs_f64());
+            counter!(PROBE_PHASE_OBSERVATIONS_TOTAL, series.to_vec()).increment(1);
+        }
     }
     if let Some(not_after) = result.cert_not_after {
         gauge!(
@@ -410,6 +474,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use vantage_probe::PhaseTimings;
+    use vantage_protocol::Outcome;
 
     fn render_with(f: impl FnOnce()) -> String {
         let recorder = builder("eu-west-1").unwrap().build_recorder();
@@ -447,9 +512,19 @@ mod tests {
             let mut ok = ProbeResult::synthetic(Outcome::Ok, timings);
             ok.status = Some(200);
             ok.cert_not_after = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000));
-            record_probe(&labels, &ok, Duration::from_millis(40));
+            record_probe(
+                &labels,
+                HistogramPhases::default(),
+                &ok,
+                Duration::from_millis(40),
+            );
             let refused = ProbeResult::synthetic(Outcome::Connect, timings);
-            record_probe(&labels, &refused, Duration::ZERO);
+            record_probe(
+                &labels,
+                HistogramPhases::default(),
+                &refused,
+                Duration::ZERO,
+            );
             record_missed(&labels, 3);
         });
         let target = r#"target="status:us-east-1""#;
@@ -463,14 +538,14 @@ mod tests {
         let connect = [target, r#"outcome="connect""#];
         assert_eq!(value(series(&text, PROBE_TOTAL, &connect)), 1.0);
         let tls = [target, r#"outcome="tls""#];
-        assert_eq!(value(series(&text, PROBE_TOTAL, &tls)), 0.0);
+        assert!(series(&text, PROBE_TOTAL, &tls).is_none(), "{text}");
         let total = format!("{PROBE_PHASE_SECONDS}_count");
         assert_eq!(
             value(series(&text, &total, &[r#"phase="total""#])),
             1.0,
             "{text}"
         );
-        // 30 ms measured + 40 ms late start = 70 ms: above the 50 ms bucket, within 75 ms.
+        // 30 ms measured + 40 ms late start = 70 ms: above the 50 ms bucket, within 100 ms.
         let sum = format!("{PROBE_PHASE_SECONDS}_sum");
         assert!((value(series(&text, &sum, &[r#"phase="total""#])) - 0.07).abs() < 1e-9);
         let bucket = format!("{PROBE_PHASE_SECONDS}_bucket");
@@ -483,14 +558,21 @@ mod tests {
             0.0
         );
         assert_eq!(
-            value(series(
-                &text,
-                &bucket,
-                &[r#"phase="total""#, r#"le="0.075""#]
-            )),
+            value(series(&text, &bucket, &[r#"phase="total""#, r#"le="0.1""#])),
             1.0
         );
-        assert_eq!(value(series(&text, &total, &[r#"phase="connect""#])), 2.0);
+        // connect has no histogram by default: the elapsed/observations pair instead.
+        assert!(
+            series(&text, &total, &[r#"phase="connect""#]).is_none(),
+            "{text}"
+        );
+        let connect = [target, r#"phase="connect""#];
+        assert_eq!(
+            value(series(&text, PROBE_PHASE_OBSERVATIONS_TOTAL, &connect)),
+            2.0
+        );
+        let elapsed = value(series(&text, PROBE_PHASE_ELAPSED_SECONDS, &connect));
+        assert!((elapsed - 0.004).abs() < 1e-9, "{text}");
         assert_eq!(value(series(&text, CERT_EXPIRY, &[target])), 2e9);
         assert_eq!(value(series(&text, MISSED_SLOTS_TOTAL, &[target])), 3.0);
         assert!(text.contains(&format!("# TYPE {PROBE_PHASE_SECONDS} histogram")));
@@ -535,7 +617,12 @@ mod tests {
                     answer("198.51.100.1", 9, None),
                 ],
             });
-            record_probe(&labels, &r, Duration::ZERO);
+            record_probe(
+                &labels,
+                HistogramPhases::of(&[Phase::Dns]),
+                &r,
+                Duration::ZERO,
+            );
         });
         let euw1 = [
             r#"service="payments""#,

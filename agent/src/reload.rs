@@ -22,7 +22,8 @@
 //! (`fleet.report_interval`), the recorders' precision (`fleet.histogram_precision`), the
 //! identity in reports (`fleet.name`, the vantage's `agent_id`), the delivery queues
 //! (`aggregator.url`, `aggregator.replicas`, `agents.spool`) and the signing key
-//! (`agents.auth`, the vantage's `key_id`). A change to one of those is logged ("restart the
+//! (`agents.auth`, the vantage's `key_id`), and which phases are histograms (`[metrics]`: a
+//! phase switched kind would leave its old series behind). A change to one of those is logged ("restart the
 //! agent to apply it") and the value in use kept; the rest of the file still applies.
 
 use crate::daemon::LabelledProber;
@@ -53,6 +54,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "aggregator.replicas",
     "agents.auth",
     "agents.spool",
+    // Changing which phases are histograms would leave the old kind's series behind.
+    "metrics",
 ];
 
 /// Where a running agent rereads its fleet file, and what asks it to.
@@ -107,6 +110,8 @@ pub(crate) struct Targets {
     running: Vec<Running>,
     clock: IntervalClock,
     precision: u8,
+    /// `metrics.phase_histograms`, fixed for the process (a restart-only key).
+    histograms: metrics::HistogramPhases,
     tls: Arc<TlsConfigCache>,
 }
 
@@ -121,11 +126,13 @@ impl Targets {
         start: Instant,
         clock: IntervalClock,
         precision: u8,
+        histograms: metrics::HistogramPhases,
     ) -> Result<Self, ReloadError> {
         let mut set = Targets {
             running: Vec::with_capacity(targets.len()),
             clock,
             precision,
+            histograms,
             tls: Arc::new(TlsConfigCache::new()),
         };
         let intervals: Vec<_> = targets.iter().map(|t| t.interval).collect();
@@ -184,7 +191,11 @@ impl Targets {
         let labels = target.labels();
         metrics::register_target(&labels);
         let scheduled = Arc::new(ScheduledTarget {
-            probe: LabelledProber { prober, labels },
+            probe: LabelledProber {
+                prober,
+                labels,
+                histograms: self.histograms,
+            },
             grid,
             recorder,
         });

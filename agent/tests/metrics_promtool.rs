@@ -82,6 +82,9 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let tls = Arc::new(TlsConfigCache::new());
     let status = TargetLabels::new("orders-api", "status:eu-west-1", Some("eu-west-1"));
     m::register_target(&status);
+    // ttfb as a histogram too (metrics.phase_histograms = ["ttfb", "total"]); the other phases
+    // as elapsed/observations pairs.
+    let ttfb_too = m::HistogramPhases::of(&[Phase::Ttfb, Phase::Total]);
     let prober = Prober::new(
         ProbeSpec::get(&server.url("/status")).expect("spec"),
         tls.clone(),
@@ -91,7 +94,7 @@ async fn scrape_passes_promtool_and_holds_every_series() {
         let result = prober.probe().await;
         assert_eq!(result.outcome, Outcome::Ok, "{:?}", result.failure);
         assert_eq!(result.answered_by.as_deref(), Some("eu-west-1"));
-        m::record_probe(&status, &result, Duration::from_micros(100 * i));
+        m::record_probe(&status, ttfb_too, &result, Duration::from_micros(100 * i));
     }
     m::record_missed(&status, 2);
 
@@ -110,7 +113,12 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     .probe()
     .await;
     assert_eq!(refused.outcome, Outcome::Connect, "{:?}", refused.failure);
-    m::record_probe(&global, &refused, Duration::ZERO);
+    m::record_probe(
+        &global,
+        m::HistogramPhases::default(),
+        &refused,
+        Duration::ZERO,
+    );
 
     // A TLS target's result, so the certificate gauge goes through `record_probe` too.
     let deep = TargetLabels::new("orders-api", "deep:eu-west-1", Some("eu-west-1"));
@@ -120,7 +128,12 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let mut tls_result = ProbeResult::synthetic(Outcome::HttpStatus, timings);
     tls_result.status = Some(503);
     tls_result.cert_not_after = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000));
-    m::record_probe(&deep, &tls_result, Duration::ZERO);
+    m::record_probe(
+        &deep,
+        m::HistogramPhases::default(),
+        &tls_result,
+        Duration::ZERO,
+    );
 
     // What the report pusher and spool record.
     metrics::counter!(m::REPORTS_BUILT_TOTAL).increment(3);
@@ -183,6 +196,8 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let kinds = [
         (m::PROBE_TOTAL, "counter"),
         (m::PROBE_PHASE_SECONDS, "histogram"),
+        (m::PROBE_PHASE_ELAPSED_SECONDS, "gauge"),
+        (m::PROBE_PHASE_OBSERVATIONS_TOTAL, "counter"),
         (m::CERT_EXPIRY, "gauge"),
         (m::MISSED_SLOTS_TOTAL, "counter"),
         (m::REPORTS_BUILT_TOTAL, "counter"),
@@ -205,23 +220,33 @@ async fn scrape_passes_promtool_and_holds_every_series() {
         );
     }
 
-    // Every sample carries the vantage label.
+    // Every vantage sample carries the vantage label; the standard process_* metrics the
+    // listener appends are the process', labelled by Prometheus' instance alone.
     let vantage = format!("vantage=\"{VANTAGE}\"");
     for line in text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
+        if line.starts_with("process_") {
+            continue;
+        }
         assert!(line.contains(&vantage), "no {vantage} on {line:?}");
     }
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter\n")
+            && text
+                .lines()
+                .any(|l| l.starts_with("process_resident_memory_bytes ")),
+        "no process metrics in:\n{text}"
+    );
 
     let status_target = r#"target="status:eu-west-1""#;
     let eu = r#"region="eu-west-1""#;
     let ok = [status_target, eu, r#"outcome="ok""#];
     assert_eq!(value(&text, m::PROBE_TOTAL, &ok), 5.0);
-    assert_eq!(
-        value(&text, m::PROBE_TOTAL, &[status_target, r#"outcome="tls""#]),
-        0.0,
-        "registered outcomes start at zero"
+    assert!(
+        series(&text, m::PROBE_TOTAL, &[status_target, r#"outcome="tls""#]).is_empty(),
+        "an outcome that never happened has no series"
     );
     let global_target = [r#"target="global""#, r#"region="global""#];
     assert_eq!(
@@ -241,9 +266,9 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     let count = format!("{}_count", m::PROBE_PHASE_SECONDS);
     let total = r#"phase="total""#;
     assert_eq!(
-        series(&text, &bucket, &[status_target, total, r#"le="0.001""#]).len(),
+        series(&text, &bucket, &[status_target, total, r#"le="0.0025""#]).len(),
         1,
-        "no le=\"0.001\" bucket in:\n{text}"
+        "no le=\"0.0025\" bucket in:\n{text}"
     );
     for le in m::PHASE_BUCKETS.iter().map(|b| format!("le=\"{b}\"")) {
         assert_eq!(
@@ -261,6 +286,18 @@ async fn scrape_passes_promtool_and_holds_every_series() {
         value(&text, &count, &[status_target, r#"phase="ttfb""#]),
         5.0
     );
+    let connect = [status_target, r#"phase="connect""#];
+    assert!(
+        series(&text, &count, &connect).is_empty(),
+        "connect has no histogram"
+    );
+    assert_eq!(
+        value(&text, m::PROBE_PHASE_OBSERVATIONS_TOTAL, &connect),
+        5.0
+    );
+    assert!(value(&text, m::PROBE_PHASE_ELAPSED_SECONDS, &connect) > 0.0);
+    let deep_tls = [r#"target="deep:eu-west-1""#, r#"phase="tls""#];
+    assert!((value(&text, m::PROBE_PHASE_ELAPSED_SECONDS, &deep_tls) - 0.012).abs() < 1e-9);
     assert!(
         series(&text, &count, &[global_target[0], total]).is_empty(),
         "a refused connection has no total latency"

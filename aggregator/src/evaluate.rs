@@ -10,7 +10,9 @@ use crate::alerts::{ActiveAlert, AlertState};
 use crate::backend::{plan, Backend, BackendError, Change, DesiredState};
 use crate::decide;
 use crate::lease::LeaseStatus;
-use crate::model::{Alert, AlertKind, Decision, ModelState, Overrides, RegionObservation, Verdict};
+use crate::model::{
+    Alert, AlertKind, Cause, Decision, ModelState, Overrides, RegionObservation, Verdict,
+};
 use crate::planes::HeartbeatStatus;
 use crate::reconcile::{desired_of, PlaneKind, ReconcileResult};
 use crate::service::{lock, names, unix_ms, Aggregator};
@@ -275,6 +277,7 @@ impl<B: Backend> Aggregator<B> {
         let _turn = lock(&self.config_turn);
         let now_ms = unix_ms(now);
         let released = self.maintenance_before(now_ms);
+        let started = tokio::time::Instant::now();
         let Evaluation {
             next_state,
             decision,
@@ -287,6 +290,7 @@ impl<B: Backend> Aggregator<B> {
             vantages,
             observations,
         } = self.decide_now(now_ms);
+        metrics::histogram!(names::EVALUATION_SECONDS).record(started.elapsed().as_secs_f64());
         *lock(&self.model) = next_state;
         self.planes.publish(desired_of(&decision, &self.config()));
 
@@ -426,6 +430,16 @@ impl<B: Backend> Aggregator<B> {
                 .set(if r.in_service { 1.0 } else { 0.0 });
             metrics::gauge!(names::REGION_WEIGHT, "service" => r.service.clone(), "region" => r.region.clone())
                 .set(f64::from(r.weight));
+            let verdict = match r.verdict {
+                Verdict::Up => 1.0,
+                Verdict::Down => 0.0,
+                Verdict::Unknown => -1.0,
+            };
+            metrics::gauge!(names::REGION_VERDICT, "service" => r.service.clone(), "region" => r.region.clone())
+                .set(verdict);
+            let held = r.cause == Cause::FlapSuppressed;
+            metrics::gauge!(names::REGION_HELD_OUT, "service" => r.service.clone(), "region" => r.region.clone())
+                .set(if held { 1.0 } else { 0.0 });
         }
         let fleet_name = self.config().fleet.fleet.name.get_ref().clone();
         for (unit, t) in &traffic.regions {

@@ -34,6 +34,12 @@ pub mod names {
     pub const REPORT_TARGETS_TOTAL: &str = "vantage_aggregator_report_targets_total";
     pub const REGION_IN_SERVICE: &str = "vantage_region_in_service";
     pub const REGION_WEIGHT: &str = "vantage_region_weight";
+    /// The quorum verdict of the last evaluation: 1 up, 0 down, -1 unknown (too little data):
+    /// `service`, `region`.
+    pub const REGION_VERDICT: &str = "vantage_region_verdict";
+    /// 1 while a Region that would be put back is held out by flap damping (its penalty above
+    /// `policy.flap_suppress`), else 0: `service`, `region`.
+    pub const REGION_HELD_OUT: &str = "vantage_region_held_out";
     pub const REGION_TRANSITIONS_TOTAL: &str = "vantage_region_transitions_total";
     /// Alerts raised (an alert that holds for an hour is raised once), `kind` label.
     pub const ALERTS_TOTAL: &str = "vantage_aggregator_alerts_total";
@@ -44,6 +50,8 @@ pub mod names {
     pub const RECONCILE_SECONDS: &str = "vantage_reconcile_duration_seconds";
     pub const RECONCILE_CHANGES_TOTAL: &str = "vantage_reconcile_changes_total";
     pub const WINDOW_SERIES: &str = "vantage_aggregator_window_series";
+    /// Time one evaluation of every service takes (deciding only, no AWS call).
+    pub const EVALUATION_SECONDS: &str = "vantage_aggregator_evaluation_duration_seconds";
     pub const GLOBAL_TRAFFIC_SHARE: &str = "vantage_global_traffic_share";
     /// Share of the DNS target's answers per Region over the window (`[dns]` fleets).
     pub const GLOBAL_DNS_SHARE: &str = "vantage_global_dns_share";

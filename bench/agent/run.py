@@ -644,6 +644,8 @@ def print_single(args, agent, sink, tmp):
     ratio = f["cpu_ms"] / p_cpu_ms if f["cpu_ms"] and p_cpu_ms else None
     print(f"| ratio agent / probe-only | | {fmt(ratio, '.2f')}x | | |")
     print()
+    print_scrape(agent.get("scrape"), args.targets)
+    print()
     print_reports(f, args.targets, bad)
     print()
     print(agent_line(agent))
@@ -654,6 +656,22 @@ def print_single(args, agent, sink, tmp):
             print("    " + line)
     print_log_tail(os.path.join(tmp, "agent.err"), "agent log")
     return f
+
+
+# The mid-run /metrics scrape at 1,000 targets before metrics.phase_histograms (every target x
+# phase x 20 buckets, every outcome registered at zero), and the goal.
+SCRAPE_BEFORE_BYTES = 15_900_000
+SCRAPE_GOAL_BYTES = 1_500_000
+
+
+def print_scrape(scraped, n_targets):
+    size, lines = scraped if scraped else (0, 0)
+    print(f"| /metrics scrape, {n_targets} targets | now (default metrics.phase_histograms) "
+          f"| before (every phase a histogram) | goal |")
+    print("|---|---|---|---|")
+    goal = verdict(0 < size <= SCRAPE_GOAL_BYTES) if n_targets == 1000 else "n/a"
+    print(f"| bytes (uncompressed) | {size / 1e6:.2f} MB ({lines} lines) "
+          f"| {SCRAPE_BEFORE_BYTES / 1e6:.1f} MB | <= {SCRAPE_GOAL_BYTES / 1e6:.1f} MB: {goal} |")
 
 
 def print_reports(f, n_targets, bad):

@@ -9,11 +9,13 @@
 //! - [`reload`]: SIGHUP, observed once per process, and file watches: what asks for a reload.
 //! - [`tls_server`]: server TLS from PEM files, reloaded on SIGHUP or when the files change.
 //! - [`metrics_http`]: the `/metrics` listener the agent and the aggregator both serve.
+//! - [`process_metrics`]: the standard `process_*` metrics (CPU, memory, fds) from `/proc`.
 
 pub mod backoff;
 pub mod errors;
 pub mod http_server;
 pub mod metrics_http;
+pub mod process_metrics;
 pub mod reload;
 pub mod shutdown;
 pub mod sync;

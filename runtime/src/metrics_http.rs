@@ -1,5 +1,6 @@
 //! The `/metrics` listener every vantage process with a Prometheus recorder serves (the agent
-//! and the aggregator): text exposition of a `PrometheusHandle`, 404 elsewhere.
+//! and the aggregator): text exposition of a `PrometheusHandle` followed by the standard
+//! `process_*` metrics ([`crate::process_metrics`]), 404 elsewhere.
 //!
 //! Upkeep: the exporter buffers every histogram observation as a raw sample until it drains the
 //! buffer into the buckets, on each scrape or on `PrometheusHandle::run_upkeep`. A process
@@ -85,7 +86,11 @@ fn respond(request: &Request<Incoming>, handle: &PrometheusHandle) -> Response<F
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let mut response = reply(StatusCode::OK, Bytes::from(handle.render()));
+    let mut text = handle.render();
+    if let Some(stats) = crate::process_metrics::read() {
+        text.push_str(&crate::process_metrics::render(&stats));
+    }
+    let mut response = reply(StatusCode::OK, Bytes::from(text));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

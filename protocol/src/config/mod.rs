@@ -13,8 +13,8 @@
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
 //! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
 //! controls), [`replicas`] where the aggregator runs (one process or replicas, and their
-//! lease), [`dns`] the DNS target and its answer → Region map, and `validate` the checks
-//! across the whole file.
+//! lease), [`dns`] the DNS target and its answer → Region map, [`metrics`] what the agent's
+//! `/metrics` exports, and `validate` the checks across the whole file.
 
 pub mod arc;
 mod diff;
@@ -22,6 +22,7 @@ pub mod dns;
 pub mod error;
 mod keys;
 pub mod maintenance;
+pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod redact;
@@ -38,6 +39,7 @@ pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
 pub use maintenance::{format_rfc3339_ms, parse_rfc3339_ms, MaintenanceSection};
+pub use metrics::{MetricsSection, MetricsSettings, DEFAULT_PHASE_HISTOGRAMS};
 pub use notify::{EventKind, NotificationsSection, NotifySection, Severity, SinkKind};
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
@@ -100,6 +102,9 @@ pub struct FleetConfig {
     /// Scheduled maintenance windows (see [`maintenance`]).
     #[serde(default)]
     pub maintenance: Vec<MaintenanceSection>,
+    /// What the agent's `/metrics` exports (see [`metrics`]).
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,
@@ -161,6 +166,11 @@ impl FleetConfig {
             .map_or(crate::histogram::DEFAULT_SIGNIFICANT_DIGITS, |p| {
                 *p.get_ref()
             })
+    }
+
+    /// The checked `[metrics]` section (checked when the file loaded, so this cannot fail).
+    pub fn metrics_settings(&self) -> MetricsSettings {
+        self.metrics.settings().unwrap_or_default()
     }
 
     pub fn vantage(&self, region: &str) -> Option<&Vantage> {

@@ -145,6 +145,7 @@ impl FleetConfig {
         if let Some(route53) = &self.route53 {
             route53.settings().map_err(|p| self.place(p))?;
         }
+        self.metrics.settings().map_err(|p| self.place(p))?;
         if let Some(arc) = &self.arc {
             let settings = arc.settings().map_err(|p| self.place(p))?;
             for r in &self.regions {
