@@ -13,13 +13,15 @@
 //! [`sections`] the other plain sections, `keys` which key may report for which vantage,
 //! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
 //! controls), [`replicas`] where the aggregator runs (one process or replicas, and their
-//! lease), [`dns`] the DNS target and its answer → Region map, and `validate` the checks
+//! lease), [`dns`] the DNS target and its answer → Region map, [`export`] the agent's CloudWatch
+//! export, and `validate` the checks
 //! across the whole file.
 
 pub mod arc;
 mod diff;
 pub mod dns;
 pub mod error;
+pub mod export;
 mod keys;
 pub mod probe;
 pub mod redact;
@@ -35,6 +37,7 @@ pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
+pub use export::{CloudWatchExport, CloudWatchMode, ExportSection};
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
 pub use replicas::{LeaseSection, ReplicaEndpoint, ReplicaSection, MAX_REPLICAS};
@@ -87,6 +90,8 @@ pub struct FleetConfig {
     pub dns: Option<DnsSection>,
     /// ARC routing controls, for `aggregator.backend = "arc"`.
     pub arc: Option<ArcSection>,
+    /// Optional exports of the agent's measurements (`[export.cloudwatch]`).
+    pub export: Option<ExportSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,

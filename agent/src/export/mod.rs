@@ -1,0 +1,183 @@
+//! Optional exports of what the agent measures, beside its reports to the aggregator:
+//! CloudWatch latency distributions and outcome counts (`[export.cloudwatch]`), sent with
+//! `PutMetricData` by a task of their own ([`cloudwatch`]) or, in Lambda, written as Embedded
+//! Metric Format lines on stdout ([`emf`]). The daemon hands [`Exporters::interval`] each
+//! collected interval; nothing here runs on the probe schedule or makes a probe wait.
+//!
+//! - [`distribution`]: HDR histogram → `Values`/`Counts` within the histogram's precision.
+//! - [`datum`]: the metric data of an interval and their batching within the API's limits.
+
+pub mod cloudwatch;
+pub mod datum;
+pub mod distribution;
+pub mod emf;
+
+use crate::recorder::IntervalStats;
+use cloudwatch::{ApiSettings, ApiSink, SinkSummary};
+use datum::{batches, target_data, TargetMeta, MAX_DATA_PER_REQUEST, MAX_REQUEST_BYTES};
+use std::time::Duration;
+use vantage_protocol::config::{CloudWatchExport, CloudWatchMode, FleetConfig};
+
+/// The configured exporters of a running agent.
+pub struct Exporters {
+    cloudwatch: Option<Sink>,
+    vantage: String,
+    significant_digits: u8,
+}
+
+enum Sink {
+    Api(ApiSink),
+    Emf {
+        namespace: String,
+        resolution: i32,
+        summary: SinkSummary,
+    },
+}
+
+impl Exporters {
+    /// No export.
+    pub fn none() -> Self {
+        Exporters {
+            cloudwatch: None,
+            vantage: String::new(),
+            significant_digits: 3,
+        }
+    }
+
+    /// The exporters `fleet` enables, for the agent in `vantage`. The API client takes its
+    /// credentials from the default chain (environment, profile, ECS or Lambda role).
+    pub async fn start(fleet: &FleetConfig, vantage: &str) -> Self {
+        let mut exporters = Exporters {
+            cloudwatch: None,
+            vantage: vantage.to_owned(),
+            significant_digits: fleet.histogram_precision(),
+        };
+        if let Some(cw) = fleet.cloudwatch_export() {
+            exporters.cloudwatch = Some(match effective_mode(cw) {
+                CloudWatchMode::Emf => Sink::Emf {
+                    namespace: cw.namespace().to_owned(),
+                    resolution: cw.resolution() as i32,
+                    summary: SinkSummary::default(),
+                },
+                _ => {
+                    let region = cw.region.as_ref().map_or(vantage, |r| r.get_ref().as_str());
+                    let endpoint = cw.endpoint_url.as_ref().map(|u| u.get_ref().as_str());
+                    let config = sdk_loader(endpoint, region).load().await;
+                    Sink::Api(ApiSink::start(
+                        aws_sdk_cloudwatch::Client::new(&config),
+                        api_settings(cw),
+                    ))
+                }
+            });
+            tracing::info!(namespace = cw.namespace(), mode = ?effective_mode(cw), "CloudWatch export on");
+        }
+        exporters
+    }
+
+    /// CloudWatch through the API with a client of the caller's (tests, benchmarks).
+    pub fn with_cloudwatch_client(
+        client: aws_sdk_cloudwatch::Client,
+        export: &CloudWatchExport,
+        vantage: &str,
+        significant_digits: u8,
+    ) -> Self {
+        Exporters {
+            cloudwatch: Some(Sink::Api(ApiSink::start(client, api_settings(export)))),
+            vantage: vantage.to_owned(),
+            significant_digits,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cloudwatch.is_none()
+    }
+
+    /// Exports one interval (starting at `timestamp_ms`) of the given targets. Never waits.
+    pub fn interval(&mut self, timestamp_ms: u64, targets: &[(TargetMeta<'_>, &IntervalStats)]) {
+        let Some(sink) = &mut self.cloudwatch else {
+            return;
+        };
+        let data: Vec<_> = targets
+            .iter()
+            .flat_map(|(meta, stats)| {
+                target_data(
+                    *meta,
+                    &self.vantage,
+                    stats,
+                    timestamp_ms,
+                    self.significant_digits,
+                )
+            })
+            .collect();
+        if data.is_empty() {
+            return;
+        }
+        match sink {
+            Sink::Api(api) => {
+                for batch in batches(data, MAX_DATA_PER_REQUEST, MAX_REQUEST_BYTES) {
+                    api.offer(batch);
+                }
+            }
+            Sink::Emf {
+                namespace,
+                resolution,
+                summary,
+            } => {
+                let n = data.len() as u64;
+                let sent = emf::emit(namespace, *resolution, &data);
+                summary.sent += sent;
+                summary.failed += n - sent;
+            }
+        }
+    }
+
+    /// Sends what is still queued within `deadline`.
+    pub async fn finish(self, deadline: Duration) -> SinkSummary {
+        match self.cloudwatch {
+            None => SinkSummary::default(),
+            Some(Sink::Api(api)) => api.finish(deadline).await,
+            Some(Sink::Emf { summary, .. }) => summary,
+        }
+    }
+}
+
+fn api_settings(cw: &CloudWatchExport) -> ApiSettings {
+    ApiSettings {
+        namespace: cw.namespace().to_owned(),
+        storage_resolution: cw.resolution() as i32,
+    }
+}
+
+/// `auto` is EMF inside Lambda (the runtime sets `AWS_LAMBDA_FUNCTION_NAME`), the API elsewhere.
+fn effective_mode(cw: &CloudWatchExport) -> CloudWatchMode {
+    match cw.mode() {
+        CloudWatchMode::Auto if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() => {
+            CloudWatchMode::Emf
+        }
+        CloudWatchMode::Auto => CloudWatchMode::Api,
+        m => m,
+    }
+}
+
+/// The SDK configuration: rustls on ring like every vantage AWS client, the SDK's own retries
+/// off (the sink retries with the project's backoff), short timeouts.
+fn sdk_loader(endpoint_url: Option<&str>, region: &str) -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .http_client(http_client)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        );
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader
+}
