@@ -99,6 +99,8 @@ pub struct AgentSummary {
     /// Each replica's delivery, in the order of [`AgentSettings::replicas`]; empty with one
     /// aggregator.
     pub replicas: Vec<QueueSummary>,
+    /// The CloudWatch export (`[export.cloudwatch]`), in metric data.
+    pub export: crate::export::cloudwatch::SinkSummary,
 }
 
 /// A prober that also feeds the Prometheus metrics.
@@ -202,6 +204,7 @@ pub async fn run_with_reload(
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
     let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
+    let mut exporters = crate::export::Exporters::start(&settings.fleet, &settings.vantage).await;
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,
@@ -253,7 +256,7 @@ pub async fn run_with_reload(
                     break;
                 }
                 targets.before_collect();
-                collect(targets.running(), next, &identity, &aligned, &mut seq, &deliveries, &mut summary).await;
+                collect(targets.running(), next, &identity, &aligned, &mut seq, (&deliveries, &mut exporters), &mut summary).await;
                 targets.forget_reported(next);
                 next += 1;
             }
@@ -277,11 +280,12 @@ pub async fn run_with_reload(
         &identity,
         &aligned,
         &mut seq,
-        &deliveries,
+        (&deliveries, &mut exporters),
         &mut summary,
     )
     .await;
-    let queues = deliveries.finish().await;
+    let (queues, export) = tokio::join!(deliveries.finish(), exporters.finish(FLUSH_DEADLINE));
+    summary.export = export;
     summary.push = queues
         .iter()
         .fold(PushSummary::default(), |sum, q| add(sum, &q.push));
@@ -307,7 +311,7 @@ async fn collect(
     identity: &ReportIdentity,
     aligned: &AlignedIntervals,
     seq: &mut u64,
-    deliveries: &Deliveries,
+    (deliveries, exporters): (&Deliveries, &mut crate::export::Exporters),
     summary: &mut AgentSummary,
 ) {
     let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
@@ -335,6 +339,22 @@ async fn collect(
                 }
             })
             .collect();
+        if !exporters.is_empty() {
+            let exported: Vec<_> = stats
+                .iter()
+                .filter(|(_, s)| s.attempts > 0)
+                .map(|(i, s)| {
+                    let plan = &running[*i].target.plan;
+                    let meta = crate::export::datum::TargetMeta {
+                        service: &plan.service,
+                        id: &plan.id,
+                        region: plan.region.as_deref(),
+                    };
+                    (meta, s)
+                })
+                .collect();
+            exporters.interval(aligned.start_ms(index), &exported);
+        }
         let report = report::build(
             identity,
             *seq,

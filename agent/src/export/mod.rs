@@ -77,12 +77,12 @@ impl Exporters {
     /// CloudWatch through the API with a client of the caller's (tests, benchmarks).
     pub fn with_cloudwatch_client(
         client: aws_sdk_cloudwatch::Client,
-        export: &CloudWatchExport,
+        settings: ApiSettings,
         vantage: &str,
         significant_digits: u8,
     ) -> Self {
         Exporters {
-            cloudwatch: Some(Sink::Api(ApiSink::start(client, api_settings(export)))),
+            cloudwatch: Some(Sink::Api(ApiSink::start(client, settings))),
             vantage: vantage.to_owned(),
             significant_digits,
         }
@@ -161,7 +161,7 @@ fn effective_mode(cw: &CloudWatchExport) -> CloudWatchMode {
 
 /// The SDK configuration: rustls on ring like every vantage AWS client, the SDK's own retries
 /// off (the sink retries with the project's backoff), short timeouts.
-fn sdk_loader(endpoint_url: Option<&str>, region: &str) -> aws_config::ConfigLoader {
+pub fn sdk_loader(endpoint_url: Option<&str>, region: &str) -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     let http_client = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))

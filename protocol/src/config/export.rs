@@ -137,3 +137,56 @@ impl FleetConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::EXAMPLE;
+    use super::*;
+
+    fn with(section: &str) -> Result<FleetConfig, ConfigError> {
+        FleetConfig::parse(&format!("{EXAMPLE}\n{section}"), "fleet.toml")
+    }
+
+    #[test]
+    fn off_unless_enabled_and_defaults() {
+        assert!(with("").unwrap().cloudwatch_export().is_none());
+        assert!(with("[export.cloudwatch]\nnamespace = \"X\"\n")
+            .unwrap()
+            .cloudwatch_export()
+            .is_none());
+        let c = with("[export.cloudwatch]\nenabled = true\n").unwrap();
+        let cw = c.cloudwatch_export().unwrap();
+        assert_eq!(cw.namespace(), DEFAULT_NAMESPACE);
+        assert_eq!(cw.resolution(), 60);
+        assert_eq!(cw.mode(), CloudWatchMode::Auto);
+        let c =
+            with("[export.cloudwatch]\nenabled = true\nresolution = 1\nmode = \"emf\"\n").unwrap();
+        assert_eq!(c.cloudwatch_export().unwrap().resolution(), 1);
+        assert_eq!(c.cloudwatch_export().unwrap().mode(), CloudWatchMode::Emf);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_line() {
+        let line = EXAMPLE.lines().count() + 4;
+        for (body, key) in [
+            ("resolution = 30", "export.cloudwatch.resolution"),
+            ("namespace = \"AWS/EC2\"", "export.cloudwatch.namespace"),
+            ("mode = \"udp\"", "export.cloudwatch.mode"),
+            (
+                "endpoint_url = \"ftp://x\"",
+                "export.cloudwatch.endpoint_url",
+            ),
+            ("region = \"eu west\"", "export.cloudwatch.region"),
+        ] {
+            let e = with(&format!("[export.cloudwatch]\nenabled = true\n{body}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains(&format!("fleet.toml:{line}")), "{line}: {e}");
+        }
+        let e = with("[export.cloudwatch]\nenabld = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("enabld"), "{e}");
+    }
+}
