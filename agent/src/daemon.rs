@@ -100,17 +100,39 @@ pub struct AgentSummary {
     /// aggregator.
     pub replicas: Vec<QueueSummary>,
     /// The CloudWatch export (`[export.cloudwatch]`), in metric data.
-    pub export: crate::export::cloudwatch::SinkSummary,
+    pub export: crate::export::ExportSummary,
 }
 
 /// A prober that also feeds the Prometheus metrics.
 pub struct LabelledProber {
     pub(crate) prober: TargetProber,
     pub(crate) labels: TargetLabels,
+    /// Samples probes for X-Ray (`[export.xray]`).
+    pub(crate) tracer: Option<std::sync::Arc<crate::export::xray::Tracer>>,
 }
 
 impl crate::scheduler::ProbeTarget for LabelledProber {
     async fn probe(&self) -> vantage_probe::ProbeResult {
+        // HTTP probes only: a DNS query has no header to carry the trace.
+        if let (Some(tracer), TargetProber::Http(p)) = (&self.tracer, &self.prober) {
+            if let Some(ctx) = tracer.sample() {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::HeaderName::from_static(crate::export::xray::TRACE_HEADER),
+                    ctx.header(),
+                );
+                let result = p.probe_with_headers(&headers).await;
+                let spec = p.spec();
+                tracer.record(
+                    &ctx,
+                    &self.labels,
+                    spec.method.as_str(),
+                    &spec.url.to_string(),
+                    &result,
+                );
+                return result;
+            }
+        }
         self.prober.probe().await
     }
 
@@ -196,15 +218,16 @@ pub async fn run_with_reload(
         .max()
         .map_or(now_ms, |m| (m + 1).max(now_ms));
 
+    let mut exporters = crate::export::Exporters::start(&settings.fleet, &settings.vantage).await;
     let start = Instant::now();
-    let mut targets = Targets::start(targets, start, clock, precision).map_err(|e| match e {
-        ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
-        other => unreachable!("starting compiles probers only: {other}"),
-    })?;
+    let mut targets = Targets::start(targets, start, clock, precision, exporters.tracer())
+        .map_err(|e| match e {
+            ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
+            other => unreachable!("starting compiles probers only: {other}"),
+        })?;
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
     let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
-    let mut exporters = crate::export::Exporters::start(&settings.fleet, &settings.vantage).await;
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,

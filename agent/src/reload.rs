@@ -108,6 +108,8 @@ pub(crate) struct Targets {
     clock: IntervalClock,
     precision: u8,
     tls: Arc<TlsConfigCache>,
+    /// X-Ray sampling for every target, when exported.
+    tracer: Option<Arc<crate::export::xray::Tracer>>,
 }
 
 fn fingerprint(t: &AgentTarget) -> String {
@@ -121,12 +123,14 @@ impl Targets {
         start: Instant,
         clock: IntervalClock,
         precision: u8,
+        tracer: Option<Arc<crate::export::xray::Tracer>>,
     ) -> Result<Self, ReloadError> {
         let mut set = Targets {
             running: Vec::with_capacity(targets.len()),
             clock,
             precision,
             tls: Arc::new(TlsConfigCache::new()),
+            tracer,
         };
         let intervals: Vec<_> = targets.iter().map(|t| t.interval).collect();
         let offsets = spread_offsets(&intervals, &mut rand::rng());
@@ -184,7 +188,11 @@ impl Targets {
         let labels = target.labels();
         metrics::register_target(&labels);
         let scheduled = Arc::new(ScheduledTarget {
-            probe: LabelledProber { prober, labels },
+            probe: LabelledProber {
+                prober,
+                labels,
+                tracer: self.tracer.clone(),
+            },
             grid,
             recorder,
         });

@@ -89,7 +89,7 @@ async fn latency_distributions_and_outcome_counts_are_read_back() {
     let mut exporters =
         Exporters::with_cloudwatch_client(client(moto).await, settings, "us-east-1", 3);
     exporters.interval(now_ms(), &[(meta, &stats)]);
-    let summary = exporters.finish(Duration::from_secs(30)).await;
+    let summary = exporters.finish(Duration::from_secs(30)).await.cloudwatch;
     assert_eq!(
         (summary.sent, summary.failed, summary.dropped),
         (4, 0, 0),
@@ -172,7 +172,7 @@ async fn a_distribution_wider_than_150_values_is_split_and_keeps_every_sample() 
     let mut exporters =
         Exporters::with_cloudwatch_client(client(moto).await, settings, "eu-west-1", 3);
     exporters.interval(now_ms(), &[(meta, &stats)]);
-    let summary = exporters.finish(Duration::from_secs(30)).await;
+    let summary = exporters.finish(Duration::from_secs(30)).await.cloudwatch;
     // 3 Latency datums (150 + 150 + 100 values) and one Probes count.
     assert_eq!((summary.sent, summary.failed), (4, 0), "{summary:?}");
 
@@ -227,7 +227,7 @@ async fn an_unreachable_endpoint_counts_failed_data_after_retries() {
         3,
     );
     exporters.interval(now_ms(), &[(meta, &stats)]);
-    let summary = exporters.finish(Duration::from_secs(60)).await;
+    let summary = exporters.finish(Duration::from_secs(60)).await.cloudwatch;
     assert_eq!(summary.sent, 0);
     assert_eq!(summary.failed, 2, "{summary:?}");
     assert_eq!(

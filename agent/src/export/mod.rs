@@ -1,8 +1,9 @@
 //! Optional exports of what the agent measures, beside its reports to the aggregator:
 //! CloudWatch latency distributions and outcome counts (`[export.cloudwatch]`), sent with
 //! `PutMetricData` by a task of their own ([`cloudwatch`]) or, in Lambda, written as Embedded
-//! Metric Format lines on stdout ([`emf`]). The daemon hands [`Exporters::interval`] each
-//! collected interval; nothing here runs on the probe schedule or makes a probe wait.
+//! Metric Format lines on stdout ([`emf`]); X-Ray segments of sampled probes (`[export.xray]`,
+//! [`xray`]). The daemon hands [`Exporters::interval`] each collected interval and every
+//! target the [`Exporters::tracer`]; nothing here makes a probe wait.
 //!
 //! - [`distribution`]: HDR histogram → `Values`/`Counts` within the histogram's precision.
 //! - [`datum`]: the metric data of an interval and their batching within the API's limits.
@@ -11,6 +12,7 @@ pub mod cloudwatch;
 pub mod datum;
 pub mod distribution;
 pub mod emf;
+pub mod xray;
 
 use crate::recorder::IntervalStats;
 use cloudwatch::{ApiSettings, ApiSink, SinkSummary};
@@ -21,6 +23,7 @@ use vantage_protocol::config::{CloudWatchExport, CloudWatchMode, FleetConfig};
 /// The configured exporters of a running agent.
 pub struct Exporters {
     cloudwatch: Option<Sink>,
+    xray: Option<xray::XRaySink>,
     vantage: String,
     significant_digits: u8,
 }
@@ -39,6 +42,7 @@ impl Exporters {
     pub fn none() -> Self {
         Exporters {
             cloudwatch: None,
+            xray: None,
             vantage: String::new(),
             significant_digits: 3,
         }
@@ -49,6 +53,7 @@ impl Exporters {
     pub async fn start(fleet: &FleetConfig, vantage: &str) -> Self {
         let mut exporters = Exporters {
             cloudwatch: None,
+            xray: None,
             vantage: vantage.to_owned(),
             significant_digits: fleet.histogram_precision(),
         };
@@ -71,7 +76,46 @@ impl Exporters {
             });
             tracing::info!(namespace = cw.namespace(), mode = ?effective_mode(cw), "CloudWatch export on");
         }
+        if let Some(x) = fleet.xray_export() {
+            let destination = match &x.daemon {
+                Some(daemon) => match tokio::net::lookup_host(daemon.get_ref().as_str())
+                    .await
+                    .map(|mut a| a.next())
+                {
+                    Ok(Some(addr)) => Some(xray::Destination::Daemon(addr)),
+                    Ok(None) | Err(_) => {
+                        tracing::error!(daemon = %daemon.get_ref(), "X-Ray daemon address does not resolve; X-Ray export off");
+                        None
+                    }
+                },
+                None => {
+                    let region = x.region.as_ref().map_or(vantage, |r| r.get_ref().as_str());
+                    let endpoint = x.endpoint_url.as_ref().map(|u| u.get_ref().as_str());
+                    let config = sdk_loader(endpoint, region).load().await;
+                    Some(xray::Destination::Api(aws_sdk_xray::Client::new(&config)))
+                }
+            };
+            if let Some(d) = destination {
+                exporters.xray = Some(xray::XRaySink::start(d, x.sample_rate(), vantage));
+                tracing::info!(sample_rate = x.sample_rate(), "X-Ray export on");
+            }
+        }
         exporters
+    }
+
+    /// X-Ray with a destination of the caller's (tests, benchmarks).
+    pub fn with_xray(mut self, destination: xray::Destination, sample_rate: f64) -> Self {
+        self.xray = Some(xray::XRaySink::start(
+            destination,
+            sample_rate,
+            &self.vantage,
+        ));
+        self
+    }
+
+    /// The probe tracer, when X-Ray export is on.
+    pub fn tracer(&self) -> Option<std::sync::Arc<xray::Tracer>> {
+        self.xray.as_ref().map(|x| x.tracer.clone())
     }
 
     /// CloudWatch through the API with a client of the caller's (tests, benchmarks).
@@ -83,11 +127,13 @@ impl Exporters {
     ) -> Self {
         Exporters {
             cloudwatch: Some(Sink::Api(ApiSink::start(client, settings))),
+            xray: None,
             vantage: vantage.to_owned(),
             significant_digits,
         }
     }
 
+    /// No interval export configured (X-Ray works per probe, through the tracer).
     pub fn is_empty(&self) -> bool {
         self.cloudwatch.is_none()
     }
@@ -132,13 +178,30 @@ impl Exporters {
     }
 
     /// Sends what is still queued within `deadline`.
-    pub async fn finish(self, deadline: Duration) -> SinkSummary {
-        match self.cloudwatch {
-            None => SinkSummary::default(),
-            Some(Sink::Api(api)) => api.finish(deadline).await,
-            Some(Sink::Emf { summary, .. }) => summary,
-        }
+    pub async fn finish(self, deadline: Duration) -> ExportSummary {
+        let cloudwatch = async {
+            match self.cloudwatch {
+                None => SinkSummary::default(),
+                Some(Sink::Api(api)) => api.finish(deadline).await,
+                Some(Sink::Emf { summary, .. }) => summary,
+            }
+        };
+        let xray = async {
+            match self.xray {
+                None => SinkSummary::default(),
+                Some(x) => x.finish(deadline).await,
+            }
+        };
+        let (cloudwatch, xray) = tokio::join!(cloudwatch, xray);
+        ExportSummary { cloudwatch, xray }
     }
+}
+
+/// What the exporters did: CloudWatch in metric data, X-Ray in segments.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub cloudwatch: SinkSummary,
+    pub xray: SinkSummary,
 }
 
 fn api_settings(cw: &CloudWatchExport) -> ApiSettings {

@@ -1,7 +1,8 @@
 //! `[export.cloudwatch]`: the agent's optional export of its interval latency histograms and
 //! outcome counts to CloudWatch, as distributions (`PutMetricData` with `Values`/`Counts`) or,
-//! when it runs as a Lambda function, as Embedded Metric Format lines on stdout. Off unless
-//! `enabled = true`, so a fleet file without the section behaves as before.
+//! when it runs as a Lambda function, as Embedded Metric Format lines on stdout.
+//! `[export.xray]`: one X-Ray segment per sampled probe, its request carrying the trace header.
+//! Both are off unless `enabled = true`, so a fleet file without them behaves as before.
 
 use super::{ConfigError, FleetConfig, Located};
 use serde::Deserialize;
@@ -14,6 +15,34 @@ pub const DEFAULT_NAMESPACE: &str = "Vantage";
 #[serde(deny_unknown_fields)]
 pub struct ExportSection {
     pub cloudwatch: Option<CloudWatchExport>,
+    pub xray: Option<XRayExport>,
+}
+
+/// Default share of probes traced.
+pub const DEFAULT_SAMPLE_RATE: f64 = 0.05;
+
+/// `[export.xray]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XRayExport {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Share of probes traced, 0.0..=1.0 (default 0.05).
+    pub sample_rate: Option<Located<f64>>,
+    /// A local X-Ray daemon, `host:port` (UDP); without it segments go to `PutTraceSegments`.
+    pub daemon: Option<Located<String>>,
+    /// The Region of the X-Ray API (default: the agent's vantage Region).
+    pub region: Option<Located<String>>,
+    /// Endpoint override for the X-Ray API (moto, a VPC endpoint).
+    pub endpoint_url: Option<Located<String>>,
+}
+
+impl XRayExport {
+    pub fn sample_rate(&self) -> f64 {
+        self.sample_rate
+            .as_ref()
+            .map_or(DEFAULT_SAMPLE_RATE, |r| *r.get_ref())
+    }
 }
 
 /// How the CloudWatch data leaves the agent.
@@ -74,7 +103,18 @@ impl FleetConfig {
             .filter(|c| c.enabled)
     }
 
+    /// The enabled X-Ray export, if any.
+    pub fn xray_export(&self) -> Option<&XRayExport> {
+        self.export
+            .as_ref()
+            .and_then(|e| e.xray.as_ref())
+            .filter(|x| x.enabled)
+    }
+
     pub(super) fn validate_export(&self) -> Result<(), ConfigError> {
+        if let Some(x) = self.export.as_ref().and_then(|e| e.xray.as_ref()) {
+            self.validate_xray(x)?;
+        }
         let Some(cw) = self.export.as_ref().and_then(|e| e.cloudwatch.as_ref()) else {
             return Ok(());
         };
@@ -107,7 +147,41 @@ impl FleetConfig {
                 ));
             }
         }
-        if let Some(r) = &cw.region {
+        self.check_region_and_endpoint("export.cloudwatch", &cw.region, &cw.endpoint_url)
+    }
+
+    fn validate_xray(&self, x: &XRayExport) -> Result<(), ConfigError> {
+        if let Some(r) = &x.sample_rate {
+            if !(0.0..=1.0).contains(r.get_ref()) {
+                return Err(self.invalid(
+                    r,
+                    "export.xray.sample_rate",
+                    "must be between 0.0 and 1.0 (0.05 traces one probe in twenty)",
+                ));
+            }
+        }
+        if let Some(d) = &x.daemon {
+            let ok = d.get_ref().rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+            if !ok {
+                return Err(self.invalid(
+                    d,
+                    "export.xray.daemon",
+                    "use host:port of the X-Ray daemon, like 127.0.0.1:2000",
+                ));
+            }
+        }
+        self.check_region_and_endpoint("export.xray", &x.region, &x.endpoint_url)
+    }
+
+    fn check_region_and_endpoint(
+        &self,
+        section: &str,
+        region: &Option<Located<String>>,
+        endpoint_url: &Option<Located<String>>,
+    ) -> Result<(), ConfigError> {
+        if let Some(r) = region {
             if r.get_ref().is_empty()
                 || !r
                     .get_ref()
@@ -121,7 +195,7 @@ impl FleetConfig {
                 ));
             }
         }
-        if let Some(u) = &cw.endpoint_url {
+        if let Some(u) = endpoint_url {
             let rest = u
                 .get_ref()
                 .strip_prefix("http://")
@@ -129,7 +203,7 @@ impl FleetConfig {
             if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
                 return Err(self.invalid(
                     u,
-                    "export.cloudwatch.endpoint_url",
+                    &format!("{section}.endpoint_url"),
                     "must be an http:// or https:// URL",
                 ));
             }
@@ -184,6 +258,19 @@ mod tests {
             assert!(e.contains(key), "{e}");
             assert!(e.contains(&format!("fleet.toml:{line}")), "{line}: {e}");
         }
+        for (body, key) in [
+            ("sample_rate = 1.5", "export.xray.sample_rate"),
+            ("daemon = \"localhost\"", "export.xray.daemon"),
+            ("endpoint_url = \"x\"", "export.xray.endpoint_url"),
+        ] {
+            let e = with(&format!("[export.xray]\nenabled = true\n{body}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains(&format!("fleet.toml:{line}")), "{line}: {e}");
+        }
+        let x = with("[export.xray]\nenabled = true\ndaemon = \"127.0.0.1:2000\"\n").unwrap();
+        assert_eq!(x.xray_export().unwrap().sample_rate(), DEFAULT_SAMPLE_RATE);
         let e = with("[export.cloudwatch]\nenabld = true\n")
             .unwrap_err()
             .to_string();

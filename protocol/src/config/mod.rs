@@ -37,7 +37,7 @@ pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
-pub use export::{CloudWatchExport, CloudWatchMode, ExportSection};
+pub use export::{CloudWatchExport, CloudWatchMode, ExportSection, XRayExport};
 pub use probe::{ProbeSettings, TargetKind, TargetPlan, DEFAULT_PROBE_INTERVAL};
 pub use redact::{is_secret_key, redact_message, redact_url};
 pub use replicas::{LeaseSection, ReplicaEndpoint, ReplicaSection, MAX_REPLICAS};
