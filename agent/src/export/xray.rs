@@ -340,3 +340,71 @@ async fn put_batch(client: &aws_sdk_xray::Client, batch: Vec<String>, summary: &
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: Outcome, status: Option<u16>) -> ProbeResult {
+        let mut timings = vantage_probe::PhaseTimings::default();
+        timings.set(Phase::Dns, Duration::from_millis(2));
+        timings.set(Phase::Ttfb, Duration::from_millis(30));
+        timings.set(Phase::Total, Duration::from_millis(40));
+        ProbeResult {
+            outcome,
+            failure: None,
+            timings,
+            status,
+            http_version: None,
+            tls_version: None,
+            cert_not_after: None,
+            answered_by: None,
+            remote_addr: None,
+            body_bytes: 0,
+            redirects: 0,
+            reused_connection: false,
+            dns: None,
+        }
+    }
+
+    #[test]
+    fn outcome_flags_and_phases_laid_end_to_end() {
+        let ctx = TraceContext::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert!(ctx.trace_id.starts_with("1-6553f100-"), "{}", ctx.trace_id);
+        let labels = TargetLabels::new("api", "global", None);
+        let flags = |o, s| {
+            let d = segment(
+                &ctx,
+                &labels,
+                "us-east-1",
+                "GET",
+                "https://u:p@x/y?k=v",
+                &result(o, s),
+            );
+            ["error", "fault", "throttle"].map(|k| d.get(k).is_some())
+        };
+        assert_eq!(flags(Outcome::Ok, Some(200)), [false, false, false]);
+        assert_eq!(flags(Outcome::HttpStatus, Some(404)), [true, false, false]);
+        assert_eq!(flags(Outcome::HttpStatus, Some(429)), [true, false, true]);
+        assert_eq!(flags(Outcome::HttpStatus, Some(503)), [false, true, false]);
+        assert_eq!(flags(Outcome::Timeout, None), [false, true, false]);
+        let d = segment(
+            &ctx,
+            &labels,
+            "us-east-1",
+            "GET",
+            "https://u:p@x/y?k=v",
+            &result(Outcome::Ok, Some(200)),
+        );
+        let url = d["http"]["request"]["url"].as_str().unwrap();
+        assert!(!url.contains("u:p") && !url.contains("k=v"), "{url}");
+        let subs = d["subsegments"].as_array().unwrap();
+        assert_eq!(subs.len(), 2);
+        assert_eq!(subs[0]["end_time"], subs[1]["start_time"]);
+        let (start, end) = (
+            d["start_time"].as_f64().unwrap(),
+            d["end_time"].as_f64().unwrap(),
+        );
+        assert!((end - start - 0.040).abs() < 1e-6);
+    }
+}
