@@ -53,6 +53,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "aggregator.replicas",
     "agents.auth",
     "agents.spool",
+    // The exporters (clients, sample rate) are built once, at start.
+    "export",
 ];
 
 /// Where a running agent rereads its fleet file, and what asks it to.
