@@ -8,7 +8,8 @@ use super::{ConfigError, FleetConfig, Located};
 use serde::Deserialize;
 
 /// Default CloudWatch namespace of the exported metrics.
-pub const DEFAULT_NAMESPACE: &str = "Vantage";
+/// The namespace the deployed agent role may write (`deploy/src/agent.rs`).
+pub const DEFAULT_NAMESPACE: &str = "Vantage/Agent";
 
 /// The `[export]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,7 +63,7 @@ pub enum CloudWatchMode {
 pub struct CloudWatchExport {
     #[serde(default)]
     pub enabled: bool,
-    /// Metric namespace (default `Vantage`).
+    /// Metric namespace (default `Vantage/Agent`, the one `vantage deploy` grants).
     pub namespace: Option<Located<String>>,
     /// Storage resolution in seconds: 60 (standard, the default) or 1 (high resolution).
     pub resolution: Option<Located<u32>>,
