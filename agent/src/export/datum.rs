@@ -71,11 +71,14 @@ pub struct TargetMeta<'a> {
 /// Every datum of one target's interval: a `Latency` distribution per phase that saw samples
 /// (split over several datums when it has more than [`MAX_VALUES`] values) and a `Probes`
 /// count per outcome that occurred.
+/// `layout` is an (empty) histogram of the recorder's precision: bucket boundaries only, so a
+/// sparse interval never builds a dense histogram here.
 pub fn target_data(
     target: TargetMeta<'_>,
     vantage: &str,
     stats: &IntervalStats,
     timestamp_ms: u64,
+    layout: &hdrhistogram::Histogram<u64>,
     significant_digits: u8,
 ) -> Vec<Datum> {
     let base = |last: (&'static str, String)| {
@@ -93,7 +96,7 @@ pub fn target_data(
         if set.is_empty() {
             continue;
         }
-        let dist = Distribution::from_histogram(&set.to_histogram(), significant_digits);
+        let dist = Distribution::from_buckets(set.buckets(layout), layout, significant_digits);
         for chunk in dist.chunks(MAX_VALUES) {
             out.push(Datum {
                 metric: LATENCY_METRIC,
@@ -165,7 +168,8 @@ mod tests {
             id: "status:eu-west-1",
             region: Some("eu-west-1"),
         };
-        let data = target_data(meta, "us-east-1", &stats(), 1_000, 3);
+        let layout = vantage_protocol::histogram::new_latency_histogram(3).unwrap();
+        let data = target_data(meta, "us-east-1", &stats(), 1_000, &layout, 3);
         let latency: Vec<&Datum> = data.iter().filter(|d| d.metric == LATENCY_METRIC).collect();
         assert_eq!(latency.len(), 2);
         let total = latency
@@ -197,8 +201,9 @@ mod tests {
             id: "global",
             region: None,
         };
+        let layout = vantage_protocol::histogram::new_latency_histogram(3).unwrap();
         let data: Vec<Datum> = (0..2_500)
-            .flat_map(|i| target_data(meta, "v", &stats(), i, 3))
+            .flat_map(|i| target_data(meta, "v", &stats(), i, &layout, 3))
             .collect();
         let n = data.len();
         let by_count = batches(data.clone(), MAX_DATA_PER_REQUEST, usize::MAX);

@@ -28,12 +28,24 @@ pub struct Distribution {
 impl Distribution {
     /// The groups of `histogram` by the rule of this module, at `significant_digits` (1..=5).
     pub fn from_histogram(histogram: &Histogram<u64>, significant_digits: u8) -> Self {
+        let buckets = histogram
+            .iter_recorded()
+            .map(|b| (b.value_iterated_to(), b.count_at_value()));
+        Self::from_buckets(buckets, histogram, significant_digits)
+    }
+
+    /// The same from recorded buckets (highest equivalent value, count) in increasing order,
+    /// as [`SampleSet::buckets`](crate::recorder::SampleSet::buckets) gives them; `layout` is
+    /// a histogram of the same precision (its bucket boundaries only).
+    pub fn from_buckets(
+        buckets: impl IntoIterator<Item = (u64, u64)>,
+        layout: &Histogram<u64>,
+        significant_digits: u8,
+    ) -> Self {
         let scale = 10u128.pow(u32::from(significant_digits.clamp(1, 5)));
         let mut points: Vec<(u64, u64)> = Vec::new();
         let mut group_low = 0u64;
-        for bucket in histogram.iter_recorded() {
-            let value = bucket.value_iterated_to();
-            let count = bucket.count_at_value();
+        for (value, count) in buckets {
             match points.last_mut() {
                 // value ≤ low × (1 + 10^-d), in integers.
                 Some(last) if u128::from(value) * scale <= u128::from(group_low) * (scale + 1) => {
@@ -41,7 +53,7 @@ impl Distribution {
                     last.1 += count;
                 }
                 _ => {
-                    group_low = histogram.lowest_equivalent(value);
+                    group_low = layout.lowest_equivalent(value);
                     points.push((value, count));
                 }
             }
@@ -128,6 +140,12 @@ mod tests {
             for v in &small { h.record(*v).unwrap(); }
             let d = Distribution::from_histogram(&h, digits);
             prop_assert_eq!(d.total(), h.len());
+            // The sample set's own buckets (sparse below 1,024 samples) give the same points.
+            let mut set = crate::recorder::SampleSet::new(digits);
+            for (v, n) in &samples { for _ in 0..*n { set.record_micros(*v); } }
+            for v in &small { set.record_micros(*v); }
+            let layout = new_latency_histogram(digits).unwrap();
+            prop_assert_eq!(&Distribution::from_buckets(set.buckets(&layout), &layout, digits), &d);
             prop_assert!(d.points.windows(2).all(|w| w[0].0 < w[1].0));
             // Reassembled from the datums, as CloudWatch aggregates them.
             let reassembled = Distribution {

@@ -26,6 +26,8 @@ pub struct Exporters {
     xray: Option<xray::XRaySink>,
     vantage: String,
     significant_digits: u8,
+    /// An empty histogram of that precision: the bucket layout for sparse intervals.
+    layout: hdrhistogram::Histogram<u64>,
 }
 
 enum Sink {
@@ -45,6 +47,7 @@ impl Exporters {
             xray: None,
             vantage: String::new(),
             significant_digits: 3,
+            layout: layout(3),
         }
     }
 
@@ -56,6 +59,7 @@ impl Exporters {
             xray: None,
             vantage: vantage.to_owned(),
             significant_digits: fleet.histogram_precision(),
+            layout: layout(fleet.histogram_precision()),
         };
         if let Some(cw) = fleet.cloudwatch_export() {
             exporters.cloudwatch = Some(match effective_mode(cw) {
@@ -130,6 +134,7 @@ impl Exporters {
             xray: None,
             vantage: vantage.to_owned(),
             significant_digits,
+            layout: layout(significant_digits),
         }
     }
 
@@ -151,6 +156,7 @@ impl Exporters {
                     &self.vantage,
                     stats,
                     timestamp_ms,
+                    &self.layout,
                     self.significant_digits,
                 )
             })
@@ -202,6 +208,13 @@ impl Exporters {
 pub struct ExportSummary {
     pub cloudwatch: SinkSummary,
     pub xray: SinkSummary,
+}
+
+/// The bucket layout at `digits` (validated 1..=5 with the fleet file; 3 if not).
+fn layout(digits: u8) -> hdrhistogram::Histogram<u64> {
+    vantage_protocol::histogram::new_latency_histogram(digits)
+        .or_else(|_| vantage_protocol::histogram::new_latency_histogram(3))
+        .expect("3 significant digits is valid")
 }
 
 fn api_settings(cw: &CloudWatchExport) -> ApiSettings {
