@@ -235,3 +235,65 @@ async fn an_unreachable_endpoint_counts_failed_data_after_retries() {
         u64::from(vantage_agent::export::cloudwatch::MAX_ATTEMPTS - 1)
     );
 }
+
+#[tokio::test]
+async fn intervals_merge_up_to_the_storage_resolution() {
+    let moto = Moto::shared();
+    let namespace = format!("VantageMerge{}", std::process::id());
+    let minute = now_ms() - now_ms() % 60_000;
+    let meta = TargetMeta {
+        service: "api",
+        id: "deep:us-east-1",
+        region: Some("us-east-1"),
+    };
+    let interval = |micros: u64| {
+        let mut s = IntervalStats::new(3);
+        s.attempts = 1;
+        s.outcomes[Outcome::Ok.index()] = 1;
+        s.phases[Phase::Total.index()].record_micros(micros);
+        s
+    };
+    let settings = ApiSettings {
+        namespace: namespace.clone(),
+        storage_resolution: 60,
+    };
+    let mut exporters =
+        Exporters::with_cloudwatch_client(client(moto).await, settings, "eu-west-1", 3);
+    // Three 10 s intervals of one minute, then one of the next minute.
+    exporters.interval(minute, &[(meta, &interval(1_000))]);
+    exporters.interval(minute + 10_000, &[(meta, &interval(2_000))]);
+    exporters.interval(minute + 20_000, &[(meta, &interval(1_000))]);
+    exporters.interval(minute + 60_000, &[(meta, &interval(4_000))]);
+    let summary = exporters.finish(Duration::from_secs(30)).await.cloudwatch;
+    // One Latency and one Probes datum per minute.
+    assert_eq!((summary.sent, summary.requests), (4, 2), "{summary:?}");
+
+    let cw = client(moto).await;
+    let out = cw
+        .get_metric_statistics()
+        .namespace(&namespace)
+        .metric_name("Latency")
+        .set_dimensions(Some(dims(&[
+            ("Service", "api"),
+            ("Target", "deep:us-east-1"),
+            ("Region", "us-east-1"),
+            ("Vantage", "eu-west-1"),
+            ("Phase", "total"),
+        ])))
+        .start_time(DateTime::from_millis(minute as i64 - 60_000))
+        .end_time(DateTime::from_millis(minute as i64 + 180_000))
+        .period(60)
+        .statistics(Statistic::SampleCount)
+        .statistics(Statistic::Maximum)
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    let mut points: Vec<(f64, f64)> = out
+        .datapoints()
+        .iter()
+        .map(|p| (p.sample_count().unwrap(), p.maximum().unwrap()))
+        .collect();
+    points.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // 4,000 µs sits in a 2 µs-wide HDR bucket, exported as its highest value.
+    assert_eq!(points, [(1.0, 4.001), (3.0, 2.0)]);
+}

@@ -566,6 +566,38 @@ def start_moto(tmp):
     sys.exit("moto_server did not answer within 60 s")
 
 
+class FakeAws(http.server.BaseHTTPRequestHandler):
+    """Answers PutMetricData (query protocol: XML) and PutTraceSegments (REST-JSON) at once,
+    counting requests and body bytes: the agent's own export cost without moto's (it stores
+    every sample of a Values/Counts datum one by one and cannot keep up with 1,000 targets)."""
+    protocol_version = "HTTP/1.1"
+    requests = 0
+    body_bytes = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length") or 0)
+        self.rfile.read(n)
+        FakeAws.requests += 1
+        FakeAws.body_bytes += n
+        if self.path.startswith("/TraceSegments"):
+            body, ctype = b'{"UnprocessedTraceSegments":[]}', "application/json"
+        elif "json" in (self.headers.get("content-type") or ""):
+            body, ctype = b"{}", "application/x-amz-json-1.0"
+        else:
+            body = (b'<PutMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/">'
+                    b"<ResponseMetadata><RequestId>bench</RequestId></ResponseMetadata>"
+                    b"</PutMetricDataResponse>")
+            ctype = "text/xml"
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 def export_counters(text):
     """{(name, exporter): value} of the vantage_export_* counters in a scrape."""
     out = {}
@@ -578,8 +610,16 @@ def export_counters(text):
 def run_exporters(args, port, ca, serve, check, tmp):
     """The agent at --targets targets twice, exporters off then on (CloudWatch API and X-Ray
     PutTraceSegments at --xray-sample-rate, both on moto): CPU per probe and the ratio."""
-    moto, moto_port = start_moto(tmp)
-    log(f"moto on 127.0.0.1:{moto_port}")
+    fake = None
+    if args.fake_aws:
+        moto = None
+        fake = ThreadingServer(("127.0.0.1", 0), FakeAws)
+        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        moto_port = fake.server_address[1]
+        log(f"fake CloudWatch/X-Ray on 127.0.0.1:{moto_port}")
+    else:
+        moto, moto_port = start_moto(tmp)
+        log(f"moto on 127.0.0.1:{moto_port}")
     aws_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_EC2_METADATA_DISABLED": "true"}
     runs = {}
@@ -603,12 +643,16 @@ def run_exporters(args, port, ca, serve, check, tmp):
             runs[mode] = (figures(sink.snapshot()[0], args.targets, agent), agent)
     finally:
         stop(moto, "moto_server")
+        if fake is not None:
+            fake.shutdown()
+            fake.server_close()
     off, on = runs["off"][0], runs["on"][0]
     counters = export_counters(runs["on"][1].get("metrics_text"))
     print()
     print(f"exporter overhead: vantage agent, {args.targets} targets at 1 s, report_interval 1 s, "
           f"{args.secs} s each, CloudWatch (API) + X-Ray (PutTraceSegments, sample rate "
-          f"{args.xray_sample_rate}) on moto over loopback")
+          f"{args.xray_sample_rate}) on "
+          f"{'a fake AWS endpoint' if args.fake_aws else 'moto'} over loopback")
     print()
     print("| exporters | probes (ok) | CPU per probe | CPU, % of a core |")
     print("|---|---|---|---|")
@@ -623,6 +667,8 @@ def run_exporters(args, port, ca, serve, check, tmp):
         got = {n.replace("vantage_export_", ""): int(v) for (n, e), v in counters.items()
                if e == exporter}
         print(f"{exporter}: {got or 'no counters scraped'}")
+    if fake is not None:
+        print(f"fake endpoint: {FakeAws.requests} requests, {FakeAws.body_bytes} body bytes")
     for mode in ("off", "on"):
         print(f"{mode}: " + agent_line(runs[mode][1]))
 
@@ -647,6 +693,8 @@ def main():
     ap.add_argument("--skip-probe-only", action="store_true")
     ap.add_argument("--exporters", action="store_true",
                     help="only the exporter overhead: exporters off vs on (CloudWatch + X-Ray on moto)")
+    ap.add_argument("--fake-aws", action="store_true",
+                    help="--exporters against a minimal fake CloudWatch/X-Ray endpoint instead of moto")
     ap.add_argument("--xray-sample-rate", type=float, default=0.05,
                     help="X-Ray sample rate of --exporters (default 0.05, the agent's default)")
     args = ap.parse_args()

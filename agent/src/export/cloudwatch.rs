@@ -46,6 +46,7 @@ pub struct ApiSettings {
 /// The running API sink.
 pub struct ApiSink {
     tx: mpsc::Sender<Vec<Datum>>,
+    storage_resolution: i32,
     dropped: u64,
     task: JoinHandle<SinkSummary>,
 }
@@ -53,12 +54,19 @@ pub struct ApiSink {
 impl ApiSink {
     pub fn start(client: cloudwatch::Client, settings: ApiSettings) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        let storage_resolution = settings.storage_resolution;
         let task = tokio::spawn(run(client, settings, rx));
         ApiSink {
             tx,
+            storage_resolution,
             dropped: 0,
             task,
         }
+    }
+
+    /// Seconds: 60 or 1.
+    pub fn storage_resolution(&self) -> i32 {
+        self.storage_resolution
     }
 
     /// Queues a batch without waiting; a full queue drops it (counted).

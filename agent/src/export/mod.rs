@@ -17,6 +17,7 @@ pub mod xray;
 use crate::recorder::IntervalStats;
 use cloudwatch::{ApiSettings, ApiSink, SinkSummary};
 use datum::{batches, target_data, TargetMeta, MAX_DATA_PER_REQUEST, MAX_REQUEST_BYTES};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use vantage_protocol::config::{CloudWatchExport, CloudWatchMode, FleetConfig};
 
@@ -28,6 +29,14 @@ pub struct Exporters {
     significant_digits: u8,
     /// An empty histogram of that precision: the bucket layout for sparse intervals.
     layout: hdrhistogram::Histogram<u64>,
+    window: Option<Window>,
+}
+
+/// Intervals being merged into one storage-resolution period, per target.
+struct Window {
+    start_ms: u64,
+    /// By (service, target id, Region).
+    targets: BTreeMap<(String, String, Option<String>), IntervalStats>,
 }
 
 enum Sink {
@@ -48,6 +57,7 @@ impl Exporters {
             vantage: String::new(),
             significant_digits: 3,
             layout: layout(3),
+            window: None,
         }
     }
 
@@ -60,6 +70,7 @@ impl Exporters {
             vantage: vantage.to_owned(),
             significant_digits: fleet.histogram_precision(),
             layout: layout(fleet.histogram_precision()),
+            window: None,
         };
         if let Some(cw) = fleet.cloudwatch_export() {
             exporters.cloudwatch = Some(match effective_mode(cw) {
@@ -135,6 +146,7 @@ impl Exporters {
             vantage: vantage.to_owned(),
             significant_digits,
             layout: layout(significant_digits),
+            window: None,
         }
     }
 
@@ -144,18 +156,65 @@ impl Exporters {
     }
 
     /// Exports one interval (starting at `timestamp_ms`) of the given targets. Never waits.
+    ///
+    /// Intervals are merged per target up to the storage resolution (a minute by default):
+    /// CloudWatch keeps one point per resolution period anyway, and a merged HDR histogram
+    /// loses no precision, so this sends the same percentiles in up to 60 times fewer data
+    /// (at `report_interval = "1s"`; 6 times at the default 10 s). A window is sent when an
+    /// interval of a later one arrives, and at [`finish`](Self::finish).
     pub fn interval(&mut self, timestamp_ms: u64, targets: &[(TargetMeta<'_>, &IntervalStats)]) {
-        let Some(sink) = &mut self.cloudwatch else {
+        let Some(sink) = &self.cloudwatch else {
             return;
         };
-        let data: Vec<_> = targets
+        let period = u64::from(sink.resolution_secs().max(1)) * 1_000;
+        let start = timestamp_ms - timestamp_ms % period;
+        if self.window.as_ref().is_some_and(|w| w.start_ms != start) {
+            self.flush();
+        }
+        let digits = self.significant_digits;
+        let window = self.window.get_or_insert_with(|| Window {
+            start_ms: start,
+            targets: BTreeMap::new(),
+        });
+        for (meta, stats) in targets {
+            let key = (
+                meta.service.to_owned(),
+                meta.id.to_owned(),
+                meta.region.map(str::to_owned),
+            );
+            let merged = window
+                .targets
+                .entry(key)
+                .or_insert_with(|| IntervalStats::new(digits));
+            merged.attempts += stats.attempts;
+            for (sum, n) in merged.outcomes.iter_mut().zip(stats.outcomes) {
+                *sum += n;
+            }
+            for (sum, set) in merged.phases.iter_mut().zip(&stats.phases) {
+                sum.merge(set);
+            }
+        }
+    }
+
+    /// Sends the window being merged.
+    fn flush(&mut self) {
+        let (Some(window), Some(sink)) = (self.window.take(), &mut self.cloudwatch) else {
+            return;
+        };
+        let data: Vec<_> = window
+            .targets
             .iter()
-            .flat_map(|(meta, stats)| {
+            .flat_map(|((service, id, region), stats)| {
+                let meta = TargetMeta {
+                    service,
+                    id,
+                    region: region.as_deref(),
+                };
                 target_data(
-                    *meta,
+                    meta,
                     &self.vantage,
                     stats,
-                    timestamp_ms,
+                    window.start_ms,
                     &self.layout,
                     self.significant_digits,
                 )
@@ -183,8 +242,9 @@ impl Exporters {
         }
     }
 
-    /// Sends what is still queued within `deadline`.
-    pub async fn finish(self, deadline: Duration) -> ExportSummary {
+    /// Sends the window being merged and what is still queued, within `deadline`.
+    pub async fn finish(mut self, deadline: Duration) -> ExportSummary {
+        self.flush();
         let cloudwatch = async {
             match self.cloudwatch {
                 None => SinkSummary::default(),
@@ -215,6 +275,15 @@ fn layout(digits: u8) -> hdrhistogram::Histogram<u64> {
     vantage_protocol::histogram::new_latency_histogram(digits)
         .or_else(|_| vantage_protocol::histogram::new_latency_histogram(3))
         .expect("3 significant digits is valid")
+}
+
+impl Sink {
+    fn resolution_secs(&self) -> u32 {
+        match self {
+            Sink::Api(api) => api.storage_resolution() as u32,
+            Sink::Emf { resolution, .. } => *resolution as u32,
+        }
+    }
 }
 
 fn api_settings(cw: &CloudWatchExport) -> ApiSettings {
