@@ -7,7 +7,8 @@
 //!
 //! Segments leave through a bounded queue (full: dropped and counted) to a task that sends them
 //! to a local X-Ray daemon over UDP (a `{"format":"json","version":1}` header line, then the
-//! segment, one datagram each) or with `PutTraceSegments` in batches, retried with the
+//! segment, one datagram each) or with `PutTraceSegments` in batches of up to 50 gathered for
+//! at most [`BATCH_WAIT`], retried with the
 //! project's [`Backoff`](vantage_runtime::Backoff).
 
 use super::cloudwatch::{
@@ -33,6 +34,8 @@ pub const QUEUE_SEGMENTS: usize = 4_096;
 /// Segment documents per `PutTraceSegments` call (the API's documented batch is small; X-Ray
 /// SDKs send up to 50 at a time).
 pub const SEGMENTS_PER_CALL: usize = 50;
+/// Longest a segment waits for others to share its `PutTraceSegments` call.
+pub const BATCH_WAIT: Duration = Duration::from_secs(1);
 /// The subsegments, in the order the phases happen.
 const PHASES: [Phase; 5] = [
     Phase::Dns,
@@ -288,11 +291,21 @@ async fn send_all(
         }
         Destination::Api(client) => {
             while let Some(first) = next(&mut rx, &mut closed, &mut closing).await {
+                // Gather for up to BATCH_WAIT: one signed call per 50 segments, not per probe.
                 let mut batch = vec![first];
+                let until = tokio::time::Instant::now() + BATCH_WAIT;
                 while batch.len() < SEGMENTS_PER_CALL {
-                    match rx.try_recv() {
-                        Ok(doc) => batch.push(doc),
-                        Err(_) => break,
+                    let more = if closing {
+                        rx.try_recv().ok()
+                    } else {
+                        tokio::time::timeout_at(until, next(&mut rx, &mut closed, &mut closing))
+                            .await
+                            .ok()
+                            .flatten()
+                    };
+                    match more {
+                        Some(doc) => batch.push(doc),
+                        None => break,
                     }
                 }
                 put_batch(&client, batch, &mut summary).await;
