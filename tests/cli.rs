@@ -681,6 +681,70 @@ fn lambda_mode_probes_for_run_for_then_answers_the_invocation() {
     );
 }
 
+#[test]
+fn lambda_mode_writes_cloudwatch_data_as_emf_lines_on_stdout() {
+    let rt = runtime();
+    let (status, aggregator) = (healthy(&rt), report_sink(&rt));
+    let deadline_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 30_000;
+    let api = RuntimeApi::start().unwrap();
+    let id = api.invoke(&serde_json::json!({}), deadline_ms);
+    let fleet = format!(
+        "{}\n[export.cloudwatch]\nenabled = true\nnamespace = \"VantageCli\"\n",
+        agent_fleet(&status.url("/status"), &aggregator.url())
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_vantage"))
+        .arg("agent")
+        .envs(api.lambda_env("agent"))
+        .env("AWS_REGION", "eu-west-1")
+        .env("VANTAGE_CONFIG_TOML", &fleet)
+        .env("VANTAGE_AGENT_KEY", std::str::from_utf8(AGENT_KEY).unwrap())
+        .env("VANTAGE_RUN_FOR", "2500ms")
+        .env("VANTAGE_SPOOL_DIR", temp_dir("cli-emf").path())
+        .env_remove("VANTAGE_CONFIG")
+        .env_remove("VANTAGE_VANTAGE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answer = api.wait_for_answer(&id, std::time::Duration::from_secs(15));
+    // Lambda keeps the process for the next invocation: stop it, then read what it wrote.
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(answer.expect("answered").outcome, Outcome::Response);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("_aws").is_some())
+        .collect();
+    let latency: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["Phase"] == "total" && v["Target"] == "global")
+        .collect();
+    assert!(
+        !latency.is_empty(),
+        "no EMF latency line in stdout:\n{stdout}"
+    );
+    let l = latency[0];
+    assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Namespace"], "VantageCli");
+    assert_eq!(
+        l["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+        "Latency"
+    );
+    assert_eq!(l["Vantage"], "eu-west-1");
+    assert_eq!(l["Region"], "global");
+    let values = l["Latency"]["Values"].as_array().unwrap();
+    assert!(!values.is_empty() && values.len() <= 100);
+    assert!(lines
+        .iter()
+        .any(|v| v["Outcome"] == "ok" && v["Probes"]["Sum"].as_f64() > Some(0.0)));
+}
+
 /// An aggregator (dry-run) serving its API on 127.0.0.1:0 from a thread of its own, for the
 /// `vantage override` tests; returns its base URL.
 fn aggregator_for(fleet: &str) -> String {

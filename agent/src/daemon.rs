@@ -99,6 +99,8 @@ pub struct AgentSummary {
     /// Each replica's delivery, in the order of [`AgentSettings::replicas`]; empty with one
     /// aggregator.
     pub replicas: Vec<QueueSummary>,
+    /// The CloudWatch export (`[export.cloudwatch]`), in metric data.
+    pub export: crate::export::ExportSummary,
 }
 
 /// A prober that also feeds the Prometheus metrics.
@@ -107,10 +109,32 @@ pub struct LabelledProber {
     pub(crate) labels: TargetLabels,
     /// The phases exported as histograms (`metrics.phase_histograms`).
     pub(crate) histograms: metrics::HistogramPhases,
+    /// Samples probes for X-Ray (`[export.xray]`).
+    pub(crate) tracer: Option<std::sync::Arc<crate::export::xray::Tracer>>,
 }
 
 impl crate::scheduler::ProbeTarget for LabelledProber {
     async fn probe(&self) -> vantage_probe::ProbeResult {
+        // HTTP probes only: a DNS query has no header to carry the trace.
+        if let (Some(tracer), TargetProber::Http(p)) = (&self.tracer, &self.prober) {
+            if let Some(ctx) = tracer.sample() {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::HeaderName::from_static(crate::export::xray::TRACE_HEADER),
+                    ctx.header(),
+                );
+                let result = p.probe_with_headers(&headers).await;
+                let spec = p.spec();
+                tracer.record(
+                    &ctx,
+                    &self.labels,
+                    spec.method.as_str(),
+                    &spec.url.to_string(),
+                    &result,
+                );
+                return result;
+            }
+        }
         self.prober.probe().await
     }
 
@@ -198,12 +222,20 @@ pub async fn run_with_reload(
         .max()
         .map_or(now_ms, |m| (m + 1).max(now_ms));
 
+    let mut exporters = crate::export::Exporters::start(&settings.fleet, &settings.vantage).await;
     let start = Instant::now();
-    let mut targets =
-        Targets::start(targets, start, clock, precision, histograms).map_err(|e| match e {
-            ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
-            other => unreachable!("starting compiles probers only: {other}"),
-        })?;
+    let mut targets = Targets::start(
+        targets,
+        start,
+        clock,
+        precision,
+        histograms,
+        exporters.tracer(),
+    )
+    .map_err(|e| match e {
+        ReloadError::Probe { target, source, .. } => AgentError::Probe { target, source },
+        other => unreachable!("starting compiles probers only: {other}"),
+    })?;
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
     let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
@@ -258,7 +290,7 @@ pub async fn run_with_reload(
                     break;
                 }
                 targets.before_collect();
-                collect(targets.running(), next, &identity, &aligned, &mut seq, &deliveries, &mut summary).await;
+                collect(targets.running(), next, &identity, &aligned, &mut seq, (&deliveries, &mut exporters), &mut summary).await;
                 targets.forget_reported(next);
                 next += 1;
             }
@@ -282,11 +314,12 @@ pub async fn run_with_reload(
         &identity,
         &aligned,
         &mut seq,
-        &deliveries,
+        (&deliveries, &mut exporters),
         &mut summary,
     )
     .await;
-    let queues = deliveries.finish().await;
+    let (queues, export) = tokio::join!(deliveries.finish(), exporters.finish(FLUSH_DEADLINE));
+    summary.export = export;
     summary.push = queues
         .iter()
         .fold(PushSummary::default(), |sum, q| add(sum, &q.push));
@@ -312,7 +345,7 @@ async fn collect(
     identity: &ReportIdentity,
     aligned: &AlignedIntervals,
     seq: &mut u64,
-    deliveries: &Deliveries,
+    (deliveries, exporters): (&Deliveries, &mut crate::export::Exporters),
     summary: &mut AgentSummary,
 ) {
     let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
@@ -340,6 +373,22 @@ async fn collect(
                 }
             })
             .collect();
+        if !exporters.is_empty() {
+            let exported: Vec<_> = stats
+                .iter()
+                .filter(|(_, s)| s.attempts > 0)
+                .map(|(i, s)| {
+                    let plan = &running[*i].target.plan;
+                    let meta = crate::export::datum::TargetMeta {
+                        service: &plan.service,
+                        id: &plan.id,
+                        region: plan.region.as_deref(),
+                    };
+                    (meta, s)
+                })
+                .collect();
+            exporters.interval(aligned.start_ms(index), &exported);
+        }
         let report = report::build(
             identity,
             *seq,

@@ -16,10 +16,12 @@
 //! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff;
 //!   [`push::Deliveries`] runs one such queue per aggregator replica.
 //! - [`metrics`]: the agent's Prometheus metric names, labels, buckets and recorder.
+//! - [`export`]: optional CloudWatch export (distributions via the API, or EMF in Lambda).
 //! - [`daemon`]: `vantage agent` (long-running or one Lambda invocation) built from the above.
 //! - [`oneshot`]: `vantage probe`, the command-line prober.
 
 pub mod daemon;
+pub mod export;
 pub mod fleet;
 pub mod identity;
 pub mod metrics;

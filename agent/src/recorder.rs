@@ -106,6 +106,34 @@ impl SampleSet {
         }
     }
 
+    /// Every recorded HDR bucket as (its highest equivalent value, count), in increasing order:
+    /// what `to_histogram().iter_recorded()` yields, without building a dense histogram for a
+    /// sparse set. `template` is any histogram of this set's precision (only its bucket layout
+    /// is read).
+    pub fn buckets(&self, template: &Histogram<u64>) -> Vec<(u64, u64)> {
+        match &self.repr {
+            Repr::Dense(h) => h
+                .iter_recorded()
+                .map(|b| (b.value_iterated_to(), b.count_at_value()))
+                .collect(),
+            Repr::Sparse(values) => {
+                let mut v: Vec<u64> = values
+                    .iter()
+                    .map(|x| template.highest_equivalent(u64::from(*x)))
+                    .collect();
+                v.sort_unstable();
+                let mut out: Vec<(u64, u64)> = Vec::new();
+                for x in v {
+                    match out.last_mut() {
+                        Some(last) if last.0 == x => last.1 += 1,
+                        _ => out.push((x, 1)),
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// Heap bytes held, for the memory figures in the docs and benchmarks.
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {

@@ -56,6 +56,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "agents.spool",
     // Changing which phases are histograms would leave the old kind's series behind.
     "metrics",
+    // The exporters (clients, sample rate) are built once, at start.
+    "export",
 ];
 
 /// Where a running agent rereads its fleet file, and what asks it to.
@@ -113,6 +115,8 @@ pub(crate) struct Targets {
     /// `metrics.phase_histograms`, fixed for the process (a restart-only key).
     histograms: metrics::HistogramPhases,
     tls: Arc<TlsConfigCache>,
+    /// X-Ray sampling for every target, when exported.
+    tracer: Option<Arc<crate::export::xray::Tracer>>,
 }
 
 fn fingerprint(t: &AgentTarget) -> String {
@@ -127,6 +131,7 @@ impl Targets {
         clock: IntervalClock,
         precision: u8,
         histograms: metrics::HistogramPhases,
+        tracer: Option<Arc<crate::export::xray::Tracer>>,
     ) -> Result<Self, ReloadError> {
         let mut set = Targets {
             running: Vec::with_capacity(targets.len()),
@@ -134,6 +139,7 @@ impl Targets {
             precision,
             histograms,
             tls: Arc::new(TlsConfigCache::new()),
+            tracer,
         };
         let intervals: Vec<_> = targets.iter().map(|t| t.interval).collect();
         let offsets = spread_offsets(&intervals, &mut rand::rng());
@@ -195,6 +201,7 @@ impl Targets {
                 prober,
                 labels,
                 histograms: self.histograms,
+                tracer: self.tracer.clone(),
             },
             grid,
             recorder,

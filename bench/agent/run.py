@@ -23,8 +23,14 @@ One run does all of this (stdlib only):
    slots, VmHWM <= 128 MB) and PASS/MISS. Without `named` the run stops with an install hint;
    --no-dns drops the DNS targets instead (and says so in the table).
 
+8. with --exporters (instead of the above): starts moto_server on loopback and runs the agent
+   twice at --targets, exporters off and then on ([export.cloudwatch] mode "api" and
+   [export.xray] PutTraceSegments at --xray-sample-rate, both pointed at moto), and prints CPU
+   per probe of each, the ratio against the goal (< +5 %), and the exporters' counters.
+
 Usage: python3 bench/agent/run.py [--secs 30] [--targets 1000] [--services 200]
                                   [--services-secs 65] [--target-dir /work/target]
+       python3 bench/agent/run.py --exporters [--secs 30] [--xray-sample-rate 0.05]
 """
 
 import argparse
@@ -234,9 +240,10 @@ def stop(proc, name, timeout=10):
 
 
 def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
-              log_name="agent.err"):
+              log_name="agent.err", extra_env=None):
     secs = secs or args.secs
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["VANTAGE_AGENT_KEY"] = "bench-agent-key-0123456789abcdef"
     env.setdefault("RUST_LOG", "warn")
     cmd = [args.vantage, "agent", "--config", fleet, "--vantage", vantage,
@@ -271,6 +278,16 @@ def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         wall = time.monotonic() - t0
         res["cpu_end"] = (proc_cpu_secs(proc.pid) or 0.0) - cpu0
+        if extra_env is not None:
+            # The exporters' counters, read before the scrape's own CPU is counted below.
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+                    res["metrics_text"] = r.read().decode()
+            except OSError as e:
+                res["metrics_text"] = ""
+                log(f"final scrape failed: {e}")
+            cpu0 += (proc_cpu_secs(proc.pid) or 0.0) - cpu0 - res["cpu_end"]
         res["others_pct"] = 100 * (machine_busy_secs() - busy0 - res["cpu_end"]) / wall
         res["wall"] = wall
         res["hwm_kb"] = proc_status_kb(proc.pid, "VmHWM")
@@ -527,6 +544,135 @@ def verdict(ok):
     return "PASS" if ok else "MISS"
 
 
+def start_moto(tmp):
+    """moto_server on 127.0.0.1:PORT from $VANTAGE_VENV (default: the workspace's .venv)."""
+    venv = os.environ.get("VANTAGE_VENV") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", ".venv")
+    exe = os.path.join(venv, "bin", "moto_server")
+    if not os.access(exe, os.X_OK):
+        sys.exit(f"missing {exe}: python3 -m venv .venv && .venv/bin/pip install 'moto[server]'")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], cwd=tmp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2).read()
+            return proc, port
+        except OSError:
+            time.sleep(0.3)
+    stop(proc, "moto_server")
+    sys.exit("moto_server did not answer within 60 s")
+
+
+class FakeAws(http.server.BaseHTTPRequestHandler):
+    """Answers PutMetricData (query protocol: XML) and PutTraceSegments (REST-JSON) at once,
+    counting requests and body bytes: the agent's own export cost without moto's (it stores
+    every sample of a Values/Counts datum one by one and cannot keep up with 1,000 targets)."""
+    protocol_version = "HTTP/1.1"
+    requests = 0
+    body_bytes = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("content-length") or 0)
+        self.rfile.read(n)
+        FakeAws.requests += 1
+        FakeAws.body_bytes += n
+        if self.path.startswith("/TraceSegments"):
+            body, ctype = b'{"UnprocessedTraceSegments":[]}', "application/json"
+        elif "json" in (self.headers.get("content-type") or ""):
+            body, ctype = b"{}", "application/x-amz-json-1.0"
+        else:
+            body = (b'<PutMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/">'
+                    b"<ResponseMetadata><RequestId>bench</RequestId></ResponseMetadata>"
+                    b"</PutMetricDataResponse>")
+            ctype = "text/xml"
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def export_counters(text):
+    """{(name, exporter): value} of the vantage_export_* counters in a scrape."""
+    out = {}
+    for m in re.finditer(r'^(vantage_export_\w+)\{[^}]*exporter="(\w+)"[^}]*\}\s+(\S+)$',
+                         text or "", re.M):
+        out[(m.group(1), m.group(2))] = out.get((m.group(1), m.group(2)), 0) + float(m.group(3))
+    return out
+
+
+def run_exporters(args, port, ca, serve, check, tmp):
+    """The agent at --targets targets twice, exporters off then on (CloudWatch API and X-Ray
+    PutTraceSegments at --xray-sample-rate, both on moto): CPU per probe and the ratio."""
+    fake = None
+    if args.fake_aws:
+        moto = None
+        fake = ThreadingServer(("127.0.0.1", 0), FakeAws)
+        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        moto_port = fake.server_address[1]
+        log(f"fake CloudWatch/X-Ray on 127.0.0.1:{moto_port}")
+    else:
+        moto, moto_port = start_moto(tmp)
+        log(f"moto on 127.0.0.1:{moto_port}")
+    aws_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+    runs = {}
+    try:
+        for mode in ("off", "on"):
+            sink = Sink()
+            fleet = os.path.join(tmp, f"fleet-export-{mode}.toml")
+            write_fleet(fleet, args.targets, port, ca, serve(sink))
+            if mode == "on":
+                with open(fleet, "a") as f:
+                    f.write("\n".join([
+                        "", "[export.cloudwatch]", "enabled = true", 'mode = "api"',
+                        'namespace = "VantageBench"', 'region = "us-east-1"',
+                        f'endpoint_url = "http://127.0.0.1:{moto_port}"', "",
+                        "[export.xray]", "enabled = true",
+                        f"sample_rate = {args.xray_sample_rate}", 'region = "us-east-1"',
+                        f'endpoint_url = "http://127.0.0.1:{moto_port}"', ""]))
+            check(fleet)
+            agent, _ = run_agent(args, fleet, free_port(), sink, tmp,
+                                 log_name=f"agent-export-{mode}.err", extra_env=aws_env)
+            runs[mode] = (figures(sink.snapshot()[0], args.targets, agent), agent)
+    finally:
+        stop(moto, "moto_server")
+        if fake is not None:
+            fake.shutdown()
+            fake.server_close()
+    off, on = runs["off"][0], runs["on"][0]
+    counters = export_counters(runs["on"][1].get("metrics_text"))
+    print()
+    print(f"exporter overhead: vantage agent, {args.targets} targets at 1 s, report_interval 1 s, "
+          f"{args.secs} s each, CloudWatch (API) + X-Ray (PutTraceSegments, sample rate "
+          f"{args.xray_sample_rate}) on "
+          f"{'a fake AWS endpoint' if args.fake_aws else 'moto'} over loopback")
+    print()
+    print("| exporters | probes (ok) | CPU per probe | CPU, % of a core |")
+    print("|---|---|---|---|")
+    for name, f in (("off", off), ("on", on)):
+        print(f"| {name} | {f['probes']} ({f['ok']}) | {fmt(f['cpu_ms'], '.4f')} ms | {f['cpu_pct']:.1f}% |")
+    ratio = on["cpu_ms"] / off["cpu_ms"] if on["cpu_ms"] and off["cpu_ms"] else None
+    print()
+    if ratio is not None:
+        print(f"CPU per probe, on / off: {ratio:.3f} ({100 * (ratio - 1):+.1f}%); "
+              f"goal < +5%: {verdict(ratio < 1.05)}")
+    for exporter in ("cloudwatch", "xray"):
+        got = {n.replace("vantage_export_", ""): int(v) for (n, e), v in counters.items()
+               if e == exporter}
+        print(f"{exporter}: {got or 'no counters scraped'}")
+    if fake is not None:
+        print(f"fake endpoint: {FakeAws.requests} requests, {FakeAws.body_bytes} body bytes")
+    for mode in ("off", "on"):
+        print(f"{mode}: " + agent_line(runs[mode][1]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--secs", type=int, default=30,
@@ -545,6 +691,12 @@ def main():
                     help="skip the single-service run (and bench-probe's)")
     ap.add_argument("--target-dir", default=os.environ.get("CARGO_TARGET_DIR", "/work/target"))
     ap.add_argument("--skip-probe-only", action="store_true")
+    ap.add_argument("--exporters", action="store_true",
+                    help="only the exporter overhead: exporters off vs on (CloudWatch + X-Ray on moto)")
+    ap.add_argument("--fake-aws", action="store_true",
+                    help="--exporters against a minimal fake CloudWatch/X-Ray endpoint instead of moto")
+    ap.add_argument("--xray-sample-rate", type=float, default=0.05,
+                    help="X-Ray sample rate of --exporters (default 0.05, the agent's default)")
     args = ap.parse_args()
     args.vantage = os.path.join(args.target_dir, "release", "vantage")
     args.bench_probe = os.path.join(args.target_dir, "release", "bench-probe")
@@ -562,7 +714,8 @@ def main():
     per_service = 0
     try:
         hold = (0 if args.skip_single else args.secs) + \
-            (args.services_secs if args.services else 0) + 180
+            (args.services_secs if args.services else 0) + \
+            (2 * args.secs if args.exporters else 0) + 180
         nginx, port, ca = start_nginx(args.bench_probe, hold, tmp)
         log(f"nginx on 127.0.0.1:{port}, CA {ca}")
 
@@ -578,6 +731,9 @@ def main():
             if chk.returncode != 0:
                 raise RuntimeError(f"check-config failed:\n{chk.stdout}{chk.stderr}")
 
+        if args.exporters:
+            run_exporters(args, port, ca, serve, check, tmp)
+            return
         if not args.skip_single:
             sink_port = serve(sink)
             log(f"report sink on 127.0.0.1:{sink_port}")

@@ -74,6 +74,7 @@ pub(crate) fn build_request(
     url: &Uri,
     method: &Method,
     body: &Bytes,
+    extra: &http::HeaderMap,
     sender: &Sender,
 ) -> Result<Request<Full<Bytes>>, StepError> {
     let invalid = |e: http::Error| {
@@ -96,6 +97,9 @@ pub(crate) fn build_request(
     let headers = request.headers_mut();
     for (name, value) in &spec.headers {
         headers.append(name, value.clone());
+    }
+    for (name, value) in extra {
+        headers.insert(name, value.clone());
     }
     if matches!(sender, Sender::H1(_)) && !headers.contains_key(header::HOST) {
         if let Some(authority) = url.authority() {

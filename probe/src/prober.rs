@@ -80,11 +80,17 @@ impl Prober {
 
     /// Runs one probe to completion or to the overall deadline.
     pub async fn probe(&self) -> ProbeResult {
+        self.probe_with_headers(&HeaderMap::new()).await
+    }
+
+    /// [`probe`](Self::probe) with headers of this probe only added to (and replacing those of
+    /// the same name in) the spec's: a trace header such as `X-Amzn-Trace-Id` differs per probe.
+    pub async fn probe_with_headers(&self, extra: &HeaderMap) -> ProbeResult {
         let started = Instant::now();
         let deadline = started + self.spec.timeouts.overall;
         let mut result = ProbeResult::new();
         let run = match self.spec.kind() {
-            ProbeKind::Http => self.run(deadline, &mut result).await,
+            ProbeKind::Http => self.run(deadline, extra, &mut result).await,
             ProbeKind::Tcp => crate::tcp::run(self, deadline, &mut result).await,
             ProbeKind::Grpc => crate::grpc::run(self, deadline, &mut result).await,
         };
@@ -99,14 +105,19 @@ impl Prober {
         result
     }
 
-    async fn run(&self, deadline: Instant, result: &mut ProbeResult) -> Result<(), StepError> {
+    async fn run(
+        &self,
+        deadline: Instant,
+        extra: &HeaderMap,
+        result: &mut ProbeResult,
+    ) -> Result<(), StepError> {
         let spec = &*self.spec;
         let mut url = spec.url.clone();
         let mut method = spec.method.clone();
         let mut body = spec.body.clone();
         loop {
             let response = self
-                .exchange(&url, &method, &body, deadline, result)
+                .exchange(&url, &method, &body, extra, deadline, result)
                 .await?;
             let status = response.status;
             let redirect = status.is_redirection() && status != StatusCode::NOT_MODIFIED;
@@ -151,6 +162,7 @@ impl Prober {
         url: &Uri,
         method: &Method,
         body: &Bytes,
+        extra: &HeaderMap,
         deadline: Instant,
         result: &mut ProbeResult,
     ) -> Result<Response, StepError> {
@@ -171,7 +183,7 @@ impl Prober {
         result.tls_version = connection.tls_version;
         result.cert_not_after = connection.cert_not_after;
 
-        let request = build_request(spec, url, method, body, &connection.sender)?;
+        let request = build_request(spec, url, method, body, extra, &connection.sender)?;
         let sent_at = Instant::now();
         let first_byte_limit = deadline.min(sent_at + spec.timeouts.first_byte);
         let sending = async {

@@ -7,7 +7,8 @@
 //! [`run_with`] serves it through the shared server loop, with its connection limits.
 //!
 //! Every answer carries `x-vantage-region` and echoes `X-Amzn-Trace-Id` when the caller sent
-//! one; deep requests log it.
+//! one; deep requests log it, and a round of checks a traced deep request starts passes it on
+//! to its HTTP checks (and names it in the round's warnings).
 
 use crate::cache::SingleFlight;
 use crate::checks::{self, Check, CheckSpec, LagLimits, Role, Round, Status};
@@ -230,12 +231,22 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router 
         let checks = Arc::clone(&checks);
         let metrics = Arc::clone(&round_metrics);
         let meta = round_meta.clone();
+        // Called in the requesting task (before the round is spawned): its trace, if any.
+        let trace = checks::current_trace();
+        let trace_id = trace
+            .as_ref()
+            .and_then(|t| t.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
         async move {
-            let round = checks::run_round(&checks, deadline).await;
+            let round = checks::TRACE
+                .scope(trace, checks::run_round(&checks, deadline))
+                .await;
             metrics.round(&round);
             for r in round.results.iter().filter(|r| r.status() != Status::Pass) {
                 let output = r.observations.iter().filter_map(|o| o.output.as_deref());
                 tracing::warn!(
+                    trace_id = %trace_id,
                     check = %r.name,
                     status = r.status().as_str(),
                     output = %output.collect::<Vec<_>>().join("; "),
@@ -306,20 +317,24 @@ async fn deep(
         app.token.as_deref(),
     );
     let view = View::from_query(query.as_deref(), authorized);
-    let (status, body) =
-        match tokio::time::timeout(app.deadline + DEADLINE_MARGIN, app.cache.get()).await {
-            Ok(Ok(answers)) => answers.answer(&app.meta, &view),
-            outcome => {
-                let why = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("dependency checks did not finish within {:?}", app.deadline),
-                };
-                let mut body = health::liveness(&app.meta);
-                body["status"] = serde_json::json!(Status::Fail);
-                body["output"] = serde_json::json!(why);
-                (Status::Fail, Bytes::from(body.to_string()))
-            }
-        };
+    let (status, body) = match tokio::time::timeout(
+        app.deadline + DEADLINE_MARGIN,
+        checks::TRACE.scope(headers.get(TRACE_HEADER).cloned(), app.cache.get()),
+    )
+    .await
+    {
+        Ok(Ok(answers)) => answers.answer(&app.meta, &view),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("dependency checks did not finish within {:?}", app.deadline),
+            };
+            let mut body = health::liveness(&app.meta);
+            body["status"] = serde_json::json!(Status::Fail);
+            body["output"] = serde_json::json!(why);
+            (Status::Fail, Bytes::from(body.to_string()))
+        }
+    };
     tracing::debug!(trace_id = trace, status = status.as_str(), "deep status");
     app.metrics.answer(metrics::Path::Deep, status);
     let code = match status {

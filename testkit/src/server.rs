@@ -211,6 +211,8 @@ pub struct Seen {
     pub host: Option<String>,
     pub version: Option<Version>,
     pub path: Option<String>,
+    /// Headers of the last request.
+    pub headers: http::HeaderMap,
 }
 
 struct State {
@@ -235,6 +237,7 @@ impl State {
                 .or_else(|| request.uri().authority().map(|a| a.to_string()));
             seen.version = Some(request.version());
             seen.path = Some(path.clone());
+            seen.headers = request.headers().clone();
         }
         let reply = self.routes.get(&path).unwrap_or(&self.default).clone();
         if !reply.delay.is_zero() {

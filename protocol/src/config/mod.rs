@@ -14,12 +14,14 @@
 //! [`route53`] the `[route53]` section and its checks, [`arc`] the `[arc]` section (ARC routing
 //! controls), [`replicas`] where the aggregator runs (one process or replicas, and their
 //! lease), [`dns`] the DNS target and its answer → Region map, [`metrics`] what the agent's
-//! `/metrics` exports, and `validate` the checks across the whole file.
+//! `/metrics` exports, [`export`] the agent's CloudWatch and X-Ray exports, and `validate` the
+//! checks across the whole file.
 
 pub mod arc;
 mod diff;
 pub mod dns;
 pub mod error;
+pub mod export;
 mod keys;
 pub mod maintenance;
 pub mod metrics;
@@ -38,6 +40,7 @@ pub use dns::{normalize_answer, DnsPlan, DnsRecordType, DnsSection};
 pub use error::{
     line_of_key, parse_toml, redact_userinfo, ConfigError, ConfigText, Located, Problem,
 };
+pub use export::{CloudWatchExport, CloudWatchMode, ExportSection, XRayExport};
 pub use maintenance::{format_rfc3339_ms, parse_rfc3339_ms, MaintenanceSection};
 pub use metrics::{MetricsSection, MetricsSettings, DEFAULT_PHASE_HISTOGRAMS};
 pub use notify::{EventKind, NotificationsSection, NotifySection, Severity, SinkKind};
@@ -105,6 +108,8 @@ pub struct FleetConfig {
     /// What the agent's `/metrics` exports (see [`metrics`]).
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Optional exports of the agent's measurements (`[export.cloudwatch]`).
+    pub export: Option<ExportSection>,
     /// Where the text came from and the text itself, for error lines.
     #[serde(skip)]
     pub origin: String,

@@ -36,6 +36,7 @@ impl FleetConfig {
             }
         }
         self.validate_replicas()?;
+        self.validate_export()?;
         if self.vantages.is_empty() {
             return Err(self.section_error(
                 "vantages",

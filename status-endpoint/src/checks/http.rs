@@ -32,8 +32,14 @@ impl HttpCheck {
         &self.url
     }
 
+    /// One probe; it carries the caller's `X-Amzn-Trace-Id` when a traced request started the
+    /// round ([`super::TRACE`]).
     pub async fn run(&self) -> Result<Probe, CheckError> {
-        let result = self.prober.probe().await;
+        let mut headers = ::http::HeaderMap::new();
+        if let Some(trace) = super::current_trace() {
+            headers.insert(::http::HeaderName::from_static("x-amzn-trace-id"), trace);
+        }
+        let result = self.prober.probe_with_headers(&headers).await;
         if result.outcome == Outcome::Ok {
             return Ok(Probe::pass());
         }

@@ -18,6 +18,17 @@ pub mod tls;
 
 use serde::Serialize;
 use std::sync::Arc;
+
+tokio::task_local! {
+    /// The `X-Amzn-Trace-Id` of the request that started the round (set by the deep handler),
+    /// which HTTP checks pass on so the dependency joins the caller's trace.
+    pub static TRACE: Option<::http::HeaderValue>;
+}
+
+/// The trace of the current task, if a traced request started it.
+pub fn current_trace() -> Option<::http::HeaderValue> {
+    TRACE.try_with(Clone::clone).ok().flatten()
+}
 use std::time::{Duration, SystemTime};
 
 /// A health status, ordered by severity: `Fail > Warn > Pass`, so the status of a set of
@@ -309,11 +320,14 @@ pub struct Round {
 /// have finished or timed out, so within the deadline plus scheduling noise.
 pub async fn run_round(checks: &[Arc<CheckSpec>], deadline: Duration) -> Round {
     let started = tokio::time::Instant::now();
+    // Spawned tasks do not inherit task-locals: hand the trace to each check's task.
+    let trace = current_trace();
     let handles: Vec<_> = checks
         .iter()
         .map(|spec| {
             let spec = Arc::clone(spec);
-            tokio::spawn(async move { run_one(&spec, deadline).await })
+            let trace = trace.clone();
+            tokio::spawn(TRACE.scope(trace, async move { run_one(&spec, deadline).await }))
         })
         .collect();
     let mut results = Vec::with_capacity(handles.len());
