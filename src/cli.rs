@@ -137,8 +137,9 @@ struct DemoArgs {
     /// Add latency to a Region's answers from SECS. Repeatable.
     #[arg(long, value_name = "[SERVICE:]REGION@SECS:+MS")]
     slow: Vec<String>,
-    /// Make a Region answer 503 to RATIO (0..1) of requests from SECS: a gray failure that
-    /// keeps it in service below policy.max_failure_ratio, with less weight. Repeatable.
+    /// Make a Region answer 503 to RATIO (0..1) of requests from SECS, spread evenly over each
+    /// vantage's requests: a gray failure that keeps it in service below
+    /// policy.max_failure_ratio, with less weight. Repeatable.
     #[arg(long, value_name = "[SERVICE:]REGION@SECS:RATIO")]
     degrade: Vec<String>,
     /// Make one vantage's own network drop a share of its connections (to one service's

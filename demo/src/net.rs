@@ -30,6 +30,8 @@ pub struct Faults {
     slow: Mutex<BTreeMap<String, Duration>>,
     /// Unit → share of requests answered 503 (a gray failure).
     degraded: Mutex<BTreeMap<String, f64>>,
+    /// (vantage, unit) → requests seen while degraded, to spread the 503s evenly.
+    degraded_seen: Mutex<BTreeMap<(String, String), u64>>,
     /// (vantage, service or `None` for all) → share of connections dropped.
     flaky: Mutex<BTreeMap<(String, Option<String>), f64>>,
 }
@@ -49,8 +51,22 @@ impl Faults {
         lock(&self.degraded).insert(unit.to_owned(), ratio);
     }
 
-    fn degraded(&self, unit: &str) -> f64 {
-        lock(&self.degraded).get(unit).copied().unwrap_or(0.0)
+    /// Whether this request of `vantage` to a degraded `unit` gets a 503. The 503s are spread
+    /// evenly over each vantage's requests (the n-th fails when ⌊n·ratio⌋ steps up), not drawn
+    /// at random: a window of a few probes then holds the share the fault names, so a gray
+    /// failure below `max_failure_ratio` never looks like an outage by a run of bad luck.
+    fn answers_503(&self, vantage: &str, unit: &str) -> bool {
+        let ratio = lock(&self.degraded).get(unit).copied().unwrap_or(0.0);
+        if ratio <= 0.0 {
+            return false;
+        }
+        let mut seen = lock(&self.degraded_seen);
+        let n = seen
+            .entry((vantage.to_owned(), unit.to_owned()))
+            .or_default();
+        let fails = ((*n + 1) as f64 * ratio).floor() > (*n as f64 * ratio).floor();
+        *n += 1;
+        fails
     }
 
     pub fn slow(&self, unit: &str, extra: Duration) {
@@ -218,8 +234,7 @@ async fn carry(net: Arc<Network>, client: TcpStream, vantage: String, unit: Stri
         let _ = client.set_zero_linger();
         return;
     }
-    let degraded = net.faults.degraded(&unit);
-    if degraded > 0.0 && rand::rng().random_bool(degraded.min(1.0)) {
+    if net.faults.answers_503(&vantage, &unit) {
         // A gray failure: this request gets a 503, the next may not.
         tokio::time::sleep(one_way * 2).await;
         answer_503(client, &region).await;
