@@ -11,6 +11,8 @@
 //! - [`metrics_http`]: the `/metrics` listener the agent and the aggregator both serve.
 //! - [`process_metrics`]: the standard `process_*` metrics (CPU, memory, fds) from `/proc`.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod backoff;
 pub mod errors;
 pub mod http_server;

@@ -307,22 +307,11 @@ fn effective_mode(cw: &CloudWatchExport) -> CloudWatchMode {
 /// The SDK configuration: rustls on ring like every vantage AWS client, the SDK's own retries
 /// off (the sink retries with the project's backoff), short timeouts.
 pub fn sdk_loader(endpoint_url: Option<&str>, region: &str) -> aws_config::ConfigLoader {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_owned()))
-        .http_client(http_client)
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .build(),
-        );
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader
+    vantage_runtime::aws::sdk_loader(vantage_runtime::aws::SdkOptions {
+        region,
+        endpoint_url,
+        connect_timeout: Duration::from_secs(3),
+        attempt_timeout: Duration::from_secs(10),
+        max_idle_per_host: 2,
+    })
 }

@@ -33,25 +33,13 @@ pub fn sdk_loader(
     endpoint_url: Option<&str>,
     timeout: Duration,
 ) -> aws_config::ConfigLoader {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    let http_client = aws_smithy_http_client::Builder::new()
-        .pool_max_idle_per_host(2)
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(region.to_owned()))
-        .http_client(http_client)
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(timeout)
-                .operation_attempt_timeout(timeout)
-                .build(),
-        );
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader
+    vantage_runtime::aws::sdk_loader(vantage_runtime::aws::SdkOptions {
+        region,
+        endpoint_url,
+        connect_timeout: timeout,
+        attempt_timeout: timeout,
+        max_idle_per_host: 2,
+    })
 }
 
 impl LambdaCheck {

@@ -13,25 +13,11 @@ pub fn sdk_loader(
     endpoint_url: Option<&str>,
     aws_region: Option<&str>,
 ) -> aws_config::ConfigLoader {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    let http_client = aws_smithy_http_client::Builder::new()
-        .pool_max_idle_per_host(4)
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(
-            aws_region.unwrap_or("us-east-1").to_owned(),
-        ))
-        .http_client(http_client)
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .build(),
-        );
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader
+    vantage_runtime::aws::sdk_loader(vantage_runtime::aws::SdkOptions {
+        region: aws_region.unwrap_or("us-east-1"),
+        endpoint_url,
+        connect_timeout: Duration::from_secs(3),
+        attempt_timeout: Duration::from_secs(10),
+        max_idle_per_host: 4,
+    })
 }
