@@ -6,8 +6,6 @@
 //! overlay is property-tested.
 
 use proptest::prelude::*;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_aggregator::backend::DryRun;
 use vantage_aggregator::config::AggregatorConfig;
@@ -17,30 +15,7 @@ use vantage_aggregator::overrides::{Caller, OverrideRequest};
 use vantage_aggregator::service::Aggregator;
 use vantage_protocol::config::{format_rfc3339_ms, parse_rfc3339_ms, FleetConfig};
 use vantage_testkit::fleet::FleetToml;
-
-/// The decision log, kept in memory.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn events(&self, name: &str) -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"] == name)
-            .collect()
-    }
-}
+use vantage_testkit::log::JsonLines;
 
 const START: &str = "2030-01-01T00:00:00Z";
 
@@ -61,8 +36,8 @@ fn fleet(extra: &str) -> FleetConfig {
     FleetConfig::parse(&text, "test fleet").unwrap()
 }
 
-fn aggregator(extra: &str) -> (Aggregator<DryRun>, Log) {
-    let log = Log::default();
+fn aggregator(extra: &str) -> (Aggregator<DryRun>, JsonLines) {
+    let log = JsonLines::default();
     let config = AggregatorConfig::from_fleet(fleet(extra)).unwrap();
     (
         Aggregator::new(config, DryRun::new(), Some(Box::new(log.clone()))).unwrap(),
@@ -107,14 +82,14 @@ fn a_window_holds_its_region_out_from_start_to_end_and_says_so() {
         during.overrides.pinned.is_empty(),
         "a window is not an operator's pin"
     );
-    let started = log.events("maintenance_started");
+    let started = log.events_of("maintenance_started");
     assert_eq!(started.len(), 1);
     assert!(started[0]["reason"]
         .as_str()
         .unwrap()
         .contains("database upgrade"));
     assert!(!in_service(&a, at(3599), "eu-west-1"));
-    assert_eq!(log.events("maintenance_started").len(), 1, "told once");
+    assert_eq!(log.events_of("maintenance_started").len(), 1, "told once");
 
     // Released at the end, but not put back by the window's end: no data never moves a
     // Region, and its up streak starts again (recover_after up evaluations).
@@ -129,7 +104,7 @@ fn a_window_holds_its_region_out_from_start_to_end_and_says_so() {
             .unwrap()
             .in_service
     );
-    let ended = log.events("maintenance_ended");
+    let ended = log.events_of("maintenance_ended");
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["units"], serde_json::json!(["eu-west-1"]));
 }
@@ -147,7 +122,7 @@ fn a_window_over_every_region_leaves_min_healthy_in_service() {
         s.maintenance.active[0].not_held,
         vec!["us-east-1".to_owned()]
     );
-    let line = &log.events("maintenance_started")[0];
+    let line = &log.events_of("maintenance_started")[0];
     assert!(
         line["reason"].as_str().unwrap().contains("min_healthy"),
         "{line}"
@@ -192,7 +167,7 @@ fn a_pin_with_until_holds_until_then_and_is_released_after() {
     );
     let s = a.decide(at(30));
     assert!(s.overrides.pinned.is_empty(), "expired at `until`");
-    let ended = log.events("maintenance_ended");
+    let ended = log.events_of("maintenance_ended");
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["by"], "ops-bob");
 }
