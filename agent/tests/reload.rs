@@ -290,9 +290,10 @@ async fn a_broken_file_keeps_the_targets_and_names_file_line_and_key() {
         "want {expected:?} in:\n{logged}"
     );
     assert!(!logged.contains("fleet file reloaded"), "{logged}");
-    // Still probing the old targets, every probe reported.
+    // Still probing the old targets, every probe reported. (How many more probes fit in the
+    // rest of run_for depends on how busy the machine is; that some do is the point.)
     assert!(
-        euw1.requests() >= at_reload + 10,
+        euw1.requests() > at_reload,
         "{at_reload} -> {}",
         euw1.requests()
     );
