@@ -286,7 +286,6 @@ async fn a_sink_that_never_answers_does_not_slow_decisions() {
     let aggregator = Aggregator::new(config, DryRun::new(), None)
         .unwrap()
         .with_notifier(notifier);
-    let started = tokio::time::Instant::now();
     let mut decisions = 0;
     for i in 0..40u32 {
         let mut request = pin(&format!("nonce-hang-{i:08}"), "eu-west-1");
@@ -299,14 +298,10 @@ async fn a_sink_that_never_answers_does_not_slow_decisions() {
         aggregator.decide(SystemTime::now());
         decisions += 1;
     }
-    // 40 events behind a sink whose every attempt takes 300 ms: waiting for it would take
-    // 40 × 2 × 300 ms. The loop never waited; the queue (2) took what it could.
+    // 40 events behind a sink whose every attempt takes 300 ms. Had a decision waited for the
+    // sink, the queue (2) would never have been full; at least 30 dropped events prove the
+    // decisions went on without it, whatever the machine's speed.
     assert_eq!(decisions, 40);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(snap.get(names::DROPPED_TOTAL, "hanging") >= 30);
     eventually(|| snap.get(names::DEAD_LETTER_TOTAL, "hanging") >= 1).await;
     assert!(snap.get(names::RETRIES_TOTAL, "hanging") >= 1);

@@ -290,4 +290,6 @@ impl FleetConfig {
 }
 
 #[cfg(test)]
+mod targets_tests;
+#[cfg(test)]
 mod tests;
