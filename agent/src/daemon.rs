@@ -20,7 +20,7 @@
 
 use crate::fleet::{build_vantage_targets, AgentTarget, TargetProber};
 use crate::identity::parse_agent_id;
-use crate::metrics::{self, DeliveryLabels, TargetLabels};
+use crate::metrics::{self, DeliveryLabels};
 use crate::push::{
     check_replicas, Deliveries, DeliveryQueue, OutgoingReport, PushConfig, PushSummary,
     QueueSummary, ReplicaTarget,
@@ -106,9 +106,8 @@ pub struct AgentSummary {
 /// A prober that also feeds the Prometheus metrics.
 pub struct LabelledProber {
     pub(crate) prober: TargetProber,
-    pub(crate) labels: TargetLabels,
-    /// The phases exported as histograms (`metrics.phase_histograms`).
-    pub(crate) histograms: metrics::HistogramPhases,
+    /// The target's Prometheus series.
+    pub(crate) series: metrics::TargetSeries,
     /// Samples probes for X-Ray (`[export.xray]`).
     pub(crate) tracer: Option<std::sync::Arc<crate::export::xray::Tracer>>,
 }
@@ -127,7 +126,7 @@ impl crate::scheduler::ProbeTarget for LabelledProber {
                 let spec = p.spec();
                 tracer.record(
                     &ctx,
-                    &self.labels,
+                    self.series.labels(),
                     spec.method.as_str(),
                     &spec.url.to_string(),
                     &result,
@@ -139,11 +138,11 @@ impl crate::scheduler::ProbeTarget for LabelledProber {
     }
 
     fn observe(&self, result: &vantage_probe::ProbeResult, start_lag: Duration) {
-        metrics::record_probe(&self.labels, self.histograms, result, start_lag);
+        self.series.record_probe(result, start_lag);
     }
 
     fn observe_missed(&self, slots: u64) {
-        metrics::record_missed(&self.labels, slots);
+        self.series.record_missed(slots);
     }
 }
 

@@ -194,13 +194,11 @@ impl Targets {
         recorder: Arc<Mutex<TargetRecorder>>,
         after: Option<JoinHandle<()>>,
     ) -> Running {
-        let labels = target.labels();
-        metrics::register_target(&labels);
+        let series = metrics::TargetSeries::register(target.labels(), self.histograms);
         let scheduled = Arc::new(ScheduledTarget {
             probe: LabelledProber {
                 prober,
-                labels,
-                histograms: self.histograms,
+                series,
                 tracer: self.tracer.clone(),
             },
             grid,

@@ -80,11 +80,13 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     // Five real probes of a healthy Regional endpoint.
     let server = region_server().await;
     let tls = Arc::new(TlsConfigCache::new());
-    let status = TargetLabels::new("orders-api", "status:eu-west-1", Some("eu-west-1"));
-    m::register_target(&status);
     // ttfb as a histogram too (metrics.phase_histograms = ["ttfb", "total"]); the other phases
     // as elapsed/observations pairs.
     let ttfb_too = m::HistogramPhases::of(&[Phase::Ttfb, Phase::Total]);
+    let status = m::TargetSeries::register(
+        TargetLabels::new("orders-api", "status:eu-west-1", Some("eu-west-1")),
+        ttfb_too,
+    );
     let prober = Prober::new(
         ProbeSpec::get(&server.url("/status")).expect("spec"),
         tls.clone(),
@@ -94,13 +96,15 @@ async fn scrape_passes_promtool_and_holds_every_series() {
         let result = prober.probe().await;
         assert_eq!(result.outcome, Outcome::Ok, "{:?}", result.failure);
         assert_eq!(result.answered_by.as_deref(), Some("eu-west-1"));
-        m::record_probe(&status, ttfb_too, &result, Duration::from_micros(100 * i));
+        status.record_probe(&result, Duration::from_micros(100 * i));
     }
-    m::record_missed(&status, 2);
+    status.record_missed(2);
 
     // One real failure: nothing listens on the global endpoint's port.
-    let global = TargetLabels::new("orders-api", "global", None);
-    m::register_target(&global);
+    let global = m::TargetSeries::register(
+        TargetLabels::new("orders-api", "global", None),
+        m::HistogramPhases::default(),
+    );
     let refused = Prober::new(
         ProbeSpec::get(&format!(
             "http://127.0.0.1:{}/status",
@@ -113,27 +117,20 @@ async fn scrape_passes_promtool_and_holds_every_series() {
     .probe()
     .await;
     assert_eq!(refused.outcome, Outcome::Connect, "{:?}", refused.failure);
-    m::record_probe(
-        &global,
-        m::HistogramPhases::default(),
-        &refused,
-        Duration::ZERO,
-    );
+    global.record_probe(&refused, Duration::ZERO);
 
     // A TLS target's result, so the certificate gauge goes through `record_probe` too.
-    let deep = TargetLabels::new("orders-api", "deep:eu-west-1", Some("eu-west-1"));
+    let deep = m::TargetSeries::register(
+        TargetLabels::new("orders-api", "deep:eu-west-1", Some("eu-west-1")),
+        m::HistogramPhases::default(),
+    );
     let mut timings = PhaseTimings::default();
     timings.set(Phase::Tls, Duration::from_millis(12));
     timings.set(Phase::Total, Duration::from_millis(80));
     let mut tls_result = ProbeResult::synthetic(Outcome::HttpStatus, timings);
     tls_result.status = Some(503);
     tls_result.cert_not_after = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000));
-    m::record_probe(
-        &deep,
-        m::HistogramPhases::default(),
-        &tls_result,
-        Duration::ZERO,
-    );
+    deep.record_probe(&tls_result, Duration::ZERO);
 
     // What the report pusher and spool record.
     metrics::counter!(m::REPORTS_BUILT_TOTAL).increment(3);

@@ -1,12 +1,14 @@
 //! `/metrics` at fleet scale: 1,000 targets labelled as `bench/agent` labels them (one service,
 //! the global endpoint and 999 Regions' status URLs, every probe ok over HTTPS), rendered by the
 //! agent's recorder. Before `metrics.phase_histograms` it was 15.9 MB (every target x phase x
-//! 20 buckets, and every outcome registered at zero); with the defaults it is 3.7 MB, 26 series
-//! a target. The issue's goal, 1.5 MB, is NOT met and this bound says so: it is about ten
-//! series of ~145 bytes a target, less than one classic histogram of useful resolution (a
-//! bucket is a line per target); only native histograms (protobuf exposition, see
-//! `agent/src/metrics.rs`) would reach it. The bound guards the figure reached against
-//! regressions. Each test renders into its own local recorder, so they share no global state.
+//! 20 buckets, and every outcome registered at zero); with the defaults it is 3.7 MB
+//! uncompressed, 26 series a target. The issue's goal, 1.5 MB, is NOT met uncompressed and this
+//! bound says so: it is about ten series of ~145 bytes a target, less than one classic
+//! histogram of useful resolution (a bucket is a line per target); only native histograms
+//! (protobuf exposition, see `agent/src/metrics.rs`) would reach it. On the wire it is met:
+//! Prometheus always asks for gzip and the listener compresses (`metrics_http::exposition`).
+//! The bounds guard the figures reached against regressions. Each test renders into its own
+//! local recorder, so they share no global state.
 
 use std::time::{Duration, SystemTime};
 use vantage_agent::metrics::{self as m, HistogramPhases, TargetLabels};
@@ -16,9 +18,16 @@ use vantage_protocol::{Outcome, Phase};
 const TARGETS: usize = 1_000;
 /// What the defaults reach (3.70 MB), with 3 % headroom for label spellings.
 const LIMIT_BYTES: usize = 3_800_000;
+/// The issue's goal, met by what a scrape with `Accept-Encoding: gzip` carries.
+const WIRE_GOAL_BYTES: usize = 1_500_000;
 
 /// The text `/metrics` serves after every one of `TARGETS` targets ran `probes` ok probes.
 fn render(histograms: HistogramPhases, probes: u32) -> String {
+    String::from_utf8(exposition(histograms, probes, false).to_vec()).expect("UTF-8 exposition")
+}
+
+/// The body `/metrics` serves, gzip-compressed when `gzip`.
+fn exposition(histograms: HistogramPhases, probes: u32, gzip: bool) -> bytes::Bytes {
     let recorder = m::builder("r-0001").unwrap().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
@@ -30,7 +39,7 @@ fn render(histograms: HistogramPhases, probes: u32) -> String {
                 let region = format!("r-{i:04}");
                 TargetLabels::new("agent-bench", format!("status:{region}"), Some(&region))
             };
-            m::register_target(&labels);
+            let series = m::TargetSeries::register(labels, histograms);
             for p in 0..probes {
                 let mut timings = PhaseTimings::default();
                 // Spread over the buckets, as loopback and real latencies would be.
@@ -44,11 +53,11 @@ fn render(histograms: HistogramPhases, probes: u32) -> String {
                 result.status = Some(200);
                 result.cert_not_after =
                     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000));
-                m::record_probe(&labels, histograms, &result, Duration::ZERO);
+                series.record_probe(&result, Duration::ZERO);
             }
         }
     });
-    handle.render()
+    vantage_runtime::metrics_http::exposition(&handle, gzip)
 }
 
 #[test]
@@ -80,4 +89,27 @@ fn every_phase_as_a_histogram_is_what_the_bound_guards_against() {
         text.len()
     );
     assert!(text.len() > 3 * LIMIT_BYTES, "{} bytes", text.len());
+}
+
+#[test]
+fn on_the_wire_a_thousand_targets_meet_the_goal() {
+    use std::io::Read;
+    let compressed = exposition(HistogramPhases::default(), 20, true);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .expect("a gzip stream");
+    println!(
+        "/metrics for {TARGETS} targets with Accept-Encoding: gzip: {} bytes ({} uncompressed)",
+        compressed.len(),
+        text.len()
+    );
+    // The compressed body is the whole exposition, not a truncated one.
+    assert!(text.len() > 3 * WIRE_GOAL_BYTES / 2, "{} bytes", text.len());
+    assert!(text.contains(r#"target="status:r-0999",region="r-0999",phase="total""#));
+    assert!(
+        compressed.len() <= WIRE_GOAL_BYTES,
+        "{} bytes gzip for {TARGETS} targets, over {WIRE_GOAL_BYTES}",
+        compressed.len()
+    );
 }

@@ -23,14 +23,16 @@ One run does all of this (stdlib only):
    slots, VmHWM <= 128 MB) and PASS/MISS. Without `named` the run stops with an install hint;
    --no-dns drops the DNS targets instead (and says so in the table).
 
-8. with --exporters (instead of the above): starts moto_server on loopback and runs the agent
-   twice at --targets, exporters off and then on ([export.cloudwatch] mode "api" and
-   [export.xray] PutTraceSegments at --xray-sample-rate, both pointed at moto), and prints CPU
-   per probe of each, the ratio against the goal (< +5 %), and the exporters' counters.
+8. with --exporters (instead of the above): starts moto_server on loopback (or a minimal fake
+   endpoint with --fake-aws) and runs the agent at --targets, exporters off and on alternately
+   for --rounds pairs ([export.cloudwatch] mode "api" and [export.xray] PutTraceSegments at
+   --xray-sample-rate, both pointed at that endpoint), and prints CPU per probe of each run, the
+   median on/off ratio against the goal (< +5 %), and the exporters' counters.
 
 Usage: python3 bench/agent/run.py [--secs 30] [--targets 1000] [--services 200]
                                   [--services-secs 65] [--target-dir /work/target]
-       python3 bench/agent/run.py --exporters [--secs 30] [--xray-sample-rate 0.05]
+       python3 bench/agent/run.py --exporters [--fake-aws] [--rounds 3] [--secs 30]
+                                  [--xray-sample-rate 0.05]
 """
 
 import argparse
@@ -39,6 +41,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import socket
 import socketserver
 import subprocess
@@ -267,13 +270,21 @@ def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
             if scraped is None and time.monotonic() - t0 >= secs / 2:
                 res["hwm_before_scrape_kb"] = proc_status_kb(proc.pid, "VmHWM")
                 try:
-                    with urllib.request.urlopen(
-                            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+                    url = f"http://127.0.0.1:{metrics_port}/metrics"
+                    with urllib.request.urlopen(url, timeout=10) as r:
                         body = r.read()
-                    scraped = (len(body), body.count(b"\n"))
-                    log(f"scraped /metrics: {len(body)} bytes, {scraped[1]} lines")
+                    # As Prometheus scrapes: it always sends Accept-Encoding: gzip.
+                    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        wire = r.read()
+                        encoding = r.headers.get("Content-Encoding", "")
+                    if encoding != "gzip":
+                        log(f"the gzip scrape came back with Content-Encoding {encoding!r}")
+                    scraped = (len(body), body.count(b"\n"), len(wire) if encoding == "gzip" else 0)
+                    log(f"scraped /metrics: {len(body)} bytes, {scraped[1]} lines; "
+                        f"{scraped[2]} bytes gzip")
                 except OSError as e:
-                    scraped = (0, 0)
+                    scraped = (0, 0, 0)
                     log(f"scrape failed: {e}")
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         wall = time.monotonic() - t0
@@ -622,11 +633,14 @@ def run_exporters(args, port, ca, serve, check, tmp):
         log(f"moto on 127.0.0.1:{moto_port}")
     aws_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_EC2_METADATA_DISABLED": "true"}
-    runs = {}
+    runs = {"off": [], "on": []}
+    # Off and on alternate for --rounds rounds: load from other processes on a shared machine
+    # drifts over minutes, and alternating spreads it over both sides.
+    order = [mode for _ in range(args.rounds) for mode in ("off", "on")]
     try:
-        for mode in ("off", "on"):
+        for i, mode in enumerate(order):
             sink = Sink()
-            fleet = os.path.join(tmp, f"fleet-export-{mode}.toml")
+            fleet = os.path.join(tmp, f"fleet-export-{mode}-{i}.toml")
             write_fleet(fleet, args.targets, port, ca, serve(sink))
             if mode == "on":
                 with open(fleet, "a") as f:
@@ -639,30 +653,34 @@ def run_exporters(args, port, ca, serve, check, tmp):
                         f'endpoint_url = "http://127.0.0.1:{moto_port}"', ""]))
             check(fleet)
             agent, _ = run_agent(args, fleet, free_port(), sink, tmp,
-                                 log_name=f"agent-export-{mode}.err", extra_env=aws_env)
-            runs[mode] = (figures(sink.snapshot()[0], args.targets, agent), agent)
+                                 log_name=f"agent-export-{mode}-{i}.err", extra_env=aws_env)
+            runs[mode].append((figures(sink.snapshot()[0], args.targets, agent), agent))
     finally:
         stop(moto, "moto_server")
         if fake is not None:
             fake.shutdown()
             fake.server_close()
-    off, on = runs["off"][0], runs["on"][0]
-    counters = export_counters(runs["on"][1].get("metrics_text"))
+    counters = export_counters(runs["on"][-1][1].get("metrics_text"))
     print()
     print(f"exporter overhead: vantage agent, {args.targets} targets at 1 s, report_interval 1 s, "
           f"{args.secs} s each, CloudWatch (API) + X-Ray (PutTraceSegments, sample rate "
           f"{args.xray_sample_rate}) on "
           f"{'a fake AWS endpoint' if args.fake_aws else 'moto'} over loopback")
     print()
-    print("| exporters | probes (ok) | CPU per probe | CPU, % of a core |")
-    print("|---|---|---|---|")
-    for name, f in (("off", off), ("on", on)):
-        print(f"| {name} | {f['probes']} ({f['ok']}) | {fmt(f['cpu_ms'], '.4f')} ms | {f['cpu_pct']:.1f}% |")
-    ratio = on["cpu_ms"] / off["cpu_ms"] if on["cpu_ms"] and off["cpu_ms"] else None
+    print("| round | exporters | probes (ok) | CPU per probe | CPU, % of a core |")
+    print("|---|---|---|---|---|")
+    for r in range(args.rounds):
+        for name in ("off", "on"):
+            f = runs[name][r][0]
+            print(f"| {r + 1} | {name} | {f['probes']} ({f['ok']}) | {fmt(f['cpu_ms'], '.4f')} ms "
+                  f"| {f['cpu_pct']:.1f}% |")
+    ratios = [on[0]["cpu_ms"] / off[0]["cpu_ms"] for off, on in zip(runs["off"], runs["on"])
+              if on[0]["cpu_ms"] and off[0]["cpu_ms"]]
     print()
-    if ratio is not None:
-        print(f"CPU per probe, on / off: {ratio:.3f} ({100 * (ratio - 1):+.1f}%); "
-              f"goal < +5%: {verdict(ratio < 1.05)}")
+    if ratios:
+        ratio = statistics.median(ratios)
+        print(f"CPU per probe, on / off, per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
+              f"median {ratio:.3f} ({100 * (ratio - 1):+.1f}%); goal < +5%: {verdict(ratio < 1.05)}")
     for exporter in ("cloudwatch", "xray"):
         got = {n.replace("vantage_export_", ""): int(v) for (n, e), v in counters.items()
                if e == exporter}
@@ -670,7 +688,8 @@ def run_exporters(args, port, ca, serve, check, tmp):
     if fake is not None:
         print(f"fake endpoint: {FakeAws.requests} requests, {FakeAws.body_bytes} body bytes")
     for mode in ("off", "on"):
-        print(f"{mode}: " + agent_line(runs[mode][1]))
+        for _, agent in runs[mode]:
+            print(f"{mode}: " + agent_line(agent))
 
 
 def main():
@@ -693,6 +712,8 @@ def main():
     ap.add_argument("--skip-probe-only", action="store_true")
     ap.add_argument("--exporters", action="store_true",
                     help="only the exporter overhead: exporters off vs on (CloudWatch + X-Ray on moto)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="--exporters: off/on pairs, alternating; the median ratio counts (default 3)")
     ap.add_argument("--fake-aws", action="store_true",
                     help="--exporters against a minimal fake CloudWatch/X-Ray endpoint instead of moto")
     ap.add_argument("--xray-sample-rate", type=float, default=0.05,
@@ -715,7 +736,7 @@ def main():
     try:
         hold = (0 if args.skip_single else args.secs) + \
             (args.services_secs if args.services else 0) + \
-            (2 * args.secs if args.exporters else 0) + 180
+            (2 * args.rounds * args.secs if args.exporters else 0) + 180
         nginx, port, ca = start_nginx(args.bench_probe, hold, tmp)
         log(f"nginx on 127.0.0.1:{port}, CA {ca}")
 
@@ -821,13 +842,16 @@ SCRAPE_GOAL_BYTES = 1_500_000
 
 
 def print_scrape(scraped, n_targets):
-    size, lines = scraped if scraped else (0, 0)
+    size, lines, wire = scraped if scraped else (0, 0, 0)
     print(f"| /metrics scrape, {n_targets} targets | now (default metrics.phase_histograms) "
           f"| before (every phase a histogram) | goal |")
     print("|---|---|---|---|")
     goal = verdict(0 < size <= SCRAPE_GOAL_BYTES) if n_targets == 1000 else "n/a"
     print(f"| bytes (uncompressed) | {size / 1e6:.2f} MB ({lines} lines) "
           f"| {SCRAPE_BEFORE_BYTES / 1e6:.1f} MB | <= {SCRAPE_GOAL_BYTES / 1e6:.1f} MB: {goal} |")
+    goal = verdict(0 < wire <= SCRAPE_GOAL_BYTES) if n_targets == 1000 else "n/a"
+    print(f"| bytes on the wire (gzip, as Prometheus asks) | {wire / 1e6:.3f} MB "
+          f"| (was served uncompressed) | <= {SCRAPE_GOAL_BYTES / 1e6:.1f} MB: {goal} |")
 
 
 def print_reports(f, n_targets, bad):
