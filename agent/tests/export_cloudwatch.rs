@@ -7,6 +7,8 @@
 //! 150-values, 1,000-data nor 1 MB limits. Percentile fidelity is covered by the property
 //! test in `export::distribution`, batching limits by `export::datum`'s tests.
 
+use aws_sdk_cloudwatch::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_cloudwatch::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,12 +19,43 @@ use vantage_agent::recorder::IntervalStats;
 use vantage_protocol::{Outcome, Phase};
 use vantage_testkit::moto::Moto;
 
+/// The client the agent's API sink uses (its own request compression included), on moto.
 async fn client(moto: &Moto) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::from_conf(client_config(moto).await.build())
+}
+
+async fn client_config(moto: &Moto) -> aws_sdk_cloudwatch::config::Builder {
     let config = sdk_loader(Some(&moto.endpoint()), "us-east-1")
         .credentials_provider(vantage_testkit::moto::credentials())
         .load()
         .await;
-    aws_sdk_cloudwatch::Client::new(&config)
+    vantage_agent::export::cloudwatch::client_config(&config)
+}
+
+/// A request's `Content-Encoding` and body.
+type SentBody = (Option<String>, Vec<u8>);
+
+/// Records each request's `Content-Encoding` and body as they are sent.
+#[derive(Debug, Default, Clone)]
+struct SentBodies(std::sync::Arc<std::sync::Mutex<Vec<SentBody>>>);
+
+impl Intercept for SentBodies {
+    fn name(&self) -> &'static str {
+        "SentBodies"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_cloudwatch::error::BoxError> {
+        let request = context.request();
+        let encoding = request.headers().get("content-encoding").map(str::to_owned);
+        let body = request.body().bytes().unwrap_or_default().to_vec();
+        self.0.lock().unwrap().push((encoding, body));
+        Ok(())
+    }
 }
 
 fn dims(pairs: &[(&str, &str)]) -> Vec<Dimension> {
@@ -296,4 +329,85 @@ async fn intervals_merge_up_to_the_storage_resolution() {
     points.sort_by(|a, b| a.partial_cmp(b).unwrap());
     // 4,000 µs sits in a 2 µs-wide HDR bucket, exported as its highest value.
     assert_eq!(points, [(1.0, 4.001), (3.0, 2.0)]);
+}
+
+#[tokio::test]
+async fn a_large_batch_is_gzipped_by_the_agent_and_read_back_whole() {
+    let moto = Moto::shared();
+    let namespace = format!("VantageGzip{}", std::process::id());
+    // 25 targets, four phases each with a spread of latencies: far over the 10 KiB threshold.
+    let stats: Vec<IntervalStats> = (0..25u64)
+        .map(|t| {
+            let mut s = IntervalStats::new(3);
+            s.attempts = 20;
+            s.outcomes[Outcome::Ok.index()] = 20;
+            for i in 0..20 {
+                for phase in [Phase::Connect, Phase::Tls, Phase::Ttfb, Phase::Total] {
+                    s.phases[phase.index()].record_micros(1_000 + t * 37 + i * 911);
+                }
+            }
+            s
+        })
+        .collect();
+    let ids: Vec<String> = (0..25).map(|t| format!("status:r-{t:03}")).collect();
+    let targets: Vec<_> = ids
+        .iter()
+        .zip(&stats)
+        .map(|(id, s)| {
+            let meta = TargetMeta {
+                service: "payments",
+                id,
+                region: Some("eu-west-1"),
+            };
+            (meta, s)
+        })
+        .collect();
+    let seen = SentBodies::default();
+    let sending = aws_sdk_cloudwatch::Client::from_conf(
+        client_config(moto).await.interceptor(seen.clone()).build(),
+    );
+    let settings = ApiSettings {
+        namespace: namespace.clone(),
+        storage_resolution: 60,
+    };
+    let mut exporters = Exporters::with_cloudwatch_client(sending, settings, "us-east-1", 3);
+    exporters.interval(now_ms(), &targets);
+    let summary = exporters.finish(Duration::from_secs(60)).await.cloudwatch;
+    // Four latency phases and one outcome per target.
+    assert_eq!(
+        (summary.sent, summary.failed, summary.dropped),
+        (125, 0, 0),
+        "{summary:?}"
+    );
+    let sent = seen.0.lock().unwrap().clone();
+    assert!(!sent.is_empty());
+    for (encoding, body) in &sent {
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        let mut form = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut form)
+            .expect("a gzip body");
+        assert!(form.contains("Action=PutMetricData"), "{}", &form[..200]);
+        // Even the fastest level shrinks form encoding several-fold.
+        assert!(
+            body.len() * 4 < form.len(),
+            "{} -> {}",
+            form.len(),
+            body.len()
+        );
+    }
+
+    let cw = client(moto).await;
+    for t in [0, 12, 24] {
+        let id = format!("status:r-{t:03}");
+        let total = dims(&[
+            ("Service", "payments"),
+            ("Target", &id),
+            ("Region", "eu-west-1"),
+            ("Vantage", "us-east-1"),
+            ("Phase", "total"),
+        ]);
+        let points = stats_of(&cw, &namespace, "Latency", total).await;
+        assert_eq!(points.len(), 1, "{id}: {points:?}");
+        assert_eq!(points[0].sample_count(), Some(20.0), "{id}");
+    }
 }

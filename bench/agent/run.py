@@ -24,8 +24,8 @@ One run does all of this (stdlib only):
    --no-dns drops the DNS targets instead (and says so in the table).
 
 8. with --exporters (instead of the above): starts moto_server on loopback (or a minimal fake
-   endpoint with --fake-aws) and runs the agent at --targets, exporters off and on alternately
-   for --rounds pairs ([export.cloudwatch] mode "api" and [export.xray] PutTraceSegments at
+   endpoint with --fake-aws) and runs two agents at --targets side by side, exporters off and
+   on, for --rounds rounds ([export.cloudwatch] mode "api" and [export.xray] PutTraceSegments at
    --xray-sample-rate, both pointed at that endpoint), and prints CPU per probe of each run, the
    median on/off ratio against the goal (< +5 %), and the exporters' counters.
 
@@ -634,27 +634,44 @@ def run_exporters(args, port, ca, serve, check, tmp):
     aws_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_EC2_METADATA_DISABLED": "true"}
     runs = {"off": [], "on": []}
-    # Off and on alternate for --rounds rounds: load from other processes on a shared machine
-    # drifts over minutes, and alternating spreads it over both sides.
-    order = [mode for _ in range(args.rounds) for mode in ("off", "on")]
+    # Each round runs both agents at once, side by side against the same nginx: whatever else
+    # loads the machine loads both alike, so their ratio holds where two runs one after the
+    # other on a shared machine differ by +-10 %.
     try:
-        for i, mode in enumerate(order):
-            sink = Sink()
-            fleet = os.path.join(tmp, f"fleet-export-{mode}-{i}.toml")
-            write_fleet(fleet, args.targets, port, ca, serve(sink))
-            if mode == "on":
-                with open(fleet, "a") as f:
-                    f.write("\n".join([
-                        "", "[export.cloudwatch]", "enabled = true", 'mode = "api"',
-                        'namespace = "VantageBench"', 'region = "us-east-1"',
-                        f'endpoint_url = "http://127.0.0.1:{moto_port}"', "",
-                        "[export.xray]", "enabled = true",
-                        f"sample_rate = {args.xray_sample_rate}", 'region = "us-east-1"',
-                        f'endpoint_url = "http://127.0.0.1:{moto_port}"', ""]))
-            check(fleet)
-            agent, _ = run_agent(args, fleet, free_port(), sink, tmp,
-                                 log_name=f"agent-export-{mode}-{i}.err", extra_env=aws_env)
-            runs[mode].append((figures(sink.snapshot()[0], args.targets, agent), agent))
+        for r in range(args.rounds):
+            results, errors = {}, []
+
+            def one(mode, r=r, results=results, errors=errors):
+                try:
+                    sink = Sink()
+                    fleet = os.path.join(tmp, f"fleet-export-{mode}-{r}.toml")
+                    write_fleet(fleet, args.targets, port, ca, serve(sink))
+                    if mode == "on":
+                        with open(fleet, "a") as f:
+                            f.write("\n".join([
+                                "", "[export.cloudwatch]", "enabled = true", 'mode = "api"',
+                                'namespace = "VantageBench"', 'region = "us-east-1"',
+                                f'endpoint_url = "http://127.0.0.1:{moto_port}"', "",
+                                "[export.xray]", "enabled = true",
+                                f"sample_rate = {args.xray_sample_rate}", 'region = "us-east-1"',
+                                f'endpoint_url = "http://127.0.0.1:{moto_port}"', ""]))
+                    check(fleet)
+                    agent, _ = run_agent(args, fleet, free_port(), sink, tmp,
+                                         log_name=f"agent-export-{mode}-{r}.err",
+                                         extra_env=aws_env)
+                    results[mode] = (figures(sink.snapshot()[0], args.targets, agent), agent)
+                except Exception as e:  # re-raised below, in the main thread
+                    errors.append(e)
+
+            threads = [threading.Thread(target=one, args=(mode,)) for mode in ("off", "on")]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+            for mode in ("off", "on"):
+                runs[mode].append(results[mode])
     finally:
         stop(moto, "moto_server")
         if fake is not None:
@@ -662,7 +679,8 @@ def run_exporters(args, port, ca, serve, check, tmp):
             fake.server_close()
     counters = export_counters(runs["on"][-1][1].get("metrics_text"))
     print()
-    print(f"exporter overhead: vantage agent, {args.targets} targets at 1 s, report_interval 1 s, "
+    print(f"exporter overhead: two vantage agents side by side ({args.rounds} rounds), "
+          f"{args.targets} targets each at 1 s, report_interval 1 s, "
           f"{args.secs} s each, CloudWatch (API) + X-Ray (PutTraceSegments, sample rate "
           f"{args.xray_sample_rate}) on "
           f"{'a fake AWS endpoint' if args.fake_aws else 'moto'} over loopback")
@@ -713,7 +731,8 @@ def main():
     ap.add_argument("--exporters", action="store_true",
                     help="only the exporter overhead: exporters off vs on (CloudWatch + X-Ray on moto)")
     ap.add_argument("--rounds", type=int, default=3,
-                    help="--exporters: off/on pairs, alternating; the median ratio counts (default 3)")
+                    help="--exporters: rounds of an off and an on agent side by side; the median "
+                         "ratio counts (default 3)")
     ap.add_argument("--fake-aws", action="store_true",
                     help="--exporters against a minimal fake CloudWatch/X-Ray endpoint instead of moto")
     ap.add_argument("--xray-sample-rate", type=float, default=0.05,
@@ -736,7 +755,7 @@ def main():
     try:
         hold = (0 if args.skip_single else args.secs) + \
             (args.services_secs if args.services else 0) + \
-            (2 * args.rounds * args.secs if args.exporters else 0) + 180
+            (args.rounds * (args.secs + 15) if args.exporters else 0) + 180
         nginx, port, ca = start_nginx(args.bench_probe, hold, tmp)
         log(f"nginx on 127.0.0.1:{port}, CA {ca}")
 

@@ -2,11 +2,21 @@
 //! the probe schedule. The collector hands it batches through a bounded queue and never waits:
 //! when the queue is full the batch is dropped and counted. A failed call is retried with the
 //! project's one [`Backoff`], a few times, then the batch is dropped and counted.
+//!
+//! Request bodies over [`COMPRESS_ABOVE_BYTES`] are gzipped at the fastest level by
+//! [`FastGzip`] instead of the SDK's own compression, which uses level 6: a 1,000-datum
+//! `PutMetricData` body is about a megabyte of form encoding, and at level 6 compressing it was
+//! the largest single cost of the whole export (2.5 % of the agent's CPU at 1,000 targets, more
+//! than serialising it). Level 1 keeps most of the saving, which matters as much: the bytes
+//! cross a NAT gateway or VPC endpoint that bills per gigabyte.
 
 use super::datum::{Datum, Unit};
 use aws_sdk_cloudwatch as cloudwatch;
+use cloudwatch::config::interceptors::BeforeTransmitInterceptorContextMut;
+use cloudwatch::config::{ConfigBag, Intercept, RuntimeComponents};
 use cloudwatch::primitives::DateTime;
 use cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use std::io::Write;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +51,60 @@ pub struct ApiSettings {
     pub namespace: String,
     /// 60 or 1.
     pub storage_resolution: i32,
+}
+
+/// Bodies at least this long are compressed (the SDK's default threshold: smaller ones can
+/// grow).
+pub const COMPRESS_ABOVE_BYTES: usize = 10 * 1024;
+
+/// The CloudWatch client of the API sink: [`client_config`] built.
+pub fn client(config: &aws_config::SdkConfig) -> cloudwatch::Client {
+    cloudwatch::Client::from_conf(client_config(config).build())
+}
+
+/// `config` with the SDK's level-6 request compression replaced by [`FastGzip`].
+pub fn client_config(config: &aws_config::SdkConfig) -> cloudwatch::config::Builder {
+    cloudwatch::config::Builder::from(config)
+        .disable_request_compression(true)
+        .interceptor(FastGzip)
+}
+
+/// Gzips request bodies of at least [`COMPRESS_ABOVE_BYTES`] at the fastest level, before the
+/// retry loop, so the compressed body is what SigV4 signs and every attempt sends.
+#[derive(Debug)]
+pub struct FastGzip;
+
+impl Intercept for FastGzip {
+    fn name(&self) -> &'static str {
+        "FastGzip"
+    }
+
+    fn modify_before_retry_loop(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), cloudwatch::error::BoxError> {
+        let request = context.request_mut();
+        let Some(body) = request.body().bytes() else {
+            return Ok(()); // a streaming body: PutMetricData never has one
+        };
+        if body.len() < COMPRESS_ABOVE_BYTES {
+            return Ok(());
+        }
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(body)?;
+        let compressed = encoder.finish()?;
+        let length = compressed.len().to_string();
+        *request.body_mut() = compressed.into();
+        let headers = request.headers_mut();
+        headers.insert("content-length", length);
+        headers.append("content-encoding", "gzip");
+        Ok(())
+    }
 }
 
 /// The running API sink.

@@ -84,7 +84,7 @@ impl Exporters {
                     let endpoint = cw.endpoint_url.as_ref().map(|u| u.get_ref().as_str());
                     let config = sdk_loader(endpoint, region).load().await;
                     Sink::Api(ApiSink::start(
-                        aws_sdk_cloudwatch::Client::new(&config),
+                        cloudwatch::client(&config),
                         api_settings(cw),
                     ))
                 }
