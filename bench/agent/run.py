@@ -243,7 +243,7 @@ def stop(proc, name, timeout=10):
 
 
 def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
-              log_name="agent.err", extra_env=None):
+              log_name="agent.err", extra_env=None, on_start=None):
     secs = secs or args.secs
     env = dict(os.environ)
     env.update(extra_env or {})
@@ -256,6 +256,8 @@ def run_agent(args, fleet, metrics_port, sink, tmp, vantage="r-0001", secs=None,
     err = open(err_path, "w")
     proc = subprocess.Popen(cmd, env=env, stdout=err, stderr=subprocess.STDOUT,
                             start_new_session=True)
+    if on_start is not None:
+        on_start(proc)
     res = {"proc": proc}
     try:
         t0 = time.monotonic()
@@ -618,6 +620,53 @@ def export_counters(text):
     return out
 
 
+# Frames that only the exporters run in the agent: its own export module (the X-Ray tracer's
+# per-probe sampling included) and the AWS SDK, which nothing else in the agent uses.
+EXPORTER_FRAMES = re.compile(r"vantage_agent::export::|aws_sdk_cloudwatch|aws_sdk_xray|aws_smithy_")
+# The first matching frame names where a sample's time went, most specific first.
+EXPORTER_PARTS = [
+    ("FastGzip (PutMetricData body compression)", "FastGzip"),
+    ("PutMetricData serialisation", "aws_sdk_cloudwatch::protocol_serde"),
+    ("X-Ray segment documents", "vantage_agent::export::xray::Tracer::record"),
+    ("X-Ray sampling", "vantage_agent::export::xray::Tracer::sample"),
+    ("CloudWatch data from histograms", "vantage_agent::export::datum"),
+    ("interval merge", "vantage_agent::export::Exporters::interval"),
+    ("other SDK work (signing, HTTP, retries)", "aws_smithy_|aws_sdk_"),
+    ("other export code", "vantage_agent::export::"),
+]
+
+
+def start_perf(pid, out):
+    """perf record with DWARF call graphs on `pid` until it exits; (process, output path)."""
+    perf = subprocess.Popen(["perf", "record", "-q", "-F", "299", "--call-graph", "dwarf,16384",
+                             "-p", str(pid), "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return perf, out
+
+
+def exporter_share(data):
+    """(samples, samples with an exporter frame, [(part, samples)]) of a perf.data file."""
+    try:
+        text = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True,
+                              text=True, timeout=600).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"perf script failed: {e}")
+        return None
+    total, hits, parts = 0, 0, {}
+    for sample in text.split("\n\n"):
+        if not sample.strip():
+            continue
+        total += 1
+        if not EXPORTER_FRAMES.search(sample):
+            continue
+        hits += 1
+        for name, pattern in EXPORTER_PARTS:
+            if re.search(pattern, sample):
+                parts[name] = parts.get(name, 0) + 1
+                break
+    return total, hits, sorted(parts.items(), key=lambda kv: -kv[1])
+
+
 def run_exporters(args, port, ca, serve, check, tmp):
     """The agent at --targets targets twice, exporters off then on (CloudWatch API and X-Ray
     PutTraceSegments at --xray-sample-rate, both on moto): CPU per probe and the ratio."""
@@ -634,6 +683,7 @@ def run_exporters(args, port, ca, serve, check, tmp):
     aws_env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_EC2_METADATA_DISABLED": "true"}
     runs = {"off": [], "on": []}
+    profiles = []
     # Each round runs both agents at once, side by side against the same nginx: whatever else
     # loads the machine loads both alike, so their ratio holds where two runs one after the
     # other on a shared machine differ by +-10 %.
@@ -656,9 +706,14 @@ def run_exporters(args, port, ca, serve, check, tmp):
                                 f"sample_rate = {args.xray_sample_rate}", 'region = "us-east-1"',
                                 f'endpoint_url = "http://127.0.0.1:{moto_port}"', ""]))
                     check(fleet)
+                    profile = None
+                    if args.profile and mode == "on" and r == 0:
+                        profile = os.path.join(tmp, "perf-exporters.data")
                     agent, _ = run_agent(args, fleet, free_port(), sink, tmp,
                                          log_name=f"agent-export-{mode}-{r}.err",
-                                         extra_env=aws_env)
+                                         extra_env=aws_env,
+                                         on_start=(lambda p, out=profile: profiles.append(
+                                             start_perf(p.pid, out))) if profile else None)
                     results[mode] = (figures(sink.snapshot()[0], args.targets, agent), agent)
                 except Exception as e:  # re-raised below, in the main thread
                     errors.append(e)
@@ -678,6 +733,13 @@ def run_exporters(args, port, ca, serve, check, tmp):
             fake.shutdown()
             fake.server_close()
     counters = export_counters(runs["on"][-1][1].get("metrics_text"))
+    share = None
+    for perf, out in profiles:
+        try:
+            perf.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            perf.kill()
+        share = exporter_share(out)
     print()
     print(f"exporter overhead: two vantage agents side by side ({args.rounds} rounds), "
           f"{args.targets} targets each at 1 s, report_interval 1 s, "
@@ -699,6 +761,13 @@ def run_exporters(args, port, ca, serve, check, tmp):
         ratio = statistics.median(ratios)
         print(f"CPU per probe, on / off, per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
               f"median {ratio:.3f} ({100 * (ratio - 1):+.1f}%); goal < +5%: {verdict(ratio < 1.05)}")
+    if share is not None:
+        total, hits, by_frame = share
+        print(f"perf (round 1's exporting agent, its whole life, DWARF call graphs): {hits} of "
+              f"{total} CPU samples ({100 * hits / max(total, 1):.1f}%) have an exporter frame "
+              f"on the stack; goal < 5%: {verdict(total > 0 and hits / total < 0.05)}")
+        for frame, n in by_frame:
+            print(f"    {100 * n / max(total, 1):5.1f}%  {frame}")
     for exporter in ("cloudwatch", "xray"):
         got = {n.replace("vantage_export_", ""): int(v) for (n, e), v in counters.items()
                if e == exporter}
@@ -733,6 +802,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="--exporters: rounds of an off and an on agent side by side; the median "
                          "ratio counts (default 3)")
+    ap.add_argument("--profile", action="store_true",
+                    help="--exporters: also perf-record the first exporting agent (linux-perf) and "
+                         "print the share of its CPU samples spent in exporter code")
     ap.add_argument("--fake-aws", action="store_true",
                     help="--exporters against a minimal fake CloudWatch/X-Ray endpoint instead of moto")
     ap.add_argument("--xray-sample-rate", type=float, default=0.05,
