@@ -134,6 +134,18 @@ impl SampleSet {
         }
     }
 
+    /// The raw microsecond samples while the set is still sparse (unordered); None once dense.
+    pub fn sparse_values(&self) -> Option<&[u32]> {
+        match &self.repr {
+            Repr::Sparse(v) => Some(v),
+            Repr::Dense(_) => None,
+        }
+    }
+
+    pub fn significant_digits(&self) -> u8 {
+        self.significant_digits
+    }
+
     /// Heap bytes held, for the memory figures in the docs and benchmarks.
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
