@@ -354,15 +354,13 @@ async fn collect(
     let drain_started = Instant::now();
     let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
     for (i, r) in running.iter().enumerate() {
-        let taken = r
-            .scheduled
+        r.scheduled
             .recorder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take_through(through);
-        for (index, stats) in taken {
-            by_interval.entry(index).or_default().push((i, stats));
-        }
+            .drain_through(through, |index, stats| {
+                by_interval.entry(index).or_default().push((i, stats));
+            });
     }
     let drained = drain_started.elapsed();
     for (index, stats) in by_interval {

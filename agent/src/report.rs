@@ -235,6 +235,9 @@ mod tests {
     use vantage_probe::{PhaseTimings, ProbeResult};
 
     proptest::proptest! {
+        // A 5-digit dense histogram is megabytes: fewer cases keep the debug run short.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
         /// The sparse writer is byte for byte the dense path: any HdrHistogram reader, and the
         /// aggregator's dedup by body, see no difference.
         #[test]

@@ -57,9 +57,13 @@ three take turns in --accuracy-rounds rounds. The server's own lateness is shown
 3. Scale. TARGETS targets (distinct URLs https://127.0.0.K:PORT/t/I spread over --scale-addrs \
 loopback addresses), each probed every INTERVAL, using the agent library in this process: one \
 shared TlsConfigCache, spread_offsets, SlotGrid, run_target with an IntervalClock of INTERVAL; \
-every interval each target's recorder is drained with take_through and every phase with samples \
-is encoded (to_histogram, V2-deflate + base64), as the agent's report builder does; the drains \
-run on the runtime like the agent's, and their cost is shown apart. Reported: probes run and ok, missed slots, max start lag, this process's CPU % \
+every interval each target's recorder is drained, once per --scale-drain mode in the same run: \
+`inline` (the agent before issue 16: take_through, then every phase with samples to_histogram and \
+encoded, all inside the drain) and `encoder` (the agent now: the drain only takes the intervals \
+and hands them to vantage_agent::encoder, which builds and serialises the report on the blocking \
+pool). Each mode shows its longest drain, the encoding cost, and the start lag of probes that \
+started while a report was being encoded beside the others'. The second run's RSS before start \
+includes what the allocator kept from the first. Reported: probes run and ok, missed slots, max start lag, this process's CPU % \
 (utime+stime over wall; 100% = one core; nginx is a separate process, shown apart), peak RSS \
 (VmHWM, reset just before the targets start), recorder heap bytes per target at the fullest \
 point (just before a drain).
