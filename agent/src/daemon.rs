@@ -352,7 +352,7 @@ async fn collect(
     summary: &mut AgentSummary,
 ) {
     let drain_started = Instant::now();
-    let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
+    let mut by_interval: BTreeMap<u64, Vec<(usize, Box<IntervalStats>)>> = BTreeMap::new();
     for (i, r) in running.iter().enumerate() {
         r.scheduled
             .recorder
@@ -375,7 +375,7 @@ async fn collect(
                         id: &plan.id,
                         region: plan.region.as_deref(),
                     };
-                    (meta, s)
+                    (meta, &**s)
                 })
                 .collect();
             exporters.interval(aligned.start_ms(index), &exported);

@@ -30,7 +30,8 @@ pub struct SealedTarget {
     pub id: String,
     pub kind: TargetKind,
     pub region: Option<String>,
-    pub stats: IntervalStats,
+    /// Boxed as the recorder keeps it: sealing moves a pointer, not the counters.
+    pub stats: Box<IntervalStats>,
 }
 
 /// One interval taken out of the recorders, with the sequence number its report will carry.

@@ -353,17 +353,18 @@ impl TargetRecorder {
     /// Removes and returns every interval numbered `index` or lower, oldest first.
     pub fn take_through(&mut self, index: u64) -> Vec<(u64, IntervalStats)> {
         let mut taken = Vec::new();
-        self.drain_through(index, |i, s| taken.push((i, s)));
+        self.drain_through(index, |i, s| taken.push((i, *s)));
         taken
     }
 
     /// Removes every interval numbered `index` or lower and hands each to `each`, oldest
-    /// first: [`take_through`](Self::take_through) without a vector per target, for the
-    /// daemon's drain of every recorder.
-    pub fn drain_through(&mut self, index: u64, mut each: impl FnMut(u64, IntervalStats)) {
+    /// first, still boxed: [`take_through`](Self::take_through) without a vector per target
+    /// or a copy of each interval's counters, for the daemon's drain of every recorder (at
+    /// 20,000 targets the copies alone were megabytes per drain).
+    pub fn drain_through(&mut self, index: u64, mut each: impl FnMut(u64, Box<IntervalStats>)) {
         while self.open.front().is_some_and(|(i, _)| *i <= index) {
             let (i, stats) = self.open.pop_front().expect("front was checked");
-            each(i, *stats);
+            each(i, stats);
         }
     }
 

@@ -98,7 +98,7 @@ async fn probes_keep_starting_while_a_report_is_encoded() {
             id: "status:eu-west-1".into(),
             kind: TargetKind::Status,
             region: Some("eu-west-1".into()),
-            stats,
+            stats: Box::new(stats),
         }],
     };
     // Handing the interval over never waits for an encode.
@@ -173,7 +173,7 @@ async fn reports_come_out_in_sequence_order() {
                     id: "global".into(),
                     kind: TargetKind::Global,
                     region: None,
-                    stats,
+                    stats: Box::new(stats),
                 }],
             })
             .await;

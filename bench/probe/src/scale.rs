@@ -300,7 +300,7 @@ fn seal<P: ProbeTarget>(
     let bytes: usize = targets.iter().map(|t| lock(&t.recorder).heap_bytes()).sum();
     totals.peak_recorder_bytes = totals.peak_recorder_bytes.max(bytes);
     let started = Instant::now();
-    let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
+    let mut by_interval: BTreeMap<u64, Vec<(usize, Box<IntervalStats>)>> = BTreeMap::new();
     for (i, t) in targets.iter().enumerate() {
         lock(&t.recorder).drain_through(through, |index, stats| {
             by_interval.entry(index).or_default().push((i, stats));
