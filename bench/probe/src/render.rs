@@ -213,7 +213,7 @@ pub(crate) fn render(
                     "  drains (take_through, then to_histogram + V2 encoding of {} histograms, all \
                      in the drain on the runtime): take {:.2} s, encoding {:.2} s = {:.1}% of one \
                      core ({:.1} µs a histogram, of which to_histogram {:.1} µs; {:.0} bytes each); \
-                     longest drain {:.1} ms",
+                     longest drain {:.1} ms ({:.1} ms of CPU)",
                     group(s.encoded_histograms),
                     s.take_time.as_secs_f64(),
                     s.encode_time.as_secs_f64(),
@@ -221,18 +221,20 @@ pub(crate) fn render(
                     per_histogram_us,
                     1e6 * s.to_histogram_time.as_secs_f64() / s.encoded_histograms.max(1) as f64,
                     s.encoded_bytes as f64 / s.encoded_histograms.max(1) as f64,
-                    s.max_drain.as_secs_f64() * 1e3
+                    s.max_drain.as_secs_f64() * 1e3,
+                    s.max_drain_cpu.as_secs_f64() * 1e3
                 );
             }
             scale::DrainMode::Encoder => {
                 let _ = writeln!(
                     o,
                     "  drains (take_through and seal, on the runtime): {:.2} s in all, longest \
-                     {:.1} ms; encoder on the blocking pool: {} reports, {} histograms, {:.2} s = \
+                     {:.1} ms ({:.1} ms of CPU); encoder on the blocking pool: {} reports, {} histograms, {:.2} s = \
                      {:.1}% of one core ({:.2} µs a histogram with the whole report and its JSON; \
                      {:.0} bytes a report), longest encode {:.1} ms",
                     s.take_time.as_secs_f64(),
                     s.max_drain.as_secs_f64() * 1e3,
+                    s.max_drain_cpu.as_secs_f64() * 1e3,
                     group(s.reports),
                     group(s.encoded_histograms),
                     s.encode_time.as_secs_f64(),
@@ -278,12 +280,15 @@ pub(crate) fn render(
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         let _ = writeln!(
             o,
-            "scale, before → now (same run): longest drain {:.1} → {:.1} ms ({:.0}× shorter); \
+            "scale, before → now (same run): longest drain {:.1} → {:.1} ms ({:.0}× shorter; CPU \
+             {:.1} → {:.1} ms); \
              encoding {:.1} → {:.2} µs a histogram; CPU {:.3} → {:.3} ms a probe; p99 start lag \
              while encoding {:.3} → {:.3} ms; missed slots {} → {}",
             old.max_drain.as_secs_f64() * 1e3,
             new.max_drain.as_secs_f64() * 1e3,
             ratio(old.max_drain.as_secs_f64(), new.max_drain.as_secs_f64()),
+            old.max_drain_cpu.as_secs_f64() * 1e3,
+            new.max_drain_cpu.as_secs_f64() * 1e3,
             1e6 * old.encode_time.as_secs_f64() / old.encoded_histograms.max(1) as f64,
             1e6 * new.encode_time.as_secs_f64() / new.encoded_histograms.max(1) as f64,
             old.cpu_ms_per_probe,

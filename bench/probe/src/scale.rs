@@ -133,6 +133,9 @@ pub struct ScaleReport {
     pub setup: Duration,
     /// Longest drain of every recorder (heap_bytes + take_through + encoding).
     pub max_drain: Duration,
+    /// The CPU time of the drain thread during that longest drain: on a shared machine the
+    /// wall time includes preemption by other processes, the CPU time does not.
+    pub max_drain_cpu: Duration,
     /// All drains: time in heap_bytes + take_through, and in encoding histograms.
     pub take_time: Duration,
     pub encode_time: Duration,
@@ -155,6 +158,7 @@ struct Totals {
     max_start_lag: Duration,
     peak_recorder_bytes: usize,
     max_drain: Duration,
+    max_drain_cpu: Duration,
     reports: u64,
     report_bytes: u64,
     max_encode: Duration,
@@ -300,6 +304,7 @@ fn seal<P: ProbeTarget>(
     let bytes: usize = targets.iter().map(|t| lock(&t.recorder).heap_bytes()).sum();
     totals.peak_recorder_bytes = totals.peak_recorder_bytes.max(bytes);
     let started = Instant::now();
+    let cpu_started = thread_cpu();
     let mut by_interval: BTreeMap<u64, Vec<(usize, Box<IntervalStats>)>> = BTreeMap::new();
     for (i, t) in targets.iter().enumerate() {
         lock(&t.recorder).drain_through(through, |index, stats| {
@@ -333,8 +338,17 @@ fn seal<P: ProbeTarget>(
     }
     let took = started.elapsed();
     totals.take_time += took;
-    totals.max_drain = totals.max_drain.max(took);
+    if took > totals.max_drain {
+        totals.max_drain = took;
+        totals.max_drain_cpu = thread_cpu().saturating_sub(cpu_started);
+    }
     sealed
+}
+
+/// CPU time of the calling thread (`clock_gettime`, nanoseconds).
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 pub fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleReport> {
@@ -402,6 +416,7 @@ where
     let mut totals = Totals::default();
     let drain = |through: u64, totals: &mut Totals| {
         let started = Instant::now();
+        let cpu_started = thread_cpu();
         let bytes: usize = targets.iter().map(|t| lock(&t.recorder).heap_bytes()).sum();
         totals.peak_recorder_bytes = totals.peak_recorder_bytes.max(bytes);
         let mut taken = Vec::with_capacity(targets.len());
@@ -435,7 +450,10 @@ where
         totals.max_encode = totals.max_encode.max(done - encoding);
         totals.take_time += encoding - started;
         totals.encode_time += done - encoding;
-        totals.max_drain = totals.max_drain.max(done - started);
+        if done - started > totals.max_drain {
+            totals.max_drain = done - started;
+            totals.max_drain_cpu = thread_cpu().saturating_sub(cpu_started);
+        }
     };
 
     // The agent's encoder, its encode timed and flagged for the start-lag split.
@@ -571,6 +589,7 @@ where
         rss_before_kb,
         recorder_bytes_per_target: totals.peak_recorder_bytes as f64 / opts.targets.max(1) as f64,
         max_drain: totals.max_drain,
+        max_drain_cpu: totals.max_drain_cpu,
         take_time: totals.take_time,
         encode_time: totals.encode_time,
         to_histogram_time: totals.to_histogram_time,
