@@ -11,6 +11,7 @@ mod accuracy;
 mod certs;
 mod cpu;
 mod delay;
+mod drain;
 mod procs;
 mod render;
 mod scale;
