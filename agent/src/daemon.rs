@@ -18,16 +18,16 @@
 //! Reloading: [`run_with_reload`] also rereads the fleet file when asked (SIGHUP, or a changed
 //! file with `--watch-config`) and applies it to the running targets by id ([`crate::reload`]).
 
+use crate::encoder::{Encoder, SealedInterval, SealedTarget};
 use crate::fleet::{build_vantage_targets, AgentTarget, TargetProber};
 use crate::identity::parse_agent_id;
 use crate::metrics::{self, DeliveryLabels};
 use crate::push::{
-    check_replicas, Deliveries, DeliveryQueue, OutgoingReport, PushConfig, PushSummary,
-    QueueSummary, ReplicaTarget,
+    check_replicas, Deliveries, DeliveryQueue, PushConfig, PushSummary, QueueSummary, ReplicaTarget,
 };
 use crate::recorder::{IntervalClock, IntervalStats};
 use crate::reload::{self as fleet_reload, FleetReload, ReloadError, Running, Targets};
-use crate::report::{self, AlignedIntervals, ReportIdentity, TargetInterval};
+use crate::report::{AlignedIntervals, ReportIdentity};
 use crate::spool::{self, Spool, SpoolConfig, SpoolError};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -237,7 +237,7 @@ pub async fn run_with_reload(
     })?;
 
     let aggregators = describe_destinations(&settings.push, &settings.replicas);
-    let deliveries = Deliveries::start(queues, FLUSH_DEADLINE);
+    let encoder = Encoder::start(identity.clone(), Deliveries::start(queues, FLUSH_DEADLINE));
     tracing::info!(
         vantage = %identity.vantage,
         agent = %identity.agent_id,
@@ -289,7 +289,7 @@ pub async fn run_with_reload(
                     break;
                 }
                 targets.before_collect();
-                collect(targets.running(), next, &identity, &aligned, &mut seq, (&deliveries, &mut exporters), &mut summary).await;
+                collect(targets.running(), next, &aligned, &mut seq, (&encoder, &mut exporters), &mut summary).await;
                 targets.forget_reported(next);
                 next += 1;
             }
@@ -310,13 +310,15 @@ pub async fn run_with_reload(
     collect(
         targets.running(),
         u64::MAX,
-        &identity,
         &aligned,
         &mut seq,
-        (&deliveries, &mut exporters),
+        (&encoder, &mut exporters),
         &mut summary,
     )
     .await;
+    // Every sealed interval is encoded and queued before the queues flush.
+    let (deliveries, reports) = encoder.finish().await;
+    summary.reports = reports;
     let (queues, export) = tokio::join!(deliveries.finish(), exporters.finish(FLUSH_DEADLINE));
     summary.export = export;
     summary.push = queues
@@ -337,41 +339,30 @@ async fn next_reload(reload: &mut Option<FleetReload>) -> vantage_runtime::reloa
     }
 }
 
-/// Takes every interval up to `through` from every target and sends one report per interval.
+/// Takes every interval up to `through` from every target (the drain: one short lock per
+/// target) and hands one sealed interval per reporting interval to the encoder, which builds
+/// and serialises the reports on the blocking pool ([`crate::encoder`]).
 async fn collect(
     running: &[Running],
     through: u64,
-    identity: &ReportIdentity,
     aligned: &AlignedIntervals,
     seq: &mut u64,
-    (deliveries, exporters): (&Deliveries, &mut crate::export::Exporters),
+    (encoder, exporters): (&Encoder<Deliveries>, &mut crate::export::Exporters),
     summary: &mut AgentSummary,
 ) {
-    let mut by_interval: BTreeMap<u64, Vec<(usize, IntervalStats)>> = BTreeMap::new();
+    let drain_started = Instant::now();
+    let mut by_interval: BTreeMap<u64, Vec<(usize, Box<IntervalStats>)>> = BTreeMap::new();
     for (i, r) in running.iter().enumerate() {
-        let taken = r
-            .scheduled
+        r.scheduled
             .recorder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take_through(through);
-        for (index, stats) in taken {
-            by_interval.entry(index).or_default().push((i, stats));
-        }
+            .drain_through(through, |index, stats| {
+                by_interval.entry(index).or_default().push((i, stats));
+            });
     }
+    let drained = drain_started.elapsed();
     for (index, stats) in by_interval {
-        let targets: Vec<TargetInterval<'_>> = stats
-            .iter()
-            .map(|(i, s)| {
-                let t = &running[*i].target;
-                TargetInterval {
-                    id: &t.plan.id,
-                    kind: t.plan.kind,
-                    region: t.plan.region.as_deref(),
-                    stats: s,
-                }
-            })
-            .collect();
         if !exporters.is_empty() {
             let exported: Vec<_> = stats
                 .iter()
@@ -383,41 +374,41 @@ async fn collect(
                         id: &plan.id,
                         region: plan.region.as_deref(),
                     };
-                    (meta, s)
+                    (meta, &**s)
                 })
                 .collect();
             exporters.interval(aligned.start_ms(index), &exported);
         }
-        let report = report::build(
-            identity,
-            *seq,
-            aligned.start_ms(index),
-            aligned.length,
-            &targets,
-        );
-        if report.targets.is_empty() {
+        let targets: Vec<SealedTarget> = stats
+            .into_iter()
+            .filter(|(_, s)| s.attempts > 0 || s.missed_slots > 0)
+            .map(|(i, stats)| {
+                let plan = &running[i].target.plan;
+                SealedTarget {
+                    id: plan.id.clone(),
+                    kind: plan.kind,
+                    region: plan.region.clone(),
+                    stats,
+                }
+            })
+            .collect();
+        if targets.is_empty() {
             continue;
         }
-        for (_, s) in &stats {
-            summary.probes += s.attempts;
-            summary.missed_slots += s.missed_slots;
+        for t in &targets {
+            summary.probes += t.stats.attempts;
+            summary.missed_slots += t.stats.missed_slots;
         }
-        let body = match serde_json::to_vec(&report) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise report");
-                continue;
-            }
-        };
-        ::metrics::counter!(metrics::REPORTS_BUILT_TOTAL).increment(1);
-        summary.reports += 1;
-        let outgoing = OutgoingReport {
+        let sealed = SealedInterval {
             seq: *seq,
-            body: body.into(),
+            start_ms: aligned.start_ms(index),
+            length: aligned.length,
+            targets,
         };
         *seq += 1;
-        deliveries.send(outgoing).await;
+        encoder.submit(sealed).await;
     }
+    tracing::debug!(through, ?drained, took = ?drain_started.elapsed(), "intervals sealed");
 }
 
 /// One delivery queue per replica (or one for the single aggregator), each with its spool

@@ -11,6 +11,8 @@
 //!   samples actually recorded, rotated by interval without losing or double-counting a sample.
 //! - [`reload`]: the running targets, and a reloaded fleet file applied to them by target id.
 //! - [`report`]: builds the `IntervalReport` from recorded intervals (pure).
+//! - [`encoder`]: builds and serialises each interval's report on the blocking pool, so no
+//!   probe and no drain of the recorders waits for it.
 //! - [`spool`]: the bounded on-disk spool of undelivered reports, crash-safe, resumed on restart,
 //!   in a directory that must be the agent's alone.
 //! - [`push`]: [`push::run_pusher`] delivers reports at least once, oldest first, with backoff;
@@ -21,6 +23,7 @@
 //! - [`oneshot`]: `vantage probe`, the command-line prober.
 
 pub mod daemon;
+pub mod encoder;
 pub mod export;
 pub mod fleet;
 pub mod identity;

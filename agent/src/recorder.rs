@@ -134,6 +134,18 @@ impl SampleSet {
         }
     }
 
+    /// The raw microsecond samples while the set is still sparse (unordered); None once dense.
+    pub fn sparse_values(&self) -> Option<&[u32]> {
+        match &self.repr {
+            Repr::Sparse(v) => Some(v),
+            Repr::Dense(_) => None,
+        }
+    }
+
+    pub fn significant_digits(&self) -> u8 {
+        self.significant_digits
+    }
+
     /// Heap bytes held, for the memory figures in the docs and benchmarks.
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
@@ -293,10 +305,15 @@ impl IntervalClock {
 }
 
 /// One target's open intervals, oldest first.
+///
+/// Each interval's statistics are boxed: inline, every slot of the deque would hold a whole
+/// `IntervalStats` (hundreds of bytes) and the deque keeps its capacity of four across drains,
+/// so an idle slot cost as much as a used one; boxed, an idle slot is 16 bytes (at 20,000
+/// targets: ~1.3 KB less per target).
 #[derive(Debug)]
 pub struct TargetRecorder {
     significant_digits: u8,
-    open: VecDeque<(u64, IntervalStats)>,
+    open: VecDeque<(u64, Box<IntervalStats>)>,
 }
 
 impl TargetRecorder {
@@ -312,13 +329,13 @@ impl TargetRecorder {
         let pos = match self.open.iter().rposition(|(i, _)| *i <= index) {
             Some(p) if self.open[p].0 == index => p,
             Some(p) => {
-                self.open
-                    .insert(p + 1, (index, IntervalStats::new(self.significant_digits)));
+                let stats = Box::new(IntervalStats::new(self.significant_digits));
+                self.open.insert(p + 1, (index, stats));
                 p + 1
             }
             None => {
-                self.open
-                    .push_front((index, IntervalStats::new(self.significant_digits)));
+                let stats = Box::new(IntervalStats::new(self.significant_digits));
+                self.open.push_front((index, stats));
                 0
             }
         };
@@ -335,13 +352,29 @@ impl TargetRecorder {
 
     /// Removes and returns every interval numbered `index` or lower, oldest first.
     pub fn take_through(&mut self, index: u64) -> Vec<(u64, IntervalStats)> {
-        let n = self.open.iter().take_while(|(i, _)| *i <= index).count();
-        self.open.drain(..n).collect()
+        let mut taken = Vec::new();
+        self.drain_through(index, |i, s| taken.push((i, *s)));
+        taken
+    }
+
+    /// Removes every interval numbered `index` or lower and hands each to `each`, oldest
+    /// first, still boxed: [`take_through`](Self::take_through) without a vector per target
+    /// or a copy of each interval's counters, for the daemon's drain of every recorder (at
+    /// 20,000 targets the copies alone were megabytes per drain).
+    pub fn drain_through(&mut self, index: u64, mut each: impl FnMut(u64, Box<IntervalStats>)) {
+        while self.open.front().is_some_and(|(i, _)| *i <= index) {
+            let (i, stats) = self.open.pop_front().expect("front was checked");
+            each(i, stats);
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.open.capacity() * std::mem::size_of::<(u64, IntervalStats)>()
-            + self.open.iter().map(|(_, s)| s.heap_bytes()).sum::<usize>()
+        self.open.capacity() * std::mem::size_of::<(u64, Box<IntervalStats>)>()
+            + self
+                .open
+                .iter()
+                .map(|(_, s)| std::mem::size_of::<IntervalStats>() + s.heap_bytes())
+                .sum::<usize>()
     }
 }
 

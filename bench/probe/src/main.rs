@@ -11,6 +11,7 @@ mod accuracy;
 mod certs;
 mod cpu;
 mod delay;
+mod drain;
 mod procs;
 mod render;
 mod scale;
@@ -57,9 +58,13 @@ three take turns in --accuracy-rounds rounds. The server's own lateness is shown
 3. Scale. TARGETS targets (distinct URLs https://127.0.0.K:PORT/t/I spread over --scale-addrs \
 loopback addresses), each probed every INTERVAL, using the agent library in this process: one \
 shared TlsConfigCache, spread_offsets, SlotGrid, run_target with an IntervalClock of INTERVAL; \
-every interval each target's recorder is drained with take_through and every phase with samples \
-is encoded (to_histogram, V2-deflate + base64), as the agent's report builder does; the drains \
-run on the runtime like the agent's, and their cost is shown apart. Reported: probes run and ok, missed slots, max start lag, this process's CPU % \
+every interval each target's recorder is drained, once per --scale-drain mode in the same run: \
+`inline` (the agent before issue 16: take_through, then every phase with samples to_histogram and \
+encoded, all inside the drain) and `encoder` (the agent now: the drain only takes the intervals \
+and hands them to vantage_agent::encoder, which builds and serialises the report on the blocking \
+pool). Each mode shows its longest drain, the encoding cost, and the start lag of probes that \
+started while a report was being encoded beside the others'. The second run's RSS before start \
+includes what the allocator kept from the first. Reported: probes run and ok, missed slots, max start lag, this process's CPU % \
 (utime+stime over wall; 100% = one core; nginx is a separate process, shown apart), peak RSS \
 (VmHWM, reset just before the targets start), recorder heap bytes per target at the fullest \
 point (just before a drain).
@@ -114,6 +119,12 @@ struct Args {
     /// ephemeral ports are not exhausted.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=64))]
     scale_addrs: u8,
+
+    /// How the scale test drains the recorders, one run each, in this order: `inline` (the
+    /// agent before issue 16: encode in the drain) and/or `encoder` (the agent now: the
+    /// drain only takes, `vantage_agent::encoder` encodes on the blocking pool).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [scale::DrainMode::Inline, scale::DrainMode::Encoder])]
+    scale_drain: Vec<scale::DrainMode>,
 
     /// Experiment: box each probe's future in the scale test, so an idle target's task does
     /// not hold the whole probe state (shows what boxing inside run_target would save).
@@ -306,12 +317,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     // The exporter is not needed any more; stop it so it does not share the CPU.
     blackbox.guard.stop();
-    let scale = if args.skip_scale {
-        None
-    } else {
+    let mut scale = Vec::new();
+    for drain in args
+        .scale_drain
+        .iter()
+        .copied()
+        .filter(|_| !args.skip_scale)
+    {
         progress(format!(
-            "scale: {} targets every {} s for {} s ...",
-            args.scale_targets, args.scale_interval_secs, args.scale_secs
+            "scale ({}): {} targets every {} s for {} s ...",
+            drain.label(),
+            args.scale_targets,
+            args.scale_interval_secs,
+            args.scale_secs
         ));
         let opts = scale::ScaleOptions {
             targets: args.scale_targets as usize,
@@ -324,13 +342,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
             nginx_pid: nginx.guard.pid(),
             clk_tck,
             boxed: args.scale_boxed_probes,
+            drain,
         };
         wait_quiet(args, clk_tck);
         let meter = procs::Background::start(&[nginx.guard.pid()]);
         let r = scale::run(&opts)?;
-        background.scale = Some(meter.percent(clk_tck));
-        Some(r)
-    };
+        // The busiest of the runs.
+        let busy = meter.percent(clk_tck);
+        background.scale = Some(background.scale.map_or(busy, |b: f64| b.max(busy)));
+        scale.push(r);
+    }
     nginx.guard.check_running()?;
     nginx.guard.stop();
 
@@ -343,7 +364,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             &blackbox_version,
             cpu.as_ref(),
             &accuracy,
-            scale.as_ref(),
+            &scale,
             &background,
         )
     );

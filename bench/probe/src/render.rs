@@ -28,7 +28,7 @@ pub(crate) fn render(
     blackbox_version: &str,
     cpu: Option<&CpuResult>,
     accuracy: &[accuracy::AccuracyRow],
-    scale: Option<&scale::ScaleReport>,
+    scale: &[scale::ScaleReport],
     background: &Background,
 ) -> String {
     let mut o = String::new();
@@ -139,12 +139,17 @@ pub(crate) fn render(
             r.server_write_us
         );
     }
-    if let Some(s) = scale {
+    for s in scale {
         let rss_mb = s.peak_rss_kb.map_or(f64::NAN, |k| k as f64 / 1024.0);
-        let pass = s.missed_slots == 0 && rss_mb <= 256.0 && s.ok == s.probes && s.probes > 0;
+        let pass = s.missed_slots == 0
+            && rss_mb <= 128.0
+            && s.max_drain <= std::time::Duration::from_millis(50)
+            && s.ok == s.probes
+            && s.probes > 0;
         let _ = writeln!(
             o,
-            "scale {} targets @{} s, {} s (in-process agent library{}; fresh handshakes: {}):",
+            "scale, {}: {} targets @{} s, {} s (in-process agent library{}; fresh handshakes: {}):",
+            s.drain.label(),
             group(s.targets as u64),
             args.scale_interval_secs,
             s.duration.as_secs(),
@@ -199,24 +204,65 @@ pub(crate) fn render(
             s.setup.as_secs_f64()
         );
         let wall = s.wall.as_secs_f64().max(1e-3);
+        let per_histogram_us =
+            1e6 * s.encode_time.as_secs_f64() / s.encoded_histograms.max(1) as f64;
+        match s.drain {
+            scale::DrainMode::Inline => {
+                let _ = writeln!(
+                    o,
+                    "  drains (take_through, then to_histogram + V2 encoding of {} histograms, all \
+                     in the drain on the runtime): take {:.2} s, encoding {:.2} s = {:.1}% of one \
+                     core ({:.1} µs a histogram, of which to_histogram {:.1} µs; {:.0} bytes each); \
+                     longest drain {:.1} ms ({:.1} ms of CPU)",
+                    group(s.encoded_histograms),
+                    s.take_time.as_secs_f64(),
+                    s.encode_time.as_secs_f64(),
+                    100.0 * s.encode_time.as_secs_f64() / wall,
+                    per_histogram_us,
+                    1e6 * s.to_histogram_time.as_secs_f64() / s.encoded_histograms.max(1) as f64,
+                    s.encoded_bytes as f64 / s.encoded_histograms.max(1) as f64,
+                    s.max_drain.as_secs_f64() * 1e3,
+                    s.max_drain_cpu.as_secs_f64() * 1e3
+                );
+            }
+            scale::DrainMode::Encoder => {
+                let _ = writeln!(
+                    o,
+                    "  drains (take_through and seal, on the runtime): {:.2} s in all, longest \
+                     {:.1} ms ({:.1} ms of CPU); encoder on the blocking pool: {} reports, {} histograms, {:.2} s = \
+                     {:.1}% of one core ({:.2} µs a histogram with the whole report and its JSON; \
+                     {:.0} bytes a report), longest encode {:.1} ms",
+                    s.take_time.as_secs_f64(),
+                    s.max_drain.as_secs_f64() * 1e3,
+                    s.max_drain_cpu.as_secs_f64() * 1e3,
+                    group(s.reports),
+                    group(s.encoded_histograms),
+                    s.encode_time.as_secs_f64(),
+                    100.0 * s.encode_time.as_secs_f64() / wall,
+                    per_histogram_us,
+                    s.report_bytes as f64 / s.reports.max(1) as f64,
+                    s.max_encode.as_secs_f64() * 1e3
+                );
+            }
+        }
+        let lag = |l: &scale::Lag| {
+            format!(
+                "{} probes, p50 {:.3} ms, p99 {:.3} ms, max {:.2} ms",
+                group(l.probes),
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms
+            )
+        };
         let _ = writeln!(
             o,
-            "  drains (take_through every interval): {:.2} s in all, {:.1}% of one core; encoding \
-             {} histograms as the report builder does: {:.2} s, {:.1}% of one core ({:.1} µs each, \
-             of which to_histogram {:.1} µs; {:.0} bytes each); longest drain {:.1} ms",
-            s.take_time.as_secs_f64(),
-            100.0 * s.take_time.as_secs_f64() / wall,
-            group(s.encoded_histograms),
-            s.encode_time.as_secs_f64(),
-            100.0 * s.encode_time.as_secs_f64() / wall,
-            1e6 * s.encode_time.as_secs_f64() / s.encoded_histograms.max(1) as f64,
-            1e6 * s.to_histogram_time.as_secs_f64() / s.encoded_histograms.max(1) as f64,
-            s.encoded_bytes as f64 / s.encoded_histograms.max(1) as f64,
-            s.max_drain.as_secs_f64() * 1e3
+            "  start lag of probes started while a report was encoded: {}; of the others: {}",
+            lag(&s.lag_encoding),
+            lag(&s.lag_other)
         );
         let _ = writeln!(
             o,
-            "  target: no missed slots, RSS ≤ 256 MB  {}",
+            "  target: no missed slots, RSS ≤ 128 MB, no drain over 50 ms  {}",
             verdict(pass)
         );
         for (outcome, (count, message)) in &s.failures {
@@ -229,6 +275,29 @@ pub(crate) fn render(
             };
             let _ = writeln!(o, "  failures {outcome} ×{count}: {message}{hint}");
         }
+    }
+    if let [old, new] = scale {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        let _ = writeln!(
+            o,
+            "scale, before → now (same run): longest drain {:.1} → {:.1} ms ({:.0}× shorter; CPU \
+             {:.1} → {:.1} ms); \
+             encoding {:.1} → {:.2} µs a histogram; CPU {:.3} → {:.3} ms a probe; p99 start lag \
+             while encoding {:.3} → {:.3} ms; missed slots {} → {}",
+            old.max_drain.as_secs_f64() * 1e3,
+            new.max_drain.as_secs_f64() * 1e3,
+            ratio(old.max_drain.as_secs_f64(), new.max_drain.as_secs_f64()),
+            old.max_drain_cpu.as_secs_f64() * 1e3,
+            new.max_drain_cpu.as_secs_f64() * 1e3,
+            1e6 * old.encode_time.as_secs_f64() / old.encoded_histograms.max(1) as f64,
+            1e6 * new.encode_time.as_secs_f64() / new.encoded_histograms.max(1) as f64,
+            old.cpu_ms_per_probe,
+            new.cpu_ms_per_probe,
+            old.lag_encoding.p99_ms,
+            new.lag_encoding.p99_ms,
+            old.missed_slots,
+            new.missed_slots
+        );
     }
     let parts: Vec<String> = [
         ("CPU", background.cpu),

@@ -1,18 +1,32 @@
 //! The scale test: many targets on the agent's own scheduler and recorder, in this process,
-//! against the local nginx, drained every interval the way the agent's report builder will.
+//! against the local nginx, drained every interval the way the agent does.
+//!
+//! Two ways to drain, run one after the other in the same invocation (`--scale-drain both`) so
+//! the figures compare on the same machine state: `inline`, what the agent did before issue 16
+//! (take every recorder's interval, then build the dense histogram of every phase and encode
+//! it, all on the runtime, in the drain), and `encoder`, what it does now (the drain only takes
+//! the intervals and hands them to `vantage_agent::encoder::Encoder`, which builds and
+//! serialises the report on the blocking pool with the sparse V2 writer). Each run also
+//! measures the start lag of the probes that started while a report was being encoded, beside
+//! that of the others.
 
+use crate::drain::{seal, thread_cpu, Discard, EncodeTotals};
+pub use crate::drain::{DrainMode, Lag};
 use crate::procs;
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use vantage_agent::encoder::{encode, EncodeFn, Encoder};
 use vantage_agent::recorder::{IntervalClock, TargetRecorder};
+use vantage_agent::report::ReportIdentity;
 use vantage_agent::scheduler::{
     run_target, spread_offsets, ProbeTarget, ScheduledTarget, SlotGrid,
 };
@@ -34,10 +48,19 @@ pub struct ScaleOptions {
     pub clk_tck: f64,
     /// Box each probe future (an experiment; the agent does not).
     pub boxed: bool,
+    pub drain: DrainMode,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ScaleReport {
+    pub drain: DrainMode,
+    /// Start lag of probes that started while a report was being encoded, and of the rest.
+    pub lag_encoding: Lag,
+    pub lag_other: Lag,
+    /// Encoder mode: JSON report bodies built, their bytes, the longest encode of one.
+    pub reports: u64,
+    pub report_bytes: u64,
+    pub max_encode: Duration,
     pub targets: usize,
     pub duration: Duration,
     pub expected_probes: u64,
@@ -68,6 +91,9 @@ pub struct ScaleReport {
     pub setup: Duration,
     /// Longest drain of every recorder (heap_bytes + take_through + encoding).
     pub max_drain: Duration,
+    /// The CPU time of the drain thread during that longest drain: on a shared machine the
+    /// wall time includes preemption by other processes, the CPU time does not.
+    pub max_drain_cpu: Duration,
     /// All drains: time in heap_bytes + take_through, and in encoding histograms.
     pub take_time: Duration,
     pub encode_time: Duration,
@@ -78,18 +104,22 @@ pub struct ScaleReport {
 }
 
 #[derive(Debug, Default)]
-struct Totals {
-    take_time: Duration,
-    to_histogram_time: Duration,
-    encode_time: Duration,
-    encoded_histograms: u64,
-    encoded_bytes: u64,
-    attempts: u64,
-    ok: u64,
-    missed_slots: u64,
-    max_start_lag: Duration,
-    peak_recorder_bytes: usize,
-    max_drain: Duration,
+pub(crate) struct Totals {
+    pub(crate) take_time: Duration,
+    pub(crate) to_histogram_time: Duration,
+    pub(crate) encode_time: Duration,
+    pub(crate) encoded_histograms: u64,
+    pub(crate) encoded_bytes: u64,
+    pub(crate) attempts: u64,
+    pub(crate) ok: u64,
+    pub(crate) missed_slots: u64,
+    pub(crate) max_start_lag: Duration,
+    pub(crate) peak_recorder_bytes: usize,
+    pub(crate) max_drain: Duration,
+    pub(crate) max_drain_cpu: Duration,
+    pub(crate) reports: u64,
+    pub(crate) report_bytes: u64,
+    pub(crate) max_encode: Duration,
 }
 
 /// A [`Prober`] that also keeps the first message of each failing outcome and counts probes
@@ -99,6 +129,9 @@ struct Totals {
 struct Tracked<const BOXED: bool> {
     prober: Prober,
     shared: Arc<Shared>,
+    /// Whether a report was being encoded when this target's probe in flight started (one
+    /// probe at a time per target).
+    started_while_encoding: AtomicBool,
 }
 
 struct Shared {
@@ -109,6 +142,10 @@ struct Shared {
     /// own histograms are drained and dropped, as the agent does after reporting).
     latency: Mutex<[Histogram<u64>; 3]>,
     tls_versions: Mutex<BTreeMap<&'static str, u64>>,
+    /// True while a report is being encoded (inline in the drain, or in the encoder).
+    encoding: AtomicBool,
+    /// Start lags in µs: [started while encoding, the rest].
+    lag: Mutex<[Histogram<u64>; 2]>,
 }
 
 impl Shared {
@@ -120,6 +157,8 @@ impl Shared {
             max_in_flight: AtomicU64::new(0),
             latency: Mutex::new([h()?, h()?, h()?]),
             tls_versions: Mutex::default(),
+            encoding: AtomicBool::new(false),
+            lag: Mutex::new([h()?, h()?]),
         })
     }
 }
@@ -128,16 +167,34 @@ impl ProbeTarget for Tracked<false> {
     fn probe(&self) -> impl std::future::Future<Output = ProbeResult> + Send {
         self.tracked_probe()
     }
+
+    fn observe(&self, _result: &ProbeResult, start_lag: Duration) {
+        self.observe_lag(start_lag);
+    }
 }
 
 impl ProbeTarget for Tracked<true> {
     fn probe(&self) -> impl std::future::Future<Output = ProbeResult> + Send {
         Box::pin(self.tracked_probe())
     }
+
+    fn observe(&self, _result: &ProbeResult, start_lag: Duration) {
+        self.observe_lag(start_lag);
+    }
 }
 
 impl<const BOXED: bool> Tracked<BOXED> {
+    fn observe_lag(&self, start_lag: Duration) {
+        let during = self.started_while_encoding.load(Ordering::Relaxed);
+        lock(&self.shared.lag)[usize::from(!during)]
+            .saturating_record(clamp_micros(start_lag.as_micros() as u64));
+    }
+
     async fn tracked_probe(&self) -> ProbeResult {
+        self.started_while_encoding.store(
+            self.shared.encoding.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         let now = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.max_in_flight.fetch_max(now, Ordering::Relaxed);
         let result = self.prober.probe().await;
@@ -210,6 +267,7 @@ where
             probe: Tracked::<BOXED> {
                 prober,
                 shared: shared.clone(),
+                started_while_encoding: AtomicBool::new(false),
             },
             grid: SlotGrid::new(origin, offset, opts.interval),
             recorder: Arc::new(Mutex::new(TargetRecorder::new(3))),
@@ -239,6 +297,7 @@ where
     let mut totals = Totals::default();
     let drain = |through: u64, totals: &mut Totals| {
         let started = Instant::now();
+        let cpu_started = thread_cpu();
         let bytes: usize = targets.iter().map(|t| lock(&t.recorder).heap_bytes()).sum();
         totals.peak_recorder_bytes = totals.peak_recorder_bytes.max(bytes);
         let mut taken = Vec::with_capacity(targets.len());
@@ -246,6 +305,7 @@ where
             taken.extend(lock(&t.recorder).take_through(through));
         }
         let encoding = Instant::now();
+        shared.encoding.store(true, Ordering::Relaxed);
         for (_, s) in &taken {
             totals.attempts += s.attempts;
             totals.ok += s.outcome_count(Outcome::Ok);
@@ -266,11 +326,53 @@ where
                 }
             }
         }
+        shared.encoding.store(false, Ordering::Relaxed);
         let done = Instant::now();
+        totals.max_encode = totals.max_encode.max(done - encoding);
         totals.take_time += encoding - started;
         totals.encode_time += done - encoding;
-        totals.max_drain = totals.max_drain.max(done - started);
+        if done - started > totals.max_drain {
+            totals.max_drain = done - started;
+            totals.max_drain_cpu = thread_cpu().saturating_sub(cpu_started);
+        }
     };
+
+    // The agent's encoder, its encode timed and flagged for the start-lag split.
+    let ids: Vec<String> = (0..targets.len()).map(|i| format!("t/{i}")).collect();
+    let encoded = Arc::new(Mutex::new(EncodeTotals::default()));
+    let timed: EncodeFn = {
+        let (shared, encoded) = (shared.clone(), encoded.clone());
+        Arc::new(move |identity, sealed| {
+            shared.encoding.store(true, Ordering::Relaxed);
+            let t0 = Instant::now();
+            let built = encode(identity, sealed);
+            let took = t0.elapsed();
+            shared.encoding.store(false, Ordering::Relaxed);
+            let mut e = lock(&encoded);
+            e.time += took;
+            e.max = e.max.max(took);
+            e.histograms += sealed
+                .targets
+                .iter()
+                .map(|t| {
+                    Phase::ALL
+                        .iter()
+                        .filter(|p| !t.stats.phase(**p).is_empty())
+                        .count() as u64
+                })
+                .sum::<u64>();
+            if let Ok(r) = &built {
+                e.bytes += r.body.len() as u64;
+            }
+            built
+        })
+    };
+    let identity = ReportIdentity {
+        fleet: "bench".into(),
+        agent_id: "bench".into(),
+        vantage: "local".into(),
+    };
+    let encoder = Encoder::with_encode(identity, Discard, timed);
 
     tokio::time::sleep_until(origin).await;
     let cpu_start = procs::cpu_ticks("self")?.own;
@@ -287,7 +389,14 @@ where
             break;
         }
         tokio::time::sleep_until(drain_at).await;
-        drain(k, &mut totals);
+        match opts.drain {
+            DrainMode::Inline => drain(k, &mut totals),
+            DrainMode::Encoder => {
+                for sealed in seal(&targets, &ids, k, opts.interval, &mut totals) {
+                    encoder.submit(sealed).await;
+                }
+            }
+        }
         k += 1;
     }
     tokio::time::sleep_until(end).await;
@@ -300,7 +409,24 @@ where
     let cpu_ticks = procs::cpu_ticks("self")?.own - cpu_start;
     let switches = procs::context_switches().saturating_sub(switches_start);
     let nginx_ticks = procs::tree_ticks(opts.nginx_pid).saturating_sub(nginx_start);
-    drain(u64::MAX, &mut totals);
+    match opts.drain {
+        DrainMode::Inline => drain(u64::MAX, &mut totals),
+        DrainMode::Encoder => {
+            for sealed in seal(&targets, &ids, u64::MAX, opts.interval, &mut totals) {
+                encoder.submit(sealed).await;
+            }
+        }
+    }
+    let (_, reports) = encoder.finish().await;
+    {
+        let e = lock(&encoded);
+        totals.encode_time += e.time;
+        totals.encoded_histograms += e.histograms;
+        totals.report_bytes += e.bytes;
+        totals.max_encode = totals.max_encode.max(e.max);
+        totals.reports += reports;
+    }
+    let lag = lock(&shared.lag).clone();
 
     let cpu_secs = cpu_ticks as f64 / opts.clk_tck;
     let latency = lock(&shared.latency).clone();
@@ -319,6 +445,12 @@ where
         .collect::<Vec<_>>()
         .join(", ");
     Ok(ScaleReport {
+        drain: opts.drain,
+        lag_encoding: Lag::of(&lag[0]),
+        lag_other: Lag::of(&lag[1]),
+        reports: totals.reports,
+        report_bytes: totals.report_bytes,
+        max_encode: totals.max_encode,
         targets: opts.targets,
         duration: opts.duration,
         expected_probes: (opts.targets as u64 * opts.duration.as_millis() as u64)
@@ -338,6 +470,7 @@ where
         rss_before_kb,
         recorder_bytes_per_target: totals.peak_recorder_bytes as f64 / opts.targets.max(1) as f64,
         max_drain: totals.max_drain,
+        max_drain_cpu: totals.max_drain_cpu,
         take_time: totals.take_time,
         encode_time: totals.encode_time,
         to_histogram_time: totals.to_histogram_time,
