@@ -647,7 +647,7 @@ def start_perf(pid, out):
 def exporter_share(data):
     """(samples, samples with an exporter frame, [(part, samples)]) of a perf.data file."""
     try:
-        text = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], capture_output=True,
+        text = subprocess.run(["perf", "script", "--no-inline", "-i", data, "-F", "ip,sym"], capture_output=True,
                               text=True, timeout=600).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         log(f"perf script failed: {e}")
