@@ -285,6 +285,10 @@ fn summary(columns: &[(String, Figures)]) -> String {
         cells(&|x| part(&x.observe)),
     );
     line(
+        "  observations by rescan (before) p50/p99",
+        cells(&|x| part(&x.rescan)),
+    );
+    line(
         "  of which traffic evidence p50/p99",
         cells(&|x| part(&x.traffic)),
     );

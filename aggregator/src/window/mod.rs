@@ -1,0 +1,270 @@
+//! The sliding window: what every vantage reported about every target, by interval.
+//!
+//! Reports are merged into the interval they belong to, whenever they arrive (an agent may
+//! send one interval in several parts, or late from its spool). Latency is kept as sparse
+//! `(value, count)` pairs of the decoded HDR histogram ([`sparse`]) — a handful of buckets per
+//! interval instead of a dense array — so a thousand endpoints seen from thirty vantages fit in
+//! memory, and quantiles over the window are exact at the histogram's precision. Each merge
+//! also updates its unit's tally ([`tally`]), so an evaluation reads every (unit, vantage)
+//! view off a running sum instead of rescanning the window ([`rescan`], kept as the
+//! reference); [`traffic`] answers where each layer shows traffic going.
+
+mod rescan;
+mod sparse;
+mod tally;
+mod traffic;
+
+pub use sparse::SparseLatency;
+pub use traffic::LayerTraffic;
+
+use crate::model::{KindTotals, RegionObservation, VantageSample};
+use crate::prepare::PreparedReport;
+use std::collections::{BTreeMap, HashMap};
+use tally::Tallies;
+use vantage_protocol::config::TargetKind;
+use vantage_protocol::Outcome;
+
+/// One vantage's view of one target in one interval.
+#[derive(Debug, Clone, Default)]
+pub struct Bucket {
+    pub attempts: u64,
+    pub failures: u64,
+    pub missed_slots: u64,
+    /// Total latency of the probes that got a response.
+    pub total: SparseLatency,
+    /// Which Region answered: the Region header of the global endpoint's responses, or for
+    /// the DNS target the answer records mapped to Regions.
+    pub answered_by: BTreeMap<String, u64>,
+    /// DNS target only: answer records that map to no Region.
+    pub unmatched: u64,
+    /// The attempts that failed, by outcome (empty while none failed): how a target fails,
+    /// for the evidence an alert gives.
+    pub failed: BTreeMap<Outcome, u64>,
+}
+
+impl Bucket {
+    fn add(&mut self, other: Bucket) {
+        // Saturating: parts of one interval are each checked, their sum is not.
+        self.attempts = self.attempts.saturating_add(other.attempts);
+        self.failures = self.failures.saturating_add(other.failures);
+        self.missed_slots = self.missed_slots.saturating_add(other.missed_slots);
+        self.unmatched = self.unmatched.saturating_add(other.unmatched);
+        // The first part of an interval (the usual case) is moved in, not copied.
+        if self.total.is_empty() {
+            self.total = other.total;
+        } else {
+            self.total.merge(&other.total);
+        }
+        for (outcome, n) in other.failed {
+            let count = self.failed.entry(outcome).or_default();
+            *count = count.saturating_add(n);
+        }
+        if self.answered_by.is_empty() {
+            self.answered_by = other.answered_by;
+        } else {
+            for (r, n) in other.answered_by {
+                let count = self.answered_by.entry(r).or_default();
+                *count = count.saturating_add(n);
+            }
+        }
+    }
+}
+
+/// One target's buckets, per vantage by interval start (Unix ms), with the kind and unit it
+/// was first merged with.
+#[derive(Debug)]
+struct TargetSeries {
+    kind: TargetKind,
+    /// The unit (service in Region) the target counts for; `None` for global, DNS, control.
+    unit: Option<String>,
+    vantages: BTreeMap<String, BTreeMap<u64, Bucket>>,
+}
+
+impl TargetSeries {
+    /// Whether the target's buckets count for its unit's observations (status and deep).
+    fn observed_unit(&self) -> Option<&str> {
+        match &self.unit {
+            Some(unit) if self.kind != TargetKind::Global => Some(unit),
+            _ => None,
+        }
+    }
+}
+
+/// The window of every series, by target id (looked up by hash at every merge).
+#[derive(Debug, Default)]
+pub struct Window {
+    targets: HashMap<String, TargetSeries>,
+    /// Per (unit, vantage): the parts of each interval and their sum over the last range.
+    tallies: Tallies,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub targets: u64,
+    pub attempts: u64,
+}
+
+impl Window {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merges a report that [`crate::prepare::prepare`] checked and decoded; it cannot fail,
+    /// so it runs under the window lock without decoding anything.
+    pub fn merge(&mut self, report: PreparedReport) -> Merged {
+        let mut merged = Merged::default();
+        let (vantage, start) = (report.vantage.as_str(), report.interval_start_ms);
+        for t in report.targets {
+            merged.targets += 1;
+            merged.attempts = merged.attempts.saturating_add(t.bucket.attempts);
+            // Only targets the fleet file plans get here, so this map stays that size.
+            let target = match self.targets.get_mut(&t.id) {
+                Some(target) => target,
+                None => self.targets.entry(t.id).or_insert(TargetSeries {
+                    kind: t.kind,
+                    unit: t.region,
+                    vantages: BTreeMap::new(),
+                }),
+            };
+            let intervals = match target.vantages.get_mut(vantage) {
+                Some(intervals) => intervals,
+                None => target.vantages.entry(vantage.to_owned()).or_default(),
+            };
+            let bucket = intervals.entry(start);
+            let new = matches!(bucket, std::collections::btree_map::Entry::Vacant(_));
+            if let Some(unit) = match &target.unit {
+                Some(unit) if target.kind != TargetKind::Global => Some(unit),
+                _ => None,
+            } {
+                let status = target.kind == TargetKind::Status;
+                self.tallies
+                    .record(unit, vantage, start, status, new, &t.bucket);
+            }
+            bucket.or_default().add(t.bucket);
+        }
+        merged
+    }
+
+    /// Forgets every series of the targets `keep` refuses (a reload took them out of the
+    /// fleet): nothing decides from them any more. Rare, so the tallies are rebuilt.
+    pub fn forget_targets(&mut self, keep: impl Fn(&str) -> bool) {
+        self.targets.retain(|target, _| keep(target));
+        self.tallies.clear();
+        for series in self.targets.values() {
+            let Some(unit) = series.observed_unit() else {
+                continue;
+            };
+            let status = series.kind == TargetKind::Status;
+            for (vantage, intervals) in &series.vantages {
+                for (start, b) in intervals {
+                    self.tallies.record(unit, vantage, *start, status, true, b);
+                }
+            }
+        }
+    }
+
+    /// Forgets intervals that started before `oldest_start_ms`.
+    pub fn prune(&mut self, oldest_start_ms: u64) {
+        for series in self.targets.values_mut() {
+            series.vantages.retain(|_, intervals| {
+                intervals.retain(|start, _| *start >= oldest_start_ms);
+                !intervals.is_empty()
+            });
+        }
+        self.tallies.prune(oldest_start_ms);
+    }
+
+    /// Per Region (unit) of `regions`, each vantage's view over `[from_ms, to_ms)`: the
+    /// Region's status and deep targets together (a failing deep check is a failing Region),
+    /// latency from the shallow status target (what clients of the API feel). Read off the
+    /// tallies, which slide to the range: the same as [`Self::observations_rescan`].
+    pub fn observations(
+        &mut self,
+        regions: &[String],
+        from_ms: u64,
+        to_ms: u64,
+        limit_quantile: f64,
+        weight_quantile: f64,
+    ) -> Vec<RegionObservation> {
+        self.tallies
+            .observations(regions, from_ms, to_ms, limit_quantile, weight_quantile)
+    }
+
+    /// Each vantage's control target (`vantages[].control_url`) over `[from_ms, to_ms)`:
+    /// attempts and failures, no latency.
+    pub fn control_samples(&self, from_ms: u64, to_ms: u64) -> Vec<VantageSample> {
+        let Some(series) = self.targets.get(vantage_protocol::config::CONTROL_TARGET) else {
+            return Vec::new();
+        };
+        series
+            .vantages
+            .iter()
+            .filter_map(|(vantage, intervals)| {
+                let (attempts, failures) = intervals
+                    .range(from_ms..to_ms)
+                    .fold((0u64, 0u64), |(a, f), (_, b)| {
+                        (a.saturating_add(b.attempts), f.saturating_add(b.failures))
+                    });
+                (attempts > 0).then(|| VantageSample {
+                    vantage: vantage.clone(),
+                    attempts,
+                    failures,
+                    limit_latency: None,
+                    weight_latency: None,
+                })
+            })
+            .collect()
+    }
+
+    /// How the targets of `kind` fared per unit over `[from_ms, to_ms)`, summed over the
+    /// vantages `counts` accepts.
+    pub fn kind_totals(
+        &self,
+        kind: TargetKind,
+        from_ms: u64,
+        to_ms: u64,
+        counts: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, KindTotals> {
+        let mut out: BTreeMap<String, KindTotals> = BTreeMap::new();
+        for series in self.targets.values() {
+            let Some(unit) = series.unit.as_ref().filter(|_| series.kind == kind) else {
+                continue;
+            };
+            for (vantage, intervals) in &series.vantages {
+                if !counts(vantage) {
+                    continue;
+                }
+                for (_, b) in intervals.range(from_ms..to_ms) {
+                    let totals = match out.get_mut(unit) {
+                        Some(totals) => totals,
+                        None => out.entry(unit.clone()).or_default(),
+                    };
+                    totals.attempts = totals.attempts.saturating_add(b.attempts);
+                    totals.failures = totals.failures.saturating_add(b.failures);
+                    for (outcome, n) in &b.failed {
+                        let count = totals.failed.entry(*outcome).or_default();
+                        *count = count.saturating_add(*n);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of (target, vantage) series held.
+    pub fn series(&self) -> usize {
+        self.targets.values().map(|s| s.vantages.len()).sum()
+    }
+
+    /// Every (target id, series) of targets of `kind`.
+    fn targets_of_kind(&self, kind: TargetKind) -> impl Iterator<Item = (&str, &TargetSeries)> {
+        self.targets
+            .iter()
+            .filter(move |(_, s)| s.kind == kind)
+            .map(|(id, s)| (id.as_str(), s))
+    }
+}
+
+#[cfg(test)]
+mod tests;
