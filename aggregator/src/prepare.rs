@@ -17,8 +17,10 @@ use vantage_protocol::{Outcome, Phase};
 
 thread_local! {
     /// One decoder per thread: it reuses its inflate state and buffers across histograms
-    /// (about 40 KiB that a fresh one would allocate per call).
-    static DECODER: RefCell<SparseDecoder> = RefCell::new(SparseDecoder::new());
+    /// (about 40 KiB that a fresh one would allocate per call), and the pairs of the phases
+    /// that are only counted, never kept.
+    static DECODER: RefCell<(SparseDecoder, Vec<(u64, u64)>)> =
+        RefCell::new((SparseDecoder::new(), Vec::new()));
 }
 
 /// A report ready to merge: checked, every histogram decoded.
@@ -62,17 +64,23 @@ pub fn prepare(
         let ok = t.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
         let mut total = SparseLatency::default();
         for (phase, text) in &t.histograms {
-            let mut pairs = Vec::new();
-            DECODER
-                .with_borrow_mut(|d| d.decode_shaped(text, config.histogram_shape, &mut pairs))
-                .map_err(|e| ReportError::Histogram {
-                    target: t.target.clone(),
-                    phase: *phase,
-                    source: HistogramError::Decode(e.to_string()),
-                })?;
-            let count = pairs
-                .iter()
-                .try_fold(0u64, |sum, (_, n)| sum.checked_add(*n));
+            // Only total latency is kept: the other phases are decoded into the reused
+            // buffer, to be checked and counted.
+            let (decoded, count) = DECODER.with_borrow_mut(|(d, scratch)| {
+                let decoded = d.decode_shaped(text, config.histogram_shape, scratch);
+                let count = scratch
+                    .iter()
+                    .try_fold(0u64, |sum, (_, n)| sum.checked_add(*n));
+                if decoded.is_ok() && *phase == Phase::Total {
+                    total = SparseLatency::from_sorted(scratch.as_slice().to_vec());
+                }
+                (decoded, count)
+            });
+            decoded.map_err(|e| ReportError::Histogram {
+                target: t.target.clone(),
+                phase: *phase,
+                source: HistogramError::Decode(e.to_string()),
+            })?;
             // `total` is recorded for ok probes only; every other phase once per probe that
             // reached it, so at most once per attempt.
             let fits = match (phase, count) {
@@ -91,9 +99,6 @@ pub fn prepare(
                         format!("at most the {} attempts", t.attempts)
                     },
                 });
-            }
-            if *phase == Phase::Total {
-                total = SparseLatency::from_sorted(pairs);
             }
         }
         // A DNS target's answers take the place of the Region header's counts: the window

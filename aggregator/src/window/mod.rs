@@ -77,7 +77,15 @@ struct TargetSeries {
     kind: TargetKind,
     /// The unit (service in Region) the target counts for; `None` for global, DNS, control.
     unit: Option<String>,
-    vantages: BTreeMap<String, BTreeMap<u64, Bucket>>,
+    vantages: BTreeMap<String, Series>,
+}
+
+/// One (target, vantage) series: its buckets by interval start (Unix ms).
+#[derive(Debug, Default)]
+struct Series {
+    intervals: BTreeMap<u64, Bucket>,
+    /// The slot of its unit's tally for the vantage, if it counts for a unit.
+    tally: Option<usize>,
 }
 
 impl TargetSeries {
@@ -127,19 +135,27 @@ impl Window {
                     vantages: BTreeMap::new(),
                 }),
             };
-            let intervals = match target.vantages.get_mut(vantage) {
-                Some(intervals) => intervals,
-                None => target.vantages.entry(vantage.to_owned()).or_default(),
+            let series = match target.vantages.get_mut(vantage) {
+                Some(series) => series,
+                None => {
+                    let tally = match &target.unit {
+                        Some(unit) if target.kind != TargetKind::Global => {
+                            Some(self.tallies.slot(unit, vantage))
+                        }
+                        _ => None,
+                    };
+                    let series = Series {
+                        intervals: BTreeMap::new(),
+                        tally,
+                    };
+                    target.vantages.entry(vantage.to_owned()).or_insert(series)
+                }
             };
-            let bucket = intervals.entry(start);
-            let new = matches!(bucket, std::collections::btree_map::Entry::Vacant(_));
-            if let Some(unit) = match &target.unit {
-                Some(unit) if target.kind != TargetKind::Global => Some(unit),
-                _ => None,
-            } {
+            let bucket = series.intervals.entry(start);
+            if let Some(slot) = series.tally {
+                let new = matches!(bucket, std::collections::btree_map::Entry::Vacant(_));
                 let status = target.kind == TargetKind::Status;
-                self.tallies
-                    .record(unit, vantage, start, status, new, &t.bucket);
+                self.tallies.record(slot, start, status, new, &t.bucket);
             }
             bucket.or_default().add(t.bucket);
         }
@@ -151,14 +167,19 @@ impl Window {
     pub fn forget_targets(&mut self, keep: impl Fn(&str) -> bool) {
         self.targets.retain(|target, _| keep(target));
         self.tallies.clear();
-        for series in self.targets.values() {
-            let Some(unit) = series.observed_unit() else {
-                continue;
+        for target in self.targets.values_mut() {
+            let status = target.kind == TargetKind::Status;
+            let unit = match &target.unit {
+                Some(unit) if target.kind != TargetKind::Global => Some(unit),
+                _ => None,
             };
-            let status = series.kind == TargetKind::Status;
-            for (vantage, intervals) in &series.vantages {
-                for (start, b) in intervals {
-                    self.tallies.record(unit, vantage, *start, status, true, b);
+            for (vantage, series) in &mut target.vantages {
+                series.tally = unit.map(|unit| self.tallies.slot(unit, vantage));
+                let Some(slot) = series.tally else {
+                    continue;
+                };
+                for (start, b) in &series.intervals {
+                    self.tallies.record(slot, *start, status, true, b);
                 }
             }
         }
@@ -167,9 +188,11 @@ impl Window {
     /// Forgets intervals that started before `oldest_start_ms`.
     pub fn prune(&mut self, oldest_start_ms: u64) {
         for series in self.targets.values_mut() {
-            series.vantages.retain(|_, intervals| {
-                intervals.retain(|start, _| *start >= oldest_start_ms);
-                !intervals.is_empty()
+            series.vantages.retain(|_, series| {
+                series
+                    .intervals
+                    .retain(|start, _| *start >= oldest_start_ms);
+                !series.intervals.is_empty()
             });
         }
         self.tallies.prune(oldest_start_ms);
@@ -200,8 +223,9 @@ impl Window {
         series
             .vantages
             .iter()
-            .filter_map(|(vantage, intervals)| {
-                let (attempts, failures) = intervals
+            .filter_map(|(vantage, series)| {
+                let (attempts, failures) = series
+                    .intervals
                     .range(from_ms..to_ms)
                     .fold((0u64, 0u64), |(a, f), (_, b)| {
                         (a.saturating_add(b.attempts), f.saturating_add(b.failures))
@@ -231,11 +255,11 @@ impl Window {
             let Some(unit) = series.unit.as_ref().filter(|_| series.kind == kind) else {
                 continue;
             };
-            for (vantage, intervals) in &series.vantages {
+            for (vantage, one) in &series.vantages {
                 if !counts(vantage) {
                     continue;
                 }
-                for (_, b) in intervals.range(from_ms..to_ms) {
+                for (_, b) in one.intervals.range(from_ms..to_ms) {
                     let totals = match out.get_mut(unit) {
                         Some(totals) => totals,
                         None => out.entry(unit.clone()).or_default(),

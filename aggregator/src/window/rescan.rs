@@ -30,8 +30,8 @@ impl Window {
                 continue;
             }
             let kind = series.kind;
-            for (vantage, intervals) in &series.vantages {
-                let in_range = intervals.range(from_ms..to_ms);
+            for (vantage, one) in &series.vantages {
+                let in_range = one.intervals.range(from_ms..to_ms);
                 if in_range.clone().next().is_none() {
                     continue;
                 }

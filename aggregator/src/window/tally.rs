@@ -94,33 +94,37 @@ struct Tally {
     sum: Part,
 }
 
-/// Every (unit, vantage) tally, and the range `[from, to)` their sums cover.
+/// Every (unit, vantage) tally, and the range `[from, to)` their sums cover. Tallies live in
+/// slots that each series keeps the number of, so a merge reaches its tally without a lookup;
+/// a slot is never freed (there is one per unit and vantage of the fleet at most) until
+/// [`Tallies::clear`].
 #[derive(Debug, Default)]
 pub(super) struct Tallies {
     range: (u64, u64),
-    units: HashMap<String, BTreeMap<String, Tally>>,
+    /// Slot of each tally, by unit, then by vantage (the order observations list them in).
+    index: HashMap<String, BTreeMap<String, usize>>,
+    slots: Vec<Tally>,
 }
 
 impl Tallies {
-    /// Records one part of a bucket of `unit`'s target (status or not) seen from `vantage`
-    /// in the interval starting at `start`; `new` when the part opened the bucket.
-    pub(super) fn record(
-        &mut self,
-        unit: &str,
-        vantage: &str,
-        start: u64,
-        status: bool,
-        new: bool,
-        b: &Bucket,
-    ) {
-        let vantages = match self.units.get_mut(unit) {
+    /// The slot of `unit`'s tally for `vantage`, made if new.
+    pub(super) fn slot(&mut self, unit: &str, vantage: &str) -> usize {
+        let vantages = match self.index.get_mut(unit) {
             Some(v) => v,
-            None => self.units.entry(unit.to_owned()).or_default(),
+            None => self.index.entry(unit.to_owned()).or_default(),
         };
-        let tally = match vantages.get_mut(vantage) {
-            Some(t) => t,
-            None => vantages.entry(vantage.to_owned()).or_default(),
-        };
+        if let Some(slot) = vantages.get(vantage) {
+            return *slot;
+        }
+        self.slots.push(Tally::default());
+        vantages.insert(vantage.to_owned(), self.slots.len() - 1);
+        self.slots.len() - 1
+    }
+
+    /// Records one part of a bucket of a target (status or not) of the tally in `slot`, in
+    /// the interval starting at `start`; `new` when the part opened the bucket.
+    pub(super) fn record(&mut self, slot: usize, start: u64, status: bool, new: bool, b: &Bucket) {
+        let tally = &mut self.slots[slot];
         tally
             .intervals
             .entry(start)
@@ -137,7 +141,7 @@ impl Tallies {
         if old == new {
             return;
         }
-        for tally in self.units.values_mut().flat_map(BTreeMap::values_mut) {
+        for tally in &mut self.slots {
             let Tally { intervals, sum } = tally;
             for (start, part) in intervals.iter() {
                 match (old.contains(start), new.contains(start)) {
@@ -150,27 +154,31 @@ impl Tallies {
         self.range = (from, to);
     }
 
-    /// Forgets the intervals that start before `oldest_start_ms`, and tallies left empty.
+    /// Forgets the intervals that start before `oldest_start_ms`.
     pub(super) fn prune(&mut self, oldest_start_ms: u64) {
         let range = self.range.0..self.range.1;
-        self.units.retain(|_, vantages| {
-            vantages.retain(|_, tally| {
-                let kept = tally.intervals.split_off(&oldest_start_ms);
-                for (start, part) in std::mem::replace(&mut tally.intervals, kept) {
-                    if range.contains(&start) {
-                        tally.sum.subtract(&part);
-                    }
+        for tally in &mut self.slots {
+            if tally
+                .intervals
+                .first_key_value()
+                .is_none_or(|(s, _)| *s >= oldest_start_ms)
+            {
+                continue;
+            }
+            let kept = tally.intervals.split_off(&oldest_start_ms);
+            for (start, part) in std::mem::replace(&mut tally.intervals, kept) {
+                if range.contains(&start) {
+                    tally.sum.subtract(&part);
                 }
-                !tally.intervals.is_empty()
-            });
-            !vantages.is_empty()
-        });
+            }
+        }
     }
 
     /// Starts over, keeping the range (after targets were forgotten: their parts are mixed
-    /// into their units').
+    /// into their units'); every series must take a new slot.
     pub(super) fn clear(&mut self) {
-        self.units.clear();
+        self.index.clear();
+        self.slots.clear();
     }
 
     /// Per Region of `regions`, each vantage's view over `[from_ms, to_ms)`, by vantage name.
@@ -187,11 +195,12 @@ impl Tallies {
             .iter()
             .map(|region| RegionObservation {
                 region: region.clone(),
-                vantages: self.units.get(region).map_or_else(Vec::new, |vantages| {
+                vantages: self.index.get(region).map_or_else(Vec::new, |vantages| {
                     vantages
                         .iter()
-                        .filter(|(_, t)| t.sum.buckets > 0)
-                        .map(|(v, t)| t.sum.sample(v, limit_quantile, weight_quantile))
+                        .map(|(v, slot)| (v, &self.slots[*slot].sum))
+                        .filter(|(_, sum)| sum.buckets > 0)
+                        .map(|(v, sum)| sum.sample(v, limit_quantile, weight_quantile))
                         .collect()
                 }),
             })

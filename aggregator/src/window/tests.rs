@@ -41,8 +41,8 @@ fn reference_observations(
         if !regions.contains(region) || series.kind == TargetKind::Global {
             continue;
         }
-        for (vantage, intervals) in &series.vantages {
-            let Some(b) = reference_sum(intervals, from_ms, to_ms) else {
+        for (vantage, one) in &series.vantages {
+            let Some(b) = reference_sum(&one.intervals, from_ms, to_ms) else {
                 continue;
             };
             let entry = by_region
@@ -85,8 +85,8 @@ fn reference_global_traffic(w: &Window, from_ms: u64, to_ms: u64) -> BTreeMap<St
         if series.kind != TargetKind::Global {
             continue;
         }
-        for intervals in series.vantages.values() {
-            if let Some(b) = reference_sum(intervals, from_ms, to_ms) {
+        for one in series.vantages.values() {
+            if let Some(b) = reference_sum(&one.intervals, from_ms, to_ms) {
                 for (r, n) in b.answered_by {
                     *out.entry(r).or_default() += n;
                 }

@@ -96,6 +96,8 @@ impl Window {
         kind: TargetKind,
     ) -> impl Iterator<Item = (&str, &BTreeMap<u64, Bucket>)> + '_ {
         self.targets_of_kind(kind)
-            .flat_map(|(id, s): (&str, &TargetSeries)| s.vantages.values().map(move |i| (id, i)))
+            .flat_map(|(id, s): (&str, &TargetSeries)| {
+                s.vantages.values().map(move |v| (id, &v.intervals))
+            })
     }
 }
