@@ -120,20 +120,23 @@ impl Window {
 
     /// Merges a report that [`crate::prepare::prepare`] checked and decoded; it cannot fail,
     /// so it runs under the window lock without decoding anything.
-    pub fn merge(&mut self, report: PreparedReport) -> Merged {
+    pub fn merge<S: AsRef<str>>(&mut self, report: PreparedReport<S>) -> Merged {
         let mut merged = Merged::default();
         let (vantage, start) = (report.vantage.as_str(), report.interval_start_ms);
         for t in report.targets {
             merged.targets += 1;
             merged.attempts = merged.attempts.saturating_add(t.bucket.attempts);
             // Only targets the fleet file plans get here, so this map stays that size.
-            let target = match self.targets.get_mut(&t.id) {
+            let target = match self.targets.get_mut(t.id.as_ref()) {
                 Some(target) => target,
-                None => self.targets.entry(t.id).or_insert(TargetSeries {
-                    kind: t.kind,
-                    unit: t.region,
-                    vantages: BTreeMap::new(),
-                }),
+                None => self
+                    .targets
+                    .entry(t.id.as_ref().to_owned())
+                    .or_insert(TargetSeries {
+                        kind: t.kind,
+                        unit: t.region,
+                        vantages: BTreeMap::new(),
+                    }),
             };
             let series = match target.vantages.get_mut(vantage) {
                 Some(series) => series,

@@ -16,7 +16,7 @@ use vantage_aggregator::prepare::prepare;
 use vantage_aggregator::window::{SparseLatency, Window};
 use vantage_protocol::auth;
 use vantage_protocol::histogram::decode_base64;
-use vantage_protocol::report::{IntervalReport, ReportError};
+use vantage_protocol::report::{IntervalReportOf, IntervalReportRef, ReportError};
 use vantage_protocol::sparse;
 use vantage_protocol::Phase;
 
@@ -133,11 +133,11 @@ pub(crate) fn stages(
     let (parsed, parse) = measure(|| {
         reports
             .iter()
-            .map(|r| serde_json::from_slice::<IntervalReport>(&r.body))
+            .map(|r| serde_json::from_slice::<IntervalReportRef>(&r.body))
             .collect::<Result<Vec<_>, _>>()
     });
     let parsed = parsed?;
-    let (valid, validate) = measure(|| parsed.iter().try_for_each(IntervalReport::validate));
+    let (valid, validate) = measure(|| parsed.iter().try_for_each(IntervalReportOf::validate));
     valid?;
     let (decoded, decode) = measure(|| {
         parsed.iter().flat_map(|r| &r.targets).try_for_each(|t| {
@@ -217,7 +217,7 @@ pub(crate) fn stages(
 
 /// Checks (untimed, on every core) that the prototype gives exactly `hdrhistogram`'s pairs for
 /// every histogram; returns how many were compared.
-pub(crate) fn agree(parsed: &[IntervalReport], threads: usize) -> anyhow::Result<u64> {
+pub(crate) fn agree(parsed: &[IntervalReportRef], threads: usize) -> anyhow::Result<u64> {
     let chunk = parsed.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         let workers: Vec<_> = parsed
