@@ -93,7 +93,12 @@ impl SparseLatency {
     /// The value at quantile `q` (HdrHistogram's rule: the smallest recorded value with at
     /// least `ceil(q × count)` samples at or below it).
     pub fn quantile(&self, q: f64) -> Option<u64> {
-        let total = self.len();
+        self.quantile_of(self.len(), q)
+    }
+
+    /// [`Self::quantile`] when the caller already knows [`Self::len`] (`total`): one pass
+    /// fewer over the pairs.
+    pub(super) fn quantile_of(&self, total: u64, q: f64) -> Option<u64> {
         if total == 0 {
             return None;
         }
@@ -123,13 +128,24 @@ impl SparseLatency {
 
     /// [`Self::quantile`] of `a` and `b` together, without building their union.
     pub fn quantile_of_both(a: &SparseLatency, b: &SparseLatency, q: f64) -> Option<u64> {
+        Self::quantile_of_both_given(a, a.len(), b, b.len(), q)
+    }
+
+    /// [`Self::quantile_of_both`] when the caller already knows both lengths.
+    pub(super) fn quantile_of_both_given(
+        a: &SparseLatency,
+        a_len: u64,
+        b: &SparseLatency,
+        b_len: u64,
+        q: f64,
+    ) -> Option<u64> {
         if b.0.is_empty() {
-            return a.quantile(q);
+            return a.quantile_of(a_len, q);
         }
         if a.0.is_empty() {
-            return b.quantile(q);
+            return b.quantile_of(b_len, q);
         }
-        let total = a.len().saturating_add(b.len());
+        let total = a_len.saturating_add(b_len);
         if total == 0 {
             return None;
         }

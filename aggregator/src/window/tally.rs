@@ -68,18 +68,22 @@ impl Part {
     /// quantile over the status target when it has data in range, else over every target.
     fn sample(&self, vantage: &str, limit_quantile: f64, weight_quantile: f64) -> VantageSample {
         let micros = |us: Option<u64>| us.map(Duration::from_micros);
+        // Each list's sample count once, for all three quantile walks.
+        let (status, others) = (self.status.len(), self.others.len());
         let weight = if self.status_buckets > 0 {
-            self.status.quantile(weight_quantile)
+            self.status.quantile_of(status, weight_quantile)
         } else {
-            self.others.quantile(weight_quantile)
+            self.others.quantile_of(others, weight_quantile)
         };
         VantageSample {
             vantage: vantage.to_owned(),
             attempts: self.attempts,
             failures: self.failures,
-            limit_latency: micros(SparseLatency::quantile_of_both(
+            limit_latency: micros(SparseLatency::quantile_of_both_given(
                 &self.status,
+                status,
                 &self.others,
+                others,
                 limit_quantile,
             )),
             weight_latency: micros(weight),
