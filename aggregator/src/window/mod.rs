@@ -77,7 +77,46 @@ struct TargetSeries {
     kind: TargetKind,
     /// The unit (service in Region) the target counts for; `None` for global, DNS, control.
     unit: Option<String>,
-    vantages: BTreeMap<String, Series>,
+    vantages: PerVantage,
+}
+
+/// A target's series, one slot per vantage id ([`Window::vantage_id`]): a merge finds its
+/// series by index, not by comparing vantage names.
+#[derive(Debug, Default)]
+struct PerVantage(Vec<Option<Series>>);
+
+impl PerVantage {
+    fn get_mut(&mut self, id: usize) -> Option<&mut Series> {
+        self.0.get_mut(id).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, id: usize, series: Series) -> &mut Series {
+        if self.0.len() <= id {
+            self.0.resize_with(id + 1, || None);
+        }
+        self.0[id].insert(series)
+    }
+
+    /// Every series with its vantage's name (in id order, not name order).
+    fn iter<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = (&'a str, &'a Series)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(move |(id, s)| s.as_ref().map(|s| (names[id].as_str(), s)))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Series> {
+        self.0.iter().flatten()
+    }
+
+    /// Drops the series `keep` refuses.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Series) -> bool) {
+        for slot in &mut self.0 {
+            if slot.as_mut().is_some_and(|s| !keep(s)) {
+                *slot = None;
+            }
+        }
+    }
 }
 
 /// One (target, vantage) series: its buckets by interval start (Unix ms).
@@ -102,6 +141,9 @@ impl TargetSeries {
 #[derive(Debug, Default)]
 pub struct Window {
     targets: HashMap<String, TargetSeries>,
+    /// Vantage names by id, and ids by name: each report's vantage is looked up once.
+    names: Vec<String>,
+    ids: HashMap<String, usize>,
     /// Per (unit, vantage): the parts of each interval and their sum over the last range.
     tallies: Tallies,
 }
@@ -123,6 +165,7 @@ impl Window {
     pub fn merge<S: AsRef<str>>(&mut self, report: PreparedReport<S>) -> Merged {
         let mut merged = Merged::default();
         let (vantage, start) = (report.vantage.as_str(), report.interval_start_ms);
+        let vantage_id = self.vantage_id(vantage);
         for t in report.targets {
             merged.targets += 1;
             merged.attempts = merged.attempts.saturating_add(t.bucket.attempts);
@@ -135,10 +178,10 @@ impl Window {
                     .or_insert(TargetSeries {
                         kind: t.kind,
                         unit: t.region,
-                        vantages: BTreeMap::new(),
+                        vantages: PerVantage::default(),
                     }),
             };
-            let series = match target.vantages.get_mut(vantage) {
+            let series = match target.vantages.get_mut(vantage_id) {
                 Some(series) => series,
                 None => {
                     let tally = match &target.unit {
@@ -151,7 +194,7 @@ impl Window {
                         intervals: BTreeMap::new(),
                         tally,
                     };
-                    target.vantages.entry(vantage.to_owned()).or_insert(series)
+                    target.vantages.insert(vantage_id, series)
                 }
             };
             let bucket = series.intervals.entry(start);
@@ -176,8 +219,11 @@ impl Window {
                 Some(unit) if target.kind != TargetKind::Global => Some(unit),
                 _ => None,
             };
-            for (vantage, series) in &mut target.vantages {
-                series.tally = unit.map(|unit| self.tallies.slot(unit, vantage));
+            for (id, series) in target.vantages.0.iter_mut().enumerate() {
+                let Some(series) = series else {
+                    continue;
+                };
+                series.tally = unit.map(|unit| self.tallies.slot(unit, &self.names[id]));
                 let Some(slot) = series.tally else {
                     continue;
                 };
@@ -191,7 +237,7 @@ impl Window {
     /// Forgets intervals that started before `oldest_start_ms`.
     pub fn prune(&mut self, oldest_start_ms: u64) {
         for series in self.targets.values_mut() {
-            series.vantages.retain(|_, series| {
+            series.vantages.retain(|series| {
                 series
                     .intervals
                     .retain(|start, _| *start >= oldest_start_ms);
@@ -223,9 +269,9 @@ impl Window {
         let Some(series) = self.targets.get(vantage_protocol::config::CONTROL_TARGET) else {
             return Vec::new();
         };
-        series
+        let mut samples: Vec<VantageSample> = series
             .vantages
-            .iter()
+            .iter(&self.names)
             .filter_map(|(vantage, series)| {
                 let (attempts, failures) = series
                     .intervals
@@ -234,14 +280,17 @@ impl Window {
                         (a.saturating_add(b.attempts), f.saturating_add(b.failures))
                     });
                 (attempts > 0).then(|| VantageSample {
-                    vantage: vantage.clone(),
+                    vantage: vantage.to_owned(),
                     attempts,
                     failures,
                     limit_latency: None,
                     weight_latency: None,
                 })
             })
-            .collect()
+            .collect();
+        // By vantage name, as the window listed them before vantages had ids.
+        samples.sort_by(|a, b| a.vantage.cmp(&b.vantage));
+        samples
     }
 
     /// How the targets of `kind` fared per unit over `[from_ms, to_ms)`, summed over the
@@ -258,7 +307,7 @@ impl Window {
             let Some(unit) = series.unit.as_ref().filter(|_| series.kind == kind) else {
                 continue;
             };
-            for (vantage, one) in &series.vantages {
+            for (vantage, one) in series.vantages.iter(&self.names) {
                 if !counts(vantage) {
                     continue;
                 }
@@ -281,7 +330,20 @@ impl Window {
 
     /// Number of (target, vantage) series held.
     pub fn series(&self) -> usize {
-        self.targets.values().map(|s| s.vantages.len()).sum()
+        self.targets
+            .values()
+            .map(|s| s.vantages.values().count())
+            .sum()
+    }
+
+    /// The id of `vantage`, made if new (vantages are the fleet's: ingest refuses others).
+    fn vantage_id(&mut self, vantage: &str) -> usize {
+        if let Some(id) = self.ids.get(vantage) {
+            return *id;
+        }
+        self.names.push(vantage.to_owned());
+        self.ids.insert(vantage.to_owned(), self.names.len() - 1);
+        self.names.len() - 1
     }
 
     /// Every (target id, series) of targets of `kind`.

@@ -30,16 +30,12 @@ impl Window {
                 continue;
             }
             let kind = series.kind;
-            for (vantage, one) in &series.vantages {
+            for (vantage, one) in series.vantages.iter(&self.names) {
                 let in_range = one.intervals.range(from_ms..to_ms);
                 if in_range.clone().next().is_none() {
                     continue;
                 }
-                let view = views
-                    .entry(region)
-                    .or_default()
-                    .entry(vantage.as_str())
-                    .or_default();
+                let view = views.entry(region).or_default().entry(vantage).or_default();
                 let samples = if kind == TargetKind::Status {
                     view.status.get_or_insert_with(Vec::new)
                 } else {

@@ -41,14 +41,14 @@ fn reference_observations(
         if !regions.contains(region) || series.kind == TargetKind::Global {
             continue;
         }
-        for (vantage, one) in &series.vantages {
+        for (vantage, one) in series.vantages.iter(&w.names) {
             let Some(b) = reference_sum(&one.intervals, from_ms, to_ms) else {
                 continue;
             };
             let entry = by_region
                 .entry(region.as_str())
                 .or_default()
-                .entry(vantage.as_str())
+                .entry(vantage)
                 .or_default();
             if series.kind == TargetKind::Status {
                 entry.1 = Some(b.total.clone());
