@@ -88,7 +88,7 @@ impl<B: Backend> Aggregator<B> {
             w.prune(keep_from);
             lock(&self.seen).prune(keep_from);
             (
-                observations_of(&w, &config, from_ms, now_ms),
+                observations_of(&mut w, &config, from_ms, now_ms),
                 w.control_samples(from_ms, now_ms),
                 w.global_traffic(from_ms, now_ms),
                 self.traffic_of(&w, &config, from_ms, now_ms),
@@ -492,7 +492,7 @@ impl<B: Backend> Aggregator<B> {
 /// Every unit's observations over `[from_ms, to_ms)`, each service at its own quantiles: one
 /// pass over the window per distinct pair of quantiles (usually one for the whole fleet).
 fn observations_of(
-    w: &crate::window::Window,
+    w: &mut crate::window::Window,
     config: &crate::config::AggregatorConfig,
     from_ms: u64,
     to_ms: u64,

@@ -14,7 +14,7 @@ use http::StatusCode;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 use vantage_protocol::auth;
-use vantage_protocol::report::IntervalReport;
+use vantage_protocol::report::{IntervalReport, IntervalReportOf, IntervalReportRef};
 use vantage_protocol::Phase;
 
 /// How a report was received.
@@ -174,31 +174,54 @@ impl<B: Backend> Aggregator<B> {
             now_secs,
             auth::DEFAULT_MAX_SKEW_SECS,
         )?;
-        let report: IntervalReport =
-            serde_json::from_slice(body).map_err(|e| IngestError::Malformed(e.to_string()))?;
-        let fleet = config.fleet.fleet.name.get_ref();
-        if &report.fleet != fleet {
-            return Err(IngestError::WrongFleet(report.fleet, fleet.clone()));
+        // Strings borrowed from the body: no copy of each target id and histogram. A string
+        // with a JSON escape cannot be borrowed; such a report (or a malformed one, for the
+        // error message) is parsed again into owned strings.
+        match serde_json::from_slice::<IntervalReportRef>(body) {
+            Ok(report) => self.ingest_parsed(report, key_id, &config, now),
+            Err(_) => {
+                let report: IntervalReport = serde_json::from_slice(body)
+                    .map_err(|e| IngestError::Malformed(e.to_string()))?;
+                self.ingest_parsed(report, key_id, &config, now)
+            }
         }
-        if config.fleet.vantage(&report.vantage).is_none() {
-            return Err(IngestError::UnknownVantage(report.vantage));
+    }
+
+    /// The rest of [`Self::ingest`] once the body is verified and parsed.
+    fn ingest_parsed<S: AsRef<str>>(
+        &self,
+        report: IntervalReportOf<S>,
+        key_id: &str,
+        config: &crate::config::AggregatorConfig,
+        now: SystemTime,
+    ) -> Result<Ingested, IngestError> {
+        let fleet = config.fleet.fleet.name.get_ref();
+        if report.fleet.as_ref() != fleet {
+            return Err(IngestError::WrongFleet(
+                report.fleet.as_ref().to_owned(),
+                fleet.clone(),
+            ));
+        }
+        let vantage = report.vantage.as_ref();
+        if config.fleet.vantage(vantage).is_none() {
+            return Err(IngestError::UnknownVantage(vantage.to_owned()));
         }
         // A valid signature says which key signed, not that the key may speak for this
         // vantage: without this check one stolen key could fake a quorum.
         let covered = config
             .key_vantages
             .get(key_id)
-            .is_some_and(|v| v.contains(&report.vantage));
+            .is_some_and(|v| v.contains(vantage));
         if !covered {
             return Err(IngestError::Forbidden {
                 key_id: key_id.to_owned(),
-                vantage: report.vantage,
+                vantage: vantage.to_owned(),
             });
         }
         let now_ms = unix_ms(now);
         // Signed by a key that may speak for it: the vantage's agent is alive, whatever the
         // report's fate below.
-        lock(&self.silence).heard(&report.vantage, now_ms);
+        lock(&self.silence).heard(vantage, now_ms);
         let skew_ms = auth::DEFAULT_MAX_SKEW_SECS * 1000;
         if report.interval_start_ms > now_ms.saturating_add(skew_ms) {
             return Err(IngestError::Future(
@@ -214,7 +237,7 @@ impl<B: Backend> Aggregator<B> {
             report.validate()?;
             return Ok(Ingested::Stale);
         }
-        let prepared = prepare(report, &config)?;
+        let prepared = prepare(report, config)?;
         // Deduplication and merge under one window lock: a concurrent ingest or pruning
         // evaluation sees both or neither. Nothing is decoded while it is held.
         let mut window = lock(&self.window);

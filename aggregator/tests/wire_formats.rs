@@ -1,10 +1,12 @@
 //! Both histogram encodings through a whole aggregator: reports as today's agents send them
 //! (plain V2 for small histograms), as older agents sent them (V2-deflate always), and a mix in
-//! one report are accepted and decided on identically, down to each vantage's latency.
+//! one report are accepted and decided on identically, down to each vantage's latency; so is a
+//! body whose strings carry JSON escapes (ingest parses strings borrowed from the body, and
+//! falls back to owned ones for those).
 
 mod reports;
 
-use reports::{ingest_report, Sender};
+use reports::{ingest_body, ingest_report, Sender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vantage_agent::recorder::IntervalStats;
 use vantage_agent::report::{build, ReportIdentity, TargetInterval};
@@ -80,6 +82,7 @@ fn as_old_agent(mut report: IntervalReport, only_first_target: bool) -> Interval
 /// What an aggregator decides from three intervals of reports, each made by `shape`.
 fn observed(
     shape: impl Fn(IntervalReport) -> IntervalReport,
+    escaped: bool,
 ) -> (Vec<RegionObservation>, Vec<String>) {
     let dir = vantage_testkit::dirs::temp_dir("agg-wire");
     let path = dir.path().join("fleet.toml");
@@ -134,7 +137,16 @@ fn observed(
                 key: KEY.as_bytes(),
             };
             let now = UNIX_EPOCH + Duration::from_millis(interval + 1_200);
-            let r = ingest_report(&agg, &sender, &report, now);
+            let r = if escaped {
+                // `\u0073` is `s`: the same target ids, written with an escape.
+                let body = serde_json::to_string(&report)
+                    .unwrap()
+                    .replace("\"status:", "\"\\u0073tatus:");
+                assert!(body.contains("u0073tatus"));
+                ingest_body(&agg, &sender, body.as_bytes(), now)
+            } else {
+                ingest_report(&agg, &sender, &report, now)
+            };
             assert!(matches!(r, Ok(Ingested::Accepted { .. })), "{r:?}");
         }
     }
@@ -144,9 +156,10 @@ fn observed(
 
 #[test]
 fn old_agents_new_agents_and_a_mix_are_read_alike() {
-    let (new, new_formats) = observed(|r| r);
-    let (old, old_formats) = observed(|r| as_old_agent(r, false));
-    let (mixed, _) = observed(|r| as_old_agent(r, true));
+    let (new, new_formats) = observed(|r| r, false);
+    let (old, old_formats) = observed(|r| as_old_agent(r, false), false);
+    let (mixed, _) = observed(|r| as_old_agent(r, true), false);
+    let (escaped, _) = observed(|r| r, true);
     // Today's agent sends the few-sample histogram plain, the 400-sample one deflated; the old
     // agent deflates every one ("HISTE" / "HISTF" are the two cookies in base64).
     assert!(new_formats.iter().any(|f| f == "HISTE"));
@@ -157,4 +170,22 @@ fn old_agents_new_agents_and_a_mix_are_read_alike() {
         .all(|o| o.vantages.len() == 2 && o.vantages.iter().all(|v| v.attempts > 0)));
     assert_eq!(new, old);
     assert_eq!(new, mixed);
+    assert_eq!(new, escaped);
+    // Every report version an agent may write (1 without DNS or gRPC outcomes, as these are;
+    // 2 and 3 from newer agents) is read alike, in both encodings.
+    for version in
+        vantage_protocol::report::MIN_WIRE_VERSION..=vantage_protocol::report::WIRE_VERSION
+    {
+        let labelled = |mut r: IntervalReport| {
+            r.version = version;
+            r
+        };
+        assert_eq!(observed(labelled, false).0, new, "version {version}");
+        let old_agent = |r: IntervalReport| labelled(as_old_agent(r, false));
+        assert_eq!(
+            observed(old_agent, false).0,
+            new,
+            "version {version}, V2-deflate"
+        );
+    }
 }

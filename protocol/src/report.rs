@@ -17,6 +17,11 @@
 //! counts one of them, and an older version otherwise: a fleet without gRPC targets (or whose
 //! gRPC targets are healthy) keeps working with aggregators of versions 1 and 2. Upgrade
 //! aggregators before agents, as for version 2.
+//!
+//! The string type is a parameter so the aggregator can parse without copying: agents build
+//! reports of `String` (the default); ingest parses `&str` borrowed from the request body (no
+//! allocation per target id and histogram) and falls back to `String` only when a string
+//! carries a JSON escape, which a borrowed `&str` cannot hold.
 
 use crate::config::TargetKind;
 use crate::histogram::{decode_base64, HistogramError};
@@ -33,10 +38,10 @@ pub const DNS_WIRE_VERSION: u32 = 2;
 pub const MIN_WIRE_VERSION: u32 = 1;
 
 /// The version a report with these targets is written in: the oldest one that can carry them.
-pub fn version_for(targets: &[TargetReport]) -> u32 {
+pub fn version_for<S: AsRef<str>>(targets: &[TargetReportOf<S>]) -> u32 {
     targets
         .iter()
-        .map(TargetReport::min_version)
+        .map(TargetReportOf::min_version)
         .max()
         .unwrap_or(MIN_WIRE_VERSION)
 }
@@ -46,30 +51,38 @@ pub const MAX_DNS_REGIONS: usize = 64;
 /// Path the aggregator serves reports on.
 pub const REPORTS_PATH: &str = "/v1/reports";
 
+/// A report as agents build it and most code handles it: owned strings.
+pub type IntervalReport = IntervalReportOf<String>;
+/// One target's part of an [`IntervalReport`].
+pub type TargetReport = TargetReportOf<String>;
+/// A report parsed with its strings borrowed from the JSON body (ingest's fast path).
+pub type IntervalReportRef<'a> = IntervalReportOf<&'a str>;
+
+/// An interval report over the string type `S` (`String`, or `&str` borrowed from the body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IntervalReport {
+#[serde(deny_unknown_fields, bound(deserialize = "S: Deserialize<'de>"))]
+pub struct IntervalReportOf<S> {
     pub version: u32,
-    pub fleet: String,
-    pub agent_id: String,
+    pub fleet: S,
+    pub agent_id: S,
     /// Region the agent runs in.
-    pub vantage: String,
+    pub vantage: S,
     /// Per-agent sequence number, from 1, one more for every report.
     pub seq: u64,
     pub interval_start_ms: u64,
     pub interval_ms: u64,
-    pub targets: Vec<TargetReport>,
+    pub targets: Vec<TargetReportOf<S>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetReport {
+#[serde(deny_unknown_fields, bound(deserialize = "S: Deserialize<'de>"))]
+pub struct TargetReportOf<S> {
     /// `global`, `status:<region>` or `deep:<region>`.
-    pub target: String,
+    pub target: S,
     pub kind: TargetKind,
     /// The Region the target belongs to (none for the global endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    pub region: Option<S>,
     pub attempts: u64,
     #[serde(default)]
     pub missed_slots: u64,
@@ -82,7 +95,7 @@ pub struct TargetReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<i64>,
     /// Phases with samples only.
-    pub histograms: BTreeMap<Phase, String>,
+    pub histograms: BTreeMap<Phase, S>,
     /// DNS targets only (version 2): the answer records of the interval's resolutions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsAnswers>,
@@ -151,7 +164,7 @@ fn checked_sum<'a>(counts: impl IntoIterator<Item = &'a u64>) -> Option<u64> {
         .try_fold(0u64, |sum, n| sum.checked_add(*n))
 }
 
-impl IntervalReport {
+impl<S: AsRef<str>> IntervalReportOf<S> {
     /// Structural checks, without decoding histograms.
     pub fn validate(&self) -> Result<(), ReportError> {
         if !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(&self.version) {
@@ -165,15 +178,15 @@ impl IntervalReport {
         }
         let mut seen = std::collections::BTreeSet::new();
         for t in &self.targets {
-            if !seen.insert(&t.target) {
-                return Err(ReportError::DuplicateTarget(t.target.clone()));
+            if !seen.insert(t.target.as_ref()) {
+                return Err(ReportError::DuplicateTarget(t.target.as_ref().to_owned()));
             }
             // Checked: counts near 2^64 must not wrap around to a sum that matches.
             let sum = checked_sum(t.outcomes.values())
-                .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
+                .ok_or_else(|| ReportError::Overflow(t.target.as_ref().to_owned()))?;
             if sum != t.attempts {
                 return Err(ReportError::Counts {
-                    target: t.target.clone(),
+                    target: t.target.as_ref().to_owned(),
                     sum,
                     attempts: t.attempts,
                 });
@@ -181,15 +194,15 @@ impl IntervalReport {
             t.validate_dns(self.version)?;
             if t.min_version() > self.version {
                 return Err(ReportError::OutcomeVersion {
-                    target: t.target.clone(),
+                    target: t.target.as_ref().to_owned(),
                     version: self.version,
                 });
             }
             let answers = checked_sum(t.answered_by.values())
-                .ok_or_else(|| ReportError::Overflow(t.target.clone()))?;
+                .ok_or_else(|| ReportError::Overflow(t.target.as_ref().to_owned()))?;
             if answers > t.attempts {
                 return Err(ReportError::Answers {
-                    target: t.target.clone(),
+                    target: t.target.as_ref().to_owned(),
                     answers,
                     attempts: t.attempts,
                 });
@@ -199,7 +212,7 @@ impl IntervalReport {
     }
 }
 
-impl TargetReport {
+impl<S: AsRef<str>> TargetReportOf<S> {
     /// The oldest report version that can carry this target: its kind and outcome codes.
     pub fn min_version(&self) -> u32 {
         let kind = if self.kind == TargetKind::Dns {
@@ -216,7 +229,7 @@ impl TargetReport {
     /// DNS answers belong to DNS targets of version 2 reports, and their counts must add up.
     fn validate_dns(&self, version: u32) -> Result<(), ReportError> {
         let problem = |problem| ReportError::Dns {
-            target: self.target.clone(),
+            target: self.target.as_ref().to_owned(),
             problem,
         };
         let is_dns = self.kind == TargetKind::Dns;
@@ -234,7 +247,7 @@ impl TargetReport {
             return Err(problem("DNS answers name too many Regions"));
         }
         checked_sum(dns.regions.values().chain([&dns.unmatched]))
-            .ok_or_else(|| ReportError::Overflow(self.target.clone()))?;
+            .ok_or_else(|| ReportError::Overflow(self.target.as_ref().to_owned()))?;
         if let (Some(lo), Some(hi)) = (dns.ttl_min, dns.ttl_max) {
             if lo > hi {
                 return Err(problem("ttl_min is above ttl_max"));
@@ -248,10 +261,10 @@ impl TargetReport {
         self.histograms
             .iter()
             .map(|(phase, text)| {
-                decode_base64(text)
+                decode_base64(text.as_ref())
                     .map(|h| (*phase, h))
                     .map_err(|source| ReportError::Histogram {
-                        target: self.target.clone(),
+                        target: self.target.as_ref().to_owned(),
                         phase: *phase,
                         source,
                     })

@@ -74,11 +74,21 @@ pub fn ingest_report<B: Backend>(
     now: SystemTime,
 ) -> Result<Ingested, IngestError> {
     let body = serde_json::to_vec(report).expect("a report serialises");
+    ingest_body(agg, sender, &body, now)
+}
+
+/// Signs `body` as `sender` at `now` and ingests it (a body no serialiser of ours would write).
+pub fn ingest_body<B: Backend>(
+    agg: &Aggregator<B>,
+    sender: &Sender<'_>,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Ingested, IngestError> {
     let ts = now
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    let signature = auth::sign(sender.key, ts, &body);
+    let signature = auth::sign(sender.key, ts, body);
     agg.ingest(
         |name| match name {
             auth::HEADER_KEY_ID => Some(sender.key_id.to_owned()),
@@ -86,7 +96,7 @@ pub fn ingest_report<B: Backend>(
             auth::HEADER_SIGNATURE => Some(signature.clone()),
             _ => None,
         },
-        &body,
+        body,
         now,
     )
 }

@@ -49,7 +49,10 @@ aggregator per repeat. Throughput per core = target-intervals / process CPU seco
 (clock_gettime, CLOCK_PROCESS_CPUTIME_ID). Then each stage alone over the same reports, by this \
 thread's CPU time, and the sparse decoder ingest uses beside hdrhistogram's dense one (checked, \
 untimed, to give the same pairs on every histogram).
-2. Decision, each after one warm-up: Window::observations for every unit; \
+2. Decision, each after one warm-up: Window::observations for every unit (read off the \
+per-(unit, vantage) tallies; again with the range moved by one interval every call, so every \
+tally slides; and Window::observations_rescan, the full rescan before the tallies, checked \
+equal); \
 every service's traffic evidence (Window::layer_traffic_by_service for the global and the DNS layer, \
 as Aggregator::decide gathers it); decide::evaluate_services alone on pre-built observations \
 (every service's own decide::evaluate); Aggregator::decide (one tick of the evaluation loop: observations, traffic \
@@ -210,7 +213,7 @@ fn run_all(args: &Args) -> anyhow::Result<()> {
     }
     print!("{}", summary(&columns));
     println!(
-        "\ningest: {} repeats, each on a fresh aggregator, single thread; per core = target-intervals / process CPU s (clock_gettime); stages: each alone over the same reports, thread CPU; decode = every histogram through hdrhistogram + total to sparse pairs; merge = Window::merge − decode; projected = ingest − decode + the sparse decoder's decode",
+        "\ningest: {} repeats, each on a fresh aggregator, single thread; per core = target-intervals / process CPU s (clock_gettime); stages: each alone over the same reports, thread CPU; prepare = check against the fleet + sparse decode + buckets built; merge = Window::merge alone (series, tallies); dense decode = every histogram through hdrhistogram + total to sparse pairs (before protocol::sparse); projected = the stages' sum",
         args.repeats
     );
     println!(
@@ -283,6 +286,10 @@ fn summary(columns: &[(String, Figures)]) -> String {
     line(
         "  of which window observations p50/p99",
         cells(&|x| part(&x.observe)),
+    );
+    line(
+        "  observations by rescan (before) p50/p99",
+        cells(&|x| part(&x.rescan)),
     );
     line(
         "  of which traffic evidence p50/p99",

@@ -4,7 +4,7 @@
 
 use crate::clock::{self, measure, Span};
 use crate::fleet::{self, Layout};
-use crate::fmt::{mib, ms, p50_p99, thousands, verdict, wall_quantile};
+use crate::fmt::{cpu_quantile, mib, ms, p50_p99, thousands, verdict, wall_quantile};
 use crate::stages::stages;
 use anyhow::bail;
 use std::fmt::Write as _;
@@ -47,6 +47,8 @@ pub struct Figures {
     pub core: Vec<Span>,
     /// `Window::observations` for every unit.
     pub observe: Vec<Span>,
+    /// `Window::observations_rescan`: the same by the path before the tallies.
+    pub rescan: Vec<Span>,
     /// Every service's traffic evidence from the window (one `layer_traffic_by_service` pass
     /// per layer).
     pub traffic: Vec<Span>,
@@ -116,17 +118,10 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
 
     // 2. Decisions over the full window.
     eprintln!("decision: {} iterations each...", s.iterations);
+    let mut window = window;
     let from_ms = now_ms + 1 - (config.window + interval).as_millis() as u64;
-    let observe = || {
-        window.observations(
-            &units,
-            from_ms,
-            now_ms,
-            config.latency_quantile,
-            config.weight_quantile,
-        )
-    };
-    let observations = observe();
+    let (lq, wq) = (config.latency_quantile, config.weight_quantile);
+    let observations = window.observations(&units, from_ms, now_ms, lq, wq);
     let observed: usize = observations.iter().map(|o| o.vantages.len()).sum();
     if observed != units.len() * s.vantages {
         bail!(
@@ -134,9 +129,27 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
             units.len() * s.vantages
         );
     }
+    if observations != window.observations_rescan(&units, from_ms, now_ms, lq, wq) {
+        bail!("the incremental observations differ from the rescan's");
+    }
+    // The evaluation's range as it stays between interval boundaries: the tallies are read.
     let observe_times = repeat(s.iterations, || {
-        black_box(observe());
+        black_box(window.observations(&units, from_ms, now_ms, lq, wq));
     });
+    // Every call a whole interval later or earlier than the last: every tally slides (what
+    // the first evaluation after an interval boundary pays).
+    let step = interval.as_millis() as u64;
+    let mut back = false;
+    let slide_times = repeat(s.iterations, || {
+        back = !back;
+        let shift = if back { step } else { 0 };
+        black_box(window.observations(&units, from_ms - shift, now_ms - shift, lq, wq));
+    });
+    // The path before the tallies: every series rescanned.
+    let rescan_times = repeat(s.iterations, || {
+        black_box(window.observations_rescan(&units, from_ms, now_ms, lq, wq));
+    });
+    let window = window;
     // What the evaluation gathers besides the observations: each service's traffic evidence,
     // the global endpoint's and the DNS target's answers (as `Aggregator::decide` asks for it).
     let traffic_times = repeat(s.iterations, || {
@@ -275,6 +288,33 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
     );
     row(
         &mut t,
+        "  … sliding one interval every call",
+        p50_p99(&slide_times),
+        "",
+    );
+    row(
+        &mut t,
+        "  … by rescan (before the tallies)",
+        p50_p99(&rescan_times),
+        "",
+    );
+    row(
+        &mut t,
+        "  tallies vs rescan, p50 CPU",
+        format!(
+            "{:.2}× (sliding {:.2}×); plan_now with the rescan ≈ {:.1} ms p50 CPU",
+            ms(cpu_quantile(&rescan_times, 0.5)) / ms(cpu_quantile(&observe_times, 0.5)).max(1e-6),
+            ms(cpu_quantile(&rescan_times, 0.5)) / ms(cpu_quantile(&slide_times, 0.5)).max(1e-6),
+            ms(cpu_quantile(&plan_times, 0.5)) - ms(cpu_quantile(&observe_times, 0.5))
+                + ms(cpu_quantile(&rescan_times, 0.5))
+        ),
+        &verdict(
+            wall_quantile(&plan_times, 0.5) < Duration::from_millis(20),
+            "issue 16: plan_now < 20 ms p50",
+        ),
+    );
+    row(
+        &mut t,
         "traffic evidence (2 layers × every service)",
         p50_p99(&traffic_times),
         "",
@@ -366,6 +406,7 @@ pub fn run(s: &Scenario) -> anyhow::Result<(String, Figures)> {
         core: core_times,
         traffic: traffic_times,
         observe: observe_times,
+        rescan: rescan_times,
         decide: decide_times,
         plan: plan_times,
         peak,

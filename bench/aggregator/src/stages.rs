@@ -16,7 +16,7 @@ use vantage_aggregator::prepare::prepare;
 use vantage_aggregator::window::{SparseLatency, Window};
 use vantage_protocol::auth;
 use vantage_protocol::histogram::decode_base64;
-use vantage_protocol::report::{IntervalReport, ReportError};
+use vantage_protocol::report::{IntervalReportOf, IntervalReportRef, ReportError};
 use vantage_protocol::sparse;
 use vantage_protocol::Phase;
 
@@ -25,10 +25,12 @@ pub(crate) struct Stages {
     pub(crate) verify: Duration,
     pub(crate) parse: Duration,
     pub(crate) validate: Duration,
-    /// Every histogram through `hdrhistogram`, total latency on to sparse pairs: what the
-    /// decoding half of `prepare` + `Window::merge` did before protocol::sparse.
+    /// Every histogram through `hdrhistogram`, total latency on to sparse pairs: what decoding
+    /// cost before protocol::sparse.
     pub(crate) decode: Duration,
-    /// `prepare` + `Window::merge` minus `decode`: buckets built and inserted.
+    /// `prepare` alone (check against the fleet, the sparse decode, buckets built).
+    pub(crate) prepare: Duration,
+    /// `Window::merge` alone (series, buckets and tallies updated).
     pub(crate) merge: Duration,
     /// `decode` done by the sparse prototype instead.
     pub(crate) sparse: Duration,
@@ -51,22 +53,23 @@ impl Stages {
         ingest_cpu: Duration,
     ) -> Vec<(&'static str, String, String)> {
         let per_ti = |d: Duration| d.as_secs_f64() * 1e6 / target_intervals as f64;
-        let stage_sum = self.verify + self.parse + self.validate + self.decode + self.merge;
+        let stage_sum = self.verify + self.parse + self.validate + self.prepare + self.merge;
         let other = ingest_cpu.saturating_sub(stage_sum);
         // Stages measured alone can add up to a little more than ingest: shares are of their
         // sum.
         let whole = stage_sum + other;
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / whole.as_secs_f64();
         // Ingest without its decoding: the other stages plus whatever ingest spent beyond them.
-        let rest = stage_sum - self.decode + other;
+        let rest = stage_sum.saturating_sub(self.sparse) + other;
         let projected = target_intervals as f64 / (rest + self.sparse).as_secs_f64();
         let projected_v2 = target_intervals as f64 / (rest + self.sparse_v2).as_secs_f64();
         vec![
             (
-                "  stage split (dense decode, as before)",
+                "  stage split (the ingest path)",
                 format!(
-                    "decode {:.0}%, parse {:.0}%, merge {:.0}%, verify {:.0}%, validate {:.0}%, other {:.0}%",
-                    pct(self.decode),
+                    "prepare {:.0}% (of which sparse decode {:.0}%), parse {:.0}%, merge {:.0}%, verify {:.0}%, validate {:.0}%, other {:.0}%",
+                    pct(self.prepare),
+                    pct(self.sparse),
                     pct(self.parse),
                     pct(self.merge),
                     pct(self.verify),
@@ -78,8 +81,8 @@ impl Stages {
             (
                 "  per target-interval (CPU)",
                 format!(
-                    "decode {:.2} µs, parse {:.2} µs, merge {:.2} µs, verify {:.2} µs, validate {:.2} µs; all {:.2} µs",
-                    per_ti(self.decode),
+                    "prepare {:.2} µs, parse {:.2} µs, merge {:.2} µs, verify {:.2} µs, validate {:.2} µs; all {:.2} µs",
+                    per_ti(self.prepare),
                     per_ti(self.parse),
                     per_ti(self.merge),
                     per_ti(self.verify),
@@ -133,11 +136,11 @@ pub(crate) fn stages(
     let (parsed, parse) = measure(|| {
         reports
             .iter()
-            .map(|r| serde_json::from_slice::<IntervalReport>(&r.body))
+            .map(|r| serde_json::from_slice::<IntervalReportRef>(&r.body))
             .collect::<Result<Vec<_>, _>>()
     });
     let parsed = parsed?;
-    let (valid, validate) = measure(|| parsed.iter().try_for_each(IntervalReport::validate));
+    let (valid, validate) = measure(|| parsed.iter().try_for_each(IntervalReportOf::validate));
     valid?;
     let (decoded, decode) = measure(|| {
         parsed.iter().flat_map(|r| &r.targets).try_for_each(|t| {
@@ -190,21 +193,27 @@ pub(crate) fn stages(
     let deflate_chars = deflate_chars as f64 / v2.len().max(1) as f64;
     drop(v2);
     let mut window = Window::new();
-    // `prepare` (check against the fleet, decode) then the merge, as ingest does them.
-    let (merged, window_merge) = measure(|| {
-        parsed.into_iter().try_for_each(|r| {
-            window.merge(prepare(r, config)?);
-            Ok::<_, IngestError>(())
-        })
+    // `prepare` (check against the fleet, decode), then the merges, as ingest does them.
+    let (prepared, prepare_time) = measure(|| {
+        parsed
+            .into_iter()
+            .map(|r| prepare(r, config))
+            .collect::<Result<Vec<_>, IngestError>>()
     });
-    merged?;
+    let prepared = prepared?;
+    let ((), merge_time) = measure(|| {
+        for p in prepared {
+            window.merge(p);
+        }
+    });
     Ok((
         Stages {
             verify: verify.cpu,
             parse: parse.cpu,
             validate: validate.cpu,
             decode: decode.cpu,
-            merge: window_merge.cpu.saturating_sub(decode.cpu),
+            prepare: prepare_time.cpu,
+            merge: merge_time.cpu,
             sparse: sparse.cpu,
             agreed,
             sparse_v2: sparse_v2.cpu,
@@ -217,7 +226,7 @@ pub(crate) fn stages(
 
 /// Checks (untimed, on every core) that the prototype gives exactly `hdrhistogram`'s pairs for
 /// every histogram; returns how many were compared.
-pub(crate) fn agree(parsed: &[IntervalReport], threads: usize) -> anyhow::Result<u64> {
+pub(crate) fn agree(parsed: &[IntervalReportRef], threads: usize) -> anyhow::Result<u64> {
     let chunk = parsed.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         let workers: Vec<_> = parsed
