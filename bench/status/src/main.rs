@@ -12,6 +12,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+mod cpu;
+
 use vantage_runtime::http_server::{self, Limits, TowerToHyperService};
 use vantage_status_endpoint::config::Config;
 use vantage_status_endpoint::router;
@@ -31,7 +33,9 @@ many checks the database saw during the run: at most one per TTL.
 same process, runtime, server loop and limits: the old figure beside the new one.
 
 Each is loaded by `wrk -t THREADS -c CONNECTIONS -d DURATION --latency` after a short warm-up; \
-requests/s and p50/p99 latency come from wrk's own report. wrk, nginx and the server share the \
+requests/s and p50/p99 latency come from wrk's own report; CPU/req is the server's CPU time \
+(scheduler accounting of nginx's processes, or of the tokio workers) over the requests wrk \
+completed, the figure least moved by other load on the machine. wrk, nginx and the server share the \
 machine's cores, as they would on one host. Goals: /status ≥ 1.0× nginx with a p99 no worse \
 than nginx's, /status/deep within 20% of /status.";
 
@@ -50,6 +54,9 @@ struct Args {
     /// Cache TTL of the deep check.
     #[arg(long, default_value = "2s")]
     ttl: String,
+    /// Tokio worker threads of the server (nginx runs 2 worker processes).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Rounds (nginx, /status, /status/deep, /status via the routes each once per round); the
     /// best round of each is shown.
     #[arg(long, default_value_t = 2)]
@@ -81,6 +88,8 @@ struct Load {
     p50: Duration,
     p99: Duration,
     non_2xx: u64,
+    /// The server's CPU time per request completed, microseconds.
+    cpu_us: f64,
 }
 
 fn run(args: &Args) -> anyhow::Result<String> {
@@ -95,7 +104,7 @@ fn run(args: &Args) -> anyhow::Result<String> {
     let pg = Postgres::start(&dir)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.workers.max(1))
         .enable_all()
         .build()?;
     let config = format!(
@@ -155,9 +164,17 @@ fn run(args: &Args) -> anyhow::Result<String> {
         for (i, url) in urls.into_iter().enumerate() {
             wrk(url, args, 2)?; // warm-up
             let before = pg.checks_seen();
+            let server = if i == 0 {
+                cpu::Server::Nginx(nginx.child.id())
+            } else {
+                cpu::Server::Tokio
+            };
+            let cpu_before = cpu::on_cpu_ns(server)?;
             let started = Instant::now();
-            let load = wrk(url, args, args.duration)?;
+            let mut load = wrk(url, args, args.duration)?;
             let seconds = started.elapsed().as_secs_f64();
+            let cpu_ns = cpu::on_cpu_ns(server)?.saturating_sub(cpu_before);
+            load.cpu_us = cpu_ns as f64 / 1e3 / (load.rps * seconds).max(1.0);
             if i == 2 {
                 deep_checks = (pg.checks_seen() - before, seconds);
             }
@@ -174,17 +191,18 @@ fn run(args: &Args) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "wrk -t{} -c{} -d{}s, best of {} rounds, {} cores",
+        "wrk -t{} -c{} -d{}s, best of {} rounds, {} tokio workers vs 2 nginx workers, {} cores",
         args.threads,
         args.connections,
         args.duration,
         args.rounds,
+        args.workers,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )?;
     writeln!(
         out,
-        "{:<34} {:>10} {:>10} {:>10} {:>9}",
-        "target", "req/s", "p50", "p99", "vs nginx"
+        "{:<34} {:>10} {:>10} {:>10} {:>9} {:>11} {:>9}",
+        "target", "req/s", "p50", "p99", "vs nginx", "CPU/req", "vs nginx"
     )?;
     let rows = [
         ("nginx fixed 200", best[0]),
@@ -195,12 +213,14 @@ fn run(args: &Args) -> anyhow::Result<String> {
     for (name, load) in rows {
         writeln!(
             out,
-            "{:<34} {:>10.0} {:>10} {:>10} {:>8.2}x{}",
+            "{:<34} {:>10.0} {:>10} {:>10} {:>8.2}x {:>9.1}us {:>8.2}x{}",
             name,
             load.rps,
             fmt_latency(load.p50),
             fmt_latency(load.p99),
             load.rps / best[0].rps,
+            load.cpu_us,
+            load.cpu_us / best[0].cpu_us,
             if load.non_2xx > 0 {
                 format!("  ({} non-2xx!)", load.non_2xx)
             } else {
