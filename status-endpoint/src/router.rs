@@ -269,6 +269,7 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> App {
         metrics,
     });
     let fast = Liveness {
+        length: HeaderValue::from(state.liveness.len()),
         body: state.liveness.clone(),
         region: state.region.clone(),
         metrics: Arc::clone(&state.metrics),

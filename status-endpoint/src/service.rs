@@ -39,6 +39,8 @@ pub struct App {
 /// What `GET /status` answers, rendered once.
 pub(crate) struct Liveness {
     pub(crate) body: Bytes,
+    /// `body`'s length; set as axum sets it, so the answer's bytes are the routes' bytes.
+    pub(crate) length: HeaderValue,
     pub(crate) region: HeaderValue,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -66,13 +68,16 @@ impl App {
         let mut response = Response::new(Either::Left(Full::new(l.body.clone())));
         set_headers(response.headers_mut(), &l.region, request);
         response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, l.length.clone());
+        response
     }
 }
 
 /// The headers of every health answer: media type, no caching, the Region, the caller's
 /// trace id echoed.
 pub(crate) fn set_headers(h: &mut HeaderMap, region: &HeaderValue, request: &HeaderMap) {
-    h.reserve(4);
+    h.reserve(5);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::health::CONTENT_TYPE),
