@@ -18,8 +18,9 @@ pub fn in_lambda() -> bool {
     std::env::var_os(RUNTIME_API_VAR).is_some()
 }
 
-/// Serves Lambda invocations with `router` until the runtime stops the process.
-pub async fn run(router: axum::Router) -> Result<(), lambda_http::Error> {
+/// Serves Lambda invocations with `app`'s routes until the runtime stops the process.
+pub async fn run(app: crate::router::App) -> Result<(), lambda_http::Error> {
+    let router = app.routes().clone();
     lambda_http::run(lambda_http::service_fn(
         move |request: lambda_http::Request| {
             let mut router = router.clone();

@@ -13,6 +13,8 @@
 //! - [`cache`]: the TTL cache with single flight, a pure state machine plus its async driver.
 //! - [`health`]: the `application/health+json` answer, `?verbose`, `?exclude=`, token gating.
 //! - [`router`]: `/status`, `/status/deep`, `/metrics`, and [`router::run`] to serve them.
+//! - [`service`]: the per-connection service: `GET /status` from pre-rendered bytes ahead of
+//!   the routes.
 //! - [`lambda_adapter`]: the same router as a Lambda function behind API Gateway.
 //! - [`metrics`]: Prometheus text for check results and latencies.
 //! - [`cli`]: `vantage status-endpoint` flags (each also from a `VANTAGE_*` variable).
@@ -25,3 +27,4 @@ pub mod health;
 pub mod lambda_adapter;
 pub mod metrics;
 pub mod router;
+pub mod service;

@@ -4,7 +4,8 @@
 //!   later than the deadline (plus a small margin) whatever the dependencies do.
 //! - `GET /metrics`: Prometheus text.
 //!
-//! [`run_with`] serves it through the shared server loop, with its connection limits.
+//! [`run_with`] serves it through the shared server loop, with its connection limits; each
+//! connection runs [`App`] (`crate::service`), which answers `GET /status` ahead of the routes.
 //!
 //! Every answer carries `x-vantage-region` and echoes `X-Amzn-Trace-Id` when the caller sent
 //! one; deep requests log it, and a round of checks a traced deep request starts passes it on
@@ -15,15 +16,17 @@ use crate::checks::{self, Check, CheckSpec, LagLimits, Role, Round, Status};
 use crate::config::{self, Engine, Settings};
 use crate::health::{self, ServiceMeta, View};
 use crate::metrics::{self, Metrics};
+pub use crate::service::App;
+use crate::service::{set_headers, Liveness};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use axum::routing::get;
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_runtime::http_server::{self, Limits, ServeError, TowerToHyperService};
+use vantage_runtime::http_server::{self, Limits, ServeError};
 
 pub const REGION_HEADER: &str = "x-vantage-region";
 pub const TRACE_HEADER: &str = "x-amzn-trace-id";
@@ -215,8 +218,8 @@ pub async fn build_checks(
     Ok(specs.into_iter().map(Arc::new).collect())
 }
 
-/// The router over a set of checks.
-pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router {
+/// The routes over a set of checks, with the liveness answer served ahead of them.
+pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> App {
     let meta = ServiceMeta {
         service_id: settings.service_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -265,21 +268,28 @@ pub fn router(settings: &Settings, checks: Vec<Arc<CheckSpec>>) -> axum::Router 
         cache,
         metrics,
     });
-    axum::Router::new()
+    let fast = Liveness {
+        length: HeaderValue::from(state.liveness.len()),
+        body: state.liveness.clone(),
+        region: state.region.clone(),
+        metrics: Arc::clone(&state.metrics),
+    };
+    let routes = axum::Router::new()
         .route("/status", get(liveness))
         .route("/status/deep", get(deep))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    App::new(routes, fast)
 }
 
 /// Serves on `listener` with the default [`Limits`] until `shutdown` completes, then drains
 /// in-flight requests.
 pub async fn run(
-    router: axum::Router,
+    app: App,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    run_with(router, listener, Limits::API, shutdown).await
+    run_with(app, listener, Limits::API, shutdown).await
 }
 
 /// Serves on `listener` through the shared server loop ([`vantage_runtime::http_server`]):
@@ -287,12 +297,12 @@ pub async fn run(
 /// idle clients cannot keep `/status` from answering. At `shutdown` it stops accepting and
 /// drains requests in flight.
 pub async fn run_with(
-    router: axum::Router,
+    app: App,
     listener: tokio::net::TcpListener,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let make_service = move |_peer| TowerToHyperService::new(router.clone());
+    let make_service = move |_peer| app.clone();
     http_server::serve(listener, make_service, limits, None, shutdown).await
 }
 
@@ -356,15 +366,6 @@ async fn metrics_text(State(app): State<Arc<AppState>>) -> Response<Body> {
 fn answer(app: &AppState, code: StatusCode, body: Bytes, request: &HeaderMap) -> Response<Body> {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = code;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(health::CONTENT_TYPE),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(HeaderName::from_static(REGION_HEADER), app.region.clone());
-    if let Some(trace) = request.get(TRACE_HEADER) {
-        h.insert(HeaderName::from_static(TRACE_HEADER), trace.clone());
-    }
+    set_headers(response.headers_mut(), &app.region, request);
     response
 }
