@@ -5,7 +5,7 @@
 //! uncompressed, 26 series a target. The goal, 1.5 MB, is NOT met uncompressed and this
 //! bound says so: it is about ten series of ~145 bytes a target, less than one classic
 //! histogram of useful resolution (a bucket is a line per target); only native histograms
-//! (protobuf exposition, see `agent/src/metrics.rs`) would reach it. On the wire it is met:
+//! (protobuf exposition, see `agent/src/metrics/mod.rs`) would reach it. On the wire it is met:
 //! Prometheus always asks for gzip and the listener compresses (`metrics_http::exposition`).
 //! The bounds guard the figures reached against regressions. Each test renders into its own
 //! local recorder, so they share no global state.
