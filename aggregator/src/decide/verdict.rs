@@ -100,7 +100,11 @@ pub(super) fn merge_observations<'a>(
                     m.limit_latency = m.limit_latency.max(sample.limit_latency);
                     m.weight_latency = m.weight_latency.max(sample.weight_latency);
                 })
-                .or_insert_with(|| sample.clone());
+                // The vantage is the key: the merged sample does not copy its name.
+                .or_insert_with(|| VantageSample {
+                    vantage: String::new(),
+                    ..*sample
+                });
         }
     }
     merged
