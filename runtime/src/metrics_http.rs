@@ -25,14 +25,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Path of the scrape endpoint.
 pub const METRICS_PATH: &str = "/metrics";
 /// Prometheus text exposition format 0.0.4, as Prometheus' own client libraries label it (the
 /// format is UTF-8 by definition; the charset parameter says so to any other reader).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Renders running at once. Each holds the whole exposition in memory (megabytes at fleet
+/// scale) on a blocking-pool thread: without a bound, the listener's 64 connections could
+/// ask for 64 at once. Prometheus scrapes one at a time; a second permit lets a person's
+/// `curl` through beside it.
+pub const CONCURRENT_RENDERS: usize = 2;
 /// How often [`serve`] drains buffered histogram samples into their buckets.
 pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
 
@@ -61,11 +68,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let upkeep_handle = handle.clone();
+    let renders = Arc::new(Semaphore::new(CONCURRENT_RENDERS));
     let make_service = move |_peer| {
-        let handle = handle.clone();
+        let (handle, renders) = (handle.clone(), renders.clone());
         service_fn(move |request: Request<Incoming>| {
-            let handle = handle.clone();
-            async move { Ok::<_, Infallible>(respond(request, handle).await) }
+            let (handle, renders) = (handle.clone(), renders.clone());
+            async move { Ok::<_, Infallible>(respond(request, handle, renders).await) }
         })
     };
     let server = http_server::serve(listener, make_service, Limits::METRICS, None, shutdown);
@@ -76,7 +84,11 @@ pub async fn serve(
     }
 }
 
-async fn respond(request: Request<Incoming>, handle: PrometheusHandle) -> Response<Full<Bytes>> {
+async fn respond(
+    request: Request<Incoming>,
+    handle: PrometheusHandle,
+    renders: Arc<Semaphore>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: Bytes| {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
@@ -96,7 +108,19 @@ async fn respond(request: Request<Incoming>, handle: PrometheusHandle) -> Respon
         return response;
     }
     let gzip = accepts_gzip(request.headers());
-    let body = tokio::task::spawn_blocking(move || exposition(&handle, gzip)).await;
+    // The semaphore is never closed: acquiring only waits for a render to finish.
+    let Ok(permit) = renders.acquire_owned().await else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"shutting down\n"),
+        );
+    };
+    let body = tokio::task::spawn_blocking(move || {
+        let body = exposition(&handle, gzip);
+        drop(permit);
+        body
+    })
+    .await;
     let Ok(body) = body else {
         return reply(
             StatusCode::INTERNAL_SERVER_ERROR,
