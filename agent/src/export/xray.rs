@@ -423,21 +423,9 @@ mod tests {
         timings.set(Phase::Dns, Duration::from_millis(2));
         timings.set(Phase::Ttfb, Duration::from_millis(30));
         timings.set(Phase::Total, Duration::from_millis(40));
-        ProbeResult {
-            outcome,
-            failure: None,
-            timings,
-            status,
-            http_version: None,
-            tls_version: None,
-            cert_not_after: None,
-            answered_by: None,
-            remote_addr: None,
-            body_bytes: 0,
-            redirects: 0,
-            reused_connection: false,
-            dns: None,
-        }
+        let mut result = ProbeResult::synthetic(outcome, timings);
+        result.status = status;
+        result
     }
 
     #[test]
